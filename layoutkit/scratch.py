@@ -1,0 +1,152 @@
+"""Build a from-scratch starting point: a model config plus a tokenizer (and image processor) trained on
+your own words, saved as a folder that `--config_name`/`--tokenizer_name` accept.
+
+Used by the offline quick start and the tests, where no pretrained checkpoint can be downloaded.
+
+    python -m layoutkit.scratch --model_type layoutlmv3 --dataset_path data/invoices --output_dir runs/scratch-v3
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from typing import Iterable
+
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from transformers import (
+    AutoTokenizer,
+    LayoutLMConfig,
+    LayoutLMv2Config,
+    LayoutLMv2ImageProcessor,
+    LayoutLMv2Processor,
+    LayoutLMv3Config,
+    LayoutLMv3ImageProcessor,
+    LayoutLMv3Processor,
+)
+
+BERT_SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+ROBERTA_SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+SIZES = {
+    # name: hidden, layers, heads, intermediate
+    "tiny": (32, 2, 2, 64),
+    "small": (128, 4, 4, 512),
+    "base": (768, 12, 12, 3072),
+}
+
+
+def _train_wordpiece(words: Iterable[str], vocab_size: int, folder: str) -> None:
+    """A BERT-style uncased WordPiece vocab.txt (LayoutLM v1 and v2 use BERT's tokenizer)."""
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=BERT_SPECIAL_TOKENS)
+    tokenizer.train_from_iterator(words, trainer)
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
+    with open(os.path.join(folder, "vocab.txt"), "w", encoding="utf-8") as handle:
+        handle.writelines(token + "\n" for token, _ in vocab)
+
+
+def _train_byte_bpe(words: Iterable[str], vocab_size: int, folder: str) -> None:
+    """A RoBERTa-style byte-level BPE vocab.json + merges.txt (LayoutLMv3 uses RoBERTa's tokenizer)."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=ROBERTA_SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tokenizer.train_from_iterator(words, trainer)
+    tokenizer.model.save(folder)
+
+
+def build_scratch_checkpoint(
+    output_dir: str,
+    model_type: str,
+    words: Iterable[str],
+    size: str = "small",
+    vocab_size: int = 8000,
+    max_position_embeddings: int = 514,
+    image_size: int = 224,
+) -> str:
+    """Write config + tokenizer (+ image processor) for `model_type` to `output_dir` and return it.
+
+    Never write vocab files and pass their paths to the tokenizer constructors: in transformers 5,
+    `LayoutLMv3Tokenizer(vocab, merges)` and `LayoutLMv2Tokenizer(vocab_file=...)` silently build broken
+    tokenizers. Writing the files to a folder and using `from_pretrained(folder)` is reliable.
+    """
+    hidden, layers, heads, intermediate = SIZES[size]
+    os.makedirs(output_dir, exist_ok=True)
+    common = dict(
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=intermediate,
+        max_position_embeddings=max_position_embeddings,
+    )
+    with tempfile.TemporaryDirectory() as vocab_dir:
+        if model_type == "layoutlmv3":
+            _train_byte_bpe(words, vocab_size, vocab_dir)
+            tokenizer = AutoTokenizer.from_pretrained(vocab_dir, tokenizer_type="layoutlmv3")
+            # The 2D position embedding is four coordinate embeddings and two shape embeddings side by side.
+            coordinate_size = shape_size = hidden // 6
+            coordinate_size += (hidden - 4 * coordinate_size - 2 * shape_size) // 4
+            shape_size = (hidden - 4 * coordinate_size) // 2
+            config = LayoutLMv3Config(
+                vocab_size=len(tokenizer),
+                coordinate_size=coordinate_size,
+                shape_size=shape_size,
+                input_size=image_size,
+                pad_token_id=tokenizer.pad_token_id,
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                **common,
+            )
+            if 4 * config.coordinate_size + 2 * config.shape_size != config.hidden_size:
+                raise ValueError(f"hidden size {hidden} cannot be split into 4 coordinate + 2 shape embeddings")
+            image_processor = LayoutLMv3ImageProcessor(apply_ocr=False, size={"height": image_size, "width": image_size})
+            LayoutLMv3Processor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(output_dir)
+        elif model_type in ("layoutlm", "layoutlmv2"):
+            _train_wordpiece(words, vocab_size, vocab_dir)
+            tokenizer = AutoTokenizer.from_pretrained(vocab_dir, tokenizer_type=model_type, do_lower_case=True)
+            if model_type == "layoutlm":
+                config = LayoutLMConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **common)
+                tokenizer.save_pretrained(output_dir)
+            else:
+                config = LayoutLMv2Config(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **common)
+                image_processor = LayoutLMv2ImageProcessor(apply_ocr=False)
+                LayoutLMv2Processor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(output_dir)
+        else:
+            raise ValueError(
+                f"model_type {model_type!r} has no from-scratch recipe; use layoutlm, layoutlmv2 or layoutlmv3 "
+                "(LayoutXLM is fine-tuned from microsoft/layoutxlm-base)"
+            )
+    config.save_pretrained(output_dir)
+    return output_dir
+
+
+def dataset_words(dataset_path: str) -> Iterable[str]:
+    """Every word of the training split of a dataset saved by `python -m dataset_loader`."""
+    from datasets import load_from_disk
+
+    train = load_from_disk(dataset_path)["train"]
+    for batch in train.select_columns(["words"]).iter(batch_size=256):
+        for words in batch["words"]:
+            yield from words
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model_type", choices=["layoutlm", "layoutlmv2", "layoutlmv3"], default="layoutlmv3")
+    parser.add_argument("--dataset_path", required=True, help="a dataset saved by `python -m dataset_loader`")
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--size", choices=sorted(SIZES), default="small")
+    parser.add_argument("--vocab_size", type=int, default=8000)
+    args = parser.parse_args()
+    build_scratch_checkpoint(args.output_dir, args.model_type, dataset_words(args.dataset_path), args.size, args.vocab_size)
+    print(f"from-scratch config and tokenizer written to {args.output_dir}")
+
+
+if __name__ == "__main__":
+    main()

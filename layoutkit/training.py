@@ -1,0 +1,421 @@
+"""Training-loop pieces shared by run_invoice_ner.py and run_doc_classification.py.
+
+The scripts keep the examples' top-down shape (arguments, data, model, loop, save); what is the same in
+both lives here once: the common command-line flags, the Accelerator set-up, the resumable training
+state with early stopping, the step loop with checkpointing, and saving.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import DataLoaderConfiguration
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+logger = get_logger(__name__)
+
+DEFAULT_MODEL = "microsoft/layoutlmv3-base"
+
+
+# ----------------------------------------------------------------------------------------------- flags
+def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Flags both training scripts take, named as in transformers' `*_no_trainer.py` examples."""
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset_name", help="a dataset on the Hub (parquet, e.g. pushed by dataset_loader)")
+    data.add_argument("--dataset_config_name", help="the Hub dataset's configuration, if it has several")
+    data.add_argument("--dataset_path", help="a dataset saved with `python -m dataset_loader ... --output`")
+    data.add_argument("--max_train_samples", type=int, help="truncate the training split (debugging)")
+    data.add_argument("--max_eval_samples", type=int, help="truncate the validation and test splits")
+    data.add_argument("--preprocessing_num_workers", type=int, help="processes for dataset.map")
+    data.add_argument("--overwrite_cache", action="store_true", help="redo the cached preprocessing")
+
+    model = parser.add_argument_group("model")
+    model.add_argument(
+        "--model_name_or_path",
+        help=f"checkpoint to fine-tune (Hub id or folder); default {DEFAULT_MODEL} unless --config_name "
+        "is given, in which case the model is trained from scratch from that config",
+    )
+    model.add_argument("--config_name", help="config to train from scratch (or override the checkpoint's)")
+    model.add_argument("--tokenizer_name", help="processor/tokenizer if not the checkpoint's")
+    model.add_argument("--cache_dir", help="where to cache downloads from the Hub")
+    model.add_argument("--revision", default="main", help="checkpoint revision on the Hub")
+    model.add_argument("--trust_remote_code", action="store_true")
+
+    train = parser.add_argument_group("training")
+    train.add_argument("--output_dir", required=True)
+    train.add_argument("--per_device_train_batch_size", type=int, default=8)
+    train.add_argument("--per_device_eval_batch_size", type=int, default=16)
+    train.add_argument("--learning_rate", type=float, default=5e-5)
+    train.add_argument("--weight_decay", type=float, default=0.0)
+    train.add_argument("--max_grad_norm", type=float, default=1.0)
+    train.add_argument("--num_train_epochs", type=int, default=3)
+    train.add_argument("--max_train_steps", type=int, help="overrides --num_train_epochs")
+    train.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    train.add_argument(
+        "--lr_scheduler_type",
+        default="linear",
+        choices=["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"],
+    )
+    train.add_argument("--num_warmup_steps", type=int, default=0)
+    train.add_argument("--warmup_ratio", type=float, default=0.0, help="used when --num_warmup_steps is 0")
+    train.add_argument("--seed", type=int, default=42)
+    train.add_argument(
+        "--mixed_precision",
+        choices=["no", "fp16", "bf16"],
+        help="autocast precision; default: what `accelerate launch`/`accelerate config` set",
+    )
+    train.add_argument("--early_stopping_patience", type=int, help="epochs without improvement before stopping")
+    train.add_argument("--checkpointing_steps", help='save the training state every N steps, or "epoch"')
+    train.add_argument("--resume_from_checkpoint", help='a checkpoint folder, or "latest" in --output_dir')
+    train.add_argument("--logging_steps", type=int, default=10, help="log loss and learning rate every N steps")
+    train.add_argument("--dataloader_num_workers", type=int, default=0)
+
+    track = parser.add_argument_group("tracking and sharing")
+    track.add_argument("--with_tracking", action="store_true", help="log to the trackers of --report_to")
+    track.add_argument(
+        "--report_to",
+        default="mlflow",
+        help='Accelerate tracker(s): "mlflow" (default; local store unless MLFLOW_TRACKING_URI), '
+        '"tensorboard", "wandb", ... or "all"',
+    )
+    track.add_argument("--experiment_name", help="MLflow experiment; default: the script's name")
+    track.add_argument("--push_to_hub", action="store_true")
+    track.add_argument("--hub_model_id", help="repo to push to; default: the output folder's name")
+    track.add_argument("--hub_private_repo", action="store_true")
+    track.add_argument("--hub_token", help="default: the HF_TOKEN environment variable / cached login")
+    track.add_argument("--push_every_epoch", action="store_true", help="also upload after each epoch")
+    return parser
+
+
+def load_config_file(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line; `--config_file run.json` supplies defaults that explicit flags override."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config_file")
+    known, _ = pre.parse_known_args(argv)
+    parser.add_argument("--config_file", help="a JSON file of flag values (flags given on the command line win)")
+    if known.config_file:
+        with open(known.config_file, encoding="utf-8") as handle:
+            values = json.load(handle)
+        valid = {action.dest for action in parser._actions}
+        unknown = sorted(set(values) - valid)
+        if unknown:
+            parser.error(f"{known.config_file}: unknown keys {unknown}")
+        parser.set_defaults(**values)
+    args = parser.parse_args(argv)
+    if args.dataset_name is None and args.dataset_path is None:
+        parser.error("give --dataset_path (a saved dataset) or --dataset_name (a Hub dataset)")
+    if args.model_name_or_path is None and args.config_name is None:
+        args.model_name_or_path = DEFAULT_MODEL
+    return args
+
+
+# ----------------------------------------------------------------------------------------- accelerator
+def build_accelerator(args) -> Accelerator:
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=args.report_to if args.with_tracking else None,
+        project_dir=args.output_dir,
+        # The same shuffle order on every run with the same seed, which resuming mid-epoch relies on.
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+    )
+    return accelerator
+
+
+def init_tracking(accelerator: Accelerator, args, default_experiment: str) -> None:
+    if not args.with_tracking:
+        return
+    config = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool)) and k != "hub_token"}
+    accelerator.init_trackers(
+        args.experiment_name or default_experiment,
+        config,
+        init_kwargs={"mlflow": {"run_name": os.path.basename(os.path.normpath(args.output_dir))}},
+    )
+
+
+def log_artifacts(accelerator: Accelerator, folder: str, artifact_path: str | None = None) -> None:
+    """Log the files at the top of `folder` (the final model, not its checkpoint sub-folders) as
+    artifacts of the MLflow run, if one is active."""
+    if accelerator.is_main_process and "mlflow" in [t.name for t in accelerator.trackers]:
+        tracker = accelerator.get_tracker("mlflow")
+        for name in sorted(os.listdir(folder)):
+            if os.path.isfile(os.path.join(folder, name)) and name != "mlflow.db":
+                tracker.log_artifact(os.path.join(folder, name), artifact_path)
+
+
+def log_figure(accelerator: Accelerator, figure, name: str) -> None:
+    if accelerator.is_main_process and "mlflow" in [t.name for t in accelerator.trackers]:
+        accelerator.get_tracker("mlflow").log_figure(figure, name)
+
+
+# ----------------------------------------------------------------------------------------- optimizer
+def create_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: float) -> torch.optim.Optimizer:
+    """AdamW without weight decay on biases and normalisation weights, as in the transformers examples."""
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+    decay, rest = [], []
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            (rest if name.endswith(no_decay) else decay).append(parameter)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=learning_rate)
+
+
+def schedule(args, steps_per_epoch: int) -> tuple[int, int]:
+    """(max_train_steps, num_train_epochs) from the flags: --max_train_steps wins over epochs."""
+    if args.max_train_steps is None:
+        return args.num_train_epochs * steps_per_epoch, args.num_train_epochs
+    return args.max_train_steps, math.ceil(args.max_train_steps / steps_per_epoch)
+
+
+def create_scheduler(args, optimizer, max_train_steps: int, num_processes: int):
+    warmup = args.num_warmup_steps or int(args.warmup_ratio * max_train_steps)
+    # The prepared scheduler steps once per process for each optimizer step, hence the scaling.
+    return get_scheduler(
+        args.lr_scheduler_type,
+        optimizer=optimizer,
+        num_warmup_steps=warmup * num_processes,
+        num_training_steps=max_train_steps * num_processes,
+    )
+
+
+# ------------------------------------------------------------------------------------- training state
+@dataclass
+class TrainingState:
+    """Everything the loop needs to continue exactly where a checkpoint left it.
+
+    Registered with `accelerator.register_for_checkpointing`, so `save_state`/`load_state` carry it.
+    The best model's weights are kept with it (on the CPU), so a resumed run restores the same best
+    model at the end as an uninterrupted one.
+    """
+
+    metric_name: str = "f1"
+    completed_steps: int = 0
+    epochs_done: int = 0
+    best_metric: float | None = None
+    best_epoch: int | None = None
+    best_metrics: dict = field(default_factory=dict)
+    epochs_without_improvement: int = 0
+    history: list = field(default_factory=list)
+    train_seconds: float = 0.0
+    best_state_dict: dict | None = None
+
+    def state_dict(self) -> dict:
+        return asdict(self)
+
+    def load_state_dict(self, state: dict) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)
+
+    def record_epoch(self, epoch: int, metrics: dict, model: torch.nn.Module, patience: int | None) -> bool:
+        """Store the epoch's validation metrics; returns True when early stopping says stop."""
+        value = metrics[self.metric_name]
+        self.history.append({"epoch": epoch, **metrics})
+        self.epochs_done = epoch + 1
+        if self.best_metric is None or value > self.best_metric:
+            self.best_metric, self.best_epoch, self.best_metrics = value, epoch, dict(metrics)
+            self.epochs_without_improvement = 0
+            self.best_state_dict = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        else:
+            self.epochs_without_improvement += 1
+        return patience is not None and self.epochs_without_improvement >= patience
+
+
+# ------------------------------------------------------------------------------------------ checkpoints
+def save_checkpoint(accelerator: Accelerator, output_dir: str, name: str) -> None:
+    """`save_state` into a temporary folder renamed into place, so a run killed while saving never leaves
+    a half-written checkpoint for `--resume_from_checkpoint latest` to pick."""
+    final = os.path.join(output_dir, name)
+    partial = final + ".partial"
+    accelerator.save_state(partial)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if os.path.isdir(final):
+            shutil.rmtree(final)
+        os.replace(partial, final)
+    accelerator.wait_for_everyone()
+
+
+def find_checkpoint(output_dir: str, requested: str) -> str:
+    """The folder to resume from: `requested` itself, or with "latest" the newest step_N/epoch_N folder."""
+    if requested != "latest":
+        if not os.path.isdir(requested):
+            raise FileNotFoundError(f"--resume_from_checkpoint {requested}: no such checkpoint folder")
+        return requested
+    names = os.listdir(output_dir) if os.path.isdir(output_dir) else []
+    candidates = [os.path.join(output_dir, n) for n in names if re.fullmatch(r"(step|epoch)_\d+", n)]
+    if not candidates:
+        raise FileNotFoundError(f"--resume_from_checkpoint latest: no step_N or epoch_N checkpoint in {output_dir}")
+    return max(candidates, key=os.path.getmtime)
+
+
+# ------------------------------------------------------------------------------------------- the loop
+def fit(
+    accelerator: Accelerator,
+    args,
+    model: torch.nn.Module,
+    optimizer,
+    lr_scheduler,
+    train_dataloader,
+    evaluate: Callable[[], dict],
+    state: TrainingState,
+    model_inputs: Callable[[dict], dict] = lambda batch: batch,
+    on_epoch_end: Callable[[int], None] | None = None,
+) -> TrainingState:
+    """Train with gradient accumulation, per-epoch evaluation, early stopping and checkpoints.
+
+    `evaluate()` returns the validation metrics (including `state.metric_name`); `model_inputs(batch)`
+    picks the model's inputs out of a batch (batches may carry bookkeeping such as word ids).
+    The loss is accumulated on the device and read on the host only at logging steps, so the step loop
+    does not wait for the device.
+    """
+    steps_per_epoch = math.ceil(len(train_dataloader) / args.gradient_accumulation_steps)
+    max_train_steps, num_epochs = schedule(args, steps_per_epoch)
+    checkpoint_every = int(args.checkpointing_steps) if str(args.checkpointing_steps).isdigit() else None
+
+    if args.resume_from_checkpoint:
+        path = find_checkpoint(args.output_dir, args.resume_from_checkpoint)
+        accelerator.print(f"Resuming from {path}")
+        accelerator.load_state(path)
+    start_epoch = state.completed_steps // steps_per_epoch
+    skip_batches = (state.completed_steps - start_epoch * steps_per_epoch) * args.gradient_accumulation_steps
+    stop = state.completed_steps >= max_train_steps or (
+        args.early_stopping_patience is not None and state.epochs_without_improvement >= args.early_stopping_patience
+    )
+
+    progress = tqdm(
+        total=max_train_steps, initial=state.completed_steps, disable=not accelerator.is_local_main_process
+    )
+    running_loss = torch.zeros((), device=accelerator.device)
+    running_batches = 0
+    for epoch in range(start_epoch, num_epochs):
+        if stop:
+            break
+        model.train()
+        train_dataloader.set_epoch(epoch)
+        batches = train_dataloader
+        if skip_batches:
+            batches = accelerator.skip_first_batches(train_dataloader, skip_batches)
+            skip_batches = 0
+        started = time.perf_counter()
+        for batch in batches:
+            with accelerator.accumulate(model):
+                loss = model(**model_inputs(batch)).loss
+                running_loss += loss.detach()
+                running_batches += 1
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and args.max_grad_norm:
+                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad()
+            if not accelerator.sync_gradients:
+                continue
+            state.completed_steps += 1
+            progress.update(1)
+            if state.completed_steps % args.logging_steps == 0:
+                mean_loss = accelerator.reduce(running_loss, "mean").item() / running_batches
+                accelerator.log(
+                    {"train_loss": mean_loss, "learning_rate": lr_scheduler.get_last_lr()[0], "epoch": epoch},
+                    step=state.completed_steps,
+                )
+                progress.set_postfix(loss=f"{mean_loss:.4f}")
+                running_loss.zero_()
+                running_batches = 0
+            end_of_epoch = state.completed_steps % steps_per_epoch == 0
+            if checkpoint_every and state.completed_steps % checkpoint_every == 0 and not end_of_epoch:
+                save_checkpoint(accelerator, args.output_dir, f"step_{state.completed_steps}")
+            if state.completed_steps >= max_train_steps:
+                break
+        state.train_seconds += time.perf_counter() - started
+
+        metrics = evaluate()
+        should_stop = state.record_epoch(epoch, metrics, accelerator.unwrap_model(model), args.early_stopping_patience)
+        headline = {k: v for k, v in metrics.items() if "_" not in k and isinstance(v, float)}
+        accelerator.print(f"epoch {epoch}: " + ", ".join(f"{k}={v:.4f}" for k, v in headline.items()))
+        accelerator.log({f"eval_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}, step=state.completed_steps)
+        if args.checkpointing_steps == "epoch":
+            save_checkpoint(accelerator, args.output_dir, f"epoch_{epoch}")
+        elif checkpoint_every and state.completed_steps % checkpoint_every == 0:
+            save_checkpoint(accelerator, args.output_dir, f"step_{state.completed_steps}")
+        if on_epoch_end is not None:
+            on_epoch_end(epoch)
+        stop = should_stop or state.completed_steps >= max_train_steps
+        if should_stop:
+            accelerator.print(
+                f"early stopping: no {state.metric_name} improvement for {state.epochs_without_improvement} epochs"
+            )
+    progress.close()
+    return state
+
+
+def restore_best(accelerator: Accelerator, model: torch.nn.Module, state: TrainingState) -> None:
+    """Load the best epoch's weights into the model (the final model is the best one, not the last)."""
+    if state.best_state_dict is not None:
+        accelerator.unwrap_model(model).load_state_dict(state.best_state_dict)
+
+
+def write_json(path: str, payload) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(payload, handle, indent=2, ensure_ascii=False)
+        handle.write("\n")
+
+
+# ------------------------------------------------------------------------------------- model and saving
+def load_model_and_processing(args, model_class, **config_kwargs):
+    """(config, model, tokenizer, image_processor, processor) from the flags.
+
+    With --model_name_or_path the checkpoint's weights are loaded; with only --config_name the model is
+    built from the config with random weights (training from scratch).
+    """
+    from transformers import AutoConfig
+
+    from .modeling import load_processing
+
+    hub = dict(cache_dir=args.cache_dir, revision=args.revision, trust_remote_code=args.trust_remote_code)
+    config = AutoConfig.from_pretrained(args.config_name or args.model_name_or_path, **config_kwargs, **hub)
+    processing_source = args.tokenizer_name or args.model_name_or_path or args.config_name
+    tokenizer, image_processor, processor = load_processing(processing_source, **hub)
+    if args.model_name_or_path:
+        model = model_class.from_pretrained(args.model_name_or_path, config=config, **hub)
+    else:
+        model = model_class.from_config(config, trust_remote_code=args.trust_remote_code)
+    return config, model, tokenizer, image_processor, processor
+
+
+def save_model(accelerator: Accelerator, model, processor, output_dir: str) -> None:
+    """The final model and its processor, loadable with `Auto*.from_pretrained(output_dir)`."""
+    accelerator.wait_for_everyone()
+    unwrapped = accelerator.unwrap_model(model)
+    unwrapped.save_pretrained(
+        output_dir, is_main_process=accelerator.is_main_process, save_function=accelerator.save
+    )
+    if accelerator.is_main_process:
+        processor.save_pretrained(output_dir)
+
+
+def push_folder(args, folder: str, commit_message: str) -> str:
+    """Create the Hub repo if needed and upload `folder` (the token comes from --hub_token or HF_TOKEN)."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=args.hub_token)
+    repo_id = args.hub_model_id or os.path.basename(os.path.normpath(args.output_dir))
+    repo_id = api.create_repo(repo_id, private=args.hub_private_repo, exist_ok=True).repo_id
+    api.upload_folder(
+        repo_id=repo_id,
+        folder_path=folder,
+        commit_message=commit_message,
+        ignore_patterns=["step_*", "epoch_*", "*.partial", "mlflow.db", "mlruns/*", "mlartifacts/*"],
+    )
+    return repo_id

@@ -1,0 +1,181 @@
+#!/usr/bin/env python
+"""Fine-tune a LayoutLM-family model (LayoutLM v1, LayoutLMv2, LayoutXLM, LayoutLMv3) for key-information
+extraction: one BIO label per word, such as B-total or I-vendor.
+
+    accelerate launch run_invoice_ner.py --dataset_path data/invoices --output_dir runs/invoices \
+        --model_name_or_path microsoft/layoutlmv3-base
+
+The same command runs on one CPU, one GPU or several (`accelerate config` / `accelerate launch` flags).
+Documents longer than --max_seq_length are split into overlapping windows; predictions are merged back
+to one label per word, and every metric is computed on words, not tokens.
+"""
+
+import argparse
+import json
+import os
+
+import torch
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader
+from transformers import AutoModelForTokenClassification
+
+from layoutkit.data import dataset_preprocessing, load_raw_datasets
+from layoutkit.encoding import LayoutCollator
+from layoutkit.modeling import model_family
+from layoutkit.ner import BOX_COLUMNS, encode_ner_split, evaluate_ner, model_inputs
+from layoutkit.training import (
+    TrainingState,
+    add_common_args,
+    build_accelerator,
+    create_optimizer,
+    create_scheduler,
+    fit,
+    init_tracking,
+    load_config_file,
+    load_model_and_processing,
+    log_artifacts,
+    push_folder,
+    restore_best,
+    save_model,
+    schedule,
+    write_json,
+)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(parser)
+    task = parser.add_argument_group("token classification")
+    task.add_argument("--max_seq_length", type=int, default=512, help="tokens per window, special tokens included")
+    task.add_argument("--stride", type=int, default=128, help="tokens shared by consecutive windows")
+    task.add_argument(
+        "--label_all_tokens", action="store_true",
+        help="label every sub-token of a word (B- becomes I- after the first), not only the first",
+    )
+    task.add_argument(
+        "--box_level", choices=sorted(BOX_COLUMNS), default="word",
+        help="word boxes, or segment boxes (each word carries its line's or entity's box, as LayoutLMv3's "
+        "published FUNSD/CORD results do; at inference the OCR line box plays that role)",
+    )
+    task.add_argument("--pad_to_multiple_of", type=int, default=8, help="round padded lengths up to this")
+    args = load_config_file(parser, argv)
+    if args.stride >= args.max_seq_length - 2:
+        parser.error("--stride must be smaller than --max_seq_length minus the two special tokens")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    accelerator = build_accelerator(args)
+    set_seed(args.seed)
+    if accelerator.is_main_process:
+        os.makedirs(args.output_dir, exist_ok=True)
+    accelerator.wait_for_everyone()
+
+    # ---- data
+    raw = load_raw_datasets(args)
+    label_names = raw["train"].features["ner_tags"].feature.names
+    id2label = dict(enumerate(label_names))
+    label2id = {label: i for i, label in id2label.items()}
+
+    # ---- model
+    config, model, tokenizer, image_processor, processor = load_model_and_processing(
+        args, AutoModelForTokenClassification, num_labels=len(label_names), id2label=id2label, label2id=label2id
+    )
+    family = model_family(config)
+    # Recorded in config.json so that inference repeats exactly this preprocessing.
+    config.document_preprocessing = {
+        **dataset_preprocessing(args),
+        "box_level": args.box_level,
+        "max_seq_length": args.max_seq_length,
+        "stride": args.stride,
+    }
+
+    with accelerator.main_process_first():
+        windows = {
+            split: encode_ner_split(
+                raw[split], tokenizer, image_processor, family, label_names, args.max_seq_length, args.stride,
+                label_all_tokens=args.label_all_tokens, box_level=args.box_level,
+                num_proc=args.preprocessing_num_workers, load_from_cache_file=not args.overwrite_cache,
+            )
+            for split in raw
+        }
+    collator = LayoutCollator(tokenizer.pad_token_id, args.pad_to_multiple_of, family.image_input)
+    train_dataloader = DataLoader(
+        windows["train"], shuffle=True, collate_fn=collator, batch_size=args.per_device_train_batch_size,
+        num_workers=args.dataloader_num_workers,
+    )
+    eval_split = "validation" if "validation" in windows else "test"
+    eval_dataloaders = {
+        split: DataLoader(windows[split], collate_fn=collator, batch_size=args.per_device_eval_batch_size)
+        for split in ("validation", "test") if split in windows
+    }
+
+    # ---- optimizer, schedule, accelerate
+    optimizer = create_optimizer(model, args.learning_rate, args.weight_decay)
+    steps_per_epoch = -(-len(train_dataloader) // args.gradient_accumulation_steps)
+    max_train_steps, _ = schedule(args, steps_per_epoch)
+    lr_scheduler = create_scheduler(args, optimizer, max_train_steps, accelerator.num_processes)
+    model, optimizer, train_dataloader, lr_scheduler = accelerator.prepare(
+        model, optimizer, train_dataloader, lr_scheduler
+    )
+    eval_dataloaders = {split: accelerator.prepare(dl) for split, dl in eval_dataloaders.items()}
+    state = TrainingState(metric_name="f1")
+    accelerator.register_for_checkpointing(state)
+    init_tracking(accelerator, args, "run_invoice_ner")
+
+    accelerator.print(
+        f"{len(raw['train'])} training documents in {len(windows['train'])} windows; model {family.model_type}, "
+        f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters; {max_train_steps} steps"
+    )
+
+    # ---- train, evaluating on validation after every epoch
+    def evaluate_validation():
+        metrics, _ = evaluate_ner(accelerator, model, eval_dataloaders[eval_split], raw[eval_split], label_names)
+        return metrics
+
+    def push_epoch(epoch):
+        if args.push_to_hub and args.push_every_epoch and accelerator.is_main_process:
+            save_model(accelerator, model, processor, args.output_dir)
+            push_folder(args, args.output_dir, f"epoch {epoch}")
+
+    fit(accelerator, args, model, optimizer, lr_scheduler, train_dataloader, evaluate_validation, state,
+        model_inputs=model_inputs, on_epoch_end=push_epoch)
+
+    # ---- final model = best validation epoch; test on it
+    restore_best(accelerator, model, state)
+    results = {f"eval_{k}": v for k, v in state.best_metrics.items()}
+    results.update(
+        best_epoch=state.best_epoch,
+        train_steps=state.completed_steps,
+        train_seconds=round(state.train_seconds, 2),
+        train_documents_per_second=round(
+            len(raw["train"]) * state.completed_steps / steps_per_epoch / state.train_seconds, 3
+        ) if state.train_seconds else None,
+    )
+    if "test" in eval_dataloaders:
+        test_metrics, records = evaluate_ner(accelerator, model, eval_dataloaders["test"], raw["test"], label_names)
+        results.update({f"test_{k}": v for k, v in test_metrics.items()})
+        accelerator.log({f"test_{k}": v for k, v in test_metrics.items()}, step=state.completed_steps)
+        accelerator.print(
+            f"test: precision={test_metrics['precision']:.4f} recall={test_metrics['recall']:.4f} "
+            f"f1={test_metrics['f1']:.4f} accuracy={test_metrics['accuracy']:.4f}"
+        )
+        if accelerator.is_main_process:
+            with open(os.path.join(args.output_dir, "test_predictions.jsonl"), "w", encoding="utf-8") as handle:
+                for record in records:
+                    handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    save_model(accelerator, model, processor, args.output_dir)
+    if accelerator.is_main_process:
+        write_json(os.path.join(args.output_dir, "all_results.json"), results)
+        write_json(os.path.join(args.output_dir, "training_history.json"), state.history)
+        log_artifacts(accelerator, args.output_dir, "model")
+        if args.push_to_hub:
+            repo_id = push_folder(args, args.output_dir, "End of training")
+            accelerator.print(f"pushed to https://huggingface.co/{repo_id}")
+    accelerator.end_training()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,184 @@
+"""Command line: python -m dataset_loader {build,funsd,synth,push} ..."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+from dataset_loader.annotations import AnnotationError
+from dataset_loader.preprocessing import DEFAULT_SIZE
+from dataset_loader.writer import BuildError
+from layoutkit.boxes import parse_size
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (AnnotationError, BuildError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m dataset_loader",
+        description="Build LayoutLM-ready Hugging Face datasets from annotated document images.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    build = commands.add_parser(
+        "build", help="build a DatasetDict from DIR/images + DIR/annotations (format: dataset_loader/FORMAT.md)"
+    )
+    build.add_argument("--data-dir", required=True, type=Path, help="folder with images/ and annotations/")
+    _add_output_options(build)
+    build.add_argument(
+        "--split", default="0.8,0.1,0.1", type=_argument(_ratios),
+        help="TRAIN,VALIDATION,TEST ratios (normalised; default 0.8,0.1,0.1); a split with no document is left out",
+    )
+    build.add_argument(
+        "--labels", type=_argument(_labels),
+        help="label list: a file (JSON list or one per line) or comma list; BIO tags (order kept) or entity "
+        "types (expanded to O, B-/I- per type sorted). Default: the tags found in the data",
+    )
+    build.set_defaults(run=_run_build)
+
+    funsd = commands.add_parser("funsd", help="import FUNSD (training_data -> train+validation, testing_data -> test)")
+    funsd.add_argument("--input", required=True, type=Path, help="FUNSD root with training_data/ and testing_data/")
+    _add_output_options(funsd)
+    funsd.add_argument("--validation-ratio", type=float, default=0.1, help="share of training_data for validation")
+    funsd.add_argument("--max-docs", type=int, help="use only the first N documents of each folder (quick tests)")
+    funsd.set_defaults(run=_run_funsd)
+
+    synth = commands.add_parser("synth", help="write synthetic invoices in the annotation format")
+    synth.add_argument("--output", required=True, type=Path, help="folder to write images/ and annotations/ into")
+    synth.add_argument("--num-docs", type=int, default=200, help="number of invoices (default 200)")
+    synth.add_argument("--seed", type=int, default=42, help="same seed, same invoices (default 42)")
+    synth.add_argument("--workers", type=int, help="processes (default: all CPU cores)")
+    synth.add_argument("--overwrite", action="store_true", help="replace invoices already in --output")
+    synth.set_defaults(run=_run_synth)
+
+    push = commands.add_parser("push", help="push a dataset built here to the Hugging Face Hub, with its card")
+    push.add_argument("--dataset", required=True, type=Path, help="folder written by build or funsd")
+    push.add_argument("--repo", required=True, help="Hub dataset repo id, e.g. me/invoices")
+    push.add_argument("--private", action="store_true", help="create the repo as private")
+    push.set_defaults(run=_run_push)
+    return parser
+
+
+def _add_output_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output", required=True, type=Path, help="folder to save the DatasetDict to")
+    parser.add_argument(
+        "--resize", default="x".join(map(str, DEFAULT_SIZE)), type=_argument(parse_size),
+        help="page size WIDTHxHEIGHT in pixels, width first (default 1000x700)",
+    )
+    parser.add_argument(
+        "--keep-aspect", action="store_true",
+        help="fit the page inside --resize and pad with white instead of stretching",
+    )
+    parser.add_argument("--seed", type=int, default=42, help="seed of the split assignment (default 42)")
+    parser.add_argument("--strict", action="store_true", help="stop at the first invalid document (exit code 1)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a dataset already saved in --output")
+    parser.add_argument("--push-to-hub", metavar="REPO", help="also push the dataset and its card to this Hub repo")
+    parser.add_argument("--private", action="store_true", help="with --push-to-hub: create a private repo")
+
+
+def _run_build(args: argparse.Namespace) -> int:
+    from dataset_loader.build import build_dataset
+
+    build_dataset(
+        args.data_dir, args.output, size=args.resize, keep_aspect=args.keep_aspect, seed=args.seed,
+        ratios=args.split, labels=args.labels, strict=args.strict, overwrite=args.overwrite,
+    )
+    return _finish(args)
+
+
+def _run_funsd(args: argparse.Namespace) -> int:
+    from dataset_loader.funsd import import_funsd
+
+    import_funsd(
+        args.input, args.output, size=args.resize, keep_aspect=args.keep_aspect, seed=args.seed,
+        validation_ratio=args.validation_ratio, max_docs=args.max_docs, strict=args.strict, overwrite=args.overwrite,
+    )
+    return _finish(args)
+
+
+def _finish(args: argparse.Namespace) -> int:
+    from dataset_loader.report import read_report
+
+    report = read_report(args.output) or {}
+    splits = ", ".join(f"{name} {count}" for name, count in report.get("splits", {}).items())
+    print(
+        f"saved {args.output} ({splits}); skipped {report.get('documents_skipped')}, empty "
+        f"{report.get('empty_documents')}, blank words dropped {report.get('dropped_blank_words')}; "
+        f"report: {args.output / 'build_report.json'}"
+    )
+    if args.push_to_hub:
+        return _push(args.output, args.push_to_hub, args.private)
+    return 0
+
+
+def _run_synth(args: argparse.Namespace) -> int:
+    from dataset_loader.synth import generate
+
+    existing = list((args.output / "annotations").glob("*.json"))
+    if existing and not args.overwrite:
+        raise BuildError(
+            f"{args.output} already holds {len(existing)} annotations; choose a new folder or pass --overwrite"
+        )
+    for folder in ("images", "annotations"):
+        if args.overwrite:
+            shutil.rmtree(args.output / folder, ignore_errors=True)
+    start = time.perf_counter()
+    generate(args.output, args.num_docs, seed=args.seed, workers=args.workers)
+    print(f"wrote {args.num_docs} invoices to {args.output} in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _run_push(args: argparse.Namespace) -> int:
+    return _push(args.dataset, args.repo, args.private)
+
+
+def _push(dataset: Path, repo_id: str, private: bool) -> int:
+    from dataset_loader.card import PushError, push_dataset
+
+    try:
+        push_dataset(dataset, repo_id, private=private)
+    except PushError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"pushed {dataset} to https://huggingface.co/datasets/{repo_id}")
+    return 0
+
+
+def _argument(parse: Callable[[str], object]) -> Callable[[str], object]:
+    """Turn a parser's ValueError into an argparse error that shows the parser's own message."""
+
+    def convert(text: str) -> object:
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    convert.__name__ = parse.__name__
+    return convert
+
+
+def _ratios(text: str) -> tuple[float, float, float]:
+    from dataset_loader.splits import parse_ratios
+
+    return parse_ratios(text)
+
+
+def _labels(text: str) -> list[str]:
+    from dataset_loader.build import parse_labels
+
+    return parse_labels(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,249 @@
+"""Read and validate one annotated document (the user format described in FORMAT.md).
+
+Every problem raises `AnnotationError(file, field, message)`, which says what is wrong, where (file and
+field, with the word index) and what to do. The build decides whether to stop (strict) or skip the
+document and report it (lenient).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from PIL import ExifTags, Image
+
+from layoutkit.boxes import load_page
+from layoutkit.labels import is_bio_tag
+
+# Boxes may overshoot the image by this many pixels (rounding in annotation tools); they are clamped.
+BOX_TOLERANCE = 2
+
+REQUIRED_FIELDS = ("image", "words", "boxes", "labels")
+OPTIONAL_FIELDS = ("segment_boxes",)
+
+# EXIF orientations 5-8 rotate by 90 degrees, so the upright page has width and height swapped.
+_TRANSPOSED_ORIENTATIONS = {5, 6, 7, 8}
+
+
+class AnnotationError(ValueError):
+    """A document that cannot be used: `file` (annotation path), `field` (e.g. "boxes[3]") and `message`."""
+
+    def __init__(self, file: str | Path, field: str | None, message: str):
+        self.file = str(file)
+        self.field = field
+        self.message = message
+        where = f"{self.file}: {field}" if field else self.file
+        super().__init__(f"{where}: {message}")
+
+    def to_dict(self) -> dict[str, str | None]:
+        return {"file": self.file, "field": self.field, "reason": self.message}
+
+
+@dataclass
+class Document:
+    """One page with word-level annotation, boxes in pixels of the upright image."""
+
+    id: str
+    annotation_file: Path
+    image_file: Path
+    words: list[str]
+    boxes: list[list[float]]
+    labels: list[str]
+    segment_boxes: list[list[float]] | None = None
+    # Words removed because their text was empty or whitespace (counted in build_report.json).
+    dropped_words: int = 0
+    # Unknown top-level keys, reported as warnings (a typo such as "segment_box" must not vanish silently).
+    unknown_fields: list[str] = field(default_factory=list)
+
+    def load_image(self) -> Image.Image:
+        """Decode the page as upright RGB (EXIF orientation applied, any mode converted)."""
+        try:
+            with Image.open(self.image_file) as image:
+                return load_page(image)
+        except Exception as error:  # the file changed since it was checked
+            raise AnnotationError(
+                self.annotation_file,
+                "image",
+                f"image file {self.image_file} could not be decoded ({error}); re-export or replace the image",
+            ) from None
+
+
+def read_json(path: Path) -> Any:
+    try:
+        with open(path, encoding="utf-8-sig") as handle:  # -sig: tolerate the BOM some Windows tools write
+            return json.load(handle)
+    except json.JSONDecodeError as error:
+        raise AnnotationError(
+            path, None, f"is not valid JSON (line {error.lineno}, column {error.colno}: {error.msg}); fix the syntax"
+        ) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise AnnotationError(path, None, f"cannot be read ({error}); it must be a UTF-8 JSON file") from None
+
+
+def read_annotation(path: Path, images_dir: Path, label_names: Sequence[str] | None = None) -> Document:
+    """Read, check and return the document described by the annotation file `path`."""
+    path = Path(path)
+    document = parse_annotation(read_json(path), path, Path(images_dir))
+    return validate_document(document, label_names)
+
+
+def parse_annotation(data: Any, path: Path, images_dir: Path) -> Document:
+    """Check the JSON structure (fields and types) of a user annotation and build a Document."""
+    if not isinstance(data, dict):
+        raise AnnotationError(path, None, f"top level is {_type_name(data)}; it must be a JSON object {{...}}")
+    for name in REQUIRED_FIELDS:
+        if name not in data:
+            raise AnnotationError(path, name, f"required field is missing (required: {', '.join(REQUIRED_FIELDS)})")
+
+    image_name = data["image"]
+    if not isinstance(image_name, str) or not image_name.strip():
+        raise AnnotationError(path, "image", "must be the image's file name (a non-empty string)")
+    for name in ("words", "labels"):
+        values = data[name]
+        if not isinstance(values, list):
+            raise AnnotationError(path, name, f"is {_type_name(values)}; it must be a list of strings")
+        for index, value in enumerate(values):
+            if not isinstance(value, str):
+                raise AnnotationError(path, f"{name}[{index}]", f"is {_type_name(value)}; it must be a string")
+    for name in ("boxes", "segment_boxes"):
+        if data.get(name) is not None and not isinstance(data[name], list):
+            message = f"is {_type_name(data[name])}; it must be a list of [x0, y0, x1, y1] boxes"
+            raise AnnotationError(path, name, message)
+
+    return Document(
+        id=path.stem,
+        annotation_file=path,
+        image_file=_image_path(image_name, images_dir, path),
+        words=list(data["words"]),
+        boxes=list(data["boxes"]),
+        labels=list(data["labels"]),
+        segment_boxes=list(data["segment_boxes"]) if data.get("segment_boxes") is not None else None,
+        unknown_fields=sorted(set(data) - set(REQUIRED_FIELDS) - set(OPTIONAL_FIELDS)),
+    )
+
+
+def validate_document(document: Document, label_names: Sequence[str] | None = None) -> Document:
+    """Check lengths, labels, the image and the boxes; clamp boxes within the tolerance and drop blank words.
+
+    Shared by the user format and the FUNSD importer so both obey the same rules.
+    """
+    file = document.annotation_file
+    lengths = {"words": len(document.words), "boxes": len(document.boxes), "labels": len(document.labels)}
+    if document.segment_boxes is not None:
+        lengths["segment_boxes"] = len(document.segment_boxes)
+    if len(set(lengths.values())) > 1:
+        counts = ", ".join(f"{len_} {name}" for name, len_ in lengths.items())
+        raise AnnotationError(
+            file, "/".join(lengths), f"lengths differ ({counts}); give exactly one box and one label per word"
+        )
+
+    allowed = set(label_names) if label_names is not None else None
+    for index, label in enumerate(document.labels):
+        if not is_bio_tag(label):
+            raise AnnotationError(
+                file,
+                f"labels[{index}]",
+                f"{label!r} is not a BIO tag; use 'O' or 'B-<type>'/'I-<type>' (e.g. 'B-total')",
+            )
+        if allowed is not None and label not in allowed:
+            raise AnnotationError(
+                file,
+                f"labels[{index}]",
+                f"{label!r} is not in the label list ({', '.join(label_names)}); fix the tag or add it with --labels",
+            )
+
+    width, height = image_size(document.image_file, file)
+    document.boxes = [_check_box(box, f"boxes[{i}]", width, height, file) for i, box in enumerate(document.boxes)]
+    if document.segment_boxes is not None:
+        document.segment_boxes = [
+            _check_box(box, f"segment_boxes[{i}]", width, height, file) for i, box in enumerate(document.segment_boxes)
+        ]
+    _drop_blank_words(document)
+    return document
+
+
+def image_size(image_file: Path, annotation_file: Path) -> tuple[int, int]:
+    """(width, height) of the upright page (as displayed, EXIF orientation applied)."""
+    if not image_file.is_file():
+        raise AnnotationError(
+            annotation_file, "image", f"image file {image_file} does not exist; put the image there or fix the name"
+        )
+    try:
+        with Image.open(image_file) as image:
+            # Decode now: truncated or corrupt pixel data must fail here, before anything is written (and
+            # PNG keeps EXIF after the pixels anyway). One page at a time, so memory stays flat.
+            image.load()
+            width, height = image.size
+            orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+    except Exception as error:
+        raise AnnotationError(
+            annotation_file, "image", f"image file {image_file} cannot be read ({error}); re-export or replace it"
+        ) from None
+    return (height, width) if orientation in _TRANSPOSED_ORIENTATIONS else (width, height)
+
+
+def _image_path(name: str, images_dir: Path, annotation_file: Path) -> Path:
+    """Resolve `name` inside images/; names that escape the folder (../x.png, /abs.png) are refused."""
+    candidate = Path(name)
+    resolved_dir = images_dir.resolve()
+    resolved = (images_dir / candidate).resolve()
+    if candidate.is_absolute() or not resolved.is_relative_to(resolved_dir):
+        raise AnnotationError(
+            annotation_file,
+            "image",
+            f"{name!r} points outside {images_dir}; give a file name relative to the images folder",
+        )
+    return images_dir / candidate
+
+
+def _check_box(value: Any, field: str, width: int, height: int, file: Path) -> list[float]:
+    if not (
+        isinstance(value, list)
+        and len(value) == 4
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+    ):
+        raise AnnotationError(file, field, f"{value!r} is not a box; write 4 numbers [x0, y0, x1, y1] in pixels")
+    x0, y0, x1, y1 = value
+    if x1 < x0 or y1 < y0:
+        raise AnnotationError(
+            file, field, f"box {value} is inverted; boxes are [left, top, right, bottom] with x0 <= x1 and y0 <= y1"
+        )
+    if x0 < -BOX_TOLERANCE or y0 < -BOX_TOLERANCE or x1 > width + BOX_TOLERANCE or y1 > height + BOX_TOLERANCE:
+        raise AnnotationError(
+            file,
+            field,
+            f"box {value} lies outside the {width}x{height} image (tolerance {BOX_TOLERANCE} px); boxes must be "
+            "pixel coordinates of the upright image (not normalised, not from another resolution)",
+        )
+    return [max(0, x0), max(0, y0), min(width, x1), min(height, y1)]
+
+
+def _drop_blank_words(document: Document) -> None:
+    """Words with no visible text give the tokenizer nothing to tag; remove them (counted, not silent)."""
+    keep = [index for index, word in enumerate(document.words) if word.strip()]
+    if len(keep) == len(document.words):
+        return
+    labels = list(document.labels)
+    pending: str | None = None  # type of a dropped B- word whose entity continues
+    for index, word in enumerate(document.words):
+        if not word.strip():
+            pending = labels[index][2:] if labels[index].startswith("B-") else pending
+            continue
+        # The first kept word of an entity whose B- word was dropped becomes its B-.
+        if pending is not None and labels[index] == f"I-{pending}":
+            labels[index] = f"B-{pending}"
+        pending = None
+    document.dropped_words += len(document.words) - len(keep)
+    document.words = [document.words[i] for i in keep]
+    document.boxes = [document.boxes[i] for i in keep]
+    document.labels = [labels[i] for i in keep]
+    if document.segment_boxes is not None:
+        document.segment_boxes = [document.segment_boxes[i] for i in keep]
+
+
+def _type_name(value: Any) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}
+    return names.get(type(value), "a number" if isinstance(value, (int, float)) else type(value).__name__)

@@ -1,0 +1,103 @@
+"""Build a DatasetDict from a folder in the user annotation format (DIR/images, DIR/annotations)."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Sequence
+
+from datasets import DatasetDict
+
+from dataset_loader.annotations import read_annotation
+from dataset_loader.preprocessing import DEFAULT_SIZE
+from dataset_loader.report import BuildReport
+from dataset_loader.splits import assign_splits
+from dataset_loader.writer import BuildError, abort_with_report, check_output, scan_documents, write_dataset
+from layoutkit.labels import OUTSIDE, is_bio_tag, label_list_from_tags, label_list_from_types
+
+DEFAULT_RATIOS = (0.8, 0.1, 0.1)
+
+
+def build_dataset(
+    data_dir: str | Path,
+    output: str | Path,
+    *,
+    size: tuple[int, int] = DEFAULT_SIZE,
+    keep_aspect: bool = False,
+    seed: int = 42,
+    ratios: Sequence[float] = DEFAULT_RATIOS,
+    labels: Sequence[str] | None = None,
+    strict: bool = False,
+    overwrite: bool = False,
+) -> DatasetDict:
+    """Check, split, resize and save the folder's documents to `output`; returns the saved DatasetDict.
+
+    `labels` fixes the label list (and its order); by default it is made from the tags in the data.
+    Lenient (default): bad documents are skipped and listed in build_report.json. Strict: the first
+    problem raises AnnotationError.
+    """
+    data_dir, output = Path(data_dir), Path(output)
+    images_dir, annotations_dir = data_dir / "images", data_dir / "annotations"
+    for folder in (images_dir, annotations_dir):
+        if not folder.is_dir():
+            raise BuildError(f"{folder} is not a folder; a data folder holds images/ and annotations/ (see FORMAT.md)")
+    check_output(output, overwrite)
+    paths = sorted(annotations_dir.glob("*.json"))
+    if not paths:
+        raise BuildError(f"no *.json annotation files in {annotations_dir}")
+
+    report = BuildReport(
+        source=str(data_dir), source_format="folder", strict=strict, resize=list(size), keep_aspect=keep_aspect,
+        seed=seed,
+    )
+    label_names = list(labels) if labels is not None else None
+    reader = functools.partial(read_annotation, images_dir=images_dir, label_names=label_names)
+    kept, tags = scan_documents(paths, reader, report, strict)
+    if not kept:
+        raise abort_with_report(output, report, f"no valid document in {annotations_dir}")
+
+    by_id = {ref.id: ref for ref in kept}
+    splits = {name: [by_id[i] for i in ids] for name, ids in assign_splits(list(by_id), ratios, seed).items()}
+    return write_dataset(
+        splits,
+        reader,
+        label_names or label_list_from_tags(tags),
+        output,
+        size,
+        keep_aspect,
+        report,
+        strict,
+    )
+
+
+def parse_labels(value: str) -> list[str]:
+    """The --labels option: a file (JSON list, or one label per line) or a comma-separated list.
+
+    Either full BIO tags ("O,B-total,I-total", order kept) or entity types ("total,vendor", expanded to
+    the canonical list "O", B-/I- per type sorted).
+    """
+    path = Path(value)
+    if path.is_file():
+        text = path.read_text(encoding="utf-8")
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError:
+            items = text.splitlines()
+        if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+            raise ValueError(f"--labels file {value} must hold a JSON list of strings or one label per line")
+    else:
+        items = value.split(",")
+    items = [item.strip() for item in items if item.strip()]
+    if not items:
+        raise ValueError("--labels is empty")
+    if len(set(items)) != len(items):
+        raise ValueError(f"--labels has duplicates: {items}")
+    bio = [is_bio_tag(item) for item in items]
+    if all(bio):
+        if OUTSIDE not in items:
+            raise ValueError(f"--labels must include {OUTSIDE!r}: {items}")
+        return items
+    if any(bio):
+        raise ValueError(f"--labels mixes BIO tags and entity types; give one kind: {items}")
+    return label_list_from_types(items)

@@ -1,0 +1,48 @@
+"""Seeded, deterministic train/validation/test assignment of document ids."""
+
+from __future__ import annotations
+
+import random
+from typing import Sequence
+
+from dataset_loader.features import SPLITS
+
+
+def parse_ratios(text: str) -> tuple[float, float, float]:
+    """Parse "TRAIN,VALIDATION,TEST" (e.g. "0.8,0.1,0.1"); the ratios are normalised to sum to 1."""
+    try:
+        ratios = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise ValueError(f"split {text!r} is not three numbers TRAIN,VALIDATION,TEST, e.g. 0.8,0.1,0.1") from None
+    if len(ratios) != 3 or any(ratio < 0 for ratio in ratios):
+        raise ValueError(f"split {text!r} must be three non-negative numbers TRAIN,VALIDATION,TEST")
+    if ratios[0] <= 0:
+        raise ValueError(f"split {text!r}: the train ratio must be positive")
+    total = sum(ratios)
+    return (ratios[0] / total, ratios[1] / total, ratios[2] / total)
+
+
+def split_counts(total: int, ratios: Sequence[float]) -> list[int]:
+    """Documents per split. Rounds half up; a split with a positive ratio gets at least one document while
+    train keeps at least one, so tiny folders still give a usable train split. A zero ratio gives 0 (and the
+    build then leaves that split out)."""
+    others = [int(total * ratio + 0.5) for ratio in ratios[1:]]
+    others = [max(count, 1) if ratio > 0 else 0 for count, ratio in zip(others, ratios[1:])]
+    while total - sum(others) < 1 and sum(others) > 0:
+        largest = max(range(len(others)), key=lambda index: (others[index], index))
+        others[largest] -= 1
+    return [total - sum(others), *others]
+
+
+def assign_splits(
+    ids: Sequence[str], ratios: Sequence[float], seed: int, names: Sequence[str] = SPLITS
+) -> dict[str, list[str]]:
+    """Shuffle the sorted ids with `seed` and cut them by `ratios`; each split keeps the ids sorted."""
+    shuffled = sorted(ids)
+    random.Random(seed).shuffle(shuffled)
+    result: dict[str, list[str]] = {}
+    start = 0
+    for name, count in zip(names, split_counts(len(shuffled), ratios)):
+        result[name] = sorted(shuffled[start : start + count])
+        start += count
+    return result

@@ -1,0 +1,666 @@
+"""Synthetic invoices in the user annotation format: the built-in sample data for the quick start and tests.
+
+Fields are learnable on purpose: every value follows a consistent keyword cue ("Invoice No:", "Due Date",
+"Total", ...) that is labelled O, while the value words carry the entity tags. Variety comes from
+layouts (header placement, metadata style, table style and column order, totals placement), fonts,
+sizes, formats of dates/numbers/amounts and light scan noise (no geometric distortion, so boxes stay
+exact). Each word is drawn on its own, so its box comes straight from ImageDraw.textbbox.
+
+Deterministic: document i depends only on (seed, i), so the same seed writes byte-identical
+annotations, whatever --num-docs or the number of worker processes (on the same installed fonts).
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import hashlib
+import json
+import multiprocessing
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
+from tqdm.auto import tqdm
+
+from layoutkit.boxes import union_box
+
+ENTITY_TYPES = (
+    "vendor",
+    "invoice_number",
+    "invoice_date",
+    "due_date",
+    "item_description",
+    "item_amount",
+    "subtotal",
+    "tax",
+    "total",
+)
+
+FONT_DIRS = (
+    "/usr/share/fonts/truetype/dejavu",  # Debian/Ubuntu fonts-dejavu-core
+    "/usr/share/fonts/dejavu",
+    "/usr/share/fonts/TTF",
+    "/usr/local/share/fonts",
+    "/Library/Fonts",
+)
+# (regular, bold) file names per family; families whose files are missing are skipped.
+FONT_FAMILIES = (
+    ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf"),
+    ("DejaVuSerif.ttf", "DejaVuSerif-Bold.ttf"),
+    ("DejaVuSansCondensed.ttf", "DejaVuSansCondensed-Bold.ttf"),
+    ("DejaVuSansMono.ttf", "DejaVuSansMono-Bold.ttf"),
+    ("DejaVuSerifCondensed.ttf", "DejaVuSerifCondensed-Bold.ttf"),
+)
+
+# ---------------------------------------------------------------- vocabulary
+
+VENDOR_FIRST = (
+    "Acme", "Globex", "Initech", "Northwind", "Contoso", "Blue River", "Summit", "Pioneer", "Silverline",
+    "Brightway", "Redwood", "Oakridge", "Apex", "Vertex", "Nimbus", "Horizon", "Evergreen", "Harbor",
+    "Keystone", "Lakeside", "Maple Leaf", "Quantum", "Sterling", "Atlas", "Cobalt", "Granite", "Juniper",
+    "Falcon", "Orchid", "Sunrise", "Riverside", "Ironwood", "Bluebird", "Crescent", "Meridian", "Polaris",
+)
+VENDOR_MIDDLE = (
+    "Supply", "Logistics", "Consulting", "Technologies", "Print", "Foods", "Design", "Electric", "Solutions",
+    "Trading", "Industries", "Labs", "Services", "Media", "Analytics", "Hardware", "Software", "Studio",
+    "Office Supplies", "Cleaning", "Engineering", "Marketing", "Systems", "",
+)
+VENDOR_SUFFIX = ("Inc.", "LLC", "Ltd.", "GmbH", "Co.", "Corp.", "Group", "& Sons", "S.A.", "")
+FIRST_NAMES = ("Jane", "John", "Maria", "David", "Aisha", "Liam", "Sofia", "Noah", "Elena", "Omar", "Grace", "Tom")
+LAST_NAMES = ("Smith", "Johnson", "Garcia", "Miller", "Chen", "Novak", "Okafor", "Rossi", "Schmidt", "Dubois")
+STREETS = ("Main", "Oak", "Maple", "Cedar", "Park", "Lake", "Hill", "Station", "Market", "Church", "Mill", "River")
+STREET_TYPES = ("Street", "Avenue", "Road", "Blvd", "Lane", "Way", "Drive")
+CITIES = (
+    ("Springfield", "IL 62701"), ("Portland", "OR 97205"), ("Austin", "TX 73301"), ("Denver", "CO 80202"),
+    ("London", "EC1A 1BB"), ("Berlin", "10115"), ("Toronto", "ON M5H 2N2"), ("Dublin", "D02 X285"),
+    ("Madison", "WI 53703"), ("Leeds", "LS1 4AP"), ("Lyon", "69002"), ("Boston", "MA 02108"),
+)
+ITEM_ADJECTIVES = ("Premium", "Standard", "Basic", "Annual", "Monthly", "Deluxe", "Custom", "Express", "", "", "")
+ITEM_NOUNS = (
+    "Web Hosting", "Consulting Hours", "Printer Toner", "USB-C Cable", "Office Chair", "Laptop Stand",
+    "Software License", "Logo Design", "Maintenance Fee", "Shipping", "Copy Paper", "Desk Lamp",
+    "Cloud Storage", "Support Plan", "Network Switch", "Training Session", "Coffee Beans", "Cleaning Service",
+    "Website Audit", "Photo Editing", "Keyboard", "Monitor", "Domain Renewal", "Data Backup", "Catering",
+)
+ITEM_DETAILS = ("(Black)", "- 2m", "x10", "(12 months)", "- Pro", "Pack", "(A4)", "v2", "", "", "", "", "")
+FILLER_NOTES = (
+    "Please include the invoice number with your payment.",
+    "Goods remain our property until paid in full.",
+    "Questions about this invoice? Contact our billing team.",
+    "Late payments may incur a fee of 1.5% per month.",
+    "All prices include delivery unless stated otherwise.",
+)
+TERMS = (
+    "Terms and conditions: payment is due by the date shown above.",
+    "Please make payments by bank transfer and quote the invoice number as reference.",
+    "Goods returned within 14 days in their original packaging are refunded in full.",
+    "Disputes must be raised in writing within 10 days of receipt of this invoice.",
+    "Interest may be charged on overdue amounts at the statutory rate.",
+    "Services are provided under our standard terms, available on request.",
+)
+THANKS = ("Thank you for your business!", "Thank you for your business.", "We appreciate your business.")
+
+# Keyword cues (always labelled O) for each field; a few synonyms each, used consistently.
+CUES = {
+    "invoice_number": ("Invoice No:", "Invoice #:", "Invoice Number:", "Invoice No."),
+    "invoice_date": ("Invoice Date:", "Date:", "Date of Issue:", "Issue Date:"),
+    "due_date": ("Due Date:", "Payment Due:", "Due By:"),
+    "subtotal": ("Subtotal", "Sub-total", "Net Amount"),
+    "total": ("Total", "Total Due", "Amount Due", "Balance Due", "TOTAL"),
+    "bill_to": ("Bill To:", "Billed To:", "Customer:", "Invoice To:"),
+}
+DATE_FORMATS = ("%Y-%m-%d", "%d/%m/%Y", "%m/%d/%Y", "%B %d, %Y", "%d %b %Y", "%d.%m.%Y", "%b %d, %Y")
+
+HEADER_STYLES = ("left", "right", "banner", "centered")
+META_STYLES = ("columns", "inline", "stacked")
+TABLE_STYLES = ("grid", "zebra", "plain", "header_bar")
+COLUMN_ORDERS = (
+    ("desc", "qty", "unit", "amount"),
+    ("qty", "desc", "unit", "amount"),
+    ("desc", "unit", "qty", "amount"),
+)
+TOTALS_PLACEMENTS = ("right", "left", "boxed")
+
+
+# ---------------------------------------------------------------- content
+
+
+@dataclass
+class Item:
+    description: str
+    quantity: str
+    unit_price: str
+    amount: str
+
+
+@dataclass
+class Invoice:
+    """What an invoice says, before any layout."""
+
+    vendor: str
+    vendor_lines: list[str]
+    customer_lines: list[str]
+    invoice_number: str
+    invoice_date: str
+    due_date: str
+    po_number: str | None
+    items: list[Item]
+    subtotal: str
+    tax_cue: str
+    tax: str
+    total: str
+    amount_header: str
+    notes: list[str]
+    thanks: str
+    cues: dict[str, str] = field(default_factory=dict)
+
+
+def make_invoice(rng: random.Random) -> Invoice:
+    """Draw the content: consistent amounts (line = quantity x unit price, total = subtotal + tax)."""
+    money = _money_style(rng)
+    items = []
+    subtotal_cents = 0
+    for _ in range(rng.randint(1, 6)):
+        quantity = rng.choice((1, 1, 1, 2, 3, 4, 5, 10, 12, 20, 25))
+        unit_cents = rng.choice((rng.randint(100, 9_999), rng.randint(1_000, 99_999), rng.randint(10_000, 400_000)))
+        amount_cents = quantity * unit_cents
+        subtotal_cents += amount_cents
+        items.append(Item(_item_description(rng), str(quantity), money(unit_cents, False), money(amount_cents, False)))
+    rate = rng.choice((5, 7.5, 8, 10, 13, 19, 20))
+    tax_cents = round(subtotal_cents * rate / 100)
+    rate_text = f"{rate:g}%"
+    issued = datetime.date(2020, 1, 1) + datetime.timedelta(days=rng.randint(0, 6 * 365))
+    due = issued + datetime.timedelta(days=rng.choice((7, 14, 15, 30, 45, 60)))
+    date_format = rng.choice(DATE_FORMATS)
+    city, postcode = rng.choice(CITIES)
+    vendor = _company(rng)
+    vendor_lines = [f"{rng.randint(1, 9999)} {rng.choice(STREETS)} {rng.choice(STREET_TYPES)}", f"{city} {postcode}"]
+    if rng.random() < 0.8:
+        vendor_lines.append(f"Phone: +1 ({rng.randint(200, 999)}) {rng.randint(200, 999)}-{rng.randint(1000, 9999)}")
+    if rng.random() < 0.7:
+        domain = vendor.split()[0].lower().replace(".", "")
+        vendor_lines.append(f"billing@{domain}.com")
+    customer_city, customer_postcode = rng.choice(CITIES)
+    customer = _company(rng) if rng.random() < 0.4 else f"{rng.choice(FIRST_NAMES)} {rng.choice(LAST_NAMES)}"
+    customer_lines = [customer, f"{rng.randint(1, 999)} {rng.choice(STREETS)} {rng.choice(STREET_TYPES)}"]
+    customer_lines.append(f"{customer_city} {customer_postcode}")
+    notes = []
+    notes.append(rng.choice(("Payment terms:", "Terms:")) + f" Net {(due - issued).days} days")
+    if rng.random() < 0.5:
+        notes.append(rng.choice(FILLER_NOTES))
+    if rng.random() < 0.4:
+        notes.append(f"Bank: First National Bank  IBAN: GB{rng.randint(10, 99)} NWBK {rng.randint(1000, 9999)} "
+                     f"{rng.randint(1000, 9999)} {rng.randint(1000, 9999)}")
+    if rng.random() < 0.35:  # a longer terms paragraph: some pages carry much more filler text
+        notes += rng.sample(TERMS, rng.randint(2, 4))
+    return Invoice(
+        vendor=vendor,
+        vendor_lines=vendor_lines,
+        customer_lines=customer_lines,
+        invoice_number=_invoice_number(rng, issued.year),
+        invoice_date=issued.strftime(date_format),
+        due_date=due.strftime(date_format),
+        po_number=str(rng.randint(10000, 99999)) if rng.random() < 0.3 else None,
+        items=items,
+        subtotal=money(subtotal_cents, True),
+        tax_cue=rng.choice((f"Tax ({rate_text})", f"VAT {rate_text}", f"Sales Tax {rate_text}", "Tax")),
+        tax=money(tax_cents, True),
+        total=money(subtotal_cents + tax_cents, True),
+        amount_header=rng.choice(("Amount", "Amount", "Line Total")) + money.header_suffix,
+        notes=notes,
+        thanks=rng.choice(THANKS),
+        cues={name: rng.choice(options) for name, options in CUES.items()},
+    )
+
+
+def _company(rng: random.Random) -> str:
+    parts = [rng.choice(VENDOR_FIRST), rng.choice(VENDOR_MIDDLE), rng.choice(VENDOR_SUFFIX)]
+    return " ".join(part for part in parts if part)
+
+
+def _item_description(rng: random.Random) -> str:
+    parts = [rng.choice(ITEM_ADJECTIVES), rng.choice(ITEM_NOUNS), rng.choice(ITEM_DETAILS)]
+    return " ".join(part for part in parts if part)
+
+
+def _invoice_number(rng: random.Random, year: int) -> str:
+    number = rng.randint(1, 99999)
+    return rng.choice(
+        (f"INV-{number:05d}", f"{year}-{number:04d}", f"A{number:06d}", f"INV/{year}/{number:03d}", f"{number:07d}")
+    )
+
+
+class _Money:
+    """Formats cents in one document's currency style; `total` amounts may carry a currency code word."""
+
+    def __init__(self, symbol: str, european: bool, code: str | None):
+        self.symbol, self.european, self.code = symbol, european, code
+        self.header_suffix = f" ({code})" if code else ""
+
+    def __call__(self, cents: int, total: bool) -> str:
+        text = f"{cents / 100:,.2f}"
+        if self.european:
+            text = text.replace(",", " ").replace(".", ",").replace(" ", ".")
+        if self.code:
+            return f"{self.code} {text}" if total else text
+        return f"{text} {self.symbol}" if self.european else f"{self.symbol}{text}"
+
+
+def _money_style(rng: random.Random) -> _Money:
+    return rng.choice((_Money("$", False, None), _Money("£", False, None), _Money("€", True, None),
+                       _Money("", False, "USD"), _Money("", True, "EUR"), _Money("$", False, None)))
+
+
+# ---------------------------------------------------------------- drawing
+
+
+@dataclass
+class Style:
+    regular: ImageFont.FreeTypeFont
+    bold: ImageFont.FreeTypeFont
+    small: ImageFont.FreeTypeFont
+    heading: ImageFont.FreeTypeFont  # vendor name
+    title: ImageFont.FreeTypeFont  # the word INVOICE
+    ink: tuple[int, int, int]
+    accent: tuple[int, int, int]
+    line: int  # line height of regular text
+
+
+Part = tuple[str, str | None]  # (text, entity type or None for O)
+
+
+class Page:
+    """A blank page that records every word it draws: text, box, BIO tag and its line (segment) box."""
+
+    def __init__(self, size: tuple[int, int], paper: tuple[int, int, int]):
+        self.image = Image.new("RGB", size, paper)
+        self.draw = ImageDraw.Draw(self.image)
+        self.words: list[str] = []
+        self.boxes: list[list[int]] = []
+        self.labels: list[str] = []
+        self.segments: list[list[int]] = []
+
+    @property
+    def width(self) -> int:
+        return self.image.width
+
+    def measure(self, parts: Sequence[Part] | str, font: ImageFont.FreeTypeFont) -> float:
+        words = [word for text, _ in _parts(parts) for word in text.split()]
+        return sum(font.getlength(word) for word in words) + font.getlength(" ") * (len(words) - 1)
+
+    def write(
+        self, x: float, y: float, parts: Sequence[Part] | str, font: ImageFont.FreeTypeFont,
+        fill: tuple[int, int, int], align: str = "left",
+    ) -> list[int]:
+        """Draw one line of words starting at x (or ending at x for align="right", centred for "center");
+        returns the line's box, which also becomes every word's segment box."""
+        width = self.measure(parts, font)
+        x -= {"left": 0, "right": width, "center": width / 2}[align]
+        y = round(y)  # integer positions give integer, exact boxes
+        space = font.getlength(" ")
+        start = len(self.words)
+        for text, entity in _parts(parts):
+            for position, word in enumerate(text.split()):
+                left = round(x)
+                self.draw.text((left, y), word, font=font, fill=fill)
+                self.boxes.append([int(v) for v in self.draw.textbbox((left, y), word, font=font)])
+                self.words.append(word)
+                self.labels.append("O" if entity is None else f"{'B' if position == 0 else 'I'}-{entity}")
+                x += font.getlength(word) + space
+        line_box = union_box(self.boxes[start:]) if len(self.boxes) > start else [round(x), y, round(x), y]
+        self.segments.extend(list(line_box) for _ in range(len(self.boxes) - start))
+        return line_box
+
+
+def _parts(parts: Sequence[Part] | str) -> list[Part]:
+    return [(parts, None)] if isinstance(parts, str) else list(parts)
+
+
+@functools.lru_cache(maxsize=None)
+def font_families() -> tuple[tuple[str, str], ...]:
+    """(regular, bold) font files found on this system; empty means "use Pillow's built-in font"."""
+    found = []
+    for regular, bold in FONT_FAMILIES:
+        for folder in FONT_DIRS:
+            if os.path.isfile(os.path.join(folder, regular)) and os.path.isfile(os.path.join(folder, bold)):
+                found.append((os.path.join(folder, regular), os.path.join(folder, bold)))
+                break
+    return tuple(found)
+
+
+@functools.lru_cache(maxsize=256)
+def _font(path: str | None, size: int) -> ImageFont.FreeTypeFont:
+    if path is None:
+        return ImageFont.load_default(size=size)  # scalable since Pillow 10.1: never fails for lack of fonts
+    return ImageFont.truetype(path, size)
+
+
+def make_style(rng: random.Random) -> Style:
+    families = font_families()
+    regular, bold = rng.choice(families) if families else (None, None)
+    size = rng.randint(12, 15)
+    ink = rng.choice(((20, 20, 20), (0, 0, 0), (40, 40, 60), (30, 30, 30)))
+    accent = rng.choice(((31, 78, 121), (120, 30, 40), (30, 100, 70), (60, 60, 60), (90, 50, 130)))
+    return Style(
+        regular=_font(regular, size),
+        bold=_font(bold, size),
+        small=_font(regular, size - 2),
+        heading=_font(bold, rng.randint(20, 28)),
+        title=_font(bold, rng.randint(26, 36)),
+        ink=ink,
+        accent=accent,
+        line=round(size * rng.uniform(1.45, 1.7)),
+    )
+
+
+def render_invoice(invoice: Invoice, rng: random.Random) -> Page:
+    """Lay the invoice out on a page: header, bill-to and metadata, item table, totals, notes, footer."""
+    style = make_style(rng)
+    paper = rng.choice(((255, 255, 255), (253, 252, 248), (250, 250, 250)))
+    page = Page((rng.randint(820, 880), rng.randint(1060, 1140)), paper)
+    margin = rng.randint(45, 70)
+    header = rng.choice(HEADER_STYLES)
+    y = _draw_header(page, invoice, style, header, margin, rng)
+    y = _draw_parties(page, invoice, style, header, margin, y + rng.randint(20, 40), rng)
+    y, amount_right, amount_left = _draw_table(page, invoice, style, margin, y + rng.randint(20, 35), rng)
+    y = _draw_totals(page, invoice, style, margin, y + rng.randint(12, 24), amount_right, amount_left, rng)
+    y += rng.randint(25, 45)
+    for note in invoice.notes:
+        page.write(margin, y, note, style.small, style.ink)
+        y += style.line
+    footer_y = max(y + 20, page.image.height - margin - style.line)
+    page.write(page.width / 2, footer_y, invoice.thanks, style.regular, style.ink, align="center")
+    return page
+
+
+def _draw_header(page: Page, invoice: Invoice, style: Style, header: str, margin: int, rng: random.Random) -> int:
+    """Vendor name and address, and the INVOICE title; returns the y below the header."""
+    right = page.width - margin
+    title = rng.choice(("INVOICE", "Invoice", "TAX INVOICE"))
+    vendor = [(invoice.vendor, "vendor")]
+    # A long vendor name in a wide font leaves no room for the title beside it: the title then goes below.
+    beside = page.measure(vendor, style.heading) + page.measure(title, style.title) + 30 <= right - margin
+    if header == "banner":
+        band = rng.randint(95, 120)
+        page.draw.rectangle([0, 0, page.width, band], fill=style.accent)
+        page.write(margin, band / 2 - style.heading.size * 0.6, vendor, style.heading, (255, 255, 255))
+        y = band + 15
+        if beside:
+            page.write(right, band / 2 - style.title.size * 0.6, title, style.title, (255, 255, 255), align="right")
+        else:
+            page.write(right, y, title, style.title, style.accent, align="right")
+        for line in invoice.vendor_lines:
+            page.write(margin, y, line, style.small, style.ink)
+            y += style.line
+        return max(y, band + 15 + round(style.title.size * 1.5))
+    if header == "centered":
+        y = margin
+        page.write(page.width / 2, y, vendor, style.heading, style.ink, align="center")
+        y += round(style.heading.size * 1.5)
+        page.write(page.width / 2, y, "  |  ".join(invoice.vendor_lines), style.small, style.ink, align="center")
+        y += style.line + 10
+        page.draw.line([margin, y, right, y], fill=style.accent, width=2)
+        y += 15
+        page.write(page.width / 2, y, title, style.title, style.accent, align="center")
+        return y + round(style.title.size * 1.3)
+    # "left": vendor left, title right; "right": the mirror image.
+    vendor_x, vendor_align = (margin, "left") if header == "left" else (right, "right")
+    title_x, title_align = (right, "right") if header == "left" else (margin, "left")
+    y = margin
+    page.write(vendor_x, y, vendor, style.heading, style.ink, align=vendor_align)
+    y += round(style.heading.size * 1.5)
+    title_y = margin if beside else y
+    page.write(title_x, title_y, title, style.title, style.accent, align=title_align)
+    for line in invoice.vendor_lines:
+        page.write(vendor_x, y, line, style.small, style.ink, align=vendor_align)
+        y += style.line
+    return max(y, title_y + round(style.title.size * 1.5))
+
+
+def _draw_parties(
+    page: Page, invoice: Invoice, style: Style, header: str, margin: int, y: int, rng: random.Random
+) -> int:
+    """The bill-to block on one side and invoice number/dates on the other; returns the y below both."""
+    cues = invoice.cues
+    rows = [
+        (cues["invoice_number"], [(invoice.invoice_number, "invoice_number")]),
+        (cues["invoice_date"], [(invoice.invoice_date, "invoice_date")]),
+        (cues["due_date"], [(invoice.due_date, "due_date")]),
+    ]
+    if invoice.po_number:
+        rows.insert(1, ("PO Number:", [(invoice.po_number, None)]))  # a number that is not the invoice number
+    right = page.width - margin
+    half = page.width // 2
+    meta_style = rng.choice(META_STYLES)
+    cue_width = max(page.measure(cue, style.bold) for cue, _ in rows)
+    value_width = max(page.measure(value, style.bold) for _, value in rows)
+    gap = rng.randint(15, 30)
+    meta_width = {
+        "inline": max(page.measure([(cue, None), *value], style.regular) for cue, value in rows),
+        "columns": cue_width + gap + value_width,
+        "stacked": 2 * (max(cue_width, value_width) + gap),
+    }[meta_style]
+    if header == "right":  # vendor on the right: metadata left, bill-to right
+        meta_x, bill_x = margin, half + rng.randint(0, 60)
+    else:
+        meta_x, bill_x = max(half, right - meta_width - rng.randint(0, 60)), margin
+
+    bill_y = y
+    page.write(bill_x, bill_y, cues["bill_to"], style.bold, style.ink)
+    bill_y += style.line
+    for line in invoice.customer_lines:
+        page.write(bill_x, bill_y, line, style.regular, style.ink)
+        bill_y += style.line
+
+    meta_y = y
+    if meta_style == "inline":
+        for cue, value in rows:
+            page.write(meta_x, meta_y, [(cue, None), *value], style.regular, style.ink)
+            meta_y += style.line
+    elif meta_style == "columns":
+        for cue, value in rows:
+            page.write(meta_x, meta_y, cue, style.bold, style.ink)
+            page.write(meta_x + cue_width + gap, meta_y, value, style.regular, style.ink)
+            meta_y += style.line
+    else:  # "stacked": cue above value, two per row
+        column = max(cue_width, value_width) + gap
+        for index, (cue, value) in enumerate(rows):
+            x = meta_x + (index % 2) * column
+            row_y = y + (index // 2) * (2 * style.line + 6)
+            page.write(x, row_y, cue.rstrip(":.").upper(), style.small, style.accent)
+            page.write(x, row_y + style.line, value, style.bold, style.ink)
+            meta_y = row_y + 2 * style.line + 6
+    return max(bill_y, meta_y)
+
+
+def _draw_table(
+    page: Page, invoice: Invoice, style: Style, margin: int, y: int, rng: random.Random
+) -> tuple[int, int, int]:
+    """The line-item table; returns (y below it, right edge and left edge of the amount column)."""
+    table_style = rng.choice(TABLE_STYLES)
+    order = rng.choice(COLUMN_ORDERS)
+    right = page.width - margin
+    headers = {
+        "desc": rng.choice(("Description", "Item", "Item Description", "Service")),
+        "qty": rng.choice(("Qty", "Quantity", "Units")),
+        "unit": rng.choice(("Unit Price", "Rate", "Price")),
+        "amount": invoice.amount_header,
+    }
+    pad = 6
+    values = {
+        "qty": [item.quantity for item in invoice.items],
+        "unit": [item.unit_price for item in invoice.items],
+        "amount": [item.amount for item in invoice.items],
+    }
+    # Number columns are at least as wide as their header and values, so no two cells overlap.
+    widths = {
+        name: max(
+            rng.randint(*minimum),
+            round(max(page.measure(headers[name], style.bold), *(page.measure(v, style.regular) for v in values[name])))
+            + 2 * pad + 10,
+        )
+        for name, minimum in (("qty", (55, 75)), ("unit", (100, 140)), ("amount", (110, 150)))
+    }
+    widths["desc"] = right - margin - sum(widths.values())
+    lefts, x = {}, margin
+    for name in order:
+        lefts[name] = x
+        x += widths[name]
+    row_height = style.line + rng.randint(6, 12)
+
+    def cell(name: str, row_y: int, parts: Sequence[Part] | str, font: ImageFont.FreeTypeFont, fill) -> None:
+        if name == "desc":
+            page.write(lefts[name] + pad, row_y, parts, font, fill)
+        else:  # numbers right-aligned in their column
+            page.write(lefts[name] + widths[name] - pad, row_y, parts, font, fill, align="right")
+
+    header_fill = style.ink
+    if table_style == "header_bar":
+        page.draw.rectangle([margin, y - 4, right, y + row_height - 4], fill=style.accent)
+        header_fill = (255, 255, 255)
+    for name in order:
+        cell(name, y, headers[name], style.bold, header_fill)
+    top = y - 4
+    y += row_height
+    page.draw.line([margin, y - 4, right, y - 4], fill=style.ink, width=1 if table_style != "plain" else 2)
+    for index, item in enumerate(invoice.items):
+        if table_style == "zebra" and index % 2 == 0:
+            page.draw.rectangle([margin, y - 4, right, y + row_height - 4], fill=(236, 238, 242))
+        description = _fit(page, item.description, style.regular, widths["desc"] - 2 * pad)
+        cell("desc", y, [(description, "item_description")], style.regular, style.ink)
+        cell("qty", y, item.quantity, style.regular, style.ink)
+        cell("unit", y, item.unit_price, style.regular, style.ink)
+        cell("amount", y, [(item.amount, "item_amount")], style.regular, style.ink)
+        y += row_height
+        if table_style == "grid":
+            page.draw.line([margin, y - 4, right, y - 4], fill=(150, 150, 150), width=1)
+    if table_style == "grid":
+        for x in [margin, *[lefts[name] + widths[name] for name in order]]:
+            page.draw.line([x, top, x, y - 4], fill=(150, 150, 150), width=1)
+    else:
+        page.draw.line([margin, y - 4, right, y - 4], fill=style.ink, width=1)
+    return y, lefts["amount"] + widths["amount"] - pad, lefts["amount"]
+
+
+def _fit(page: Page, text: str, font: ImageFont.FreeTypeFont, width: float) -> str:
+    """Drop trailing words until the description fits its column (no wrapping: one row per item)."""
+    words = text.split()
+    while len(words) > 1 and page.measure(" ".join(words), font) > width:
+        words.pop()
+    return " ".join(words)
+
+
+def _draw_totals(
+    page: Page, invoice: Invoice, style: Style, margin: int, y: int, amount_right: int, amount_left: int,
+    rng: random.Random,
+) -> int:
+    """Subtotal, tax and total: under the amount column (right), at the left margin, or in a box."""
+    placement = rng.choice(TOTALS_PLACEMENTS)
+    rows = [
+        (invoice.cues["subtotal"], [(invoice.subtotal, "subtotal")], style.regular),
+        (invoice.tax_cue, [(invoice.tax, "tax")], style.regular),
+        (invoice.cues["total"], [(invoice.total, "total")], style.bold),
+    ]
+    if placement == "left":
+        label_x, value_right = margin, margin + rng.randint(260, 320)
+    else:
+        label_x, value_right = amount_left - rng.randint(130, 170), amount_right
+    top = y
+    for index, (cue, value, font) in enumerate(rows):
+        if index == len(rows) - 1:
+            page.draw.line([label_x, y - 3, value_right, y - 3], fill=style.ink, width=1)
+            y += 3
+        page.write(label_x, y, cue, font, style.ink)
+        page.write(value_right, y, value, font, style.ink, align="right")
+        y += style.line
+    if placement == "boxed":
+        page.draw.rectangle([label_x - 10, top - 8, value_right + 6, y + 2], outline=style.accent, width=2)
+    return y
+
+
+# ---------------------------------------------------------------- scan noise
+
+
+def scan_effects(image: Image.Image, rng: random.Random) -> Image.Image:
+    """Light scanner look: lower contrast, gaussian grain on the ink, a little dust, slight blur.
+
+    Purely photometric, so the boxes stay exact. The grain only touches ink pixels (a few percent of the
+    page): noise over the whole page would make every PNG ten times larger for no learning benefit.
+    """
+    if rng.random() < 0.25:
+        return image  # some pages are clean exports
+    noise_rng = np.random.default_rng(rng.getrandbits(64))
+    pixels = np.array(image, dtype=np.int16)
+    ink_y, ink_x = np.nonzero(np.asarray(image.convert("L")) < 160)
+    grain = noise_rng.normal(0.0, rng.uniform(10.0, 25.0), size=(len(ink_y), 1))
+    pixels[ink_y, ink_x] += grain.astype(np.int16)
+    dust = rng.randint(50, 400)
+    dust_y = noise_rng.integers(0, image.height, dust)
+    dust_x = noise_rng.integers(0, image.width, dust)
+    pixels[dust_y, dust_x] -= noise_rng.integers(60, 160, size=(dust, 1)).astype(np.int16)
+    image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+    image = ImageEnhance.Contrast(image).enhance(rng.uniform(0.8, 1.0))
+    # A 3x3 gaussian-like kernel (much faster than GaussianBlur); a heavier centre blurs less.
+    centre = rng.choice((4, 6, 8, 12))
+    return image.filter(ImageFilter.Kernel((3, 3), [1, 2, 1, 2, centre, 2, 1, 2, 1]))
+
+
+# ---------------------------------------------------------------- files
+
+
+def document_rng(seed: int, index: int) -> random.Random:
+    """Document i's own generator: independent of --num-docs, of worker order and of PYTHONHASHSEED."""
+    digest = hashlib.sha256(f"dataset_loader.synth:{seed}:{index}".encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+def make_document(seed: int, index: int) -> tuple[Image.Image, dict]:
+    """The page image and its annotation (user format) for document `index`."""
+    rng = document_rng(seed, index)
+    page = render_invoice(make_invoice(rng), rng)
+    name = f"invoice_{index:05d}"
+    annotation = {
+        "image": f"{name}.png",
+        "words": page.words,
+        "boxes": page.boxes,
+        "labels": page.labels,
+        "segment_boxes": page.segments,
+    }
+    return scan_effects(page.image, rng), annotation
+
+
+def _write_document(job: tuple[int, int, str]) -> int:
+    seed, index, output = job
+    image, annotation = make_document(seed, index)
+    stem = Path(annotation["image"]).stem
+    # compress_level 3: much faster than the default on noisy pages, files only slightly larger.
+    image.save(Path(output) / "images" / annotation["image"], compress_level=3)
+    (Path(output) / "annotations" / f"{stem}.json").write_text(json.dumps(annotation) + "\n", encoding="utf-8")
+    return len(annotation["words"])
+
+
+def generate(output: str | Path, num_docs: int, seed: int = 42, workers: int | None = None) -> Path:
+    """Write `num_docs` invoices to OUTPUT/images/*.png and OUTPUT/annotations/*.json."""
+    if num_docs < 1:
+        raise ValueError("--num-docs must be at least 1")
+    output = Path(output)
+    (output / "images").mkdir(parents=True, exist_ok=True)
+    (output / "annotations").mkdir(parents=True, exist_ok=True)
+    jobs = [(seed, index, str(output)) for index in range(num_docs)]
+    workers = min(workers or os.cpu_count() or 1, num_docs)
+    progress = tqdm(total=num_docs, desc="Generating invoices", unit="doc")
+    if workers == 1:
+        for job in jobs:
+            _write_document(job)
+            progress.update()
+    else:
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            for _ in pool.imap_unordered(_write_document, jobs, chunksize=4):
+                progress.update()
+    progress.close()
+    return output

@@ -1,0 +1,227 @@
+"""The two passes shared by every source format.
+
+Pass 1 (`scan_documents`) reads and checks each annotation and keeps only its id and path, so memory does
+not grow with the words or pixels of the folder. Pass 2 (`write_dataset`) reads each document again,
+decodes its image, resizes page and boxes together and streams the examples to disk with
+`Dataset.from_generator`, one split at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import datasets
+from datasets import Dataset, DatasetDict, load_from_disk
+from datasets.exceptions import DatasetGenerationError
+from PIL import Image
+from tqdm.auto import tqdm
+
+from dataset_loader.annotations import AnnotationError, Document
+from dataset_loader.features import ner_features
+from dataset_loader.preprocessing import save_preprocessing
+from dataset_loader.report import BuildReport
+from layoutkit.boxes import group_lines, resize_document, segment_boxes
+
+# Reads one annotation file into a checked Document, raising AnnotationError.
+Reader = Callable[[Path], Document]
+
+
+class BuildError(RuntimeError):
+    """A problem with the whole build (missing folder, no usable document, output in the way)."""
+
+
+@dataclass(frozen=True)
+class DocumentRef:
+    """What pass 1 keeps of a valid document: no words, no pixels."""
+
+    id: str
+    path: Path
+
+
+def check_output(output: Path, overwrite: bool) -> None:
+    """Fail before any work if the output folder holds something we would clobber."""
+    if not output.exists() or not any(output.iterdir()):
+        return
+    if not overwrite:
+        raise BuildError(f"output folder {output} is not empty; choose a new folder or pass --overwrite")
+    if not (output / "dataset_dict.json").is_file():
+        raise BuildError(f"output folder {output} is not a dataset built by dataset_loader; refusing to delete it")
+
+
+def abort_with_report(output: Path, report: BuildReport, problem: str) -> BuildError:
+    """Write the report alone to `output` (why nothing was built) and return the error to raise."""
+    _clear(output)
+    output.mkdir(parents=True, exist_ok=True)
+    path = report.write(output)
+    return BuildError(f"{problem}; see {path}")
+
+
+def _clear(output: Path) -> None:
+    """Remove what check_output allowed us to replace: an empty folder or a previous build (--overwrite)."""
+    if output.exists():
+        shutil.rmtree(output)
+
+
+def scan_documents(
+    paths: Sequence[Path], reader: Reader, report: BuildReport, strict: bool
+) -> tuple[list[DocumentRef], set[str]]:
+    """Pass 1: check every document; return the valid ones and the set of tags they use."""
+    kept: list[DocumentRef] = []
+    tags: set[str] = set()
+    for path in tqdm(paths, desc="Checking annotations", unit="doc"):
+        report.documents_found += 1
+        try:
+            document = reader(path)
+        except AnnotationError as error:
+            if strict:
+                raise
+            report.skip(error)
+            continue
+        for name in document.unknown_fields:
+            report.warn(path, f"unknown field {name!r} ignored (known fields: see FORMAT.md)")
+        tags.update(document.labels)
+        kept.append(DocumentRef(document.id, path))
+    return kept, tags
+
+
+def write_dataset(
+    splits: dict[str, list[DocumentRef]],
+    reader: Reader,
+    label_names: Sequence[str],
+    output: Path,
+    size: tuple[int, int],
+    keep_aspect: bool,
+    report: BuildReport,
+    strict: bool,
+) -> DatasetDict:
+    """Pass 2: stream every split to `output` (save_to_disk), then write preprocessing.json and the report."""
+    features = ner_features(label_names)
+    report.labels = list(label_names)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    # A private cache beside the output: from_generator would otherwise reuse stale shared-cache results,
+    # and the arrow files land on the same disk as the dataset.
+    with tempfile.TemporaryDirectory(prefix=".dataset_loader-", dir=output.parent) as cache_dir:
+        parts = {}
+        for name, refs in splits.items():
+            part = _write_split(name, refs, reader, features, size, keep_aspect, report, strict, cache_dir)
+            report.splits[name] = len(part) if part is not None else 0
+            if part is not None:  # a split with no documents is left out (datasets cannot store it)
+                parts[name] = part
+        if "train" not in parts:
+            raise abort_with_report(output, report, "no document could be written to the train split")
+        _clear(output)
+        DatasetDict(parts).save_to_disk(str(output))
+    save_preprocessing(output, size, keep_aspect)
+    report.write(output)
+    return load_from_disk(str(output))
+
+
+def _write_split(
+    name: str,
+    refs: list[DocumentRef],
+    reader: Reader,
+    features: datasets.Features,
+    size: tuple[int, int],
+    keep_aspect: bool,
+    report: BuildReport,
+    strict: bool,
+    cache_dir: str,
+) -> Dataset | None:
+    """Stream one split to the cache; None when it ends up with no document."""
+    if not refs:
+        return None
+    written = {"count": 0}
+    try:
+        with _quiet_datasets():
+            return Dataset.from_generator(
+                _generate_examples,
+                features=features,
+                cache_dir=cache_dir,
+                split=datasets.NamedSplit(name),
+                gen_kwargs={
+                    "split": name,
+                    # Tuples, not lists: datasets would shard a list and call the generator once per item.
+                    "refs": tuple(refs),
+                    "reader": reader,
+                    "label_names": tuple(features["ner_tags"].feature.names),
+                    "size": size,
+                    "keep_aspect": keep_aspect,
+                    "report": report,
+                    "strict": strict,
+                    "written": written,
+                },
+            )
+    except DatasetGenerationError as error:
+        # datasets wraps errors raised inside the generator; surface ours unchanged (strict mode).
+        if isinstance(error.__cause__, AnnotationError):
+            raise error.__cause__ from None
+        raise
+    except ValueError:
+        if written["count"]:  # datasets refuses a generator that yields nothing; anything else is real
+            raise
+        return None
+
+
+def _generate_examples(
+    split: str,
+    refs: tuple[DocumentRef, ...],
+    reader: Reader,
+    label_names: tuple[str, ...],
+    size: tuple[int, int],
+    keep_aspect: bool,
+    report: BuildReport,
+    strict: bool,
+    written: dict[str, int],
+) -> Iterator[dict[str, Any]]:
+    label_ids = {label: index for index, label in enumerate(label_names)}
+    for ref in tqdm(refs, desc=f"Writing {split}", unit="doc"):
+        try:
+            document = reader(ref.path)
+            image = document.load_image()  # corrupt pixel data is only found here
+        except AnnotationError as error:
+            if strict:
+                raise
+            report.skip(error)
+            continue
+        if document.dropped_words:
+            report.dropped_words[document.id] = document.dropped_words
+        if not document.words:
+            report.empty_document_ids.append(document.id)  # kept: a page with no text is still a page
+        written["count"] += 1
+        yield to_example(document, image, size, keep_aspect, label_ids)
+
+
+def to_example(
+    document: Document, image: Image.Image, size: tuple[int, int], keep_aspect: bool, label_ids: dict[str, int]
+) -> dict[str, Any]:
+    """One dataset row: page and both box lists resized together through layoutkit's single resize path."""
+    segments = document.segment_boxes
+    if segments is None:
+        # No segments in the annotation: use lines, as inference does when the OCR gives none.
+        segments = segment_boxes(document.boxes, group_lines(document.boxes))
+    resized, (word_boxes, segment_bboxes) = resize_document(image, [document.boxes, segments], size, keep_aspect)
+    return {
+        "id": document.id,
+        "words": document.words,
+        "bboxes": word_boxes,
+        "segment_bboxes": segment_bboxes,
+        "ner_tags": [label_ids[label] for label in document.labels],
+        "image": resized,
+    }
+
+
+@contextlib.contextmanager
+def _quiet_datasets() -> Iterator[None]:
+    """Hide datasets' own "Generating split" bar; ours counts documents with a known total."""
+    was_disabled = datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_disabled:
+            datasets.enable_progress_bars()

@@ -1,0 +1,69 @@
+"""Shared fixtures: offline environment, the built-in synthetic invoices, tiny from-scratch checkpoints."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FUNSD_DIR = REPO_ROOT.parent / "shared" / "datasets" / "funsd"
+
+
+def run_command(args, cwd=None, env=None, timeout=600) -> subprocess.CompletedProcess:
+    """Run a command, failing the test with its output if it exits non-zero."""
+    full_env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})}
+    result = subprocess.run(
+        [str(a) for a in args], cwd=cwd or REPO_ROOT, env=full_env, capture_output=True, text=True, timeout=timeout
+    )
+    if result.returncode != 0:
+        pytest.fail(f"command failed ({result.returncode}): {' '.join(map(str, args))}\n{result.stdout[-4000:]}\n{result.stderr[-8000:]}")
+    return result
+
+
+def python_module(*args):
+    return [sys.executable, "-m", *args]
+
+
+@pytest.fixture(scope="session")
+def synthetic_invoices(tmp_path_factory) -> Path:
+    """48 synthetic invoices in the user annotation format (images/ + annotations/)."""
+    folder = tmp_path_factory.mktemp("synth")
+    run_command(python_module("dataset_loader", "synth", "--output", folder, "--num-docs", 48, "--seed", 0))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def invoice_dataset(synthetic_invoices, tmp_path_factory) -> Path:
+    """The synthetic invoices built into a saved DatasetDict (train/validation/test)."""
+    output = tmp_path_factory.mktemp("dataset") / "invoices"
+    run_command(python_module("dataset_loader", "build", "--data-dir", synthetic_invoices, "--output", output,
+                              "--seed", 0))
+    return output
+
+
+@pytest.fixture(scope="session")
+def scratch_checkpoint(invoice_dataset, tmp_path_factory):
+    """A factory of tiny from-scratch config + tokenizer folders, one per model type."""
+    from layoutkit.scratch import build_scratch_checkpoint, dataset_words
+
+    made = {}
+
+    def make(model_type: str) -> Path:
+        if model_type not in made:
+            folder = tmp_path_factory.mktemp(f"scratch-{model_type}")
+            build_scratch_checkpoint(str(folder), model_type, dataset_words(str(invoice_dataset)), size="tiny",
+                                     vocab_size=600)
+            made[model_type] = folder
+        return made[model_type]
+
+    return make
+
+
+# Inference, prediction, model card and push tests: a trained tiny checkpoint (see inference_fixtures.py).
+from inference_fixtures import trained_ner_checkpoint, vendor_ner_checkpoint  # noqa: E402,F401

@@ -21,6 +21,7 @@ from transformers import AutoModelForTokenClassification
 
 from layoutkit.data import dataset_preprocessing, load_raw_datasets
 from layoutkit.encoding import LayoutCollator
+from layoutkit.export import attach_pipeline
 from layoutkit.modeling import model_family
 from layoutkit.ner import BOX_COLUMNS, encode_ner_split, evaluate_ner, model_inputs
 from layoutkit.training import (
@@ -40,6 +41,7 @@ from layoutkit.training import (
     schedule,
     write_json,
 )
+from model_card import write_model_card
 
 
 def parse_args(argv=None):
@@ -113,12 +115,11 @@ def main(argv=None):
 
     # ---- optimizer, schedule, accelerate
     optimizer = create_optimizer(model, args.learning_rate, args.weight_decay)
+    model, optimizer, train_dataloader = accelerator.prepare(model, optimizer, train_dataloader)
+    # Sized from the prepared (per-process) dataloader, so N processes take N times fewer steps.
     steps_per_epoch = -(-len(train_dataloader) // args.gradient_accumulation_steps)
     max_train_steps, _ = schedule(args, steps_per_epoch)
-    lr_scheduler = create_scheduler(args, optimizer, max_train_steps, accelerator.num_processes)
-    model, optimizer, train_dataloader, lr_scheduler = accelerator.prepare(
-        model, optimizer, train_dataloader, lr_scheduler
-    )
+    lr_scheduler = accelerator.prepare(create_scheduler(args, optimizer, max_train_steps, accelerator.num_processes))
     eval_dataloaders = {split: accelerator.prepare(dl) for split, dl in eval_dataloaders.items()}
     state = TrainingState(metric_name="f1")
     accelerator.register_for_checkpointing(state)
@@ -126,7 +127,8 @@ def main(argv=None):
 
     accelerator.print(
         f"{len(raw['train'])} training documents in {len(windows['train'])} windows; model {family.model_type}, "
-        f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters; {max_train_steps} steps"
+        f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters; {max_train_steps} steps on "
+        f"{accelerator.num_processes} processes"
     )
 
     # ---- train, evaluating on validation after every epoch
@@ -135,8 +137,11 @@ def main(argv=None):
         return metrics
 
     def push_epoch(epoch):
-        if args.push_to_hub and args.push_every_epoch and accelerator.is_main_process:
-            save_model(accelerator, model, processor, args.output_dir)
+        if not (args.push_to_hub and args.push_every_epoch):
+            return
+        save_model(accelerator, model, processor, args.output_dir)  # every process: it waits for all
+        if accelerator.is_main_process:
+            attach_pipeline(args.output_dir, "token-classification")
             push_folder(args, args.output_dir, f"epoch {epoch}")
 
     fit(accelerator, args, model, optimizer, lr_scheduler, train_dataloader, evaluate_validation, state,
@@ -168,8 +173,11 @@ def main(argv=None):
 
     save_model(accelerator, model, processor, args.output_dir)
     if accelerator.is_main_process:
+        attach_pipeline(args.output_dir, "token-classification")  # pipeline(..., trust_remote_code=True)
         write_json(os.path.join(args.output_dir, "all_results.json"), results)
         write_json(os.path.join(args.output_dir, "training_history.json"), state.history)
+        write_model_card(args.output_dir, task="token-classification", labels=label_names, metrics=results,
+                         history=state.history, args=args)
         log_artifacts(accelerator, args.output_dir, "model")
         if args.push_to_hub:
             repo_id = push_folder(args, args.output_dir, "End of training")

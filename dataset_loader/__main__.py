@@ -1,4 +1,4 @@
-"""Command line: python -m dataset_loader {build,funsd,synth,push} ..."""
+"""Command line: python -m dataset_loader {build,funsd,synth,classify,synth-classes,push} ..."""
 
 from __future__ import annotations
 
@@ -62,12 +62,61 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--overwrite", action="store_true", help="replace invoices already in --output")
     synth.set_defaults(run=_run_synth)
 
+    _add_classification_commands(commands)
+
     push = commands.add_parser("push", help="push a dataset built here to the Hugging Face Hub, with its card")
     push.add_argument("--dataset", required=True, type=Path, help="folder written by build or funsd")
     push.add_argument("--repo", required=True, help="Hub dataset repo id, e.g. me/invoices")
     push.add_argument("--private", action="store_true", help="create the repo as private")
     push.set_defaults(run=_run_push)
     return parser
+
+
+def _add_classification_commands(commands) -> None:
+    """`classify` (imagefolder -> classification DatasetDict) and `synth-classes` (sample data)."""
+    classify = commands.add_parser(
+        "classify", help="build a document-classification DatasetDict from DIR/<class>/<image> (imagefolder layout)"
+    )
+    classify.add_argument("--data-dir", required=True, type=Path, help="folder with one subfolder per class")
+    _add_output_options(classify)
+    classify.add_argument(
+        "--split", default="0.8,0.1,0.1", type=_argument(_ratios),
+        help="TRAIN,VALIDATION,TEST ratios, applied per class (stratified; default 0.8,0.1,0.1)",
+    )
+    classify.add_argument("--ocr", action="store_true", help="run Tesseract once on images without a words JSON")
+    classify.add_argument("--ocr-lang", default="eng", help="Tesseract language(s) for --ocr (default eng)")
+    classify.set_defaults(run=_run_classify)
+
+    sample = commands.add_parser("synth-classes", help="write a synthetic invoice/receipt/letter sample (imagefolder)")
+    sample.add_argument("--output", required=True, type=Path, help="folder to write <class>/ subfolders into")
+    sample.add_argument("--num-docs", type=int, default=60, help="documents, classes in turn (default 60)")
+    sample.add_argument("--seed", type=int, default=42, help="same seed, same documents (default 42)")
+    sample.set_defaults(run=_run_synth_classes)
+
+
+def _run_classify(args: argparse.Namespace) -> int:
+    from dataset_loader.classify import build_classification_dataset
+
+    build_classification_dataset(
+        args.data_dir, args.output, size=args.resize, keep_aspect=args.keep_aspect, seed=args.seed,
+        ratios=args.split, ocr=args.ocr, ocr_lang=args.ocr_lang, strict=args.strict, overwrite=args.overwrite,
+    )
+    repo_id = args.push_to_hub
+    _finish(argparse.Namespace(**{**vars(args), "push_to_hub": None}))
+    if repo_id:  # the dataset card of `push` describes NER data; a classification dataset goes up as is
+        from datasets import load_from_disk
+
+        load_from_disk(str(args.output)).push_to_hub(repo_id, private=args.private)
+        print(f"pushed {args.output} to https://huggingface.co/datasets/{repo_id}")
+    return 0
+
+
+def _run_synth_classes(args: argparse.Namespace) -> int:
+    from dataset_loader.synth_classes import generate_classes
+
+    counts = generate_classes(args.output, args.num_docs, seed=args.seed)
+    print(f"wrote {sum(counts.values())} documents to {args.output}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return 0
 
 
 def _add_output_options(parser: argparse.ArgumentParser) -> None:

@@ -416,6 +416,8 @@ def push_folder(args, folder: str, commit_message: str) -> str:
         repo_id=repo_id,
         folder_path=folder,
         commit_message=commit_message,
-        ignore_patterns=["step_*", "epoch_*", "*.partial", "mlflow.db", "mlruns/*", "mlartifacts/*"],
+        # Checkpoints stay local; test predictions hold the test documents' words (possibly personal data).
+        ignore_patterns=["step_*", "epoch_*", "*.partial", "mlflow.db", "mlruns/*", "mlartifacts/*",
+                         "test_predictions.jsonl", "misclassified.jsonl"],
     )
     return repo_id

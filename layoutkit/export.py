@@ -1,0 +1,95 @@
+"""Ship the custom pipelines inside a saved checkpoint, so that
+
+    pipeline("token-classification", model=DIR_OR_HUB_ID, trust_remote_code=True)
+
+runs exactly the library's preprocessing and inference without installing layoutkit.
+
+`attach_pipeline(output_dir, task)` does what `PIPELINE_REGISTRY.register_pipeline(...)` followed by
+`pipe.save_pretrained(output_dir)` would: it copies the pipeline module and every module it imports
+relatively (found with transformers' own `get_relative_import_files`, the function its loader uses) into
+the folder, and records the task in `config.json` under `custom_pipelines`:
+
+    {"token-classification": {"impl": "token_classification_pipeline.LayoutTokenClassificationPipeline",
+                              "pt": ["AutoModelForTokenClassification"], "type": "multimodal"}}
+
+Adding a task (for example "image-classification" for document classification) is one `PIPELINES` entry.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from transformers.dynamic_module_utils import get_imports, get_relative_import_files
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+# Top-level packages a shipped module may import: what every environment that runs the model has.
+ALLOWED_IMPORTS = {"numpy", "torch", "transformers", "PIL"}
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    module: str  # file name in layoutkit/ without .py
+    class_name: str
+    pt: tuple[str, ...]  # transformers Auto classes that load the model
+    type: str = "multimodal"
+
+
+PIPELINES = {
+    "token-classification": PipelineSpec(
+        "token_classification_pipeline", "LayoutTokenClassificationPipeline", ("AutoModelForTokenClassification",)
+    ),
+    "image-classification": PipelineSpec(
+        "document_classification_pipeline", "LayoutDocumentClassificationPipeline",
+        ("AutoModelForSequenceClassification",),
+    ),
+}
+
+
+def pipeline_files(task: str) -> list[Path]:
+    """The pipeline module of `task` and the modules it imports relatively, recursively."""
+    if task not in PIPELINES:
+        raise KeyError(f"no custom pipeline for task {task!r}; known: {', '.join(sorted(PIPELINES))}")
+    main = PACKAGE_DIR / f"{PIPELINES[task].module}.py"
+    return [main] + sorted(Path(f) for f in set(get_relative_import_files(str(main))))
+
+
+def third_party_imports(task: str) -> set[str]:
+    """Top-level packages (outside the standard library) the shipped files import outside `try` blocks:
+    what transformers' `check_imports` will require on the machine that loads the pipeline."""
+    import sys
+
+    stdlib = set(sys.stdlib_module_names) | {"__future__"}
+    return {name for path in pipeline_files(task) for name in get_imports(str(path))} - stdlib
+
+
+def custom_pipeline_entry(task: str) -> dict:
+    spec = PIPELINES[task]
+    return {"impl": f"{spec.module}.{spec.class_name}", "pt": list(spec.pt), "type": spec.type}
+
+
+def attach_pipeline(output_dir: str | os.PathLike, task: str = "token-classification") -> list[str]:
+    """Copy `task`'s pipeline code into `output_dir` (a saved model folder with config.json) and register
+    it in config.json's `custom_pipelines` (other tasks already there are kept). Returns the copied file
+    names. Call it after every `save_pretrained`, which rewrites config.json."""
+    output_dir = Path(output_dir)
+    config_path = output_dir / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{config_path} not found: save the model before attaching its pipeline")
+    extra = third_party_imports(task) - ALLOWED_IMPORTS
+    if extra:
+        raise RuntimeError(
+            f"the {task} pipeline files import {sorted(extra)}, which checkpoints cannot require; import them "
+            "lazily inside a try block"
+        )
+    copied = []
+    for path in pipeline_files(task):
+        shutil.copyfile(path, output_dir / path.name)
+        copied.append(path.name)
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["custom_pipelines"] = {**(config.get("custom_pipelines") or {}), task: custom_pipeline_entry(task)}
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return copied

@@ -1,0 +1,368 @@
+"""Write README.md (a Hugging Face model card) into a training output directory.
+
+Task-agnostic: the inputs are a task name, the label list, the flat metrics dict written to
+all_results.json (keys `test_f1`, `eval_f1`, `test_<label>_f1`, ...), the per-epoch validation history of
+training_history.json and the training flags. The metadata's `model-index` holds the test metrics (f1,
+precision, recall, accuracy) so the Hub shows them; the body documents base model, data, labels,
+hyperparameters, the training curve (table + training_curve.png), intended use, limitations with the base
+checkpoint's licence, and usage.
+
+    from model_card import write_model_card
+    write_model_card(args.output_dir, task="token-classification", labels=label_names, metrics=results,
+                     history=state.history, args=args)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from string import Template
+from typing import Mapping, Sequence
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+TEMPLATE = Path(__file__).resolve().parent / "template.md"
+CURVE_FILE = "training_curve.png"
+MAIN_METRICS = ("f1", "precision", "recall", "accuracy")
+METRIC_NAMES = {"f1": "F1", "precision": "Precision", "recall": "Recall", "accuracy": "Accuracy",
+                "em": "Field exact match", "em_no_space": "Field exact match (ignoring spaces)"}
+TASK_NAMES = {
+    "token-classification": "Token Classification",
+    "image-classification": "Image Classification",
+    "text-classification": "Text Classification",
+}
+# (licence id for the metadata, sentence for the card) of the pretrained checkpoints per model type.
+BASE_LICENCES = {
+    "layoutlm": ("mit", "LayoutLM (v1) checkpoints (`microsoft/layoutlm-*`) are released under the MIT licence."),
+    "layoutlmv2": (
+        "cc-by-nc-sa-4.0",
+        "LayoutLMv2 and LayoutXLM checkpoints (`microsoft/layoutlmv2-*`, `microsoft/layoutxlm-*`) are released "
+        "under CC BY-NC-SA 4.0: no commercial use, and derivatives such as this model must be shared under the "
+        "same licence.",
+    ),
+    "layoutlmv3": (
+        "cc-by-nc-sa-4.0",
+        "LayoutLMv3 checkpoints (`microsoft/layoutlmv3-*`) are released under CC BY-NC-SA 4.0: no commercial use, "
+        "and derivatives such as this model must be shared under the same licence.",
+    ),
+}
+BASE_LICENCES["layoutxlm"] = BASE_LICENCES["layoutlmv2"]
+HYPERPARAMETERS = (
+    "learning_rate", "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+    "num_train_epochs", "max_train_steps", "lr_scheduler_type", "num_warmup_steps", "warmup_ratio",
+    "weight_decay", "max_grad_norm", "seed", "mixed_precision", "early_stopping_patience", "max_seq_length",
+    "stride", "label_all_tokens", "box_level", "image_size",
+)
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def is_hub_id(name: str | None) -> bool:
+    """A Hub repo id ("org/name") rather than a local folder."""
+    return bool(name) and not os.path.exists(name) and bool(HUB_ID.match(name))
+
+
+def card_inputs_from_args(args) -> dict:
+    """base_model, dataset, model_name, repo_id and hyperparameters from a training script's flags."""
+    values = vars(args)
+    base = values.get("model_name_or_path")
+    dataset = values.get("dataset_name") or values.get("dataset_path")
+    repo_id = values.get("hub_model_id")
+    output_dir = values.get("output_dir") or "model"
+    return {
+        "base_model": base,
+        "from_scratch_config": None if base else values.get("config_name"),
+        "dataset": dataset,
+        "dataset_config": values.get("dataset_config_name"),
+        "repo_id": repo_id,
+        "model_name": (repo_id or os.path.basename(os.path.normpath(output_dir))).split("/")[-1],
+        "hyperparameters": {k: values[k] for k in HYPERPARAMETERS if values.get(k) not in (None, False)},
+    }
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def _metric(metrics: Mapping, prefix: str, name: str):
+    value = metrics.get(f"{prefix}{name}")
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _label_groups(labels: Sequence[str]) -> list[str]:
+    """Entity types for BIO labels ("B-total" -> "total"), the labels themselves otherwise."""
+    groups = []
+    for label in labels:
+        name = label[2:] if label[:2] in ("B-", "I-") else label
+        if name != "O" and name not in groups:
+            groups.append(name)
+    return groups
+
+
+def plot_history(history: Sequence[Mapping], path: str | os.PathLike, metrics: Sequence[str] = MAIN_METRICS):
+    """Validation metrics per epoch as a PNG (matplotlib's Agg canvas; no display needed).
+    Returns the path, or None when there is nothing to plot."""
+    rows = [row for row in history if "epoch" in row]
+    present = [m for m in metrics if any(isinstance(row.get(m), (int, float)) for row in rows)]
+    if not rows or not present:
+        return None
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6, 4), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    epochs = [row["epoch"] for row in rows]
+    for name in present:
+        axes.plot(epochs, [row.get(name) for row in rows], marker="o", label=METRIC_NAMES.get(name, name))
+    axes.set_xlabel("epoch")
+    axes.set_ylabel("validation metric")
+    axes.set_ylim(-0.02, 1.02)
+    axes.grid(alpha=0.3)
+    axes.legend(loc="lower right")
+    axes.set_title("Validation metrics per epoch")
+    figure.tight_layout()
+    figure.savefig(path)
+    return path
+
+
+def _history_table(history: Sequence[Mapping], metrics: Sequence[str]) -> str:
+    rows = [row for row in history if "epoch" in row]
+    columns = [m for m in (*metrics, "em", "loss", "eval_loss", "train_loss") if any(m in row for row in rows)]
+    if not rows:
+        return "No per-epoch validation history was recorded."
+    lines = ["| epoch | " + " | ".join(METRIC_NAMES.get(c, c) for c in columns) + " |",
+             "|---:|" + "---:|" * len(columns)]
+    for row in rows:
+        lines.append(f"| {row['epoch']} | " + " | ".join(_fmt(row.get(c, "")) for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def _evaluation(metrics: Mapping, labels: Sequence[str], prefix: str, split_name: str) -> str:
+    if prefix is None:
+        return "No evaluation metrics were recorded."
+    overall = [(m, _metric(metrics, prefix, m)) for m in (*MAIN_METRICS, "em", "em_no_space")]
+    lines = [f"On the {split_name} split:", "", "| metric | value |", "|---|---:|"]
+    lines += [f"| {METRIC_NAMES.get(m, m)} | {v:.4f} |" for m, v in overall if v is not None]
+    per_label = []
+    for group in _label_groups(labels):
+        values = [_metric(metrics, prefix, f"{group}_{m}") for m in ("precision", "recall", "f1")]
+        support = _metric(metrics, prefix, f"{group}_number")
+        if any(v is not None for v in values):
+            per_label.append(
+                f"| {group} | " + " | ".join("" if v is None else f"{v:.4f}" for v in values)
+                + f" | {'' if support is None else int(support)} |"
+            )
+    if per_label:
+        lines += ["", "Per label:", "", "| label | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
+        lines += per_label
+    return "\n".join(lines)
+
+
+def _usage(task: str, repo: str) -> str:
+    if task == "token-classification":
+        return f"""With the pipeline shipped in this repository (OCR by Tesseract, or your own words and boxes):
+
+```python
+from transformers import pipeline
+
+extractor = pipeline("token-classification", model="{repo}", trust_remote_code=True)
+extractor("invoice.png")  # or {{"image": "invoice.png", "words": [...], "boxes": [[x0, y0, x1, y1], ...]}}
+# [{{"entity_group": "total", "score": 0.97, "word": "1,250.00", "start": 41, "end": 42, "box": [612, 880, 701, 902]}}, ...]
+```
+
+On images, multi-page TIFFs, PDFs or whole folders, with one JSON per document (layoutkit's `predict.py`):
+
+```bash
+python predict.py --model_name_or_path {repo} --input invoices/ --output_dir predictions/
+```
+
+The pipeline repeats the training preprocessing recorded in `config.json` (`document_preprocessing`): the page
+resize, box level, window length and stride. OCR needs `tesseract-ocr` and `pytesseract`."""
+    return f"""```python
+from transformers import pipeline
+
+classifier = pipeline("{task}", model="{repo}", trust_remote_code=True)
+```"""
+
+
+def build_model_card(
+    *,
+    task: str,
+    labels: Sequence[str],
+    metrics: Mapping,
+    history: Sequence[Mapping] | None = None,
+    model_name: str = "model",
+    repo_id: str | None = None,
+    base_model: str | None = None,
+    from_scratch_config: str | None = None,
+    model_type: str | None = None,
+    dataset: str | None = None,
+    dataset_config: str | None = None,
+    hyperparameters: Mapping | None = None,
+    preprocessing: Mapping | None = None,
+    curve_file: str | None = None,
+    intended_use: str | None = None,
+    usage: str | None = None,
+    tags: Sequence[str] = (),
+) -> ModelCard:
+    """The model card (metadata + Markdown body) as a `huggingface_hub.ModelCard`."""
+    history = list(history or [])
+    task_name = TASK_NAMES.get(task, task.replace("-", " ").title())
+    prefix = "test_" if _metric(metrics, "test_", "f1") is not None or _metric(metrics, "test_", "accuracy") is not None \
+        else ("eval_" if any(k.startswith("eval_") for k in metrics) else None)
+    split_name = {"test_": "test", "eval_": "validation"}.get(prefix, "test")
+    hub_dataset = is_hub_id(dataset)
+    dataset_label = dataset or "a custom dataset"
+    dataset_short = os.path.basename(os.path.normpath(dataset)) if dataset else "custom"
+    fine_tuned = bool(base_model)
+    licence, licence_text = BASE_LICENCES.get(model_type or "", (None, None)) if fine_tuned else (None, None)
+
+    eval_results = []
+    if prefix:
+        for name in MAIN_METRICS:
+            value = _metric(metrics, prefix, name)
+            if value is not None:
+                eval_results.append(EvalResult(
+                    task_type=task, task_name=task_name, dataset_type=dataset if hub_dataset else dataset_short,
+                    dataset_name=dataset_short, dataset_config=dataset_config, dataset_split=split_name,
+                    metric_type=name, metric_name=METRIC_NAMES[name], metric_value=round(float(value), 4),
+                ))
+    card_tags = ["layoutkit", "document-ai", *([model_type] if model_type else []), *tags]
+    data = ModelCardData(
+        model_name=model_name,
+        base_model=base_model if is_hub_id(base_model) else None,
+        datasets=[dataset] if hub_dataset else None,
+        license=licence,
+        library_name="transformers",
+        pipeline_tag=task,
+        tags=list(dict.fromkeys(card_tags)),
+        metrics=[m for m in MAIN_METRICS if prefix and _metric(metrics, prefix, m) is not None] or None,
+        eval_results=eval_results or None,
+    )
+
+    base_link = f"[{base_model}](https://huggingface.co/{base_model})" if is_hub_id(base_model) else f"`{base_model}`"
+    data_link = f"[{dataset}](https://huggingface.co/datasets/{dataset})" if hub_dataset else f"`{dataset_label}`"
+    origin = (f"a fine-tuned version of {base_link}" if fine_tuned
+              else f"a {model_type or 'LayoutLM-family'} model trained from scratch"
+              + (f" (configuration `{from_scratch_config}`)" if from_scratch_config else ""))
+    summary = f"This model is {origin} for {task_name.lower()} on {data_link}, trained with layoutkit."
+    headline = [(m, _metric(metrics, prefix, m)) for m in MAIN_METRICS] if prefix else []
+    if any(v is not None for _, v in headline):
+        summary += f" It achieves the following results on the {split_name} set:\n\n" + "\n".join(
+            f"- {METRIC_NAMES[m]}: {v:.4f}" for m, v in headline if v is not None
+        )
+
+    details = [("Task", f"{task_name} (`{task}`)"), ("Model type", f"`{model_type}`" if model_type else "unknown"),
+               ("Base model", base_link if fine_tuned else "none (trained from scratch)"),
+               ("Training data", data_link), ("Licence", licence or "not set (see below)")]
+    if "best_epoch" in metrics:
+        details.append(("Best epoch (validation)", str(metrics["best_epoch"])))
+
+    if licence_text:
+        licence_part = (f"**Licence.** This model inherits the licence of its base checkpoint. {licence_text} "
+                        "Check the licence of your training data as well.")
+    elif fine_tuned:
+        licence_part = (f"**Licence.** This model inherits the licence of its base checkpoint `{base_model}`; check it "
+                        "and the licence of your training data. For reference: LayoutLMv2, LayoutXLM and LayoutLMv3 "
+                        "weights are CC BY-NC-SA 4.0, LayoutLM (v1) weights are MIT.")
+    else:
+        licence_part = ("**Licence.** Trained from scratch: no pretrained weights are involved, so the licence is "
+                        "yours to choose, subject to the licence of the training data. (Fine-tuned LayoutLMv2, "
+                        "LayoutXLM and LayoutLMv3 models inherit CC BY-NC-SA 4.0; LayoutLM v1 models MIT.)")
+    limitations = "\n".join([
+        "- Trained and evaluated on the data above only: layouts, languages, currencies and scan quality that differ "
+        "from it can lower accuracy substantially. Check the metrics on your own documents before relying on it.",
+        "- Predictions depend on the OCR: words Tesseract misses or misreads cannot be extracted correctly.",
+        "- Outputs are predictions with scores, not verified values; keep a human in the loop for payments, "
+        "accounting or legal use.",
+        "- Documents can contain personal data; process them in line with the applicable data-protection rules.",
+        "", licence_part,
+    ])
+    if intended_use is None:
+        if task == "token-classification":
+            intended_use = ("Extracting the labelled fields (see the labels above) from single-page or multi-page "
+                            "business documents such as invoices and receipts that resemble the training data: "
+                            "each word gets a label, and consecutive words of one field are grouped with their "
+                            "bounding box.")
+        else:
+            intended_use = f"{task_name} of documents that resemble the training data."
+
+    prep = dict(preprocessing or {})
+    if prep:
+        resize = prep.get("resize")
+        prep_lines = [
+            "- Page resize: " + (f"{resize[0]}x{resize[1]} pixels" + (" keeping the aspect ratio (white padding)"
+                                 if prep.get("keep_aspect") else "") if resize else "none (pages kept as they are)"),
+        ]
+        if "box_level" in prep:
+            prep_lines.append(f"- Boxes: {prep['box_level']}-level, on the 0-1000 grid")
+        if "max_seq_length" in prep:
+            prep_lines.append(f"- Windows of {prep['max_seq_length']} tokens with a stride of {prep.get('stride')} tokens; "
+                              "predictions are merged back to one label per word")
+        preprocessing_text = "Preprocessing (recorded in `config.json` as `document_preprocessing`):\n\n" + "\n".join(prep_lines)
+    else:
+        preprocessing_text = ""
+    hyper = dict(hyperparameters or {})
+    for key in ("best_epoch", "train_steps", "train_seconds"):
+        if key in metrics and metrics[key] is not None:
+            hyper.setdefault(key, metrics[key])
+    hyper_rows = "\n".join(f"| {k} | {v:g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in hyper.items())
+    hyper_rows = hyper_rows or "| (not recorded) | |"
+
+    curve = _history_table(history, MAIN_METRICS)
+    if curve_file:
+        curve += f"\n\n![Validation metrics per epoch]({curve_file})"
+
+    labels = list(labels)
+    body = Template(TEMPLATE.read_text(encoding="utf-8")).substitute(
+        title=model_name,
+        summary=summary,
+        details="\n".join(f"| {k} | {v} |" for k, v in details),
+        num_labels=len(labels),
+        labels=", ".join(f"`{label}`" for label in labels),
+        intended_use=intended_use,
+        limitations=limitations,
+        usage=usage or _usage(task, repo_id or model_name),
+        training_data=f"{data_link}" + (f" (configuration `{dataset_config}`)" if dataset_config else "") + ".",
+        preprocessing=preprocessing_text,
+        hyperparameters=hyper_rows,
+        evaluation=_evaluation(metrics, labels, prefix, split_name),
+        curve=curve,
+    )
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
+
+
+def write_model_card(
+    output_dir: str | os.PathLike,
+    *,
+    task: str,
+    labels: Sequence[str],
+    metrics: Mapping,
+    history: Sequence[Mapping] | None = None,
+    args=None,
+    **overrides,
+) -> ModelCard:
+    """Write `README.md` and `training_curve.png` into `output_dir` and return the card.
+
+    `args` (a training script's flags) supplies base model, dataset, repo id and hyperparameters; keyword
+    `overrides` win (any `build_model_card` argument). Model type and preprocessing are read from the
+    folder's config.json when not given.
+    """
+    output_dir = Path(output_dir)
+    inputs = card_inputs_from_args(args) if args is not None else {"model_name": output_dir.resolve().name}
+    config_path = output_dir / "config.json"
+    if config_path.is_file():
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        inputs.setdefault("model_type", config.get("model_type"))
+        if config.get("document_preprocessing"):
+            inputs.setdefault("preprocessing", config["document_preprocessing"])
+    inputs.update(overrides)
+    if history and plot_history(history, output_dir / CURVE_FILE):
+        inputs.setdefault("curve_file", CURVE_FILE)
+    card = build_model_card(task=task, labels=labels, metrics=metrics, history=history, **inputs)
+    card.save(output_dir / "README.md")
+    return card

@@ -1,0 +1,309 @@
+#!/usr/bin/env python
+"""Extract fields from invoices with a token-classification checkpoint trained by run_invoice_ner.py.
+
+    python predict.py --model_name_or_path runs/invoices --input scans/ --output_dir predictions/
+
+--input is an image (PNG, JPEG, TIFF including multi-page TIFF, BMP, WebP), a PDF (every page, rendered at
+--dpi) or a folder of them (its top level). Words come from Tesseract OCR (--ocr_lang), or with
+--words_json from a JSON in the annotation format ({"image": ..., "words": [...], "boxes": [...]}, or a
+list of such objects for several pages), in which case OCR is skipped.
+
+Inference goes through the same pipeline class the checkpoint ships (layoutkit's
+LayoutTokenClassificationPipeline), so preprocessing is exactly the training preprocessing recorded in the
+checkpoint's config.json; a page's windows run in batches of --batch_size with dynamic padding.
+
+Output: one JSON per document in --output_dir (see docs/inference.md for the fields) and
+--output_dir/summary.jsonl with one line per document, status "ok" or "error". A document that cannot be
+read (corrupt or unsupported file, encrypted or empty PDF, an image above --max_image_pixels, no text on
+any page) is reported in the summary and the others are still processed. Exit code: 0 when at least one
+document succeeded, 1 when every document failed or none was found, 2 for invalid arguments.
+"""
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageSequence
+from transformers import pipeline
+
+from layoutkit.ocr import OcrError
+from layoutkit.postprocess import RULES, RuleConfig
+from layoutkit.token_classification_pipeline import LayoutTokenClassificationPipeline
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
+PDF_SUFFIXES = {".pdf"}
+DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+
+
+class DocumentError(Exception):
+    """A document that cannot be processed; the message names the file and the problem."""
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model_name_or_path", required=True, help="checkpoint folder or Hub id")
+    parser.add_argument("--input", help="an image, a PDF or a folder of them (optional with --words_json)")
+    parser.add_argument("--output_dir", required=True, help="where the JSON files and summary.jsonl go")
+    parser.add_argument("--words_json", help="words and pixel boxes in the annotation format; skips OCR")
+    parser.add_argument("--ocr_lang", default="eng", help='Tesseract language(s), e.g. "eng", "deu+eng"')
+    parser.add_argument("--ocr_config", default="", help='extra tesseract options, e.g. "--psm 6"')
+    parser.add_argument("--dpi", type=int, default=200, help="resolution PDF pages are rendered at")
+    parser.add_argument(
+        "--max_image_pixels", type=int, default=DEFAULT_MAX_PIXELS,
+        help="pages above this many pixels are refused (decompression-bomb guard; default PIL's limit)",
+    )
+    parser.add_argument("--batch_size", type=int, default=8, help="windows per forward pass")
+    parser.add_argument("--mixed_precision", choices=["no", "bf16"], default="no", help="bf16 autocast (CPU or GPU)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
+    parser.add_argument(
+        "--rules", default=None,
+        help=f"post-processing rules: comma-separated ({', '.join(RULES)}, or all) or a JSON file of settings",
+    )
+    args = parser.parse_args(argv)
+    if args.input is None and args.words_json is None:
+        parser.error("give --input (image, PDF or folder) or --words_json")
+    if args.batch_size < 1 or args.dpi < 1 or args.max_image_pixels < 1:
+        parser.error("--batch_size, --dpi and --max_image_pixels must be positive")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available")
+    try:
+        args.rule_config = RuleConfig.from_value(args.rules)
+    except (ValueError, TypeError, OSError) as error:
+        parser.error(f"--rules: {error}")
+    return args
+
+
+# ------------------------------------------------------------------------------------------- inputs
+def find_documents(path: Path) -> list[Path]:
+    """The file itself, or the supported files at the top level of a folder, sorted by name."""
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES | PDF_SUFFIXES)
+    return [path]
+
+
+def check_pixels(path: Path, width: float, height: float, max_pixels: int, page: int) -> None:
+    if width * height > max_pixels:
+        raise DocumentError(
+            f"{path}: page {page} is {int(width)}x{int(height)} = {int(width * height):,} pixels, above the limit of "
+            f"{max_pixels:,} (decompression-bomb guard); raise --max_image_pixels if the file is trusted"
+        )
+
+
+def image_pages(path: Path, max_pixels: int):
+    """The frames of an image file (several for a multi-page TIFF), checked for size before decoding."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise DocumentError(
+            f"{path}: image above the limit of {max_pixels:,} pixels (decompression-bomb guard: {error}); raise "
+            "--max_image_pixels if the file is trusted"
+        ) from None
+    except (OSError, ValueError) as error:
+        raise DocumentError(f"{path}: not a readable image ({error})") from None
+    with image:
+        for number, frame in enumerate(ImageSequence.Iterator(image), start=1):
+            check_pixels(path, frame.width, frame.height, max_pixels, number)
+            try:
+                frame.load()
+                yield frame.copy()
+            except (OSError, ValueError, SyntaxError) as error:
+                raise DocumentError(f"{path}: page {number} could not be decoded ({error})") from None
+
+
+def pdf_pages(path: Path, dpi: int, max_pixels: int):
+    """Every page of a PDF rendered at `dpi`, one at a time."""
+    import pypdfium2 as pdfium
+    import pypdfium2.raw as pdfium_c
+
+    try:
+        pdf = pdfium.PdfDocument(str(path))
+    except pdfium.PdfiumError as error:
+        if getattr(error, "err_code", None) in (pdfium_c.FPDF_ERR_PASSWORD, pdfium_c.FPDF_ERR_SECURITY):
+            raise DocumentError(f"{path}: the PDF is encrypted (password protected); decrypt it first") from None
+        if getattr(error, "err_code", None) == pdfium_c.FPDF_ERR_SUCCESS:
+            # PDFium refuses documents without pages while reporting no error code.
+            raise DocumentError(f"{path}: the PDF has no pages") from None
+        raise DocumentError(f"{path}: not a readable PDF ({error})") from None
+    try:
+        if len(pdf) == 0:
+            raise DocumentError(f"{path}: the PDF has no pages")
+        scale = dpi / 72
+        for index in range(len(pdf)):
+            page = pdf[index]
+            try:
+                width, height = page.get_size()
+                check_pixels(path, width * scale, height * scale, max_pixels, index + 1)
+                yield page.render(scale=scale).to_pil()
+            except pdfium.PdfiumError as error:
+                raise DocumentError(f"{path}: page {index + 1} could not be rendered ({error})") from None
+            finally:
+                page.close()
+    finally:
+        pdf.close()
+
+
+def document_pages(path: Path, args):
+    if not path.exists():
+        raise DocumentError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix in PDF_SUFFIXES:
+        return pdf_pages(path, args.dpi, args.max_image_pixels)
+    if suffix in IMAGE_SUFFIXES or path.is_file():
+        return image_pages(path, args.max_image_pixels)
+    raise DocumentError(f"{path}: unsupported input (expected an image or a PDF)")
+
+
+def read_words_json(path: Path) -> list[dict]:
+    """Pages of a words file: a dict, a list of dicts or {"pages": [...]}, each with words and boxes; its
+    "image" is absolute, relative to the JSON file or to an images/ folder beside it."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise DocumentError(f"{path}: cannot read the words file ({error})") from None
+    pages = data.get("pages", [data]) if isinstance(data, dict) else data
+    if not isinstance(pages, list) or not pages:
+        raise DocumentError(f"{path}: expected an object with words and boxes, or a list of them")
+    for number, page in enumerate(pages, start=1):
+        if not isinstance(page, dict) or not isinstance(page.get("words"), list) or not isinstance(page.get("boxes"), list):
+            raise DocumentError(f"{path}: page {number} needs 'words' and 'boxes' lists")
+        if len(page["words"]) != len(page["boxes"]):
+            raise DocumentError(f"{path}: page {number} has {len(page['words'])} words but {len(page['boxes'])} boxes")
+        if page.get("image"):
+            name = Path(page["image"])
+            for candidate in (name, path.parent / name, path.parent.parent / "images" / name):
+                if candidate.is_file():
+                    page["image_path"] = candidate
+                    break
+    return pages
+
+
+# ----------------------------------------------------------------------------------------- inference
+def predict_document(extractor, source: Path | None, pages, words_pages, args) -> dict:
+    """Run the pipeline on each page; fields and words carry their 1-based page number."""
+    result = {"model": args.model_name_or_path, "source": str(source) if source else None, "status": "ok",
+              "pages": [], "fields": {}, "words": []}
+    call = dict(ocr_lang=args.ocr_lang, ocr_config=args.ocr_config, window_batch_size=args.batch_size,
+                mixed_precision=args.mixed_precision, rules=args.rule_config, return_words=True)
+    for number, image in enumerate(pages, start=1):
+        if words_pages is not None:
+            if number > len(words_pages):
+                raise DocumentError(f"{args.words_json}: no words for page {number} of {source}")
+            page_words = words_pages[number - 1]
+            inputs = {"image": image, "words": page_words["words"], "boxes": page_words["boxes"],
+                      "segment_boxes": page_words.get("segment_boxes")}
+        else:
+            inputs = image
+        try:
+            output = extractor(inputs, **call)
+        except OcrError as error:
+            raise DocumentError(f"{source}: OCR failed on page {number}: {error}") from None
+        except ValueError as error:
+            raise DocumentError(f"{source or args.words_json}: page {number}: {error}") from None
+        page = {"page": number, "width": output["width"], "height": output["height"], "num_words": len(output["words"])}
+        if not output["words"]:
+            page["warning"] = "no text found on this page"
+        result["pages"].append(page)
+        for entity in output["entities"]:
+            result["fields"].setdefault(entity["entity_group"], []).append({
+                "text": entity["word"], "box": entity["box"], "score": round(entity["score"], 4), "page": number,
+            })
+        for word in output["words"]:
+            result["words"].append({**word, "page": number})
+    if not result["pages"]:
+        raise DocumentError(f"{source}: no pages")
+    if not result["words"]:
+        raise DocumentError(
+            f"{source}: no text found on any page (blank or unreadable scan, or OCR language {args.ocr_lang!r} "
+            "does not match)"
+        )
+    return result
+
+
+def output_names(sources: list[Path]) -> dict[Path, str]:
+    """`<stem>.json`, or `<file name>.json` when two inputs share a stem."""
+    stems: dict[str, int] = {}
+    for source in sources:
+        stems[source.stem] = stems.get(source.stem, 0) + 1
+    return {s: (f"{s.stem}.json" if stems[s.stem] == 1 else f"{s.name}.json") for s in sources}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    output_dir = Path(args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    # PIL refuses (above 2x) or warns about (above 1x) images over this size when opening them.
+    Image.MAX_IMAGE_PIXELS = args.max_image_pixels
+
+    # ---- documents
+    words_pages = None
+    if args.words_json:
+        try:
+            words_pages = read_words_json(Path(args.words_json))
+        except DocumentError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+    if args.input:
+        sources = find_documents(Path(args.input))
+    else:
+        missing = [i + 1 for i, page in enumerate(words_pages) if "image_path" not in page]
+        if missing:
+            print(f"error: {args.words_json}: the image of page(s) {missing} was not found; pass it with --input",
+                  file=sys.stderr)
+            return 1
+        sources = [words_pages[0]["image_path"]]
+    if not sources:
+        print(f"error: no image or PDF found in {args.input}", file=sys.stderr)
+        return 1
+    if words_pages is not None and len(sources) > 1:
+        print("error: --words_json describes one document; give a single file as --input", file=sys.stderr)
+        return 1
+
+    # ---- model: the pipeline class the checkpoint ships, imported from layoutkit (no remote code runs)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    extractor = pipeline(
+        "token-classification", model=args.model_name_or_path, pipeline_class=LayoutTokenClassificationPipeline,
+        device=device,
+    )
+
+    # ---- predict, one document at a time
+    names = output_names(sources)
+    succeeded = 0
+    with open(output_dir / "summary.jsonl", "w", encoding="utf-8") as summary:
+        for source in sources:
+            started = time.perf_counter()
+            row = {"source": str(source)}
+            try:
+                if words_pages is not None and not args.input:
+                    pages = (next(image_pages(p["image_path"], args.max_image_pixels)) for p in words_pages)
+                else:
+                    pages = document_pages(source, args)
+                result = predict_document(extractor, source, pages, words_pages, args)
+                path = output_dir / names[source]
+                path.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+                row.update(status="ok", output=str(path), pages=len(result["pages"]), words=len(result["words"]),
+                           fields={name: len(values) for name, values in result["fields"].items()})
+                succeeded += 1
+            except DocumentError as error:
+                row.update(status="error", message=str(error))
+            except Exception as error:  # a bug or an unexpected file problem must not stop the other documents
+                row.update(status="error", message=f"{source}: {type(error).__name__}: {error}")
+            row["seconds"] = round(time.perf_counter() - started, 3)
+            summary.write(json.dumps(row, ensure_ascii=False) + "\n")
+            summary.flush()
+            if row["status"] == "ok":
+                found = ", ".join(f"{k} x{v}" for k, v in row["fields"].items()) or "no fields"
+                print(f"[ok] {source}: {row['pages']} page(s), {found} ({row['seconds']} s)", file=sys.stderr)
+            else:
+                print(f"[error] {row['message']}", file=sys.stderr)
+    print(f"{succeeded}/{len(sources)} documents processed; summary: {output_dir / 'summary.jsonl'}", file=sys.stderr)
+    return 0 if succeeded else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+#!/usr/bin/env python
+"""Fine-tune a LayoutLM-family model (LayoutLM v1, LayoutLMv2, LayoutXLM, LayoutLMv3) for document image
+classification: one class per document, such as invoice, receipt or letter.
+
+    python -m dataset_loader classify --data-dir data/ --output datasets/doctypes [--ocr]
+    accelerate launch run_doc_classification.py --dataset_path datasets/doctypes --output_dir runs/doctypes \
+        --model_name_or_path microsoft/layoutlmv3-base
+
+Documents longer than --max_seq_length are split into overlapping windows. Training uses every window with
+its document's label; evaluation and the saved pipeline classify a document by the MEAN of its windows'
+logits. Every metric (accuracy, macro/weighted F1, per-class precision/recall/F1) is computed on documents.
+The output folder gets confusion_matrix.png, misclassified.jsonl and all_results.json besides the model.
+"""
+
+import argparse
+import json
+import os
+
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader
+from transformers import AutoModelForSequenceClassification
+
+from layoutkit.classification import (
+    ClassificationCollator,
+    encode_classification_split,
+    evaluate_classification,
+    majority_baseline,
+    model_inputs,
+    write_reports,
+)
+from layoutkit.data import dataset_preprocessing, load_raw_datasets
+from layoutkit.export import attach_pipeline
+from layoutkit.modeling import model_family
+from layoutkit.training import (
+    TrainingState,
+    add_common_args,
+    build_accelerator,
+    create_optimizer,
+    create_scheduler,
+    fit,
+    init_tracking,
+    load_config_file,
+    load_model_and_processing,
+    log_artifacts,
+    log_figure,
+    push_folder,
+    restore_best,
+    save_model,
+    schedule,
+    write_json,
+)
+from model_card import write_model_card
+
+TASK = "image-classification"
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(parser)
+    task = parser.add_argument_group("document classification")
+    task.add_argument("--max_seq_length", type=int, default=512, help="tokens per window, special tokens included")
+    task.add_argument("--stride", type=int, default=128, help="tokens shared by consecutive windows")
+    task.add_argument(
+        "--metric_for_best_model", choices=["accuracy", "f1_macro"], default="accuracy",
+        help="validation metric that picks the best epoch and drives early stopping",
+    )
+    task.add_argument("--label_column", default="label", help="the ClassLabel column (default: label)")
+    task.add_argument(
+        "--ocr_lang", default="eng",
+        help="Tesseract language for datasets without words (a Hub imagefolder): OCR runs once, then is cached",
+    )
+    task.add_argument("--pad_to_multiple_of", type=int, default=8, help="round padded lengths up to this")
+    args = load_config_file(parser, argv)
+    if args.stride >= args.max_seq_length - 2:
+        parser.error("--stride must be smaller than --max_seq_length minus the two special tokens")
+    return args
+
+
+def add_ocr_words(raw, lang: str, num_proc=None):
+    """Words and pixel boxes for datasets that come without them (plain image folders): Tesseract, once."""
+    from layoutkit.boxes import load_page
+    from layoutkit.ocr import ocr_page
+
+    def ocr(example):
+        result = ocr_page(load_page(example["image"]), lang=lang)
+        return {"words": result.words, "bboxes": result.boxes}
+
+    return raw.map(ocr, num_proc=num_proc, desc="OCR (once; cached)")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    accelerator = build_accelerator(args)
+    set_seed(args.seed)
+    if accelerator.is_main_process:
+        os.makedirs(args.output_dir, exist_ok=True)
+    accelerator.wait_for_everyone()
+
+    # ---- data
+    raw = load_raw_datasets(args)
+    if args.label_column not in raw["train"].column_names:
+        raise ValueError(f"no {args.label_column!r} column in the dataset ({raw['train'].column_names}); "
+                         "pass --label_column")
+    label_names = raw["train"].features[args.label_column].names
+    if "words" not in raw["train"].column_names:
+        with accelerator.main_process_first():
+            raw = add_ocr_words(raw, args.ocr_lang, args.preprocessing_num_workers)
+    id2label = dict(enumerate(label_names))
+    label2id = {label: i for i, label in id2label.items()}
+
+    # ---- model
+    config, model, tokenizer, image_processor, processor = load_model_and_processing(
+        args, AutoModelForSequenceClassification, num_labels=len(label_names), id2label=id2label, label2id=label2id
+    )
+    family = model_family(config)
+    # Recorded in config.json so that the pipeline repeats exactly this preprocessing.
+    config.document_preprocessing = {
+        **dataset_preprocessing(args),
+        "max_seq_length": args.max_seq_length,
+        "stride": args.stride,
+        "document_aggregation": "mean_window_logits",
+    }
+
+    with accelerator.main_process_first():
+        windows = {
+            split: encode_classification_split(
+                raw[split], tokenizer, image_processor, family, args.max_seq_length, args.stride,
+                label_column=args.label_column, num_proc=args.preprocessing_num_workers,
+                load_from_cache_file=not args.overwrite_cache,
+            )
+            for split in raw
+        }
+    collator = ClassificationCollator(tokenizer.pad_token_id, args.pad_to_multiple_of, family.image_input)
+    train_dataloader = DataLoader(
+        windows["train"], shuffle=True, collate_fn=collator, batch_size=args.per_device_train_batch_size,
+        num_workers=args.dataloader_num_workers,
+    )
+    eval_split = "validation" if "validation" in windows else "test"
+    eval_dataloaders = {
+        split: DataLoader(windows[split], collate_fn=collator, batch_size=args.per_device_eval_batch_size)
+        for split in ("validation", "test") if split in windows
+    }
+
+    # ---- optimizer, schedule, accelerate
+    optimizer = create_optimizer(model, args.learning_rate, args.weight_decay)
+    steps_per_epoch = -(-len(train_dataloader) // args.gradient_accumulation_steps)
+    max_train_steps, _ = schedule(args, steps_per_epoch)
+    lr_scheduler = create_scheduler(args, optimizer, max_train_steps, accelerator.num_processes)
+    model, optimizer, train_dataloader, lr_scheduler = accelerator.prepare(
+        model, optimizer, train_dataloader, lr_scheduler
+    )
+    eval_dataloaders = {split: accelerator.prepare(dl) for split, dl in eval_dataloaders.items()}
+    state = TrainingState(metric_name=args.metric_for_best_model)
+    accelerator.register_for_checkpointing(state)
+    init_tracking(accelerator, args, "run_doc_classification")
+
+    accelerator.print(
+        f"{len(raw['train'])} training documents in {len(windows['train'])} windows, {len(label_names)} classes; "
+        f"model {family.model_type}, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters; "
+        f"{max_train_steps} steps"
+    )
+
+    # ---- train, evaluating on validation documents after every epoch
+    def evaluate_validation():
+        metrics, _, _ = evaluate_classification(
+            accelerator, model, eval_dataloaders[eval_split], raw[eval_split], label_names, args.label_column
+        )
+        return metrics
+
+    def push_epoch(epoch):
+        if args.push_to_hub and args.push_every_epoch and accelerator.is_main_process:
+            save_model(accelerator, model, processor, args.output_dir)
+            attach_pipeline(args.output_dir, TASK)
+            push_folder(args, args.output_dir, f"epoch {epoch}")
+
+    fit(accelerator, args, model, optimizer, lr_scheduler, train_dataloader, evaluate_validation, state,
+        model_inputs=model_inputs, on_epoch_end=push_epoch)
+
+    # ---- final model = best validation epoch; test on it
+    restore_best(accelerator, model, state)
+    results = {f"eval_{k}": v for k, v in state.best_metrics.items()}
+    results.update(
+        best_epoch=state.best_epoch,
+        metric_for_best_model=args.metric_for_best_model,
+        train_steps=state.completed_steps,
+        train_seconds=round(state.train_seconds, 2),
+        train_documents_per_second=round(
+            len(raw["train"]) * state.completed_steps / steps_per_epoch / state.train_seconds, 3
+        ) if state.train_seconds else None,
+    )
+    report_split = "test" if "test" in eval_dataloaders else eval_split
+    metrics, records, matrix = evaluate_classification(
+        accelerator, model, eval_dataloaders[report_split], raw[report_split], label_names, args.label_column
+    )
+    prefix = "test" if report_split == "test" else "eval"
+    results.update({f"{prefix}_{k}": v for k, v in metrics.items()})
+    results[f"{prefix}_majority_baseline_accuracy"] = majority_baseline(
+        raw["train"][args.label_column], raw[report_split][args.label_column]
+    )
+    accelerator.log({f"{prefix}_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},
+                    step=state.completed_steps)
+    accelerator.print(
+        f"{report_split}: accuracy={metrics['accuracy']:.4f} f1_macro={metrics['f1_macro']:.4f} "
+        f"f1_weighted={metrics['f1_weighted']:.4f} (majority baseline "
+        f"{results[f'{prefix}_majority_baseline_accuracy']:.4f})"
+    )
+
+    save_model(accelerator, model, processor, args.output_dir)
+    if accelerator.is_main_process:
+        figure = write_reports(args.output_dir, records, matrix, label_names, report_split)
+        log_figure(accelerator, figure, "confusion_matrix.png")
+        with open(os.path.join(args.output_dir, f"{report_split}_predictions.jsonl"), "w", encoding="utf-8") as handle:
+            for record in records:
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        attach_pipeline(args.output_dir, TASK)  # pipeline("image-classification", ..., trust_remote_code=True)
+        write_json(os.path.join(args.output_dir, "all_results.json"), results)
+        write_json(os.path.join(args.output_dir, "training_history.json"), state.history)
+        write_model_card(args.output_dir, task=TASK, labels=label_names, metrics=results,
+                         history=state.history, args=args)
+        log_artifacts(accelerator, args.output_dir, "model")
+        if args.push_to_hub:
+            repo_id = push_folder(args, args.output_dir, "End of training")
+            accelerator.print(f"pushed to https://huggingface.co/{repo_id}")
+    accelerator.end_training()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+"""Post-processing rules on hand-made documents, their configuration, and the before/after measurement."""
+
+import json
+
+import pytest
+
+from layoutkit.postprocess import (
+    RuleConfig,
+    apply_rules,
+    company_first_lines_rule,
+    entity_counts,
+    main,
+    matches_keyword,
+    measure_rules,
+    repair_bio,
+    total_keyword_rule,
+    visual_rows,
+)
+
+
+def line(words, y, x=10, width=60, gap=10, height=20):
+    """Words laid left to right on one line: (words, boxes)."""
+    boxes = [[x + i * (width + gap), y, x + i * (width + gap) + width, y + height] for i in range(len(words))]
+    return list(words), boxes
+
+
+def page(*lines):
+    words, boxes = [], []
+    for line_words, line_boxes in lines:
+        words += line_words
+        boxes += line_boxes
+    return words, boxes
+
+
+# ------------------------------------------------------------------------------------------- keywords
+@pytest.mark.parametrize("word, keyword, expected", [
+    ("Total", "total", True), ("TOTAL:", "total", True), ("Subtotal", "total", True), ("Sub-total", "total", True),
+    ("Amount(RM)", "amount", True), ("Totally", "total", True), ("10.00", "total", False),
+    ("RM", "rm", True), ("RM12.50", "rm", True), ("Form", "rm", False), ("RMB", "rm", False),
+    ("$", "$", True), ("$12.00", "$", True), ("12.00$", "$", False), ("", "total", False),
+])
+def test_matches_keyword(word, keyword, expected):
+    assert matches_keyword(word, keyword) is expected
+
+
+# --------------------------------------------------------------------------------------- total keyword
+def test_total_right_of_keyword_kept_elsewhere_removed():
+    words, boxes = page(line(["Item", "9.99"], 10), line(["Total:", "12.00"], 50), line(["Thanks", "99.00"], 90))
+    tags = ["O", "B-total", "O", "B-total", "O", "B-total"]
+    assert total_keyword_rule(words, boxes, tags) == ["O", "O", "O", "B-total", "O", "O"]
+
+
+def test_total_below_keyword_in_same_column_kept():
+    words, boxes = page(line(["Description", "Amount"], 10), line(["Widget", "45.00"], 40), line(["Other", "7.00"], 70))
+    boxes[5] = [300, 70, 360, 90]  # a value far right of the Amount column, on a lower line
+    tags = ["O", "O", "O", "B-total", "O", "B-total"]
+    assert total_keyword_rule(words, boxes, tags) == ["O", "O", "O", "B-total", "O", "O"]
+
+
+def test_total_keyword_must_be_another_word_and_bio_is_repaired():
+    words, boxes = page(line(["TOTAL", "RM", "12.00"], 10))
+    # The model tagged the keyword itself as the start of the total: it becomes O and RM starts the entity.
+    tags = ["B-total", "I-total", "I-total"]
+    assert total_keyword_rule(words, boxes, tags) == ["O", "B-total", "I-total"]
+    # Left of the keyword is not enough.
+    words, boxes = page(line(["12.00", "Total"], 10))
+    assert total_keyword_rule(words, boxes, ["B-total", "O"]) == ["O", "O"]
+
+
+def test_total_types_and_keywords_configurable():
+    words, boxes = page(line(["Summe", "12.00", "Tax", "1.00"], 10))
+    tags = ["O", "B-grand_sum", "O", "B-tax_total"]
+    config = {"rules": ["total_keyword"], "total_keywords": ["summe"], "total_types": ["grand_sum"]}
+    assert apply_rules(words, boxes, tags, config) == tags  # tax_total is not a chosen type: untouched
+    # Default types: names containing "total"; "1.00" follows no total keyword.
+    assert apply_rules(words, boxes, tags, {"rules": ["total_keyword"]}) == ["O", "B-grand_sum", "O", "O"]
+    default_types = RuleConfig().types_for("total_keyword", {"total", "subtotal", "vendor", "date"})
+    assert default_types == {"total", "subtotal"}
+
+
+# ------------------------------------------------------------------------------------ company first lines
+def test_company_only_on_first_lines():
+    words, boxes = page(
+        line(["INVOICE"], 10), line(["Acme", "Corp"], 40), line(["Bill", "to", "Acme"], 80), line(["Acme", "Corp"], 120)
+    )
+    tags = ["O", "B-company", "I-company", "O", "O", "B-company", "B-company", "I-company"]
+    assert company_first_lines_rule(boxes, tags) == ["O", "B-company", "I-company", "O", "O", "O", "O", "O"]
+    assert company_first_lines_rule(boxes, tags, max_lines=1) == ["O"] * 8
+    assert apply_rules(words, boxes, tags, {"rules": "company_first_lines", "company_lines": 3}) == \
+        ["O", "B-company", "I-company", "O", "O", "B-company", "O", "O"]
+
+
+def test_rows_merge_segments_of_one_visual_line():
+    # Two OCR lines side by side at the same height are one visual row; given line ids are used.
+    boxes = [[10, 10, 60, 30], [400, 12, 460, 31], [10, 50, 60, 70]]
+    assert visual_rows(boxes, [0, 1, 2]) == [0, 0, 1]
+    assert visual_rows(boxes) == [0, 0, 1]
+    tags = ["O", "B-vendor", "B-vendor"]
+    assert apply_rules(["Date", "Globex", "Globex"], boxes, tags, "company_first_lines", line_ids=[0, 1, 2]) == \
+        ["O", "B-vendor", "B-vendor"]
+    assert apply_rules(["Date", "Globex", "Globex"], boxes, tags, {"rules": ["company_first_lines"], "company_lines": 1}) \
+        == ["O", "B-vendor", "O"]
+
+
+# ------------------------------------------------------------------------------------------------ config
+def test_rule_config_from_values(tmp_path):
+    assert RuleConfig.from_value(None).rules == ()
+    assert RuleConfig.from_value("total_keyword, company_first_lines").rules == ("total_keyword", "company_first_lines")
+    assert RuleConfig.from_value("all").rules == ("total_keyword", "company_first_lines")
+    assert RuleConfig.from_value(["total_keyword"]).rules == ("total_keyword",)
+    path = tmp_path / "rules.json"
+    path.write_text(json.dumps({"rules": ["company_first_lines"], "company_lines": 4, "company_types": ["seller"]}))
+    config = RuleConfig.from_value(str(path))
+    assert (config.rules, config.company_lines, config.company_types) == (("company_first_lines",), 4, ("seller",))
+    assert RuleConfig.from_value(config) == config
+    with pytest.raises(ValueError, match="unknown rule"):
+        RuleConfig.from_value("total_keywords")
+    with pytest.raises(ValueError, match="unknown rule settings"):
+        RuleConfig.from_value({"rules": [], "lines": 3})
+    with pytest.raises(ValueError, match="at least 1"):
+        RuleConfig(company_lines=0)
+    # Off by default: nothing changes.
+    assert apply_rules(["12.00"], [[0, 0, 10, 10]], ["B-total"]) == ["B-total"]
+
+
+def test_repair_bio():
+    assert repair_bio(["O", "I-a", "I-a", "B-b", "I-a", "O", "I-b"]) == ["O", "B-a", "I-a", "B-b", "B-a", "O", "B-b"]
+
+
+# ------------------------------------------------------------------------------------------- measurement
+def documents():
+    words, boxes = page(line(["ACME", "Ltd"], 10), line(["Date", "2024"], 40), line(["Total", "5.00"], 70),
+                        line(["ACME", "9.00"], 100))
+    gold = ["B-company", "I-company", "O", "O", "O", "B-total", "O", "O"]
+    pred = ["B-company", "I-company", "O", "O", "O", "B-total", "B-company", "B-total"]
+    return [{"id": "doc1", "words": words, "labels": gold, "predictions": pred, "scores": [0.9] * 8}], {"doc1": boxes}
+
+
+def test_measure_rules_precision_recall_before_after():
+    records, boxes = documents()
+    effect = measure_rules(records, boxes, "all")
+    table = effect.to_dict()
+    assert table["words_changed"] == 2 and table["documents"] == 1
+    assert table["labels"]["total"]["precision_before"] == 0.5 and table["labels"]["total"]["precision_after"] == 1.0
+    assert table["labels"]["company"]["precision_before"] == 0.5 and table["labels"]["company"]["precision_after"] == 1.0
+    assert table["labels"]["overall"]["recall_before"] == table["labels"]["overall"]["recall_after"] == 1.0
+    markdown = effect.to_markdown()
+    assert markdown.splitlines()[0].startswith("| label | support | precision before | precision after")
+    assert "| total | 1 | 0.5000 | 1.0000 | 1.0000 | 1.0000 |" in markdown
+    with pytest.raises(KeyError, match="not in the dataset"):
+        measure_rules(records, {}, "all")
+
+
+def test_entity_counts_conlleval_reading():
+    counts = entity_counts([["B-a", "I-a", "O", "B-b"]], [["B-a", "I-a", "O", "I-b"]])
+    assert counts["a"].true_positives == 1 and counts["b"].true_positives == 1  # a stray I- opens an entity
+    assert counts["overall"].precision == counts["overall"].recall == 1.0
+
+
+def test_measure_command_prints_markdown(tmp_path, capsys):
+    from datasets import Dataset, DatasetDict
+
+    records, boxes = documents()
+    predictions = tmp_path / "test_predictions.jsonl"
+    predictions.write_text("".join(json.dumps(r) + "\n" for r in records))
+    DatasetDict(test=Dataset.from_dict({"id": ["doc1"], "bboxes": [boxes["doc1"]]})).save_to_disk(str(tmp_path / "ds"))
+    main(["--predictions", str(predictions), "--dataset_path", str(tmp_path / "ds"),
+          "--output_json", str(tmp_path / "effect.json")])
+    out = capsys.readouterr().out
+    assert "Rules: total_keyword, company_first_lines" in out
+    assert "| **overall** | 2 |" in out
+    assert json.loads((tmp_path / "effect.json").read_text())["labels"]["total"]["precision_after"] == 1.0
+    main(["--predictions", str(predictions), "--dataset_path", str(tmp_path / "ds"), "--rules", "total_keyword",
+          "--total_keywords", "sum"])
+    assert "| total | 1 | 0.5000 | 0.0000 |" in capsys.readouterr().out

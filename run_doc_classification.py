@@ -143,12 +143,11 @@ def main(argv=None):
 
     # ---- optimizer, schedule, accelerate
     optimizer = create_optimizer(model, args.learning_rate, args.weight_decay)
+    model, optimizer, train_dataloader = accelerator.prepare(model, optimizer, train_dataloader)
+    # Sized from the prepared (per-process) dataloader, so N processes take N times fewer steps.
     steps_per_epoch = -(-len(train_dataloader) // args.gradient_accumulation_steps)
     max_train_steps, _ = schedule(args, steps_per_epoch)
-    lr_scheduler = create_scheduler(args, optimizer, max_train_steps, accelerator.num_processes)
-    model, optimizer, train_dataloader, lr_scheduler = accelerator.prepare(
-        model, optimizer, train_dataloader, lr_scheduler
-    )
+    lr_scheduler = accelerator.prepare(create_scheduler(args, optimizer, max_train_steps, accelerator.num_processes))
     eval_dataloaders = {split: accelerator.prepare(dl) for split, dl in eval_dataloaders.items()}
     state = TrainingState(metric_name=args.metric_for_best_model)
     accelerator.register_for_checkpointing(state)

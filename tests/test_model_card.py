@@ -129,7 +129,9 @@ def test_push_uploads_model_processor_pipeline_card_and_metrics(trained_ner_chec
         assert {"config.json", "model.safetensors", "tokenizer.json", "processor_config.json"} <= set(upload["uploaded"])
     final = uploads[-1]
     assert {"README.md", "training_curve.png", "all_results.json", "training_history.json",
-            "test_predictions.jsonl"} <= set(final["uploaded"])
+            } <= set(final["uploaded"])
+    # Test predictions hold the test documents' words: they stay local.
+    assert "test_predictions.jsonl" not in final["uploaded"]
     # Training checkpoints are in the folder but excluded by the ignore patterns.
     assert any(name.startswith("epoch_") for name in final["files"])
     assert not any(name.startswith(("epoch_", "step_")) or ".partial" in name for name in final["uploaded"])

@@ -31,22 +31,24 @@ from layoutkit.classification import (
 from layoutkit.data import dataset_preprocessing, load_raw_datasets
 from layoutkit.export import attach_pipeline
 from layoutkit.modeling import model_family
+from layoutkit.augment import add_augment_args, augment_split
+from layoutkit.hp_search import add_hp_search_args, run_hp_search
+from layoutkit.losses import add_loss_args, build_loss, parse_class_weights
 from layoutkit.training import (
     TrainingState,
     add_common_args,
     build_accelerator,
-    create_optimizer,
-    create_scheduler,
     fit,
     init_tracking,
     load_config_file,
     load_model_and_processing,
     log_artifacts,
     log_figure,
+    prepare_training,
     push_folder,
     restore_best,
     save_model,
-    schedule,
+    training_summary,
     write_json,
 )
 from model_card import write_model_card
@@ -70,6 +72,9 @@ def parse_args(argv=None):
         help="Tesseract language for datasets without words (a Hub imagefolder): OCR runs once, then is cached",
     )
     task.add_argument("--pad_to_multiple_of", type=int, default=8, help="round padded lengths up to this")
+    add_loss_args(parser)
+    add_augment_args(parser)
+    add_hp_search_args(parser)
     args = load_config_file(parser, argv)
     if args.stride >= args.max_seq_length - 2:
         parser.error("--stride must be smaller than --max_seq_length minus the two special tokens")
@@ -90,6 +95,15 @@ def add_ocr_words(raw, lang: str, num_proc=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.hp_search:
+        run_hp_search(args, train_and_evaluate, metric_name=args.metric_for_best_model,
+                      experiment_name="run_doc_classification")
+    else:
+        train_and_evaluate(args)
+
+
+def train_and_evaluate(args, on_epoch_end=None) -> dict:
+    """One training run: data, model, loop, test, save. Returns all_results.json's content."""
     accelerator = build_accelerator(args)
     set_seed(args.seed)
     if accelerator.is_main_process:
@@ -105,6 +119,11 @@ def main(argv=None):
     if "words" not in raw["train"].column_names:
         with accelerator.main_process_first():
             raw = add_ocr_words(raw, args.ocr_lang, args.preprocessing_num_workers)
+    if args.augment:
+        with accelerator.main_process_first():
+            raw["train"] = augment_split(raw["train"], args.augment_copies, args.seed,
+                                         num_proc=args.preprocessing_num_workers,
+                                         load_from_cache_file=not args.overwrite_cache)
     id2label = dict(enumerate(label_names))
     label2id = {label: i for i, label in id2label.items()}
 
@@ -141,14 +160,13 @@ def main(argv=None):
         for split in ("validation", "test") if split in windows
     }
 
+    class_weights = parse_class_weights(args.class_weights, label_names, lambda: raw["train"][args.label_column])
+    loss_function = build_loss(args, class_weights)
+
     # ---- optimizer, schedule, accelerate
-    optimizer = create_optimizer(model, args.learning_rate, args.weight_decay)
-    model, optimizer, train_dataloader = accelerator.prepare(model, optimizer, train_dataloader)
-    # Sized from the prepared (per-process) dataloader, so N processes take N times fewer steps.
-    steps_per_epoch = -(-len(train_dataloader) // args.gradient_accumulation_steps)
-    max_train_steps, _ = schedule(args, steps_per_epoch)
-    lr_scheduler = accelerator.prepare(create_scheduler(args, optimizer, max_train_steps, accelerator.num_processes))
-    eval_dataloaders = {split: accelerator.prepare(dl) for split, dl in eval_dataloaders.items()}
+    model, optimizer, lr_scheduler, train_dataloader, eval_dataloaders, steps_per_epoch, max_train_steps = (
+        prepare_training(accelerator, args, model, train_dataloader, eval_dataloaders)
+    )
     state = TrainingState(metric_name=args.metric_for_best_model)
     accelerator.register_for_checkpointing(state)
     init_tracking(accelerator, args, "run_doc_classification")
@@ -166,27 +184,23 @@ def main(argv=None):
         )
         return metrics
 
-    def push_epoch(epoch):
-        if args.push_to_hub and args.push_every_epoch and accelerator.is_main_process:
-            save_model(accelerator, model, processor, args.output_dir)
-            attach_pipeline(args.output_dir, TASK)
-            push_folder(args, args.output_dir, f"epoch {epoch}")
+    def end_of_epoch(epoch, metrics):
+        if args.push_to_hub and args.push_every_epoch:
+            save_model(accelerator, model, processor, args.output_dir)  # every process: it waits for all
+            if accelerator.is_main_process:
+                attach_pipeline(args.output_dir, TASK)
+                push_folder(args, args.output_dir, f"epoch {epoch}")
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, metrics)
 
     fit(accelerator, args, model, optimizer, lr_scheduler, train_dataloader, evaluate_validation, state,
-        model_inputs=model_inputs, on_epoch_end=push_epoch)
+        model_inputs=model_inputs, on_epoch_end=end_of_epoch, loss_function=loss_function)
 
     # ---- final model = best validation epoch; test on it
     restore_best(accelerator, model, state)
     results = {f"eval_{k}": v for k, v in state.best_metrics.items()}
-    results.update(
-        best_epoch=state.best_epoch,
-        metric_for_best_model=args.metric_for_best_model,
-        train_steps=state.completed_steps,
-        train_seconds=round(state.train_seconds, 2),
-        train_documents_per_second=round(
-            len(raw["train"]) * state.completed_steps / steps_per_epoch / state.train_seconds, 3
-        ) if state.train_seconds else None,
-    )
+    results["metric_for_best_model"] = args.metric_for_best_model
+    results.update(training_summary(state, len(raw["train"]), steps_per_epoch))
     report_split = "test" if "test" in eval_dataloaders else eval_split
     metrics, records, matrix = evaluate_classification(
         accelerator, model, eval_dataloaders[report_split], raw[report_split], label_names, args.label_column
@@ -221,6 +235,7 @@ def main(argv=None):
             repo_id = push_folder(args, args.output_dir, "End of training")
             accelerator.print(f"pushed to https://huggingface.co/{repo_id}")
     accelerator.end_training()
+    return results
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import DataLoaderConfiguration
+from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
@@ -81,6 +81,12 @@ def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     train.add_argument("--resume_from_checkpoint", help='a checkpoint folder, or "latest" in --output_dir')
     train.add_argument("--logging_steps", type=int, default=10, help="log loss and learning rate every N steps")
     train.add_argument("--dataloader_num_workers", type=int, default=0)
+    train.add_argument(
+        "--ddp_find_unused_parameters",
+        type=lambda v: v.lower() in ("1", "true", "yes"),
+        help="let DistributedDataParallel search for parameters without gradient each step; default: on for "
+        "LayoutLMv2/LayoutXLM (its detectron2 backbone has unused FPN levels), off otherwise",
+    )
 
     track = parser.add_argument_group("tracking and sharing")
     track.add_argument("--with_tracking", action="store_true", help="log to the trackers of --report_to")
@@ -123,7 +129,11 @@ def load_config_file(parser: argparse.ArgumentParser, argv: list[str] | None = N
 
 # ----------------------------------------------------------------------------------------- accelerator
 def build_accelerator(args) -> Accelerator:
+    find_unused = args.ddp_find_unused_parameters
+    if find_unused is None:
+        find_unused = configured_model_type(args) in ("layoutlmv2", "layoutxlm")
     accelerator = Accelerator(
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused)],
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
         log_with=args.report_to if args.with_tracking else None,
@@ -134,6 +144,16 @@ def build_accelerator(args) -> Accelerator:
     return accelerator
 
 
+def configured_model_type(args) -> str | None:
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(
+        args.config_name or args.model_name_or_path, cache_dir=args.cache_dir, revision=args.revision,
+        trust_remote_code=args.trust_remote_code,
+    )
+    return config.model_type
+
+
 def init_tracking(accelerator: Accelerator, args, default_experiment: str) -> None:
     if not args.with_tracking:
         return
@@ -141,8 +161,18 @@ def init_tracking(accelerator: Accelerator, args, default_experiment: str) -> No
     accelerator.init_trackers(
         args.experiment_name or default_experiment,
         config,
-        init_kwargs={"mlflow": {"run_name": os.path.basename(os.path.normpath(args.output_dir))}},
+        init_kwargs={"mlflow": {"run_name": os.path.basename(os.path.normpath(args.output_dir)),
+                                # In a hyperparameter search, each trial is a child of the search's run.
+                                "nested_run": mlflow_run_active()}},
     )
+
+
+def mlflow_run_active() -> bool:
+    try:
+        import mlflow
+    except ImportError:
+        return False
+    return mlflow.active_run() is not None
 
 
 def log_artifacts(accelerator: Accelerator, folder: str, artifact_path: str | None = None) -> None:
@@ -188,6 +218,22 @@ def create_scheduler(args, optimizer, max_train_steps: int, num_processes: int):
         num_warmup_steps=warmup * num_processes,
         num_training_steps=max_train_steps * num_processes,
     )
+
+
+def prepare_training(accelerator: Accelerator, args, model, train_dataloader, eval_dataloaders: dict):
+    """Optimizer, accelerate's prepare and the LR schedule, in the order that sizes the schedule right.
+
+    Returns (model, optimizer, lr_scheduler, train_dataloader, eval_dataloaders, steps_per_epoch,
+    max_train_steps). The schedule is sized from the prepared (per-process) dataloader, so N processes
+    take N times fewer steps of an N times larger global batch.
+    """
+    optimizer = create_optimizer(model, args.learning_rate, args.weight_decay)
+    model, optimizer, train_dataloader = accelerator.prepare(model, optimizer, train_dataloader)
+    steps_per_epoch = math.ceil(len(train_dataloader) / args.gradient_accumulation_steps)
+    max_train_steps, _ = schedule(args, steps_per_epoch)
+    lr_scheduler = accelerator.prepare(create_scheduler(args, optimizer, max_train_steps, accelerator.num_processes))
+    eval_dataloaders = {split: accelerator.prepare(dl) for split, dl in eval_dataloaders.items()}
+    return model, optimizer, lr_scheduler, train_dataloader, eval_dataloaders, steps_per_epoch, max_train_steps
 
 
 # ------------------------------------------------------------------------------------- training state
@@ -271,12 +317,15 @@ def fit(
     evaluate: Callable[[], dict],
     state: TrainingState,
     model_inputs: Callable[[dict], dict] = lambda batch: batch,
-    on_epoch_end: Callable[[int], None] | None = None,
+    on_epoch_end: Callable[[int, dict], None] | None = None,
+    loss_function: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> TrainingState:
     """Train with gradient accumulation, per-epoch evaluation, early stopping and checkpoints.
 
     `evaluate()` returns the validation metrics (including `state.metric_name`); `model_inputs(batch)`
     picks the model's inputs out of a batch (batches may carry bookkeeping such as word ids).
+    `loss_function(logits, labels)` replaces the model's own cross-entropy when given (focal loss, class
+    weights). `on_epoch_end(epoch, metrics)` runs after each epoch's evaluation and checkpoint.
     The loss is accumulated on the device and read on the host only at logging steps, so the step loop
     does not wait for the device.
     """
@@ -311,7 +360,7 @@ def fit(
         started = time.perf_counter()
         for batch in batches:
             with accelerator.accumulate(model):
-                loss = model(**model_inputs(batch)).loss
+                loss = training_loss(model, model_inputs(batch), loss_function)
                 running_loss += loss.detach()
                 running_batches += 1
                 accelerator.backward(loss)
@@ -350,7 +399,7 @@ def fit(
         elif checkpoint_every and state.completed_steps % checkpoint_every == 0:
             save_checkpoint(accelerator, args.output_dir, f"step_{state.completed_steps}")
         if on_epoch_end is not None:
-            on_epoch_end(epoch)
+            on_epoch_end(epoch, metrics)
         stop = should_stop or state.completed_steps >= max_train_steps
         if should_stop:
             accelerator.print(
@@ -358,6 +407,25 @@ def fit(
             )
     progress.close()
     return state
+
+
+def training_loss(model, inputs: dict, loss_function=None) -> torch.Tensor:
+    if loss_function is None:
+        return model(**inputs).loss
+    labels = inputs.pop("labels")  # so the model does not also compute its own cross-entropy
+    return loss_function(model(**inputs).logits, labels)
+
+
+def training_summary(state: TrainingState, num_train_documents: int, steps_per_epoch: int) -> dict:
+    """The run's training figures for all_results.json (documents/s counts all processes)."""
+    epochs_trained = state.completed_steps / steps_per_epoch
+    return {
+        "best_epoch": state.best_epoch,
+        "train_steps": state.completed_steps,
+        "train_seconds": round(state.train_seconds, 2),
+        "train_documents_per_second": round(num_train_documents * epochs_trained / state.train_seconds, 3)
+        if state.train_seconds else None,
+    }
 
 
 def restore_best(accelerator: Accelerator, model: torch.nn.Module, state: TrainingState) -> None:
@@ -391,7 +459,34 @@ def load_model_and_processing(args, model_class, **config_kwargs):
         model = model_class.from_pretrained(args.model_name_or_path, config=config, **hub)
     else:
         model = model_class.from_config(config, trust_remote_code=args.trust_remote_code)
+    freeze_parameters_without_gradient(model)
     return config, model, tokenizer, image_processor, processor
+
+
+# Parameters that a model's forward never gives a gradient. DistributedDataParallel stops with "Expected
+# to have finished reduction" on those unless it searches the graph for unused parameters every step;
+# freezing them changes nothing else, since the optimizer skips parameters without gradients anyway.
+# - transformers' LayoutLMv3 looks its relative-position biases up under torch.no_grad();
+# - token classification reads the sequence output, never the pooler.
+NO_GRADIENT_PARAMETERS = {
+    "LayoutLMv3": ("encoder.rel_pos_bias.", "encoder.rel_pos_x_bias.", "encoder.rel_pos_y_bias."),
+    "LayoutLMForTokenClassification": ("pooler.",),
+    "LayoutLMv2ForTokenClassification": ("pooler.",),
+}
+
+
+def freeze_parameters_without_gradient(model: torch.nn.Module) -> list[str]:
+    """Set requires_grad=False on the parameters listed in NO_GRADIENT_PARAMETERS; returns their names."""
+    class_name = type(model).__name__
+    prefixes = tuple(
+        prefix for key, names in NO_GRADIENT_PARAMETERS.items() if class_name.startswith(key) for prefix in names
+    )
+    frozen = []
+    for name, parameter in model.named_parameters():
+        if prefixes and name.split(".", 1)[-1].startswith(prefixes):
+            parameter.requires_grad_(False)
+            frozen.append(name)
+    return frozen
 
 
 def save_model(accelerator: Accelerator, model, processor, output_dir: str) -> None:

@@ -116,8 +116,6 @@ def test_resume_mid_epoch_matches_uninterrupted_run(invoice_dataset, scratch_che
     assert [h["epoch"] for h in history] == [0, 1, 2]
 
 
-@pytest.mark.xfail(reason="known bug found at the end of the session: with 2 real CPU ranks, rank 1 crashes in the "
-                   "training step (evaluation-only passes); to be fixed next", strict=False)
 def test_two_processes_evaluate_like_one(invoice_dataset, scratch_checkpoint, tmp_path):
     """Two CPU processes: evaluation sharded over them gives exactly the one-process result on the same
     weights, and training with the same global batch lands within tolerance of one process.

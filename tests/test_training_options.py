@@ -1,0 +1,100 @@
+"""Training-quality options of the scripts: focal loss with class weights, augmentation, Optuna search."""
+
+import argparse
+import json
+
+import pytest
+
+from conftest import REPO_ROOT
+from test_run_invoice_ner import predictions, results, train
+
+
+def test_focal_loss_class_weights_and_augmentation_train(invoice_dataset, scratch_checkpoint, tmp_path):
+    output = tmp_path / "focal"
+    log = train(invoice_dataset, scratch_checkpoint("layoutlm"), output, "--num_train_epochs", 1,
+                "--per_device_train_batch_size", 8, "--loss", "focal", "--focal_gamma", 2, "--class_weights", "auto",
+                "--augment", "--augment_copies", 1)
+    # 38 training documents plus one augmented copy of each; validation and test are left alone.
+    assert "76 training documents" in log.stdout
+    assert len(predictions(output)) == 5
+    assert 0.0 <= results(output)["test_f1"] <= 1.0
+
+
+def test_class_weights_must_match_the_labels(invoice_dataset, scratch_checkpoint, tmp_path):
+    import subprocess
+    import sys
+
+    command = [sys.executable, REPO_ROOT / "run_invoice_ner.py", "--dataset_path", invoice_dataset, "--config_name",
+               scratch_checkpoint("layoutlm"), "--output_dir", tmp_path / "bad", "--class_weights", "1,2"]
+    failed = subprocess.run([str(c) for c in command], capture_output=True, text=True, cwd=REPO_ROOT)
+    assert failed.returncode != 0
+    assert "--class_weights has 2 values but there are" in failed.stderr
+
+
+def test_hp_search_runs_trials_as_mlflow_children_and_writes_a_rerunnable_config(
+    invoice_dataset, scratch_checkpoint, tmp_path
+):
+    import mlflow
+
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps({
+        "learning_rate": {"type": "float", "low": 1e-3, "high": 5e-3, "log": True},
+        "per_device_train_batch_size": {"type": "categorical", "choices": [8, 16]},
+    }))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    output = tmp_path / "search"
+    log = train(invoice_dataset, scratch_checkpoint("layoutlm"), output, "--num_train_epochs", 1,
+                "--hp_search", "optuna", "--n_trials", 2, "--hp_space", space, "--experiment_name", "search-test",
+                env={"MLFLOW_TRACKING_URI": uri})
+    assert "best trial" in log.stdout
+
+    record = json.loads((output / "hp_search.json").read_text())
+    assert [t["state"] for t in record["trials"]] == ["COMPLETE", "COMPLETE"]
+    best = record["trials"][record["best_trial"]]
+    assert record["best_eval_f1"] == max(t["value"] for t in record["trials"]) == best["value"]
+    for number in (0, 1):
+        assert (output / f"trial_{number}" / "all_results.json").is_file()
+
+    # best_hyperparameters.json is a --config_file: the script parses it into the best trial's values.
+    from run_invoice_ner import parse_args
+
+    rerun = parse_args(["--config_file", str(output / "best_hyperparameters.json"), "--output_dir", "rerun"])
+    assert rerun.learning_rate == best["params"]["learning_rate"]
+    assert rerun.per_device_train_batch_size == best["params"]["per_device_train_batch_size"]
+    assert rerun.hp_search is None and rerun.dataset_path == str(invoice_dataset)
+
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("search-test")
+    runs = client.search_runs([experiment.experiment_id])
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == 2 and all("eval_f1" in child.data.metrics for child in children)
+    assert parent.data.metrics["best_eval_f1"] == pytest.approx(record["best_eval_f1"])
+
+
+def test_hp_search_prunes_trials_that_trail_the_median(tmp_path):
+    """Five start-up trials complete; later trials whose first epochs trail their median are pruned."""
+    from layoutkit.hp_search import run_hp_search
+
+    args = argparse.Namespace(
+        output_dir=str(tmp_path), seed=0, n_trials=8, hp_space=None, hp_pruner="median", hp_search="optuna",
+        report_to="none", with_tracking=False, push_to_hub=False, push_every_epoch=False,
+        resume_from_checkpoint=None, config_file=None, learning_rate=1e-3, per_device_train_batch_size=8,
+        num_train_epochs=3, warmup_ratio=0.0, weight_decay=0.0,
+    )
+    calls = []
+
+    def fake_training(trial_args, on_epoch_end):
+        number = len(calls)
+        calls.append(trial_args)
+        value = 0.9 if number < 5 else 0.1  # the later trials are clearly worse
+        for epoch in range(3):
+            on_epoch_end(epoch, {"f1": value})
+        return {"eval_f1": value}
+
+    best = run_hp_search(args, fake_training, metric_name="f1", experiment_name="unused")
+    record = json.loads((tmp_path / "hp_search.json").read_text())
+    states = [t["state"] for t in record["trials"]]
+    assert states[:5] == ["COMPLETE"] * 5 and states[5:] == ["PRUNED"] * 3
+    assert calls[0].output_dir == str(tmp_path / "trial_0") and calls[0].with_tracking
+    assert best["learning_rate"] == record["trials"][record["best_trial"]]["params"]["learning_rate"]

@@ -31,14 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    build = commands.add_parser(
-        "build", help="build a DatasetDict from DIR/images + DIR/annotations (format: dataset_loader/FORMAT.md)"
-    )
-    build.add_argument("--data-dir", required=True, type=Path, help="folder with images/ and annotations/")
-    _add_output_options(build)
-    build.add_argument(
-        "--split", default="0.8,0.1,0.1", type=_argument(_ratios),
-        help="TRAIN,VALIDATION,TEST ratios (normalised; default 0.8,0.1,0.1); a split with no document is left out",
+    build = _add_folder_command(
+        commands, "build",
+        help="build a DatasetDict from DIR/images + DIR/annotations (format: dataset_loader/FORMAT.md)",
+        data_dir_help="folder with images/ and annotations/",
+        split_help="TRAIN,VALIDATION,TEST ratios (normalised; default 0.8,0.1,0.1); a split with no document is "
+        "left out",
     )
     build.add_argument(
         "--labels", type=_argument(_labels),
@@ -74,14 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_classification_commands(commands) -> None:
     """`classify` (imagefolder -> classification DatasetDict) and `synth-classes` (sample data)."""
-    classify = commands.add_parser(
-        "classify", help="build a document-classification DatasetDict from DIR/<class>/<image> (imagefolder layout)"
-    )
-    classify.add_argument("--data-dir", required=True, type=Path, help="folder with one subfolder per class")
-    _add_output_options(classify)
-    classify.add_argument(
-        "--split", default="0.8,0.1,0.1", type=_argument(_ratios),
-        help="TRAIN,VALIDATION,TEST ratios, applied per class (stratified; default 0.8,0.1,0.1)",
+    classify = _add_folder_command(
+        commands, "classify",
+        help="build a document-classification DatasetDict from DIR/<class>/<image> (imagefolder layout)",
+        data_dir_help="folder with one subfolder per class",
+        split_help="TRAIN,VALIDATION,TEST ratios, applied per class (stratified; default 0.8,0.1,0.1)",
     )
     classify.add_argument("--ocr", action="store_true", help="run Tesseract once on images without a words JSON")
     classify.add_argument("--ocr-lang", default="eng", help="Tesseract language(s) for --ocr (default eng)")
@@ -98,8 +93,7 @@ def _run_classify(args: argparse.Namespace) -> int:
     from dataset_loader.classify import build_classification_dataset
 
     build_classification_dataset(
-        args.data_dir, args.output, size=args.resize, keep_aspect=args.keep_aspect, seed=args.seed,
-        ratios=args.split, ocr=args.ocr, ocr_lang=args.ocr_lang, strict=args.strict, overwrite=args.overwrite,
+        args.data_dir, args.output, ratios=args.split, ocr=args.ocr, ocr_lang=args.ocr_lang, **_build_options(args)
     )
     repo_id = args.push_to_hub
     _finish(argparse.Namespace(**{**vars(args), "push_to_hub": None}))
@@ -119,6 +113,17 @@ def _run_synth_classes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_folder_command(
+    commands, name: str, *, help: str, data_dir_help: str, split_help: str
+) -> argparse.ArgumentParser:
+    """A command that builds a DatasetDict from --data-dir cut by --split ratios (build, classify)."""
+    parser = commands.add_parser(name, help=help)
+    parser.add_argument("--data-dir", required=True, type=Path, help=data_dir_help)
+    _add_output_options(parser)
+    parser.add_argument("--split", default="0.8,0.1,0.1", type=_argument(_ratios), help=split_help)
+    return parser
+
+
 def _add_output_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, type=Path, help="folder to save the DatasetDict to")
     parser.add_argument(
@@ -136,13 +141,16 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--private", action="store_true", help="with --push-to-hub: create a private repo")
 
 
+def _build_options(args: argparse.Namespace) -> dict:
+    """The keyword arguments of the options `_add_output_options` adds, as every build function takes them."""
+    return {"size": args.resize, "keep_aspect": args.keep_aspect, "seed": args.seed, "strict": args.strict,
+            "overwrite": args.overwrite}
+
+
 def _run_build(args: argparse.Namespace) -> int:
     from dataset_loader.build import build_dataset
 
-    build_dataset(
-        args.data_dir, args.output, size=args.resize, keep_aspect=args.keep_aspect, seed=args.seed,
-        ratios=args.split, labels=args.labels, strict=args.strict, overwrite=args.overwrite,
-    )
+    build_dataset(args.data_dir, args.output, ratios=args.split, labels=args.labels, **_build_options(args))
     return _finish(args)
 
 
@@ -150,8 +158,8 @@ def _run_funsd(args: argparse.Namespace) -> int:
     from dataset_loader.funsd import import_funsd
 
     import_funsd(
-        args.input, args.output, size=args.resize, keep_aspect=args.keep_aspect, seed=args.seed,
-        validation_ratio=args.validation_ratio, max_docs=args.max_docs, strict=args.strict, overwrite=args.overwrite,
+        args.input, args.output, validation_ratio=args.validation_ratio, max_docs=args.max_docs,
+        **_build_options(args),
     )
     return _finish(args)
 

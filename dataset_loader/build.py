@@ -11,12 +11,9 @@ from datasets import DatasetDict
 
 from dataset_loader.annotations import read_annotation
 from dataset_loader.preprocessing import DEFAULT_SIZE
-from dataset_loader.report import BuildReport
-from dataset_loader.splits import assign_splits
-from dataset_loader.writer import BuildError, abort_with_report, check_output, scan_documents, write_dataset
+from dataset_loader.splits import DEFAULT_RATIOS, assign_splits
+from dataset_loader.writer import BuildError, abort_with_report, scan_documents, start_build, write_dataset
 from layoutkit.labels import OUTSIDE, is_bio_tag, label_list_from_tags, label_list_from_types
-
-DEFAULT_RATIOS = (0.8, 0.1, 0.1)
 
 
 def build_dataset(
@@ -42,15 +39,12 @@ def build_dataset(
     for folder in (images_dir, annotations_dir):
         if not folder.is_dir():
             raise BuildError(f"{folder} is not a folder; a data folder holds images/ and annotations/ (see FORMAT.md)")
-    check_output(output, overwrite)
+    report = start_build(data_dir, "folder", output, size=size, keep_aspect=keep_aspect, seed=seed, strict=strict,
+                         overwrite=overwrite)
     paths = sorted(annotations_dir.glob("*.json"))
     if not paths:
         raise BuildError(f"no *.json annotation files in {annotations_dir}")
 
-    report = BuildReport(
-        source=str(data_dir), source_format="folder", strict=strict, resize=list(size), keep_aspect=keep_aspect,
-        seed=seed,
-    )
     label_names = list(labels) if labels is not None else None
     reader = functools.partial(read_annotation, images_dir=images_dir, label_names=label_names)
     kept, tags = scan_documents(paths, reader, report, strict)

@@ -30,12 +30,11 @@ from tqdm.auto import tqdm
 from dataset_loader.annotations import AnnotationError, image_size, read_json
 from dataset_loader.preprocessing import DEFAULT_SIZE, save_preprocessing
 from dataset_loader.report import BuildReport
-from dataset_loader.splits import assign_splits
-from dataset_loader.writer import BuildError, _clear, _quiet_datasets, abort_with_report, check_output
+from dataset_loader.splits import DEFAULT_RATIOS, assign_splits
+from dataset_loader.writer import BuildError, _clear, _quiet_datasets, abort_with_report, start_build
 from layoutkit.boxes import load_page, resize_document
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
-DEFAULT_RATIOS = (0.8, 0.1, 0.1)
 
 
 def classification_features(class_names: Sequence[str]) -> Features:
@@ -155,9 +154,8 @@ def build_classification_dataset(
     data_dir, output = Path(data_dir), Path(output)
     if not data_dir.is_dir():
         raise BuildError(f"{data_dir} is not a folder; expected DIR/<class>/<image> (imagefolder layout)")
-    check_output(output, overwrite)
-    report = ClassifyReport(source=str(data_dir), source_format="imagefolder", strict=strict,
-                            resize=list(size), keep_aspect=keep_aspect, seed=seed, ocr=ocr)
+    report = start_build(data_dir, "imagefolder", output, size=size, keep_aspect=keep_aspect, seed=seed, strict=strict,
+                         overwrite=overwrite, report_type=ClassifyReport, ocr=ocr)
     refs = scan_class_folders(data_dir, report, strict)
     class_names = sorted(report.class_counts)
     if len(class_names) < 2:

@@ -13,9 +13,8 @@ from datasets import DatasetDict
 
 from dataset_loader.annotations import AnnotationError, Document, read_json, validate_document
 from dataset_loader.preprocessing import DEFAULT_SIZE
-from dataset_loader.report import BuildReport
 from dataset_loader.splits import assign_splits
-from dataset_loader.writer import BuildError, abort_with_report, check_output, scan_documents, write_dataset
+from dataset_loader.writer import BuildError, abort_with_report, scan_documents, start_build, write_dataset
 
 # The label order of the Hugging Face FUNSD datasets, so label ids match published checkpoints.
 FUNSD_LABELS = ["O", "B-HEADER", "I-HEADER", "B-QUESTION", "I-QUESTION", "B-ANSWER", "I-ANSWER"]
@@ -48,12 +47,8 @@ def import_funsd(
                 f"{annotations_dir} is not a folder; --input must be the FUNSD root (training_data/, testing_data/)"
             )
         sources[split] = sorted(annotations_dir.glob("*.json"))[:max_docs]
-    check_output(output, overwrite)
-
-    report = BuildReport(
-        source=str(input_dir), source_format="funsd", strict=strict, resize=list(size), keep_aspect=keep_aspect,
-        seed=seed,
-    )
+    report = start_build(input_dir, "funsd", output, size=size, keep_aspect=keep_aspect, seed=seed, strict=strict,
+                         overwrite=overwrite)
     train_refs, _ = scan_documents(sources["train"], read_funsd, report, strict)
     test_refs, _ = scan_documents(sources["test"], read_funsd, report, strict)
     if not train_refs:

@@ -7,6 +7,8 @@ from typing import Sequence
 
 from dataset_loader.features import SPLITS
 
+DEFAULT_RATIOS = (0.8, 0.1, 0.1)  # train, validation, test: the default of every build (and of --split)
+
 
 def parse_ratios(text: str) -> tuple[float, float, float]:
     """Parse "TRAIN,VALIDATION,TEST" (e.g. "0.8,0.1,0.1"); the ratios are normalised to sum to 1."""

@@ -53,6 +53,31 @@ def check_output(output: Path, overwrite: bool) -> None:
         raise BuildError(f"output folder {output} is not a dataset built by dataset_loader; refusing to delete it")
 
 
+def start_build(
+    source: Path,
+    source_format: str,
+    output: Path,
+    *,
+    size: tuple[int, int],
+    keep_aspect: bool,
+    seed: int,
+    strict: bool,
+    overwrite: bool,
+    report_type: type[BuildReport] = BuildReport,
+    **report_fields: Any,
+) -> BuildReport:
+    """The prologue of every build: refuse an output folder in the way, then open the report.
+
+    Every source format records the same settings in build_report.json, so they are filled in here once;
+    `report_type` and `report_fields` let a format report more (classify: ClassifyReport, ocr=...).
+    """
+    check_output(output, overwrite)
+    return report_type(
+        source=str(source), source_format=source_format, strict=strict, resize=list(size), keep_aspect=keep_aspect,
+        seed=seed, **report_fields,
+    )
+
+
 def abort_with_report(output: Path, report: BuildReport, problem: str) -> BuildError:
     """Write the report alone to `output` (why nothing was built) and return the error to raise."""
     _clear(output)

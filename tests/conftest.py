@@ -1,5 +1,6 @@
 """Shared fixtures: offline environment, the built-in synthetic invoices, tiny from-scratch checkpoints."""
 
+import json
 import os
 import subprocess
 import sys
@@ -24,6 +25,20 @@ def run_command(args, cwd=None, env=None, timeout=600) -> subprocess.CompletedPr
     if result.returncode != 0:
         pytest.fail(f"command failed ({result.returncode}): {' '.join(map(str, args))}\n{result.stdout[-4000:]}\n{result.stderr[-8000:]}")
     return result
+
+
+def run_fresh_python(script: str, args, workdir: Path):
+    """Run `script` in a `python -I` process and return the JSON its last stdout line prints.
+
+    No PYTHONPATH, no user site, cwd `workdir` outside the project and offline, with its own Hugging Face
+    caches there: the process sees only what a user of a saved checkpoint has, not this repository.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "HF_", "TRANSFORMERS_"))}
+    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(workdir / "modules"), HF_HOME=str(workdir / "hf"))
+    result = subprocess.run([sys.executable, "-I", "-c", script, *map(str, args)], cwd=workdir, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-6000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def python_module(*args):

@@ -3,15 +3,13 @@ from-scratch LayoutLM -> document-level metrics, confusion matrix, misclassifica
 majority class -> the image-classification pipeline shipped in the checkpoint, from a fresh process."""
 
 import json
-import os
 import shutil
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT, run_command
+from conftest import REPO_ROOT, run_command, run_fresh_python
 
 SCRIPT = REPO_ROOT / "run_doc_classification.py"
 TESSERACT = shutil.which("tesseract") is not None
@@ -131,12 +129,7 @@ def test_pipeline_from_fresh_process(trained, class_folder, tmp_path):
     args = [trained, image.with_suffix(".json"), image]
     if TESSERACT:
         args.append(class_folder / "letter" / "letter_00002.png")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "HF_", "TRANSFORMERS_"))}
-    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), HF_HOME=str(tmp_path / "hf"))
-    result = subprocess.run([sys.executable, "-I", "-c", FRESH_SCRIPT, *map(str, args)], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-6000:]
-    out = json.loads(result.stdout.strip().splitlines()[-1])
+    out = run_fresh_python(FRESH_SCRIPT, args, tmp_path)
     assert out["class"].startswith("transformers_modules.")
     scores = [row["score"] for row in out["all"]]
     assert [row["label"] for row in out["all"]][0] == "receipt"

@@ -9,7 +9,7 @@ import yaml
 from inference_fixtures import HUB_MODEL_ID, push_log_of
 
 PIPELINE_FILES = {"token_classification_pipeline.py", "boxes.py", "encoding.py", "labels.py", "modeling.py", "ocr.py",
-                  "postprocess.py", "windows.py"}
+                  "pipeline_inputs.py", "postprocess.py", "windows.py"}
 
 METRICS = {
     "eval_f1": 0.81, "best_epoch": 1, "train_steps": 40, "train_seconds": 12.5,

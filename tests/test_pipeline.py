@@ -2,20 +2,17 @@
 trust_remote_code, preprocessing identical to training, windows batched, boxes in original pixels, OCR."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, run_fresh_python
 from inference_fixtures import force_label
 
 TESSERACT = shutil.which("tesseract")
 needs_tesseract = pytest.mark.skipif(TESSERACT is None, reason="tesseract is not installed (apt-get install tesseract-ocr)")
 PIPELINE_FILES = ["token_classification_pipeline.py", "boxes.py", "encoding.py", "labels.py", "modeling.py", "ocr.py",
-                  "postprocess.py", "windows.py"]
+                  "pipeline_inputs.py", "postprocess.py", "windows.py"]
 
 
 def synth_document(invoice_dataset, split="test", index=0):
@@ -104,12 +101,7 @@ def fresh_process_results(vendor_ner_checkpoint, synthetic_invoices, tmp_path_fa
     args = [vendor_ner_checkpoint, annotation, image]
     if TESSERACT:
         args.append(synthetic_invoices / "images" / "invoice_00001.png")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "HF_", "TRANSFORMERS_"))}
-    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "modules"), HF_HOME=str(tmp_path / "hf"))
-    result = subprocess.run([sys.executable, "-I", "-c", FRESH_SCRIPT, *map(str, args)], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-6000:]
-    return json.loads(annotation.read_text()), json.loads(result.stdout.strip().splitlines()[-1])
+    return json.loads(annotation.read_text()), run_fresh_python(FRESH_SCRIPT, args, tmp_path)
 
 
 def test_fresh_process_words_and_boxes(fresh_process_results):

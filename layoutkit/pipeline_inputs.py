@@ -1,0 +1,180 @@
+"""The input side shared by the layout pipelines (token classification, document classification): reading an
+image or `{"image", "words", "boxes"}` input (OCR when no words are given), the preprocessing settings the
+training script recorded, the page's windows, and the batched forward pass over them.
+
+Copied into every checkpoint beside the pipeline that imports it (see `layoutkit/export.py`), so, like the
+pipelines, it imports only the standard library, PIL, torch, transformers and sibling modules (pytesseract only
+when OCR runs, inside `ocr.py`).
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import nullcontext
+from typing import Any, Iterator
+
+import torch
+from PIL import Image
+from transformers import Pipeline
+
+from .boxes import load_page, normalize_boxes, resize_document
+from .encoding import LayoutCollator, encode_documents, window_page_images
+from .modeling import model_family
+from .ocr import ocr_page
+
+DEFAULT_WINDOW_BATCH_SIZE = 8
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def read_image(value) -> Image.Image:
+    """A PIL image from a PIL image or a file path (first frame of a multi-page file)."""
+    if isinstance(value, Image.Image):
+        return value
+    if isinstance(value, (str, os.PathLike)):
+        with Image.open(value) as image:
+            image.load()
+            return image.copy()
+    raise TypeError(f"expected an image path or a PIL image, got {type(value).__name__}")
+
+
+def check_words(words, boxes, name: str = "boxes") -> tuple[list[str], list[list[float]]]:
+    """Given words and one pixel box per word (`name` is the input key the boxes came from, for errors)."""
+    if not isinstance(words, (list, tuple)) or not isinstance(boxes, (list, tuple)):
+        raise TypeError(f"'words' and '{name}' must be lists")
+    if len(words) != len(boxes):
+        raise ValueError(f"{len(words)} words but {len(boxes)} {name}: give one box per word")
+    checked = []
+    for index, box in enumerate(boxes):
+        if not isinstance(box, (list, tuple)) or len(box) != 4:
+            raise ValueError(f"{name}[{index}] must be [x0, y0, x1, y1] in pixels, got {box!r}")
+        checked.append([float(v) for v in box])
+    return [str(w) for w in words], checked
+
+
+def has_given_words(inputs) -> bool:
+    """Whether the caller gave the words (and boxes) in a dict input, so OCR is skipped."""
+    return isinstance(inputs, dict) and inputs.get("words") is not None
+
+
+def read_document(inputs, ocr_lang: str, ocr_config: str, min_ocr_confidence: float) -> dict[str, Any]:
+    """The upright RGB page and its words with pixel boxes, given or from OCR. `line_ids` and `confidences`
+    come with OCR only (None for given words)."""
+    if isinstance(inputs, dict) and "image" not in inputs:
+        raise ValueError("a dict input needs 'image' (path or PIL image), plus optionally 'words' and 'boxes'")
+    page = load_page(read_image(inputs["image"] if isinstance(inputs, dict) else inputs))
+    if has_given_words(inputs):
+        words, boxes = check_words(inputs["words"], inputs.get("boxes"))
+        return {"page": page, "words": words, "boxes": boxes, "line_ids": None, "confidences": None}
+    ocr = ocr_page(page, lang=ocr_lang, config=ocr_config, min_confidence=min_ocr_confidence)
+    return {"page": page, "words": ocr.words, "boxes": ocr.boxes, "line_ids": ocr.line_ids,
+            "confidences": ocr.confidences}
+
+
+def recorded_preprocessing(config) -> dict[str, Any]:
+    """The `document_preprocessing` the training script recorded in config.json (empty when absent)."""
+    return dict(getattr(config, "document_preprocessing", None) or {})
+
+
+def input_parameters(ocr_lang, ocr_config, min_ocr_confidence, window_batch_size, mixed_precision
+                     ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The preprocess (OCR) and forward (windows per pass, autocast) parameters every layout pipeline takes."""
+    preprocess = {}
+    if ocr_lang is not None:
+        preprocess["ocr_lang"] = ocr_lang
+    if ocr_config is not None:
+        preprocess["ocr_config"] = ocr_config
+    if min_ocr_confidence is not None:
+        preprocess["min_ocr_confidence"] = min_ocr_confidence
+    forward = {}
+    if window_batch_size is not None:
+        if int(window_batch_size) < 1:
+            raise ValueError(f"batch_size must be at least 1, got {window_batch_size}")
+        forward["window_batch_size"] = int(window_batch_size)
+    if mixed_precision is not None:
+        if mixed_precision not in ("no", *AUTOCAST_DTYPES):
+            raise ValueError(f"mixed_precision must be 'no', 'bf16' or 'fp16', got {mixed_precision!r}")
+        forward["mixed_precision"] = mixed_precision
+    return preprocess, forward
+
+
+class WindowedLayoutPipeline(Pipeline):
+    """Base of the layout pipelines: a page is resized and encoded into overlapping windows exactly as in
+    training, and the windows run through the model `window_batch_size` at a time. Subclasses say what the
+    windows' logits mean (`_forward`, `postprocess`)."""
+
+    _load_processor = False
+    _load_image_processor = None
+    _load_feature_extractor = False
+    _load_video_processor = False
+    _load_tokenizer = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.tokenizer is None:
+            raise ValueError("this pipeline needs the checkpoint's tokenizer")
+        self.family = model_family(self.model.config)
+        if self.image_processor is not None and hasattr(self.image_processor, "apply_ocr"):
+            # Words always come from our OCR step (or the caller), exactly as in training.
+            self.image_processor.apply_ocr = False
+        if self.family.image_input and self.image_processor is None:
+            raise ValueError(
+                f"{self.family.model_type} reads the page image but the checkpoint has no image processor "
+                "(processor_config.json or preprocessor_config.json)"
+            )
+        settings = recorded_preprocessing(self.model.config)
+        max_length = settings.get("max_seq_length") or min(
+            512, getattr(self.model.config, "max_position_embeddings", 514) - 2
+        )
+        self.preprocessing = {
+            "resize": tuple(settings["resize"]) if settings.get("resize") else None,
+            "keep_aspect": bool(settings.get("keep_aspect", False)),
+            "max_seq_length": int(max_length),
+            "stride": int(settings.get("stride", min(128, max_length // 4))),
+        }
+        # Pipeline batching (batch_size of pipeline()/__call__) means windows per forward pass here.
+        self._window_batch_size = self._batch_size or DEFAULT_WINDOW_BATCH_SIZE
+        self._batch_size = None
+
+    def __call__(self, inputs, *args, **kwargs):
+        batch_size = kwargs.pop("batch_size", None)
+        kwargs["window_batch_size"] = batch_size or kwargs.get("window_batch_size") or self._window_batch_size
+        return super().__call__(inputs, *args, batch_size=1, **kwargs)
+
+    # ------------------------------------------------------------------------------------- preprocess
+    def _resize(self, page: Image.Image, boxes) -> tuple[Image.Image, list[list[float]]]:
+        """The page and its boxes at the training resize (one resize path for both)."""
+        resized, (scaled,) = resize_document(page, [boxes], self.preprocessing["resize"],
+                                             self.preprocessing["keep_aspect"])
+        return resized, scaled
+
+    def _windows(self, resized: Image.Image, words: list[str], scaled) -> list[dict]:
+        """The model inputs of one resized page: overlapping windows of `max_seq_length` tokens, with the page
+        image each window reads."""
+        settings = self.preprocessing
+        normalized = normalize_boxes(scaled, resized.width, resized.height)
+        columns = encode_documents(
+            [words], [normalized], self.tokenizer, self.family, settings["max_seq_length"], settings["stride"]
+        )
+        count = len(columns["input_ids"])
+        columns.update(window_page_images([resized], self.image_processor, self.family, [0] * count))
+        return [{key: values[i] for key, values in columns.items()} for i in range(count)]
+
+    # ---------------------------------------------------------------------------------------- forward
+    def _run_windows(self, windows: list[dict], window_batch_size: int, mixed_precision: str
+                     ) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
+        """Each batch of windows through the model (dynamic padding, autocast when asked): yields the batch's
+        position columns kept on the CPU (`word_ids`, `doc_index`) and its logits."""
+        collator = LayoutCollator(self.tokenizer.pad_token_id, 8, self.family.image_input)
+        dtype = AUTOCAST_DTYPES.get(mixed_precision)
+        autocast = torch.autocast(self.device.type, dtype=dtype) if dtype is not None else nullcontext()
+        image_input = self.family.image_input
+        for start in range(0, len(windows), window_batch_size):
+            batch = collator(windows[start : start + window_batch_size])
+            positions = {key: batch.pop(key) for key in ("word_ids", "doc_index") if key in batch}
+            batch = {key: value.to(self.device) for key, value in batch.items()}
+            if image_input in batch and batch[image_input].is_floating_point():
+                batch[image_input] = batch[image_input].to(self.model.dtype)
+            with autocast:
+                logits = self.model(**batch).logits
+            # Yielded outside the autocast block, so the caller's scoring runs in full precision.
+            yield positions, logits

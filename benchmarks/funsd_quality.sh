@@ -12,14 +12,15 @@ source .venv/bin/activate
 
 FUNSD=${FUNSD:-../shared/datasets/funsd}
 OUT=${OUT:-runs/funsd-quality}
-STEPS=${STEPS:-240}             # optimizer steps per run (the shared budget)
-SEARCH_STEPS=${SEARCH_STEPS:-80}
-TRIALS=${TRIALS:-4}
+STEPS=${STEPS:-120}             # optimizer steps per run (the shared budget)
+SEARCH_STEPS=${SEARCH_STEPS:-40}
+TRIALS=${TRIALS:-3}
 export MLFLOW_TRACKING_URI=${MLFLOW_TRACKING_URI:-sqlite:///$PWD/$OUT/mlflow.db}
 mkdir -p "$OUT"
 
-python -m dataset_loader funsd --input "$FUNSD" --output "$OUT/data" --overwrite
-python -m layoutkit.scratch --model_type layoutlmv3 --size small --vocab_size 8000 \
+# Built once; a re-run reuses the dataset, the from-scratch config and the cached encodings.
+[ -d "$OUT/data" ] || python -m dataset_loader funsd --input "$FUNSD" --output "$OUT/data"
+[ -d "$OUT/scratch-layoutlmv3-small" ] || python -m layoutkit.scratch --model_type layoutlmv3 --size small --vocab_size 8000 \
     --dataset_path "$OUT/data" --output_dir "$OUT/scratch-layoutlmv3-small"
 
 launch() {

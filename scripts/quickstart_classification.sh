@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Offline document-classification quick start: set up, generate a 3-class sample (invoice / receipt /
-# letter), build the dataset, train a small LayoutLMv3 from scratch, report test accuracy against the
+# letter), build the dataset, train a small LayoutLM from scratch (v1: see quickstart.sh on v3 from scratch), report test accuracy against the
 # majority-class baseline, and classify an image with the saved pipeline in a fresh process.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,18 +12,19 @@ DATA=${DATA:-data}
 RUNS=${RUNS:-runs}
 python -m dataset_loader synth-classes --output "$DATA/sample_doctypes" --num-docs "${NUM_DOCS:-300}" --seed 42
 python -m dataset_loader classify --data-dir "$DATA/sample_doctypes" --output "$DATA/doctypes" --seed 0 --overwrite
-python -m layoutkit.scratch --model_type layoutlmv3 --size small --vocab_size 3000 \
-    --dataset_path "$DATA/doctypes" --output_dir "$RUNS/scratch-doctypes-layoutlmv3-small"
+MODEL_TYPE=${MODEL_TYPE:-layoutlm}
+python -m layoutkit.scratch --model_type "$MODEL_TYPE" --size small --vocab_size 3000 \
+    --dataset_path "$DATA/doctypes" --output_dir "$RUNS/scratch-doctypes-$MODEL_TYPE-small"
 accelerate launch --num_processes 1 --num_machines 1 --dynamo_backend no --mixed_precision "${MIXED_PRECISION:-bf16}" \
     run_doc_classification.py \
     --dataset_path "$DATA/doctypes" \
-    --config_name "$RUNS/scratch-doctypes-layoutlmv3-small" \
-    --output_dir "$RUNS/doctypes-layoutlmv3-small" \
+    --config_name "$RUNS/scratch-doctypes-$MODEL_TYPE-small" \
+    --output_dir "$RUNS/doctypes-$MODEL_TYPE-small" \
     --max_seq_length 256 --stride 64 \
     --num_train_epochs "${EPOCHS:-4}" --learning_rate 1e-3 --warmup_ratio 0.1 \
     --per_device_train_batch_size 8 --metric_for_best_model f1_macro
 
-python - "$RUNS/doctypes-layoutlmv3-small" <<'PY'
+python - "$RUNS/doctypes-$MODEL_TYPE-small" <<'PY'
 import json, os, sys
 run = sys.argv[1]
 results = json.load(open(f"{run}/all_results.json"))
@@ -35,7 +36,7 @@ PY
 # Documents the model has never seen, classified by the saved pipeline in a fresh interpreter that does
 # not see this repository (-I: isolated mode). Their words come with them (no OCR needed).
 python -m dataset_loader synth-classes --output "$DATA/unseen_doctypes" --num-docs 6 --seed 12345
-model=$(realpath "$RUNS/doctypes-layoutlmv3-small")
+model=$(realpath "$RUNS/doctypes-$MODEL_TYPE-small")
 for image in $(ls "$DATA"/unseen_doctypes/*/*.png | head -n 3); do
     image=$(realpath "$image")
     (cd /tmp && "$OLDPWD/.venv/bin/python" -I -c "

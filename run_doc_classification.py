@@ -13,13 +13,12 @@ The output folder gets confusion_matrix.png, misclassified.jsonl and all_results
 """
 
 import argparse
-import json
 import os
 
 from accelerate.utils import set_seed
-from torch.utils.data import DataLoader
 from transformers import AutoModelForSequenceClassification
 
+from layoutkit.augment import add_augment_args, augment_training_split
 from layoutkit.classification import (
     ClassificationCollator,
     encode_classification_split,
@@ -29,29 +28,26 @@ from layoutkit.classification import (
     write_reports,
 )
 from layoutkit.data import dataset_preprocessing, load_raw_datasets
-from layoutkit.export import attach_pipeline
-from layoutkit.modeling import model_family
-from layoutkit.augment import add_augment_args, augment_split
 from layoutkit.hp_search import add_hp_search_args, run_hp_search
 from layoutkit.losses import add_loss_args, build_loss, parse_class_weights
+from layoutkit.modeling import model_family
 from layoutkit.training import (
     TrainingState,
     add_common_args,
     build_accelerator,
+    build_dataloaders,
+    epoch_end_hook,
     fit,
     init_tracking,
     load_config_file,
     load_model_and_processing,
-    log_artifacts,
     log_figure,
     prepare_training,
-    push_folder,
     restore_best,
-    save_model,
+    save_run,
     training_summary,
-    write_json,
+    write_jsonl,
 )
-from model_card import write_model_card
 
 TASK = "image-classification"
 
@@ -119,11 +115,7 @@ def train_and_evaluate(args, on_epoch_end=None) -> dict:
     if "words" not in raw["train"].column_names:
         with accelerator.main_process_first():
             raw = add_ocr_words(raw, args.ocr_lang, args.preprocessing_num_workers)
-    if args.augment:
-        with accelerator.main_process_first():
-            raw["train"] = augment_split(raw["train"], args.augment_copies, args.seed,
-                                         num_proc=args.preprocessing_num_workers,
-                                         load_from_cache_file=not args.overwrite_cache)
+    augment_training_split(accelerator, args, raw)
     id2label = dict(enumerate(label_names))
     label2id = {label: i for i, label in id2label.items()}
 
@@ -150,15 +142,7 @@ def train_and_evaluate(args, on_epoch_end=None) -> dict:
             for split in raw
         }
     collator = ClassificationCollator(tokenizer.pad_token_id, args.pad_to_multiple_of, family.image_input)
-    train_dataloader = DataLoader(
-        windows["train"], shuffle=True, collate_fn=collator, batch_size=args.per_device_train_batch_size,
-        num_workers=args.dataloader_num_workers,
-    )
-    eval_split = "validation" if "validation" in windows else "test"
-    eval_dataloaders = {
-        split: DataLoader(windows[split], collate_fn=collator, batch_size=args.per_device_eval_batch_size)
-        for split in ("validation", "test") if split in windows
-    }
+    train_dataloader, eval_dataloaders, eval_split = build_dataloaders(args, windows, collator)
 
     class_weights = parse_class_weights(args.class_weights, label_names, lambda: raw["train"][args.label_column])
     loss_function = build_loss(args, class_weights)
@@ -184,17 +168,9 @@ def train_and_evaluate(args, on_epoch_end=None) -> dict:
         )
         return metrics
 
-    def end_of_epoch(epoch, metrics):
-        if args.push_to_hub and args.push_every_epoch:
-            save_model(accelerator, model, processor, args.output_dir)  # every process: it waits for all
-            if accelerator.is_main_process:
-                attach_pipeline(args.output_dir, TASK)
-                push_folder(args, args.output_dir, f"epoch {epoch}")
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, metrics)
-
     fit(accelerator, args, model, optimizer, lr_scheduler, train_dataloader, evaluate_validation, state,
-        model_inputs=model_inputs, on_epoch_end=end_of_epoch, loss_function=loss_function)
+        model_inputs=model_inputs, loss_function=loss_function,
+        on_epoch_end=epoch_end_hook(accelerator, args, model, processor, TASK, on_epoch_end))
 
     # ---- final model = best validation epoch; test on it
     restore_best(accelerator, model, state)
@@ -218,22 +194,11 @@ def train_and_evaluate(args, on_epoch_end=None) -> dict:
         f"{results[f'{prefix}_majority_baseline_accuracy']:.4f})"
     )
 
-    save_model(accelerator, model, processor, args.output_dir)
     if accelerator.is_main_process:
         figure = write_reports(args.output_dir, records, matrix, label_names, report_split)
         log_figure(accelerator, figure, "confusion_matrix.png")
-        with open(os.path.join(args.output_dir, f"{report_split}_predictions.jsonl"), "w", encoding="utf-8") as handle:
-            for record in records:
-                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-        attach_pipeline(args.output_dir, TASK)  # pipeline("image-classification", ..., trust_remote_code=True)
-        write_json(os.path.join(args.output_dir, "all_results.json"), results)
-        write_json(os.path.join(args.output_dir, "training_history.json"), state.history)
-        write_model_card(args.output_dir, task=TASK, labels=label_names, metrics=results,
-                         history=state.history, args=args)
-        log_artifacts(accelerator, args.output_dir, "model")
-        if args.push_to_hub:
-            repo_id = push_folder(args, args.output_dir, "End of training")
-            accelerator.print(f"pushed to https://huggingface.co/{repo_id}")
+        write_jsonl(os.path.join(args.output_dir, f"{report_split}_predictions.jsonl"), records)
+    save_run(accelerator, args, model, processor, TASK, label_names, results, state)
     accelerator.end_training()
     return results
 

@@ -11,38 +11,36 @@ to one label per word, and every metric is computed on words, not tokens.
 """
 
 import argparse
-import json
 import os
 
 from accelerate.utils import set_seed
-from torch.utils.data import DataLoader
 from transformers import AutoModelForTokenClassification
 
+from layoutkit.augment import add_augment_args, augment_training_split
 from layoutkit.data import dataset_preprocessing, load_raw_datasets
 from layoutkit.encoding import LayoutCollator
-from layoutkit.export import attach_pipeline
-from layoutkit.modeling import model_family
-from layoutkit.ner import BOX_COLUMNS, encode_ner_split, evaluate_ner, model_inputs
-from layoutkit.augment import add_augment_args, augment_split
 from layoutkit.hp_search import add_hp_search_args, run_hp_search
 from layoutkit.losses import add_loss_args, build_loss, parse_class_weights
+from layoutkit.modeling import model_family
+from layoutkit.ner import BOX_COLUMNS, encode_ner_split, evaluate_ner, model_inputs
 from layoutkit.training import (
     TrainingState,
     add_common_args,
     build_accelerator,
+    build_dataloaders,
+    epoch_end_hook,
     fit,
     init_tracking,
     load_config_file,
     load_model_and_processing,
-    log_artifacts,
     prepare_training,
-    push_folder,
     restore_best,
-    save_model,
+    save_run,
     training_summary,
-    write_json,
+    write_jsonl,
 )
-from model_card import write_model_card
+
+TASK = "token-classification"
 
 
 def parse_args(argv=None):
@@ -89,11 +87,7 @@ def train_and_evaluate(args, on_epoch_end=None) -> dict:
     # ---- data
     raw = load_raw_datasets(args)
     label_names = raw["train"].features["ner_tags"].feature.names
-    if args.augment:
-        with accelerator.main_process_first():
-            raw["train"] = augment_split(raw["train"], args.augment_copies, args.seed,
-                                         num_proc=args.preprocessing_num_workers,
-                                         load_from_cache_file=not args.overwrite_cache)
+    augment_training_split(accelerator, args, raw)
     id2label = dict(enumerate(label_names))
     label2id = {label: i for i, label in id2label.items()}
 
@@ -120,15 +114,7 @@ def train_and_evaluate(args, on_epoch_end=None) -> dict:
             for split in raw
         }
     collator = LayoutCollator(tokenizer.pad_token_id, args.pad_to_multiple_of, family.image_input)
-    train_dataloader = DataLoader(
-        windows["train"], shuffle=True, collate_fn=collator, batch_size=args.per_device_train_batch_size,
-        num_workers=args.dataloader_num_workers,
-    )
-    eval_split = "validation" if "validation" in windows else "test"
-    eval_dataloaders = {
-        split: DataLoader(windows[split], collate_fn=collator, batch_size=args.per_device_eval_batch_size)
-        for split in ("validation", "test") if split in windows
-    }
+    train_dataloader, eval_dataloaders, eval_split = build_dataloaders(args, windows, collator)
 
     class_weights = parse_class_weights(
         args.class_weights, label_names, lambda: [t for tags in raw["train"]["ner_tags"] for t in tags]
@@ -154,17 +140,9 @@ def train_and_evaluate(args, on_epoch_end=None) -> dict:
         metrics, _ = evaluate_ner(accelerator, model, eval_dataloaders[eval_split], raw[eval_split], label_names)
         return metrics
 
-    def end_of_epoch(epoch, metrics):
-        if args.push_to_hub and args.push_every_epoch:
-            save_model(accelerator, model, processor, args.output_dir)  # every process: it waits for all
-            if accelerator.is_main_process:
-                attach_pipeline(args.output_dir, "token-classification")
-                push_folder(args, args.output_dir, f"epoch {epoch}")
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, metrics)
-
     fit(accelerator, args, model, optimizer, lr_scheduler, train_dataloader, evaluate_validation, state,
-        model_inputs=model_inputs, on_epoch_end=end_of_epoch, loss_function=loss_function)
+        model_inputs=model_inputs, loss_function=loss_function,
+        on_epoch_end=epoch_end_hook(accelerator, args, model, processor, TASK, on_epoch_end))
 
     # ---- final model = best validation epoch; test on it
     restore_best(accelerator, model, state)
@@ -179,21 +157,9 @@ def train_and_evaluate(args, on_epoch_end=None) -> dict:
             f"f1={test_metrics['f1']:.4f} accuracy={test_metrics['accuracy']:.4f}"
         )
         if accelerator.is_main_process:
-            with open(os.path.join(args.output_dir, "test_predictions.jsonl"), "w", encoding="utf-8") as handle:
-                for record in records:
-                    handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            write_jsonl(os.path.join(args.output_dir, "test_predictions.jsonl"), records)
 
-    save_model(accelerator, model, processor, args.output_dir)
-    if accelerator.is_main_process:
-        attach_pipeline(args.output_dir, "token-classification")  # pipeline(..., trust_remote_code=True)
-        write_json(os.path.join(args.output_dir, "all_results.json"), results)
-        write_json(os.path.join(args.output_dir, "training_history.json"), state.history)
-        write_model_card(args.output_dir, task="token-classification", labels=label_names, metrics=results,
-                         history=state.history, args=args)
-        log_artifacts(accelerator, args.output_dir, "model")
-        if args.push_to_hub:
-            repo_id = push_folder(args, args.output_dir, "End of training")
-            accelerator.print(f"pushed to https://huggingface.co/{repo_id}")
+    save_run(accelerator, args, model, processor, TASK, label_names, results, state)
     accelerator.end_training()
     return results
 

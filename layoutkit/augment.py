@@ -284,3 +284,14 @@ def add_augment_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     group.add_argument("--augment_copies", type=int, default=2,
                        help="augmented copies per training document with --augment (default 2)")
     return parser
+
+
+def augment_training_split(accelerator, args, raw) -> None:
+    """With --augment, replace raw["train"] by the originals plus their augmented copies (cached; the main
+    process builds the cache first)."""
+    if not args.augment:
+        return
+    with accelerator.main_process_first():
+        raw["train"] = augment_split(raw["train"], args.augment_copies, args.seed,
+                                     num_proc=args.preprocessing_num_workers,
+                                     load_from_cache_file=not args.overwrite_cache)

@@ -21,6 +21,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .postprocess import read_predictions
+
 TOKEN_TASK = "token-classification"
 DOCUMENT_TASK = "document-classification"
 
@@ -81,11 +83,6 @@ def read_json(path: str):
             return json.load(handle)
     except json.JSONDecodeError as error:
         raise RunFolderError(f"{path} is not valid JSON ({error}); was it written by an interrupted run?") from error
-
-
-def read_jsonl(path: str) -> list[dict]:
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
 
 
 def check_run_folder(run_dir: str) -> None:
@@ -245,7 +242,7 @@ def load_confusion(run_dir: str, task: str, label_names: Sequence[str],
     """From the predictions file; for classification runs without one, from confusion_matrix.json.
     None when the run kept neither (an NER run without a test split writes no predictions)."""
     if predictions_path is not None:
-        records = read_jsonl(predictions_path)
+        records = read_predictions(predictions_path)
         if task == TOKEN_TASK:
             labels, matrix = word_confusion(records, label_names)
             return Confusion(labels, matrix, "words", os.path.basename(predictions_path))

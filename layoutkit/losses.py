@@ -14,7 +14,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 IGNORE_INDEX = -100
 
@@ -42,11 +41,15 @@ def focal_loss(
     left out. With gamma 0 this equals `F.cross_entropy(logits, labels, weight=class_weights)`."""
     logits = logits.reshape(-1, logits.shape[-1]).float()
     labels = labels.reshape(-1)
+    # Ignored positions are masked by a zero weight rather than dropped by boolean indexing, which would
+    # wait for the device to learn the output size on every step.
     keep = labels != ignore_index
-    logits, labels = logits[keep], labels[keep]
+    labels = labels.masked_fill(~keep, 0)
     log_p_t = logits.log_softmax(-1).gather(1, labels[:, None]).squeeze(1)
     loss = -((1.0 - log_p_t.exp()) ** gamma) * log_p_t if gamma else -log_p_t
-    weights = class_weights.to(loss)[labels] if class_weights is not None else torch.ones_like(loss)
+    weights = keep.to(loss.dtype)
+    if class_weights is not None:
+        weights = weights * class_weights.to(loss)[labels]
     # An all-ignored batch gives 0 (not NaN), so accumulation and logging stay finite.
     return (loss * weights).sum() / weights.sum().clamp(min=torch.finfo(loss.dtype).tiny)
 
@@ -89,6 +92,9 @@ def build_loss(args, class_weights: Sequence[float] | None):
     weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
 
     def loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        nonlocal weights
+        if weights is not None and weights.device != logits.device:
+            weights = weights.to(logits.device)  # once, not a host-to-device copy every step
         return focal_loss(logits, labels, gamma, weights)
 
     return loss

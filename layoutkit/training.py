@@ -24,6 +24,8 @@ from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwa
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
+from model_card import write_model_card
+
 logger = get_logger(__name__)
 
 DEFAULT_MODEL = "microsoft/layoutlmv3-base"
@@ -218,6 +220,22 @@ def create_scheduler(args, optimizer, max_train_steps: int, num_processes: int):
         num_warmup_steps=warmup * num_processes,
         num_training_steps=max_train_steps * num_processes,
     )
+
+
+def build_dataloaders(args, windows: dict, collator):
+    """(train dataloader, {"validation"/"test": dataloader}, the split evaluated after each epoch)."""
+    from torch.utils.data import DataLoader
+
+    train_dataloader = DataLoader(
+        windows["train"], shuffle=True, collate_fn=collator, batch_size=args.per_device_train_batch_size,
+        num_workers=args.dataloader_num_workers,
+    )
+    eval_dataloaders = {
+        split: DataLoader(windows[split], collate_fn=collator, batch_size=args.per_device_eval_batch_size)
+        for split in ("validation", "test") if split in windows
+    }
+    eval_split = "validation" if "validation" in windows else "test"
+    return train_dataloader, eval_dataloaders, eval_split
 
 
 def prepare_training(accelerator: Accelerator, args, model, train_dataloader, eval_dataloaders: dict):
@@ -440,6 +458,12 @@ def write_json(path: str, payload) -> None:
         handle.write("\n")
 
 
+def write_jsonl(path: str, records) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
 # ------------------------------------------------------------------------------------- model and saving
 def load_model_and_processing(args, model_class, **config_kwargs):
     """(config, model, tokenizer, image_processor, processor) from the flags.
@@ -498,6 +522,43 @@ def save_model(accelerator: Accelerator, model, processor, output_dir: str) -> N
     )
     if accelerator.is_main_process:
         processor.save_pretrained(output_dir)
+
+
+def epoch_end_hook(accelerator: Accelerator, args, model, processor, task: str, on_epoch_end=None):
+    """The `fit(on_epoch_end=...)` callback: with --push_every_epoch, save and upload the model; then
+    `on_epoch_end(epoch, metrics)` (a hyperparameter search's pruning report), if given."""
+    from .export import attach_pipeline
+
+    def end_of_epoch(epoch: int, metrics: dict) -> None:
+        if args.push_to_hub and args.push_every_epoch:
+            save_model(accelerator, model, processor, args.output_dir)  # every process: it waits for all
+            if accelerator.is_main_process:
+                attach_pipeline(args.output_dir, task)
+                push_folder(args, args.output_dir, f"epoch {epoch}")
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, metrics)
+
+    return end_of_epoch
+
+
+def save_run(accelerator: Accelerator, args, model, processor, task: str, label_names, results: dict,
+             state: TrainingState) -> None:
+    """The final model folder: weights and processor, the task's custom pipeline, all_results.json,
+    training_history.json and the model card; logged to MLflow and pushed with --push_to_hub.
+    Task-specific reports must be written into args.output_dir before, so they are logged and pushed too."""
+    from .export import attach_pipeline
+
+    save_model(accelerator, model, processor, args.output_dir)
+    if accelerator.is_main_process:
+        attach_pipeline(args.output_dir, task)  # pipeline(task, model=output_dir, trust_remote_code=True)
+        write_json(os.path.join(args.output_dir, "all_results.json"), results)
+        write_json(os.path.join(args.output_dir, "training_history.json"), state.history)
+        write_model_card(args.output_dir, task=task, labels=label_names, metrics=results, history=state.history,
+                         args=args)
+        log_artifacts(accelerator, args.output_dir, "model")
+        if args.push_to_hub:
+            repo_id = push_folder(args, args.output_dir, "End of training")
+            accelerator.print(f"pushed to https://huggingface.co/{repo_id}")
 
 
 def push_folder(args, folder: str, commit_message: str) -> str:

@@ -28,6 +28,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from dataset_loader.annotations import AnnotationError, image_size, read_json
+from dataset_loader.features import encoded_page
 from dataset_loader.preprocessing import DEFAULT_SIZE, save_preprocessing
 from dataset_loader.report import BuildReport
 from dataset_loader.splits import DEFAULT_RATIOS, assign_splits
@@ -254,4 +255,4 @@ def page_example(ref: PageRef, label_ids: dict[str, int], size, keep_aspect: boo
         words, boxes = result.words, result.boxes
         report.ocr_documents += 1
     resized, (scaled,) = resize_document(page, [boxes], size, keep_aspect)
-    return {"id": ref.id, "image": resized, "label": label_ids[ref.label], "words": words, "bboxes": scaled}
+    return {"id": ref.id, "image": encoded_page(resized), "label": label_ids[ref.label], "words": words, "bboxes": scaled}

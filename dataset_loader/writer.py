@@ -22,7 +22,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from dataset_loader.annotations import AnnotationError, Document
-from dataset_loader.features import ner_features
+from dataset_loader.features import encoded_page, ner_features
 from dataset_loader.preprocessing import save_preprocessing
 from dataset_loader.report import BuildReport
 from layoutkit.boxes import group_lines, resize_document, segment_boxes
@@ -236,7 +236,7 @@ def to_example(
         "bboxes": word_boxes,
         "segment_bboxes": segment_bboxes,
         "ner_tags": [label_ids[label] for label in document.labels],
-        "image": resized,
+        "image": encoded_page(resized),
     }
 
 

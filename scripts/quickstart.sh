@@ -2,9 +2,14 @@
 # Offline quick start: set up, generate sample invoices, build the dataset, train a small LayoutLM
 # from scratch, evaluate it on the held-out test split, and extract the fields of an unseen invoice.
 #
-# LayoutLM v1 here, not v3: trained from scratch with 10 or more labels (13 here), transformers'
+# LayoutLM v1 here, not v3: trained from scratch with 10 or more labels (19 here), transformers'
 # LayoutLMv3 token-classification head (dense + tanh) collapses to predicting the label prior; with
 # pretrained weights, or fewer labels (FUNSD's 7 use a plain linear head), LayoutLMv3 trains normally.
+#
+# 2000 invoices, 6 epochs: a model without pretraining learns the keyword -> value pairs (dates, subtotal,
+# tax) from many documents, not from many passes over few (240 invoices plateau at F1 0.6 while the
+# training loss goes to zero). fp32, not bf16: at this size (1.9M parameters) autocast's casts cost more
+# than bf16 matrix products save on a CPU (measured 20.8 vs 13.3 documents/s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
@@ -13,17 +18,17 @@ source .venv/bin/activate
 
 DATA=${DATA:-data}
 RUNS=${RUNS:-runs}
-python -m dataset_loader synth --output "$DATA/sample_invoices" --num-docs "${NUM_DOCS:-240}" --seed 0
+python -m dataset_loader synth --output "$DATA/sample_invoices" --num-docs "${NUM_DOCS:-2000}" --seed 0
 python -m dataset_loader build --data-dir "$DATA/sample_invoices" --output "$DATA/invoices" --seed 0 --overwrite
 MODEL_TYPE=${MODEL_TYPE:-layoutlm}
 python -m layoutkit.scratch --model_type "$MODEL_TYPE" --size small --vocab_size 4000 \
     --dataset_path "$DATA/invoices" --output_dir "$RUNS/scratch-$MODEL_TYPE-small"
-accelerate launch --num_processes 1 --num_machines 1 --dynamo_backend no --mixed_precision "${MIXED_PRECISION:-bf16}" \
+accelerate launch --num_processes 1 --num_machines 1 --dynamo_backend no --mixed_precision "${MIXED_PRECISION:-no}" \
     run_invoice_ner.py \
     --dataset_path "$DATA/invoices" \
     --config_name "$RUNS/scratch-$MODEL_TYPE-small" \
     --output_dir "$RUNS/invoices-$MODEL_TYPE-small" \
-    --num_train_epochs "${EPOCHS:-12}" --learning_rate 1e-3 --warmup_ratio 0.1 \
+    --num_train_epochs "${EPOCHS:-6}" --learning_rate 1e-3 --warmup_ratio 0.1 \
     --per_device_train_batch_size 8 --early_stopping_patience 3 --with_tracking
 
 # An invoice the model has never seen, with its words and boxes given (no OCR needed).

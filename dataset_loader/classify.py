@@ -255,4 +255,6 @@ def page_example(ref: PageRef, label_ids: dict[str, int], size, keep_aspect: boo
         words, boxes = result.words, result.boxes
         report.ocr_documents += 1
     resized, (scaled,) = resize_document(page, [boxes], size, keep_aspect)
-    return {"id": ref.id, "image": encoded_page(resized), "label": label_ids[ref.label], "words": words, "bboxes": scaled}
+    return {
+        "id": ref.id, "image": encoded_page(resized), "label": label_ids[ref.label], "words": words, "bboxes": scaled
+    }

@@ -16,23 +16,20 @@ class folders are reported; fewer than two classes with images is an error ("not
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-import datasets
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Image as ImageFeature, Sequence as DatasetSequence, Value
-from datasets.exceptions import DatasetGenerationError
+from datasets import ClassLabel, DatasetDict, Features, Image as ImageFeature, Sequence as DatasetSequence, Value
 from PIL import Image
 from tqdm.auto import tqdm
 
 from dataset_loader.annotations import AnnotationError, image_size, read_json
 from dataset_loader.features import encoded_page
-from dataset_loader.preprocessing import DEFAULT_SIZE, save_preprocessing
+from dataset_loader.preprocessing import DEFAULT_SIZE
 from dataset_loader.report import BuildReport
 from dataset_loader.splits import DEFAULT_RATIOS, assign_splits
-from dataset_loader.writer import BuildError, _clear, _quiet_datasets, abort_with_report, start_build
+from dataset_loader.writer import BuildError, abort_with_report, save_splits, start_build
 from layoutkit.boxes import load_page, resize_document
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
@@ -175,43 +172,17 @@ def build_classification_dataset(
         for split, chosen in assign_splits(ids, ratios, seed).items():
             splits[split].extend(by_id[i] for i in chosen)
 
-    features = classification_features(class_names)
-    output.parent.mkdir(parents=True, exist_ok=True)
     without_words: list[str] = []
-    with tempfile.TemporaryDirectory(prefix=".dataset_loader-", dir=output.parent) as cache_dir:
-        parts = {}
-        for split, split_refs in splits.items():
-            split_refs = sorted(split_refs, key=lambda ref: ref.id)
-            report.splits[split] = 0
-            if not split_refs:
-                continue
-            written = {"count": 0}
-            try:
-                with _quiet_datasets():
-                    part = Dataset.from_generator(
-                        _generate, features=features, cache_dir=cache_dir, split=datasets.NamedSplit(split),
-                        gen_kwargs=dict(split=split, refs=tuple(split_refs), class_names=tuple(class_names),
-                                        size=size, keep_aspect=keep_aspect, ocr=ocr, ocr_lang=ocr_lang,
-                                        report=report, strict=strict, written=written, without_words=without_words),
-                    )
-            except DatasetGenerationError as error:
-                if isinstance(error.__cause__, (AnnotationError, BuildError)):
-                    raise error.__cause__ from None
-                raise
-            except ValueError:
-                if written["count"]:
-                    raise
-                continue
-            report.splits[split] = len(part)
-            parts[split] = part
-        if "train" not in parts:
-            raise abort_with_report(output, report, "no document could be written to the train split")
-        report.documents_without_words = without_words
-        _clear(output)
-        DatasetDict(parts).save_to_disk(str(output))
-    save_preprocessing(output, size, keep_aspect)
-    report.write(output)
-    return datasets.load_from_disk(str(output))
+    report.documents_without_words = without_words  # filled as the pages are written
+    split_kwargs = {
+        # Tuples, not lists: datasets would shard a list and call the generator once per item.
+        split: dict(refs=tuple(sorted(split_refs, key=lambda ref: ref.id)), class_names=tuple(class_names),
+                    size=size, keep_aspect=keep_aspect, ocr=ocr, ocr_lang=ocr_lang, report=report, strict=strict,
+                    without_words=without_words)
+        for split, split_refs in splits.items()
+    }
+    return save_splits(output, classification_features(class_names), _generate, split_kwargs, size, keep_aspect,
+                       report)
 
 
 def _generate(split, refs, class_names, size, keep_aspect, ocr, ocr_lang, report, strict, written, without_words

@@ -3,7 +3,7 @@
 Pass 1 (`scan_documents`) reads and checks each annotation and keeps only its id and path, so memory does
 not grow with the words or pixels of the folder. Pass 2 (`write_dataset`) reads each document again,
 decodes its image, resizes page and boxes together and streams the examples to disk with
-`Dataset.from_generator`, one split at a time.
+`Dataset.from_generator`, one split at a time (`save_splits`, which the classification builder uses too).
 """
 
 from __future__ import annotations
@@ -124,16 +124,41 @@ def write_dataset(
     report: BuildReport,
     strict: bool,
 ) -> DatasetDict:
-    """Pass 2: stream every split to `output` (save_to_disk), then write preprocessing.json and the report."""
+    """Pass 2 for annotated documents: stream every split's examples to `output` (see `save_splits`)."""
     features = ner_features(label_names)
     report.labels = list(label_names)
+    split_kwargs = {
+        # Tuples, not lists: datasets would shard a list and call the generator once per item.
+        name: dict(refs=tuple(refs), reader=reader, label_names=tuple(label_names), size=size,
+                   keep_aspect=keep_aspect, report=report, strict=strict)
+        for name, refs in splits.items()
+    }
+    return save_splits(output, features, _generate_examples, split_kwargs, size, keep_aspect, report)
+
+
+def save_splits(
+    output: Path,
+    features: datasets.Features,
+    generate: Callable[..., Iterator[dict[str, Any]]],
+    split_kwargs: dict[str, dict[str, Any]],
+    size: tuple[int, int],
+    keep_aspect: bool,
+    report: BuildReport,
+) -> DatasetDict:
+    """Stream each split's `generate(split=..., written=..., **kwargs)` examples to a cache, save the
+    DatasetDict to `output` (save_to_disk), then write preprocessing.json and the report.
+
+    Every builder ends here, so they share one behaviour: a split with no document is left out, a build
+    whose train split is empty is refused with the report written, and a build error raised inside the
+    generator comes out unchanged.
+    """
     output.parent.mkdir(parents=True, exist_ok=True)
     # A private cache beside the output: from_generator would otherwise reuse stale shared-cache results,
     # and the arrow files land on the same disk as the dataset.
     with tempfile.TemporaryDirectory(prefix=".dataset_loader-", dir=output.parent) as cache_dir:
         parts = {}
-        for name, refs in splits.items():
-            part = _write_split(name, refs, reader, features, size, keep_aspect, report, strict, cache_dir)
+        for name, gen_kwargs in split_kwargs.items():
+            part = _write_split(name, features, generate, gen_kwargs, cache_dir)
             report.splits[name] = len(part) if part is not None else 0
             if part is not None:  # a split with no documents is left out (datasets cannot store it)
                 parts[name] = part
@@ -148,42 +173,27 @@ def write_dataset(
 
 def _write_split(
     name: str,
-    refs: list[DocumentRef],
-    reader: Reader,
     features: datasets.Features,
-    size: tuple[int, int],
-    keep_aspect: bool,
-    report: BuildReport,
-    strict: bool,
+    generate: Callable[..., Iterator[dict[str, Any]]],
+    gen_kwargs: dict[str, Any],
     cache_dir: str,
 ) -> Dataset | None:
     """Stream one split to the cache; None when it ends up with no document."""
-    if not refs:
+    if not gen_kwargs["refs"]:
         return None
     written = {"count": 0}
     try:
         with _quiet_datasets():
             return Dataset.from_generator(
-                _generate_examples,
+                generate,
                 features=features,
                 cache_dir=cache_dir,
                 split=datasets.NamedSplit(name),
-                gen_kwargs={
-                    "split": name,
-                    # Tuples, not lists: datasets would shard a list and call the generator once per item.
-                    "refs": tuple(refs),
-                    "reader": reader,
-                    "label_names": tuple(features["ner_tags"].feature.names),
-                    "size": size,
-                    "keep_aspect": keep_aspect,
-                    "report": report,
-                    "strict": strict,
-                    "written": written,
-                },
+                gen_kwargs={"split": name, "written": written, **gen_kwargs},
             )
     except DatasetGenerationError as error:
-        # datasets wraps errors raised inside the generator; surface ours unchanged (strict mode).
-        if isinstance(error.__cause__, AnnotationError):
+        # datasets wraps errors raised inside the generator; surface ours unchanged (strict mode, OCR).
+        if isinstance(error.__cause__, (AnnotationError, BuildError)):
             raise error.__cause__ from None
         raise
     except ValueError:

@@ -56,8 +56,6 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(parser)
     task = parser.add_argument_group("document classification")
-    task.add_argument("--max_seq_length", type=int, default=512, help="tokens per window, special tokens included")
-    task.add_argument("--stride", type=int, default=128, help="tokens shared by consecutive windows")
     task.add_argument(
         "--metric_for_best_model", choices=["accuracy", "f1_macro"], default="accuracy",
         help="validation metric that picks the best epoch and drives early stopping",
@@ -67,14 +65,10 @@ def parse_args(argv=None):
         "--ocr_lang", default="eng",
         help="Tesseract language for datasets without words (a Hub imagefolder): OCR runs once, then is cached",
     )
-    task.add_argument("--pad_to_multiple_of", type=int, default=8, help="round padded lengths up to this")
     add_loss_args(parser)
     add_augment_args(parser)
     add_hp_search_args(parser)
-    args = load_config_file(parser, argv)
-    if args.stride >= args.max_seq_length - 2:
-        parser.error("--stride must be smaller than --max_seq_length minus the two special tokens")
-    return args
+    return load_config_file(parser, argv)
 
 
 def add_ocr_words(raw, lang: str, num_proc=None):

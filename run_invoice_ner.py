@@ -47,8 +47,6 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(parser)
     task = parser.add_argument_group("token classification")
-    task.add_argument("--max_seq_length", type=int, default=512, help="tokens per window, special tokens included")
-    task.add_argument("--stride", type=int, default=128, help="tokens shared by consecutive windows")
     task.add_argument(
         "--label_all_tokens", action="store_true",
         help="label every sub-token of a word (B- becomes I- after the first), not only the first",
@@ -58,14 +56,10 @@ def parse_args(argv=None):
         help="word boxes, or segment boxes (each word carries its line's or entity's box, as LayoutLMv3's "
         "published FUNSD/CORD results do; at inference the OCR line box plays that role)",
     )
-    task.add_argument("--pad_to_multiple_of", type=int, default=8, help="round padded lengths up to this")
     add_loss_args(parser)
     add_augment_args(parser)
     add_hp_search_args(parser)
-    args = load_config_file(parser, argv)
-    if args.stride >= args.max_seq_length - 2:
-        parser.error("--stride must be smaller than --max_seq_length minus the two special tokens")
-    return args
+    return load_config_file(parser, argv)
 
 
 def main(argv=None):

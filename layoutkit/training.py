@@ -43,6 +43,11 @@ def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     data.add_argument("--preprocessing_num_workers", type=int, help="processes for dataset.map")
     data.add_argument("--overwrite_cache", action="store_true", help="redo the cached preprocessing")
 
+    windows = parser.add_argument_group("windows (long documents are split, not truncated)")
+    windows.add_argument("--max_seq_length", type=int, default=512, help="tokens per window, special tokens included")
+    windows.add_argument("--stride", type=int, default=128, help="tokens shared by consecutive windows")
+    windows.add_argument("--pad_to_multiple_of", type=int, default=8, help="round padded lengths up to this")
+
     model = parser.add_argument_group("model")
     model.add_argument(
         "--model_name_or_path",
@@ -124,6 +129,8 @@ def load_config_file(parser: argparse.ArgumentParser, argv: list[str] | None = N
     args = parser.parse_args(argv)
     if args.dataset_name is None and args.dataset_path is None:
         parser.error("give --dataset_path (a saved dataset) or --dataset_name (a Hub dataset)")
+    if args.stride >= args.max_seq_length - 2:
+        parser.error("--stride must be smaller than --max_seq_length minus the two special tokens")
     if args.model_name_or_path is None and args.config_name is None:
         args.model_name_or_path = DEFAULT_MODEL
     return args

@@ -98,3 +98,16 @@ def test_hp_search_prunes_trials_that_trail_the_median(tmp_path):
     assert states[:5] == ["COMPLETE"] * 5 and states[5:] == ["PRUNED"] * 3
     assert calls[0].output_dir == str(tmp_path / "trial_0") and calls[0].with_tracking
     assert best["learning_rate"] == record["trials"][record["best_trial"]]["params"]["learning_rate"]
+
+
+@pytest.mark.parametrize("script", ["run_invoice_ner", "run_doc_classification"])
+def test_both_scripts_take_the_window_flags_and_refuse_a_stride_that_leaves_no_new_tokens(script, capsys):
+    import importlib
+
+    parse_args = importlib.import_module(script).parse_args
+    common = ["--dataset_path", "data", "--output_dir", "out"]
+    args = parse_args([*common, "--max_seq_length", "128", "--stride", "32", "--pad_to_multiple_of", "16"])
+    assert (args.max_seq_length, args.stride, args.pad_to_multiple_of) == (128, 32, 16)
+    with pytest.raises(SystemExit):
+        parse_args([*common, "--max_seq_length", "128", "--stride", "126"])
+    assert "--stride must be smaller than --max_seq_length minus the two special tokens" in capsys.readouterr().err

@@ -4,15 +4,19 @@
     python predict.py --model_name_or_path runs/invoices --input scans/ --output_dir predictions/
 
 --input is an image (PNG, JPEG, TIFF including multi-page TIFF, BMP, WebP), a PDF (every page, rendered at
---dpi) or a folder of them (its top level). Words come from Tesseract OCR (--ocr_lang), or with
---words_json from a JSON in the annotation format ({"image": ..., "words": [...], "boxes": [...]}, or a
-list of such objects for several pages), in which case OCR is skipped.
+--dpi) or a folder of them (its top level). Words come from OCR (--ocr_engine: by default the engine and
+settings the model's training data was read with, else Tesseract), or with --words_json from a JSON in the
+annotation format ({"image": ..., "words": [...], "boxes": [...]}, or a list of such objects for several
+pages), in which case OCR is skipped.
 
 Inference goes through the same pipeline class the checkpoint ships (layoutkit's
 LayoutTokenClassificationPipeline), so preprocessing is exactly the training preprocessing recorded in the
 checkpoint's config.json; a page's windows run in batches of --batch_size with dynamic padding.
 
-Output: one JSON per document in --output_dir (see docs/inference.md for the fields) and
+Output: one JSON per document in --output_dir (see docs/inference.md): `fields` holds one typed value per field
+(normalised by --schema: dates to ISO 8601, amounts to a decimal string and currency) with its candidates,
+`entities` every predicted span, `words` every word; --draw also writes one PNG per page with the words and
+entities drawn on it. And
 --output_dir/summary.jsonl with one line per document, status "ok" or "error". A document that cannot be
 read (corrupt or unsupported file, encrypted or empty PDF, an image above --max_image_pixels, no text on
 any page) is reported in the summary and the others are still processed. Exit code: 0 when at least one
@@ -30,7 +34,8 @@ import torch
 from PIL import Image, ImageSequence
 from transformers import pipeline
 
-from layoutkit.ocr import OcrError
+from layoutkit.fields import FieldSchema, extract_fields
+from layoutkit.ocr import OCR_ENGINES, OcrError
 from layoutkit.postprocess import RULES, RuleConfig
 from layoutkit.token_classification_pipeline import LayoutTokenClassificationPipeline
 
@@ -49,8 +54,18 @@ def parse_args(argv=None):
     parser.add_argument("--input", help="an image, a PDF or a folder of them (optional with --words_json)")
     parser.add_argument("--output_dir", required=True, help="where the JSON files and summary.jsonl go")
     parser.add_argument("--words_json", help="words and pixel boxes in the annotation format; skips OCR")
-    parser.add_argument("--ocr_lang", default="eng", help='Tesseract language(s), e.g. "eng", "deu+eng"')
-    parser.add_argument("--ocr_config", default="", help='extra tesseract options, e.g. "--psm 6"')
+    parser.add_argument(
+        "--ocr_engine", choices=sorted(OCR_ENGINES),
+        help="OCR engine (default: the one the model's training data was read with, else tesseract)",
+    )
+    parser.add_argument("--ocr_lang", help='OCR language(s), e.g. "eng", "deu+eng" (default eng)')
+    parser.add_argument("--ocr_config", help='extra tesseract options, e.g. "--oem 1"')
+    parser.add_argument(
+        "--ocr_option", action="append", default=[], metavar="KEY=VALUE",
+        help="an OCR engine setting, repeatable, e.g. min_height=0 (values read as JSON when they parse)",
+    )
+    parser.add_argument("--schema", help="JSON file of field types (date, amount, number, text); see docs/inference.md")
+    parser.add_argument("--draw", action="store_true", help="also write <name>.page<N>.png with words and entities")
     parser.add_argument("--dpi", type=int, default=200, help="resolution PDF pages are rendered at")
     parser.add_argument(
         "--max_image_pixels", type=int, default=DEFAULT_MAX_PIXELS,
@@ -74,7 +89,26 @@ def parse_args(argv=None):
         args.rule_config = RuleConfig.from_value(args.rules)
     except (ValueError, TypeError, OSError) as error:
         parser.error(f"--rules: {error}")
+    try:
+        args.field_schema = FieldSchema.load(args.schema)
+    except ValueError as error:
+        parser.error(f"--schema: {error}")
+    try:
+        args.ocr_options = dict(parse_option(text) for text in args.ocr_option)
+    except ValueError as error:
+        parser.error(f"--ocr_option: {error}")
     return args
+
+
+def parse_option(text: str) -> tuple[str, object]:
+    """KEY=VALUE, the value read as JSON when it parses (min_height=0, fallback_psms=[6,4]) and as text otherwise."""
+    name, separator, value = text.partition("=")
+    if not separator or not name.strip():
+        raise ValueError(f"{text!r} is not KEY=VALUE")
+    try:
+        return name.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return name.strip(), value
 
 
 # ------------------------------------------------------------------------------------------- inputs
@@ -184,12 +218,15 @@ def read_words_json(path: Path) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------------------- inference
-def predict_document(extractor, source: Path | None, pages, words_pages, args) -> dict:
-    """Run the pipeline on each page; fields and words carry their 1-based page number."""
+def predict_document(extractor, source: Path | None, pages, words_pages, args) -> tuple[dict, list]:
+    """Run the pipeline on each page; entities and words carry their 1-based page number. Returns the document's
+    JSON and, with --draw, its pages with words and entities drawn."""
     result = {"model": args.model_name_or_path, "source": str(source) if source else None, "status": "ok",
-              "pages": [], "fields": {}, "words": []}
-    call = dict(ocr_lang=args.ocr_lang, ocr_config=args.ocr_config, window_batch_size=args.batch_size,
-                mixed_precision=args.mixed_precision, rules=args.rule_config, return_words=True)
+              "pages": [], "fields": {}, "entities": [], "words": []}
+    drawings = []
+    call = dict(ocr_engine=args.ocr_engine, ocr_lang=args.ocr_lang, ocr_config=args.ocr_config,
+                ocr_options=args.ocr_options, window_batch_size=args.batch_size, mixed_precision=args.mixed_precision,
+                rules=args.rule_config, return_words=True, draw=args.draw)
     for number, image in enumerate(pages, start=1):
         if words_pages is not None:
             if number > len(words_pages):
@@ -210,19 +247,20 @@ def predict_document(extractor, source: Path | None, pages, words_pages, args) -
             page["warning"] = "no text found on this page"
         result["pages"].append(page)
         for entity in output["entities"]:
-            result["fields"].setdefault(entity["entity_group"], []).append({
-                "text": entity["word"], "box": entity["box"], "score": round(entity["score"], 4), "page": number,
-            })
+            result["entities"].append({**entity, "score": round(entity["score"], 4), "page": number})
         for word in output["words"]:
             result["words"].append({**word, "page": number})
+        if args.draw:
+            drawings.append(output["image"])
     if not result["pages"]:
         raise DocumentError(f"{source}: no pages")
     if not result["words"]:
         raise DocumentError(
-            f"{source}: no text found on any page (blank or unreadable scan, or OCR language {args.ocr_lang!r} "
-            "does not match)"
+            f"{source}: no text found on any page (blank or unreadable scan, or the OCR language "
+            f"{args.ocr_lang or 'eng'!r} does not match)"
         )
-    return result
+    result["fields"] = extract_fields(result["entities"], args.field_schema)
+    return result, drawings
 
 
 def output_names(sources: list[Path]) -> dict[Path, str]:
@@ -283,11 +321,16 @@ def main(argv=None) -> int:
                     pages = (next(image_pages(p["image_path"], args.max_image_pixels)) for p in words_pages)
                 else:
                     pages = document_pages(source, args)
-                result = predict_document(extractor, source, pages, words_pages, args)
+                result, drawings = predict_document(extractor, source, pages, words_pages, args)
                 path = output_dir / names[source]
                 path.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+                for number, drawing in enumerate(drawings, start=1):
+                    drawing.save(path.with_suffix(f".page{number}.png"))
+                found: dict[str, int] = {}
+                for entity in result["entities"]:
+                    found[entity["entity_group"]] = found.get(entity["entity_group"], 0) + 1
                 row.update(status="ok", output=str(path), pages=len(result["pages"]), words=len(result["words"]),
-                           fields={name: len(values) for name, values in result["fields"].items()})
+                           fields=found)
                 succeeded += 1
             except DocumentError as error:
                 row.update(status="error", message=str(error))

@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 from dataset_loader.annotations import AnnotationError
 from dataset_loader.preprocessing import DEFAULT_SIZE
 from dataset_loader.writer import BuildError
-from layoutkit.boxes import parse_size
+from layoutkit.boxes import RESIZE_MODES, parse_size
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="label list: a file (JSON list or one per line) or comma list; BIO tags (order kept) or entity "
         "types (expanded to O, B-/I- per type sorted). Default: the tags found in the data",
     )
+    _add_ocr_options(build)
     build.set_defaults(run=_run_build)
 
     funsd = commands.add_parser("funsd", help="import FUNSD (training_data -> train+validation, testing_data -> test)")
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_output_options(funsd)
     funsd.add_argument("--validation-ratio", type=float, default=0.1, help="share of training_data for validation")
     funsd.add_argument("--max-docs", type=int, help="use only the first N documents of each folder (quick tests)")
+    _add_ocr_options(funsd)
     funsd.set_defaults(run=_run_funsd)
 
     synth = commands.add_parser("synth", help="write synthetic invoices in the annotation format")
@@ -128,12 +130,14 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, type=Path, help="folder to save the DatasetDict to")
     parser.add_argument(
         "--resize", default="x".join(map(str, DEFAULT_SIZE)), type=_argument(parse_size),
-        help="page size WIDTHxHEIGHT in pixels, width first (default 1000x700)",
+        help="page size WIDTHxHEIGHT in pixels, width first (default 1000x1000, see --resize-mode)",
     )
     parser.add_argument(
-        "--keep-aspect", action="store_true",
-        help="fit the page inside --resize and pad with white instead of stretching",
+        "--resize-mode", choices=list(RESIZE_MODES), default="fit",
+        help="fit: scale to fit inside --resize keeping the aspect ratio (default: the longest side becomes 1000); "
+        "pad: fit, then pad with white to exactly --resize; stretch: stretch to exactly --resize",
     )
+    parser.add_argument("--keep-aspect", action="store_true", help="same as --resize-mode pad (earlier versions)")
     parser.add_argument("--seed", type=int, default=42, help="seed of the split assignment (default 42)")
     parser.add_argument("--strict", action="store_true", help="stop at the first invalid document (exit code 1)")
     parser.add_argument("--overwrite", action="store_true", help="replace a dataset already saved in --output")
@@ -141,16 +145,59 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--private", action="store_true", help="with --push-to-hub: create a private repo")
 
 
+def _add_ocr_options(parser: argparse.ArgumentParser) -> None:
+    from layoutkit.ocr import OCR_ENGINES
+
+    group = parser.add_argument_group("OCR (train on the words inference will see)")
+    group.add_argument(
+        "--ocr", metavar="ENGINE", choices=sorted(OCR_ENGINES),
+        help="read every page with this OCR engine (%(choices)s) and carry the gold labels onto its words",
+    )
+    group.add_argument("--ocr-lang", help="the engine's language(s), e.g. eng, deu+eng (default: eng)")
+    group.add_argument(
+        "--ocr-option", action="append", default=[], metavar="KEY=VALUE", type=_argument(_ocr_option),
+        help="an engine setting, repeatable, e.g. min_height=2000 psm=6 (values read as JSON when they parse)",
+    )
+    group.add_argument("--ocr-workers", type=int, help="pages read at once (default: CPU cores)")
+    group.add_argument("--ocr-cache", type=Path, help="OCR result cache (default ~/.cache/layoutkit/ocr)")
+
+
+def _ocr_build(args: argparse.Namespace):
+    """The OcrBuild of --ocr and its options, or None."""
+    if not getattr(args, "ocr", None):
+        return None
+    from dataset_loader.ocr_build import OcrBuild
+
+    try:
+        return OcrBuild.create(args.ocr, args.ocr_cache, args.ocr_workers, lang=args.ocr_lang, **dict(args.ocr_option))
+    except ValueError as error:
+        raise BuildError(f"--ocr {args.ocr}: {error}") from None
+
+
+def _ocr_option(text: str) -> tuple[str, object]:
+    import json
+
+    name, separator, value = text.partition("=")
+    if not separator or not name.strip():
+        raise ValueError(f"{text!r} is not KEY=VALUE")
+    try:
+        return name.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return name.strip(), value
+
+
 def _build_options(args: argparse.Namespace) -> dict:
     """The keyword arguments of the options `_add_output_options` adds, as every build function takes them."""
-    return {"size": args.resize, "keep_aspect": args.keep_aspect, "seed": args.seed, "strict": args.strict,
+    keep_aspect, pad = RESIZE_MODES["pad" if args.keep_aspect else args.resize_mode]
+    return {"size": args.resize, "keep_aspect": keep_aspect, "pad": pad, "seed": args.seed, "strict": args.strict,
             "overwrite": args.overwrite}
 
 
 def _run_build(args: argparse.Namespace) -> int:
     from dataset_loader.build import build_dataset
 
-    build_dataset(args.data_dir, args.output, ratios=args.split, labels=args.labels, **_build_options(args))
+    build_dataset(args.data_dir, args.output, ratios=args.split, labels=args.labels, ocr=_ocr_build(args),
+                  **_build_options(args))
     return _finish(args)
 
 
@@ -158,7 +205,7 @@ def _run_funsd(args: argparse.Namespace) -> int:
     from dataset_loader.funsd import import_funsd
 
     import_funsd(
-        args.input, args.output, validation_ratio=args.validation_ratio, max_docs=args.max_docs,
+        args.input, args.output, validation_ratio=args.validation_ratio, max_docs=args.max_docs, ocr=_ocr_build(args),
         **_build_options(args),
     )
     return _finish(args)

@@ -10,7 +10,8 @@ from typing import Sequence
 from datasets import DatasetDict
 
 from dataset_loader.annotations import read_annotation
-from dataset_loader.preprocessing import DEFAULT_SIZE
+from dataset_loader.ocr_build import OcrBuild
+from dataset_loader.preprocessing import DEFAULT_KEEP_ASPECT, DEFAULT_PAD, DEFAULT_SIZE
 from dataset_loader.splits import DEFAULT_RATIOS, assign_splits
 from dataset_loader.writer import BuildError, abort_with_report, scan_documents, start_build, write_dataset
 from layoutkit.labels import OUTSIDE, is_bio_tag, label_list_from_tags, label_list_from_types
@@ -21,16 +22,19 @@ def build_dataset(
     output: str | Path,
     *,
     size: tuple[int, int] = DEFAULT_SIZE,
-    keep_aspect: bool = False,
+    keep_aspect: bool = DEFAULT_KEEP_ASPECT,
+    pad: bool = DEFAULT_PAD,
     seed: int = 42,
     ratios: Sequence[float] = DEFAULT_RATIOS,
     labels: Sequence[str] | None = None,
     strict: bool = False,
     overwrite: bool = False,
+    ocr: OcrBuild | None = None,
 ) -> DatasetDict:
     """Check, split, resize and save the folder's documents to `output`; returns the saved DatasetDict.
 
     `labels` fixes the label list (and its order); by default it is made from the tags in the data.
+    `ocr`: replace the annotated words by the OCR engine's, with the labels carried over (`ocr_build`).
     Lenient (default): bad documents are skipped and listed in build_report.json. Strict: the first
     problem raises AnnotationError.
     """
@@ -40,7 +44,7 @@ def build_dataset(
         if not folder.is_dir():
             raise BuildError(f"{folder} is not a folder; a data folder holds images/ and annotations/ (see FORMAT.md)")
     report = start_build(data_dir, "folder", output, size=size, keep_aspect=keep_aspect, seed=seed, strict=strict,
-                         overwrite=overwrite)
+                         overwrite=overwrite, pad=pad)
     paths = sorted(annotations_dir.glob("*.json"))
     if not paths:
         raise BuildError(f"no *.json annotation files in {annotations_dir}")
@@ -62,6 +66,7 @@ def build_dataset(
         keep_aspect,
         report,
         strict,
+        ocr,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections import Counter
 from pathlib import Path
@@ -124,15 +125,18 @@ def _card_body(
     ]
     if preprocessing:
         width, height = preprocessing["resize"]
-        how = (
-            "scaled to fit and padded with white on the right and bottom (aspect ratio kept)"
-            if preprocessing["keep_aspect"]
-            else "stretched to exactly this size"
-        )
+        keep_aspect, pad = preprocessing["keep_aspect"], preprocessing.get("pad", True)
+        if keep_aspect and not pad:
+            how = f"scaled to fit inside **{width}x{height}** (width x height) pixels, aspect ratio kept"
+        elif keep_aspect:
+            how = (f"scaled to fit inside **{width}x{height}** (width x height) pixels and padded with white on the "
+                   "right and bottom (aspect ratio kept)")
+        else:
+            how = f"stretched to exactly **{width}x{height}** (width x height) pixels"
+        settings = json.dumps({"resize": [width, height], "keep_aspect": keep_aspect, "pad": pad})
         lines += [
-            f"Every page was resized to **{width}x{height}** (width x height) pixels, {how}; boxes were scaled "
-            "with the page. Resize pages the same way at inference "
-            f'(`{{"resize": [{width}, {height}], "keep_aspect": {str(preprocessing["keep_aspect"]).lower()}}}`).',
+            f"Every page was {how}; boxes were scaled with the page. Resize pages the same way at inference "
+            f"(`{settings}`).",
             "",
         ]
     else:

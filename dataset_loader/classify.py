@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from dataset_loader.annotations import AnnotationError, image_size, read_json
 from dataset_loader.features import encoded_page
-from dataset_loader.preprocessing import DEFAULT_SIZE
+from dataset_loader.preprocessing import DEFAULT_KEEP_ASPECT, DEFAULT_PAD, DEFAULT_SIZE
 from dataset_loader.report import BuildReport
 from dataset_loader.splits import DEFAULT_RATIOS, assign_splits
 from dataset_loader.writer import BuildError, abort_with_report, save_splits, start_build
@@ -140,7 +140,8 @@ def build_classification_dataset(
     output: str | Path,
     *,
     size: tuple[int, int] = DEFAULT_SIZE,
-    keep_aspect: bool = False,
+    keep_aspect: bool = DEFAULT_KEEP_ASPECT,
+    pad: bool = DEFAULT_PAD,
     seed: int = 42,
     ratios: Sequence[float] = DEFAULT_RATIOS,
     ocr: bool = False,
@@ -153,7 +154,7 @@ def build_classification_dataset(
     if not data_dir.is_dir():
         raise BuildError(f"{data_dir} is not a folder; expected DIR/<class>/<image> (imagefolder layout)")
     report = start_build(data_dir, "imagefolder", output, size=size, keep_aspect=keep_aspect, seed=seed, strict=strict,
-                         overwrite=overwrite, report_type=ClassifyReport, ocr=ocr)
+                         overwrite=overwrite, pad=pad, report_type=ClassifyReport, ocr=ocr)
     refs = scan_class_folders(data_dir, report, strict)
     class_names = sorted(report.class_counts)
     if len(class_names) < 2:
@@ -225,7 +226,7 @@ def page_example(ref: PageRef, label_ids: dict[str, int], size, keep_aspect: boo
             raise BuildError(f"--ocr: {error}") from None
         words, boxes = result.words, result.boxes
         report.ocr_documents += 1
-    resized, (scaled,) = resize_document(page, [boxes], size, keep_aspect)
+    resized, (scaled,) = resize_document(page, [boxes], size, keep_aspect, report.pad)
     return {
         "id": ref.id, "image": encoded_page(resized), "label": label_ids[ref.label], "words": words, "bboxes": scaled
     }

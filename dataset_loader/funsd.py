@@ -12,7 +12,8 @@ from typing import Any
 from datasets import DatasetDict
 
 from dataset_loader.annotations import AnnotationError, Document, read_json, validate_document
-from dataset_loader.preprocessing import DEFAULT_SIZE
+from dataset_loader.ocr_build import OcrBuild
+from dataset_loader.preprocessing import DEFAULT_KEEP_ASPECT, DEFAULT_PAD, DEFAULT_SIZE
 from dataset_loader.splits import assign_splits
 from dataset_loader.writer import BuildError, abort_with_report, scan_documents, start_build, write_dataset
 
@@ -27,15 +28,17 @@ def import_funsd(
     output: str | Path,
     *,
     size: tuple[int, int] = DEFAULT_SIZE,
-    keep_aspect: bool = False,
+    keep_aspect: bool = DEFAULT_KEEP_ASPECT,
+    pad: bool = DEFAULT_PAD,
     seed: int = 42,
     validation_ratio: float = 0.1,
     max_docs: int | None = None,
     strict: bool = False,
     overwrite: bool = False,
+    ocr: OcrBuild | None = None,
 ) -> DatasetDict:
     """Convert the FUNSD folder `input_dir` to a DatasetDict saved at `output`. `max_docs` limits each
-    source folder (the first N files by name), for quick tests."""
+    source folder (the first N files by name), for quick tests. `ocr`: train on OCR words (`ocr_build`)."""
     input_dir, output = Path(input_dir), Path(output)
     if not 0 <= validation_ratio < 1:
         raise ValueError(f"validation ratio {validation_ratio} must be in [0, 1)")
@@ -48,7 +51,7 @@ def import_funsd(
             )
         sources[split] = sorted(annotations_dir.glob("*.json"))[:max_docs]
     report = start_build(input_dir, "funsd", output, size=size, keep_aspect=keep_aspect, seed=seed, strict=strict,
-                         overwrite=overwrite)
+                         overwrite=overwrite, pad=pad)
     train_refs, _ = scan_documents(sources["train"], read_funsd, report, strict)
     test_refs, _ = scan_documents(sources["test"], read_funsd, report, strict)
     if not train_refs:
@@ -61,7 +64,7 @@ def import_funsd(
         "validation": [by_id[i] for i in carved["validation"]],
         "test": test_refs,
     }
-    return write_dataset(splits, read_funsd, FUNSD_LABELS, output, size, keep_aspect, report, strict)
+    return write_dataset(splits, read_funsd, FUNSD_LABELS, output, size, keep_aspect, report, strict, ocr)
 
 
 def read_funsd(path: Path) -> Document:

@@ -26,6 +26,7 @@ class BuildReport:
     resize: list[int]
     keep_aspect: bool
     seed: int
+    pad: bool = True
     documents_found: int = 0
     skipped: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[dict[str, Any]] = field(default_factory=list)
@@ -33,6 +34,7 @@ class BuildReport:
     empty_document_ids: list[str] = field(default_factory=list)
     dropped_words: dict[str, int] = field(default_factory=dict)  # document id -> blank words removed
     labels: list[str] = field(default_factory=list)
+    ocr_build: Any = None  # the OcrBuild of an --ocr build: its settings and what the label transfer kept
 
     def skip(self, error: AnnotationError) -> None:
         self.skipped.append(error.to_dict())
@@ -49,6 +51,7 @@ class BuildReport:
             "strict": self.strict,
             "resize": self.resize,
             "keep_aspect": self.keep_aspect,
+            "pad": self.pad,
             "seed": self.seed,
             "documents_found": self.documents_found,
             "documents_kept": sum(self.splits.values()),
@@ -61,6 +64,7 @@ class BuildReport:
             "dropped_blank_words_by_document": self.dropped_words,
             "labels": self.labels,
             "warnings": self.warnings,
+            **({"ocr": self.ocr_build.report()} if self.ocr_build is not None else {}),
         }
 
     def write(self, output: str | Path) -> Path:

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from dataset_loader.annotations import AnnotationError, Document
 from dataset_loader.features import encoded_page, ner_features
+from dataset_loader.ocr_build import OcrBuild
 from dataset_loader.preprocessing import save_preprocessing
 from dataset_loader.report import BuildReport
 from layoutkit.boxes import group_lines, resize_document, segment_boxes
@@ -63,6 +64,7 @@ def start_build(
     seed: int,
     strict: bool,
     overwrite: bool,
+    pad: bool = True,
     report_type: type[BuildReport] = BuildReport,
     **report_fields: Any,
 ) -> BuildReport:
@@ -74,7 +76,7 @@ def start_build(
     check_output(output, overwrite)
     return report_type(
         source=str(source), source_format=source_format, strict=strict, resize=list(size), keep_aspect=keep_aspect,
-        seed=seed, **report_fields,
+        pad=pad, seed=seed, **report_fields,
     )
 
 
@@ -123,14 +125,21 @@ def write_dataset(
     keep_aspect: bool,
     report: BuildReport,
     strict: bool,
+    ocr: OcrBuild | None = None,
 ) -> DatasetDict:
-    """Pass 2 for annotated documents: stream every split's examples to `output` (see `save_splits`)."""
+    """Pass 2 for annotated documents: stream every split's examples to `output` (see `save_splits`).
+
+    With `ocr`, every page is read by the OCR engine first and the examples carry the OCR words with the gold
+    labels transferred onto them (`dataset_loader.ocr_build`)."""
     features = ner_features(label_names)
     report.labels = list(label_names)
+    if ocr is not None:
+        report.ocr_build = ocr
+        ocr.read_all([ref.path for refs in splits.values() for ref in refs], reader)
     split_kwargs = {
         # Tuples, not lists: datasets would shard a list and call the generator once per item.
         name: dict(refs=tuple(refs), reader=reader, label_names=tuple(label_names), size=size,
-                   keep_aspect=keep_aspect, report=report, strict=strict)
+                   keep_aspect=keep_aspect, pad=report.pad, report=report, strict=strict, ocr=ocr)
         for name, refs in splits.items()
     }
     return save_splits(output, features, _generate_examples, split_kwargs, size, keep_aspect, report)
@@ -166,7 +175,8 @@ def save_splits(
             raise abort_with_report(output, report, "no document could be written to the train split")
         _clear(output)
         DatasetDict(parts).save_to_disk(str(output))
-    save_preprocessing(output, size, keep_aspect)
+    save_preprocessing(output, size, keep_aspect, report.pad,
+                       ocr=report.ocr_build.engine.settings() if report.ocr_build else None)
     report.write(output)
     return load_from_disk(str(output))
 
@@ -212,12 +222,16 @@ def _generate_examples(
     report: BuildReport,
     strict: bool,
     written: dict[str, int],
+    pad: bool = True,
+    ocr: OcrBuild | None = None,
 ) -> Iterator[dict[str, Any]]:
     label_ids = {label: index for index, label in enumerate(label_names)}
     for ref in tqdm(refs, desc=f"Writing {split}", unit="doc"):
         try:
             document = reader(ref.path)
             image = document.load_image()  # corrupt pixel data is only found here
+            if ocr is not None:
+                document = ocr.apply(document, image)
         except AnnotationError as error:
             if strict:
                 raise
@@ -228,18 +242,19 @@ def _generate_examples(
         if not document.words:
             report.empty_document_ids.append(document.id)  # kept: a page with no text is still a page
         written["count"] += 1
-        yield to_example(document, image, size, keep_aspect, label_ids)
+        yield to_example(document, image, size, keep_aspect, label_ids, pad)
 
 
 def to_example(
-    document: Document, image: Image.Image, size: tuple[int, int], keep_aspect: bool, label_ids: dict[str, int]
+    document: Document, image: Image.Image, size: tuple[int, int], keep_aspect: bool, label_ids: dict[str, int],
+    pad: bool = True,
 ) -> dict[str, Any]:
     """One dataset row: page and both box lists resized together through layoutkit's single resize path."""
     segments = document.segment_boxes
     if segments is None:
         # No segments in the annotation: use lines, as inference does when the OCR gives none.
         segments = segment_boxes(document.boxes, group_lines(document.boxes))
-    resized, (word_boxes, segment_bboxes) = resize_document(image, [document.boxes, segments], size, keep_aspect)
+    resized, (word_boxes, segment_bboxes) = resize_document(image, [document.boxes, segments], size, keep_aspect, pad)
     return {
         "id": document.id,
         "words": document.words,

@@ -16,6 +16,13 @@ Box = Sequence[float]
 GRID = 1000
 
 
+RESIZE_MODES = {  # --resize-mode -> (keep_aspect, pad)
+    "fit": (True, False),  # scaled to fit inside WIDTHxHEIGHT, aspect and orientation kept
+    "pad": (True, True),  # fit, then padded with white to exactly WIDTHxHEIGHT
+    "stretch": (False, True),  # stretched to exactly WIDTHxHEIGHT
+}
+
+
 def parse_size(text: str) -> tuple[int, int]:
     """Parse "WIDTHxHEIGHT" (e.g. "1000x700") into (width, height)."""
     try:
@@ -49,13 +56,13 @@ def scale_boxes(boxes: Sequence[Box], scale_x: float, scale_y: float) -> list[li
 
 
 def resize_page(
-    image: Image.Image, size: tuple[int, int] | None, keep_aspect: bool = False
+    image: Image.Image, size: tuple[int, int] | None, keep_aspect: bool = False, pad: bool = True
 ) -> tuple[Image.Image, float, float]:
     """Resize a page to `size` = (width, height) and return it with the x and y scale factors.
 
-    With `keep_aspect`, the page is scaled to fit inside `size` and padded with white on the right and
-    bottom, so every page still ends up the same size and box coordinates need no offset.
-    `size=None` keeps the page as it is.
+    With `keep_aspect`, the page is scaled to fit inside `size` (its aspect ratio kept); with `pad` it is then
+    padded with white on the right and bottom to exactly `size` (box coordinates need no offset), without `pad`
+    it keeps its own shape (a portrait page stays portrait: "fit"). `size=None` keeps the page as it is.
     """
     if size is None:
         return image, 1.0, 1.0
@@ -66,19 +73,22 @@ def resize_page(
     fitted = image.resize(
         (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.BILINEAR
     )
+    if not pad:
+        return fitted, fitted.width / image.width, fitted.height / image.height
     canvas = Image.new("RGB", (width, height), (255, 255, 255))
     canvas.paste(fitted, (0, 0))
     return canvas, scale, scale
 
 
 def resize_document(
-    image: Image.Image, boxes_list: Sequence[Sequence[Box]], size: tuple[int, int] | None, keep_aspect: bool = False
+    image: Image.Image, boxes_list: Sequence[Sequence[Box]], size: tuple[int, int] | None, keep_aspect: bool = False,
+    pad: bool = True,
 ) -> tuple[Image.Image, list[list[list[int]]]]:
     """Resize a page and every list of boxes on it (word boxes, segment boxes) consistently.
 
     The one resize code path used when building datasets and at inference.
     """
-    resized, scale_x, scale_y = resize_page(image, size, keep_aspect)
+    resized, scale_x, scale_y = resize_page(image, size, keep_aspect, pad)
     return resized, [scale_boxes(boxes, scale_x, scale_y) for boxes in boxes_list]
 
 

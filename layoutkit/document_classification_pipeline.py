@@ -7,7 +7,8 @@ Saved into every checkpoint (see `layoutkit/export.py`), so a trained model runs
     classifier("scan.png")
     # [{"label": "invoice", "score": 0.97}, {"label": "receipt", "score": 0.02}, {"label": "letter", "score": 0.01}]
 
-Input: an image (a path or a PIL image; words come from Tesseract OCR), or a dict
+Input: an image (a path or a PIL image; words come from OCR: the engine the training data was read with, else
+Tesseract), or a dict
 `{"image": ..., "words": [...], "boxes": [[x0, y0, x1, y1], ...]}` with boxes in the image's pixels (OCR is
 skipped). A list of inputs returns a list of results.
 
@@ -19,11 +20,13 @@ script recorded in config.json: `load_page`, `resize_document` (page resize), `n
 Output: like the stock image-classification pipeline, `[{"label", "score"}, ...]` sorted by score, best first,
 `top_k` of them (default 5, at most the number of classes).
 
-Call options: `top_k`, `ocr_lang` ("eng"), `ocr_config` (extra tesseract options), `batch_size` (windows per
-forward pass, default 8), `mixed_precision` ("no", "bf16" or "fp16" autocast).
+Call options: `top_k`, `ocr_engine` ("tesseract", "rapidocr" or an `OcrEngine`), `ocr_lang` ("eng"), `ocr_config`
+(extra tesseract options), `min_ocr_confidence`, `ocr_options` (a dict of engine settings), `batch_size` (windows
+per forward pass, default 8), `mixed_precision` ("no", "bf16" or "fp16" autocast).
 
 This file and the modules it imports relatively use only the standard library, numpy, PIL, torch and
-transformers (pytesseract only when OCR runs), as required for code loaded with `trust_remote_code`. The input
+transformers (the OCR engine's package only when OCR runs), as required for code loaded with `trust_remote_code`.
+The input
 side (reading, OCR, resize, windows, batched forward) is `pipeline_inputs.py`, shared with the
 token-classification pipeline.
 """
@@ -43,11 +46,11 @@ class LayoutDocumentClassificationPipeline(WindowedLayoutPipeline):
     checkpoint. See the module docstring for inputs, options and outputs."""
 
     def _sanitize_parameters(
-        self, top_k=None, ocr_lang=None, ocr_config=None, min_ocr_confidence=None, window_batch_size=None,
-        mixed_precision=None, function_to_apply=None,
+        self, top_k=None, ocr_engine=None, ocr_lang=None, ocr_config=None, min_ocr_confidence=None, ocr_options=None,
+        window_batch_size=None, mixed_precision=None, function_to_apply=None,
     ):
-        preprocess, forward = input_parameters(ocr_lang, ocr_config, min_ocr_confidence, window_batch_size,
-                                               mixed_precision)
+        preprocess, forward = input_parameters(ocr_engine, ocr_lang, ocr_config, min_ocr_confidence, ocr_options,
+                                               window_batch_size, mixed_precision)
         postprocess = {}
         if top_k is not None:
             if int(top_k) < 1:
@@ -58,8 +61,8 @@ class LayoutDocumentClassificationPipeline(WindowedLayoutPipeline):
         return preprocess, forward, postprocess
 
     # ------------------------------------------------------------------------------------- preprocess
-    def preprocess(self, inputs, ocr_lang: str = "eng", ocr_config: str = "", min_ocr_confidence: float = 0.0):
-        document = read_document(inputs, ocr_lang, ocr_config, min_ocr_confidence)
+    def preprocess(self, inputs, ocr: dict | None = None):
+        document = read_document(inputs, self.ocr_engine(ocr))
         words = document["words"]
         resized, scaled = self._resize(document["page"], document["boxes"])
         if not words:  # as in training: a page without words still gets one window ([CLS] [SEP] + image)

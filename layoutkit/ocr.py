@@ -1,28 +1,48 @@
-"""Words, word boxes, confidences and line ids of a page image with Tesseract (pytesseract).
+"""OCR engines behind one small interface: a page image in, words with pixel boxes, confidences and line ids out.
 
-Copied into saved checkpoints beside the custom pipeline: imports only the standard library and PIL at
-module level. pytesseract is imported when OCR actually runs, inside a `try` block, so a checkpoint loads
-(and `check_imports` of transformers' remote-code loader passes) on machines without it when the words
-are given by the caller.
+    engine = get_ocr_engine("tesseract", lang="eng")     # or "rapidocr"
+    result = engine(page)                                # OcrResult(words, boxes, confidences, line_ids)
+
+Two engines ship: Tesseract (`pytesseract` + Debian's `tesseract-ocr`) and RapidOCR (`rapidocr` + `onnxruntime`
+from PyPI; its detection and recognition models are inside the wheel, so it runs offline). Adding another
+(docTR, a cloud OCR) is one class:
+
+    @register_ocr_engine
+    class MyEngine(OcrEngine):
+        name = "my-engine"
+        requirement = "pip install my-ocr"
+        def read(self, page):            # page: an upright RGB PIL image
+            ...
+            return OcrResult(words, boxes, confidences, line_ids)
+
+Engines are optional dependencies: each imports its package when it first reads a page and raises `OcrError`
+naming what to install when it is missing.
+
+Copied into saved checkpoints beside the custom pipeline: imports only the standard library, numpy and PIL at
+module level.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+import threading
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
 
-from PIL import Image
+import numpy as np
+from PIL import Image, ImageOps
 
 
 class OcrError(RuntimeError):
-    """OCR could not run (pytesseract or the tesseract binary or the language data is missing)."""
+    """OCR could not run (the engine's package, binary or language data is missing, or the engine failed)."""
 
 
 @dataclass
 class OcrResult:
-    """Words in Tesseract's reading order, with boxes [x0, y0, x1, y1] in the image's pixels.
+    """Words in the engine's reading order, with boxes [x0, y0, x1, y1] in the image's pixels.
 
-    `line_ids[i]` numbers the (block, paragraph, line) word i belongs to, 0, 1, 2, ... in reading order,
-    so that the union box of a line serves as the segment box of its words.
+    `confidences` are on a 0-100 scale for every engine. `line_ids[i]` numbers the text line word i belongs
+    to, 0, 1, 2, ... in reading order, so that the union box of a line serves as the segment box of its words.
     """
 
     words: list[str] = field(default_factory=list)
@@ -30,46 +50,252 @@ class OcrResult:
     confidences: list[float] = field(default_factory=list)
     line_ids: list[int] = field(default_factory=list)
 
+    def to_dict(self) -> dict[str, list]:
+        return asdict(self)
 
-def _pytesseract():
-    try:
-        import pytesseract
-    except ImportError as error:
-        raise OcrError(
-            "OCR needs pytesseract and the tesseract binary: `pip install pytesseract` and "
-            "`apt-get install tesseract-ocr` (or pass the words and boxes yourself)"
-        ) from error
-    return pytesseract
+    @classmethod
+    def from_dict(cls, data: dict[str, list]) -> "OcrResult":
+        return cls(**{name: list(data[name]) for name in ("words", "boxes", "confidences", "line_ids")})
 
 
-def ocr_page(image: Image.Image, lang: str = "eng", config: str = "", min_confidence: float = 0.0) -> OcrResult:
-    """Run Tesseract on an RGB page and return its words.
+class OcrEngine:
+    """Base class of the OCR engines. Subclasses set `name` and `requirement` and implement `read`.
 
-    `lang` is Tesseract's language code(s), e.g. "eng", "deu" or "eng+fra" (the traineddata must be
-    installed); `config` is passed to tesseract as extra command-line options (e.g. "--psm 6").
-    Words whose confidence is below `min_confidence` (0-100) or whose text is blank are dropped.
+    `lang`: the engine's language code(s); `min_confidence` (0-100): words below it are dropped. Other keyword
+    arguments are the engine's own settings, recorded by `settings()` (a dataset built with OCR records them so
+    inference repeats them).
     """
-    pytesseract = _pytesseract()
-    try:
-        data = pytesseract.image_to_data(image, lang=lang, config=config, output_type=pytesseract.Output.DICT)
-    except pytesseract.TesseractNotFoundError as error:
-        raise OcrError("the tesseract binary is not installed or not on PATH (apt-get install tesseract-ocr)") from error
-    except pytesseract.TesseractError as error:
-        raise OcrError(f"tesseract failed (language {lang!r} installed? `tesseract --list-langs`): {error}") from error
 
-    result = OcrResult()
-    line_numbers: dict[tuple[int, int, int], int] = {}
-    for i, text in enumerate(data["text"]):
-        text = (text or "").strip()
-        confidence = float(data["conf"][i])
-        # Rows of the block/paragraph/line levels carry conf -1 and no text.
-        if not text or confidence < 0 or confidence < min_confidence:
-            continue
-        left, top = int(data["left"][i]), int(data["top"][i])
-        width, height = int(data["width"][i]), int(data["height"][i])
-        key = (int(data["block_num"][i]), int(data["par_num"][i]), int(data["line_num"][i]))
-        result.words.append(text)
-        result.boxes.append([left, top, left + width, top + height])
-        result.confidences.append(confidence)
-        result.line_ids.append(line_numbers.setdefault(key, len(line_numbers)))
-    return result
+    name: ClassVar[str] = ""
+    requirement: ClassVar[str] = ""  # what a user installs to get the engine, shown in errors
+
+    def __init__(self, lang: str = "eng", min_confidence: float = 0.0):
+        self.lang = lang
+        self.min_confidence = float(min_confidence)
+
+    def read(self, page: Image.Image) -> OcrResult:
+        raise NotImplementedError
+
+    def settings(self) -> dict[str, Any]:
+        """Everything that changes what the engine reads: its name and constructor arguments."""
+        return {"engine": self.name, "lang": self.lang, "min_confidence": self.min_confidence}
+
+    def __call__(self, page: Image.Image) -> OcrResult:
+        result = self.read(page.convert("RGB") if page.mode != "RGB" else page)
+        keep = [
+            i for i, (word, confidence) in enumerate(zip(result.words, result.confidences))
+            if word.strip() and confidence >= self.min_confidence
+        ]
+        if len(keep) == len(result.words):
+            return result
+        return OcrResult(
+            [result.words[i].strip() for i in keep], [result.boxes[i] for i in keep],
+            [result.confidences[i] for i in keep], renumber([result.line_ids[i] for i in keep]),
+        )
+
+
+def renumber(line_ids: list[int]) -> list[int]:
+    """Line ids 0, 1, 2, ... in order of first appearance (after words were dropped)."""
+    numbers: dict[int, int] = {}
+    return [numbers.setdefault(line, len(numbers)) for line in line_ids]
+
+
+OCR_ENGINES: dict[str, type[OcrEngine]] = {}
+
+
+def register_ocr_engine(engine: type[OcrEngine]) -> type[OcrEngine]:
+    """Make an engine class available by its `name` (predict.py --ocr_engine, the pipelines, the builder)."""
+    if not engine.name:
+        raise ValueError(f"{engine.__name__} needs a `name`")
+    OCR_ENGINES[engine.name] = engine
+    return engine
+
+
+_ENGINE_CACHE: dict[tuple, OcrEngine] = {}
+_ENGINE_CACHE_LOCK = threading.Lock()
+
+
+def get_ocr_engine(engine: str | OcrEngine = "tesseract", **options: Any) -> OcrEngine:
+    """An engine by name with its options (one instance per name and options: RapidOCR loads its models once),
+    or `engine` itself when it already is one. Options set to None take the engine's defaults."""
+    if isinstance(engine, OcrEngine):
+        return engine
+    if engine not in OCR_ENGINES:
+        raise ValueError(f"unknown OCR engine {engine!r}; available: {', '.join(sorted(OCR_ENGINES))}")
+    options = {name: value for name, value in options.items() if value is not None}
+    key = (engine, tuple(sorted((name, repr(value)) for name, value in options.items())))
+    with _ENGINE_CACHE_LOCK:
+        if key not in _ENGINE_CACHE:
+            try:
+                _ENGINE_CACHE[key] = OCR_ENGINES[engine](**options)
+            except TypeError as error:
+                raise ValueError(f"OCR engine {engine!r}: {error}") from None
+        return _ENGINE_CACHE[key]
+
+
+def ocr_page(image: Image.Image, engine: str | OcrEngine = "tesseract", **options: Any) -> OcrResult:
+    """Read one page: `get_ocr_engine(engine, **options)(image)`."""
+    return get_ocr_engine(engine, **options)(image)
+
+
+# ----------------------------------------------------------------------------------------------- Tesseract
+@register_ocr_engine
+class TesseractEngine(OcrEngine):
+    """Tesseract through pytesseract.
+
+    - `psm`, then `fallback_psms` in turn while a page yields no word (3 = automatic layout; 6 = one block of
+      text, which reads pages that automatic layout analysis finds empty; 4 = one column).
+    - `min_height`: pages shorter than this many pixels are upscaled to it before reading (Tesseract reads
+      small print far better at about 30 px per text line); boxes are mapped back to the page's own pixels.
+      0 turns it off.
+    - `preprocess`: "none", "gray" (grayscale) or "threshold" (grayscale, then Otsu's global threshold).
+    - `config`: extra tesseract command-line options.
+
+    The defaults are what `benchmarks/ocr_quality.py` measured best on FUNSD and the synthetic invoices.
+    """
+
+    name = "tesseract"
+    requirement = "`pip install pytesseract` and `apt-get install tesseract-ocr` (plus tesseract-ocr-LANG)"
+
+    def __init__(self, lang: str = "eng", min_confidence: float = 0.0, psm: int = 3,
+                 fallback_psms: tuple[int, ...] | list[int] = (6,), min_height: int = 2000, preprocess: str = "none",
+                 config: str = ""):
+        super().__init__(lang, min_confidence)
+        if preprocess not in ("none", "gray", "threshold"):
+            raise ValueError(f"preprocess must be none, gray or threshold, got {preprocess!r}")
+        self.psm, self.fallback_psms = int(psm), tuple(int(p) for p in fallback_psms)
+        self.min_height, self.preprocess, self.config = int(min_height), preprocess, config
+        # Tesseract's OpenMP threads slow it down when pages are read in parallel or on few cores (measured on
+        # 2 cores: 0.5 s per invoice page with one thread, 0.7 s with two). A user's own setting wins.
+        os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "psm": self.psm, "fallback_psms": list(self.fallback_psms),
+                "min_height": self.min_height, "preprocess": self.preprocess, "config": self.config}
+
+    def read(self, page: Image.Image) -> OcrResult:
+        image, scale = prepare_page(page, self.min_height, self.preprocess)
+        for psm in (self.psm, *self.fallback_psms):
+            result = self._read(image, f"--psm {psm} {self.config}".strip())
+            if result.words:
+                break
+        if scale != 1:
+            result.boxes = [scale_box(box, 1 / scale, page.width, page.height) for box in result.boxes]
+        return result
+
+    def _read(self, image: Image.Image, config: str) -> OcrResult:
+        try:
+            import pytesseract
+        except ImportError as error:
+            raise OcrError(f"the tesseract OCR engine needs {self.requirement}") from error
+        try:
+            data = pytesseract.image_to_data(image, lang=self.lang, config=config, output_type=pytesseract.Output.DICT)
+        except pytesseract.TesseractNotFoundError as error:
+            raise OcrError(
+                "the tesseract binary is not installed or not on PATH (apt-get install tesseract-ocr)"
+            ) from error
+        except pytesseract.TesseractError as error:
+            raise OcrError(
+                f"tesseract failed (language {self.lang!r} installed? `tesseract --list-langs`): {error}"
+            ) from error
+        result = OcrResult()
+        line_numbers: dict[tuple[int, int, int], int] = {}
+        for i, text in enumerate(data["text"]):
+            text = (text or "").strip()
+            confidence = float(data["conf"][i])
+            # Rows of the block/paragraph/line levels carry conf -1 and no text.
+            if not text or confidence < 0:
+                continue
+            left, top = int(data["left"][i]), int(data["top"][i])
+            key = (int(data["block_num"][i]), int(data["par_num"][i]), int(data["line_num"][i]))
+            result.words.append(text)
+            result.boxes.append([left, top, left + int(data["width"][i]), top + int(data["height"][i])])
+            result.confidences.append(confidence)
+            result.line_ids.append(line_numbers.setdefault(key, len(line_numbers)))
+        return result
+
+
+def prepare_page(page: Image.Image, min_height: int, preprocess: str) -> tuple[Image.Image, float]:
+    """The image an engine reads, and its scale against the page: upscaled to `min_height` when shorter,
+    then converted as `preprocess` says."""
+    scale = min_height / page.height if min_height and page.height < min_height else 1.0
+    image = page
+    if scale != 1:
+        image = page.resize((round(page.width * scale), round(page.height * scale)), Image.Resampling.LANCZOS)
+    if preprocess in ("gray", "threshold"):
+        image = ImageOps.grayscale(image)
+    if preprocess == "threshold":
+        threshold = otsu_threshold(np.asarray(image))
+        image = image.point(lambda value: 255 if value > threshold else 0)
+    return image, scale
+
+
+def otsu_threshold(gray: np.ndarray) -> int:
+    """The gray level that best separates ink from paper (Otsu: maximal between-class variance)."""
+    histogram = np.bincount(gray.ravel(), minlength=256).astype(np.float64)
+    weights = np.cumsum(histogram)
+    means = np.cumsum(histogram * np.arange(256))
+    total, total_mean = weights[-1], means[-1]
+    background = weights[:-1]
+    foreground = total - background
+    valid = (background > 0) & (foreground > 0)
+    variance = np.zeros(255)
+    mean_background = means[:-1][valid] / background[valid]
+    mean_foreground = (total_mean - means[:-1][valid]) / foreground[valid]
+    variance[valid] = background[valid] * foreground[valid] * (mean_background - mean_foreground) ** 2
+    return int(np.argmax(variance))
+
+
+def scale_box(box, factor: float, width: int, height: int) -> list[int]:
+    x0, y0, x1, y1 = box
+    return [max(0, round(x0 * factor)), max(0, round(y0 * factor)),
+            min(width, round(x1 * factor)), min(height, round(y1 * factor))]
+
+
+# ------------------------------------------------------------------------------------------------ RapidOCR
+@register_ocr_engine
+class RapidOcrEngine(OcrEngine):
+    """RapidOCR (PaddleOCR's models on ONNX Runtime) with word boxes (`return_word_box`).
+
+    The wheel's default models read Latin script and Chinese; `lang` is recorded but does not pick a model.
+    `params` is passed to `rapidocr.RapidOCR(params=...)` (other models, thresholds, threads).
+    """
+
+    name = "rapidocr"
+    requirement = "`pip install rapidocr onnxruntime`"
+
+    def __init__(self, lang: str = "eng", min_confidence: float = 0.0, params: dict | None = None):
+        super().__init__(lang, min_confidence)
+        self.params = dict(params or {})
+        self._reader = None
+        # One page at a time: ONNX Runtime already uses every core for one page.
+        self._lock = threading.Lock()
+
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "params": self.params}
+
+    def _load(self):
+        if self._reader is None:
+            try:
+                import logging
+
+                from rapidocr import RapidOCR
+            except ImportError as error:
+                raise OcrError(f"the rapidocr OCR engine needs {self.requirement}") from error
+            self._reader = RapidOCR(params=self.params or None)
+            logging.getLogger("RapidOCR").setLevel(logging.WARNING)  # it logs every model path at INFO
+        return self._reader
+
+    def read(self, page: Image.Image) -> OcrResult:
+        with self._lock:
+            output = self._load()(np.asarray(page), return_word_box=True)
+        result = OcrResult()
+        for line, words in enumerate(output.word_results or ()):
+            for text, score, polygon in words:
+                xs = [point[0] for point in polygon]
+                ys = [point[1] for point in polygon]
+                result.words.append(str(text))
+                result.boxes.append(scale_box([min(xs), min(ys), max(xs), max(ys)], 1.0, page.width, page.height))
+                result.confidences.append(round(100 * float(score), 2))
+                result.line_ids.append(line)
+        return result

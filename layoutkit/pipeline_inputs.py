@@ -20,7 +20,7 @@ from transformers import Pipeline
 from .boxes import load_page, normalize_boxes, resize_document
 from .encoding import LayoutCollator, encode_documents, window_page_images
 from .modeling import model_family
-from .ocr import ocr_page
+from .ocr import OcrEngine, get_ocr_engine
 
 DEFAULT_WINDOW_BATCH_SIZE = 8
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -56,18 +56,36 @@ def has_given_words(inputs) -> bool:
     return isinstance(inputs, dict) and inputs.get("words") is not None
 
 
-def read_document(inputs, ocr_lang: str, ocr_config: str, min_ocr_confidence: float) -> dict[str, Any]:
-    """The upright RGB page and its words with pixel boxes, given or from OCR. `line_ids` and `confidences`
-    come with OCR only (None for given words)."""
+def read_document(inputs, ocr_engine: OcrEngine) -> dict[str, Any]:
+    """The upright RGB page and its words with pixel boxes, given or read by `ocr_engine`. `line_ids` and
+    `confidences` come with OCR only (None for given words)."""
     if isinstance(inputs, dict) and "image" not in inputs:
         raise ValueError("a dict input needs 'image' (path or PIL image), plus optionally 'words' and 'boxes'")
     page = load_page(read_image(inputs["image"] if isinstance(inputs, dict) else inputs))
     if has_given_words(inputs):
         words, boxes = check_words(inputs["words"], inputs.get("boxes"))
         return {"page": page, "words": words, "boxes": boxes, "line_ids": None, "confidences": None}
-    ocr = ocr_page(page, lang=ocr_lang, config=ocr_config, min_confidence=min_ocr_confidence)
+    ocr = ocr_engine(page)
     return {"page": page, "words": ocr.words, "boxes": ocr.boxes, "line_ids": ocr.line_ids,
             "confidences": ocr.confidences}
+
+
+def resolve_ocr_engine(recorded: dict[str, Any] | None, overrides: dict[str, Any]) -> OcrEngine:
+    """The OCR engine a pipeline reads pages with: the one the training data was read with (`recorded`, the
+    `ocr` settings of `document_preprocessing`), else Tesseract with its defaults; the caller's `overrides`
+    (engine, lang, min_confidence, config, options) win. Another engine than the recorded one starts from its
+    own defaults."""
+    overrides = dict(overrides)
+    engine = overrides.pop("engine", None)
+    if isinstance(engine, OcrEngine):
+        return engine
+    options = dict(recorded or {})
+    recorded_engine = options.pop("engine", "tesseract")
+    if engine is not None and engine != recorded_engine:
+        options = {}
+    options.update(overrides.pop("options", None) or {})
+    options.update({name: value for name, value in overrides.items() if value is not None})
+    return get_ocr_engine(engine or recorded_engine, **options)
 
 
 def recorded_preprocessing(config) -> dict[str, Any]:
@@ -75,16 +93,14 @@ def recorded_preprocessing(config) -> dict[str, Any]:
     return dict(getattr(config, "document_preprocessing", None) or {})
 
 
-def input_parameters(ocr_lang, ocr_config, min_ocr_confidence, window_batch_size, mixed_precision
-                     ) -> tuple[dict[str, Any], dict[str, Any]]:
+def input_parameters(ocr_engine, ocr_lang, ocr_config, min_ocr_confidence, ocr_options, window_batch_size,
+                     mixed_precision) -> tuple[dict[str, Any], dict[str, Any]]:
     """The preprocess (OCR) and forward (windows per pass, autocast) parameters every layout pipeline takes."""
-    preprocess = {}
-    if ocr_lang is not None:
-        preprocess["ocr_lang"] = ocr_lang
-    if ocr_config is not None:
-        preprocess["ocr_config"] = ocr_config
-    if min_ocr_confidence is not None:
-        preprocess["min_ocr_confidence"] = min_ocr_confidence
+    ocr = {"engine": ocr_engine, "lang": ocr_lang, "config": ocr_config, "min_confidence": min_ocr_confidence,
+           "options": ocr_options}
+    if ocr_options is not None and not isinstance(ocr_options, dict):
+        raise TypeError(f"ocr_options must be a dict of engine settings, got {type(ocr_options).__name__}")
+    preprocess = {"ocr": {name: value for name, value in ocr.items() if value is not None}}
     forward = {}
     if window_batch_size is not None:
         if int(window_batch_size) < 1:
@@ -125,9 +141,12 @@ class WindowedLayoutPipeline(Pipeline):
         max_length = settings.get("max_seq_length") or min(
             512, getattr(self.model.config, "max_position_embeddings", 514) - 2
         )
+        # The OCR engine and settings the training data was read with (datasets built with --ocr), if any.
+        self.recorded_ocr = settings.get("ocr")
         self.preprocessing = {
             "resize": tuple(settings["resize"]) if settings.get("resize") else None,
             "keep_aspect": bool(settings.get("keep_aspect", False)),
+            "pad": bool(settings.get("pad", True)),
             "max_seq_length": int(max_length),
             "stride": int(settings.get("stride", min(128, max_length // 4))),
         }
@@ -141,10 +160,15 @@ class WindowedLayoutPipeline(Pipeline):
         return super().__call__(inputs, *args, batch_size=1, **kwargs)
 
     # ------------------------------------------------------------------------------------- preprocess
+    def ocr_engine(self, overrides: dict[str, Any] | None = None) -> OcrEngine:
+        """The engine this pipeline reads pages with (see `resolve_ocr_engine`)."""
+        return resolve_ocr_engine(self.recorded_ocr, overrides or {})
+
     def _resize(self, page: Image.Image, boxes) -> tuple[Image.Image, list[list[float]]]:
         """The page and its boxes at the training resize (one resize path for both)."""
-        resized, (scaled,) = resize_document(page, [boxes], self.preprocessing["resize"],
-                                             self.preprocessing["keep_aspect"])
+        settings = self.preprocessing
+        resized, (scaled,) = resize_document(page, [boxes], settings["resize"], settings["keep_aspect"],
+                                             settings["pad"])
         return resized, scaled
 
     def _windows(self, resized: Image.Image, words: list[str], scaled) -> list[dict]:

@@ -8,7 +8,8 @@ Saved into every checkpoint (see `layoutkit/export.py`), so a trained model runs
     # [{"entity_group": "total", "score": 0.98, "word": "1,250.00", "start": 41, "end": 42,
     #   "box": [612, 880, 701, 902]}, ...]
 
-Input: an image (a path or a PIL image; words come from Tesseract OCR), or a dict
+Input: an image (a path or a PIL image; words come from OCR: the engine and settings the training data was read
+with, recorded in config.json, else Tesseract), or a dict
 `{"image": ..., "words": [...], "boxes": [[x0, y0, x1, y1], ...]}` with boxes in the image's pixels (OCR
 is skipped; optional "segment_boxes" or "line_ids"). A list of inputs returns a list of results.
 
@@ -23,14 +24,17 @@ Output: entity groups shaped like the stock pipeline's `aggregation_strategy="si
 `score` (mean of the word scores), `word` (the words joined with spaces), `start` and `end` (word indices,
 end exclusive) plus `box`, the union of the words' boxes in the original image's pixels. With
 `return_words=True`: `{"entities": [...], "words": [{"text", "box", "label", "score"}, ...],
-"width", "height"}`.
+"width", "height"}`; `return_fields=True` adds `"fields"`, one typed value per field (`fields.py`, types from
+`schema`); `draw=True` adds `"image"`, the page with its words and entities drawn (`draw.py`).
 
-Call options: `ocr_lang` ("eng"), `ocr_config` (extra tesseract options), `batch_size` (windows per
-forward pass, default 8), `mixed_precision` ("no" or "bf16" autocast), `rules` (post-processing rules,
-see `postprocess.py`), `return_words`.
+Call options: `ocr_engine` ("tesseract", "rapidocr" or an `OcrEngine`), `ocr_lang` ("eng"), `ocr_config` (extra
+tesseract options), `min_ocr_confidence`, `ocr_options` (a dict of engine settings), `batch_size` (windows per
+forward pass, default 8), `mixed_precision` ("no" or "bf16" autocast), `rules` (post-processing rules, see
+`postprocess.py`), `return_words`, `return_fields`, `schema` (a `FieldSchema`, dict or JSON path), `draw`.
 
 This file and the modules it imports relatively use only the standard library, numpy, PIL, torch and
-transformers (pytesseract only when OCR runs), as required for code loaded with `trust_remote_code`. The input
+transformers (the OCR engine's package only when OCR runs), as required for code loaded with `trust_remote_code`.
+The input
 side (reading, OCR, resize, windows, batched forward) is `pipeline_inputs.py`, shared with the
 document-classification pipeline.
 """
@@ -42,6 +46,8 @@ from typing import Any
 import numpy as np
 
 from .boxes import group_lines, segment_boxes, union_box
+from .draw import draw_page
+from .fields import FieldSchema, extract_fields
 from .labels import OUTSIDE, bio_spans
 from .pipeline_inputs import (
     DEFAULT_WINDOW_BATCH_SIZE,
@@ -67,22 +73,32 @@ class LayoutTokenClassificationPipeline(WindowedLayoutPipeline):
 
     def _sanitize_parameters(
         self,
+        ocr_engine=None,
         ocr_lang=None,
         ocr_config=None,
         min_ocr_confidence=None,
+        ocr_options=None,
         window_batch_size=None,
         mixed_precision=None,
         rules=None,
         return_words=None,
+        return_fields=None,
+        schema=None,
+        draw=None,
         aggregation_strategy=None,
     ):
-        preprocess, forward = input_parameters(ocr_lang, ocr_config, min_ocr_confidence, window_batch_size,
-                                               mixed_precision)
+        preprocess, forward = input_parameters(ocr_engine, ocr_lang, ocr_config, min_ocr_confidence, ocr_options,
+                                               window_batch_size, mixed_precision)
         postprocess = {}
         if rules is not None:
             postprocess["rules"] = RuleConfig.from_value(rules)
         if return_words is not None:
             postprocess["return_words"] = bool(return_words)
+        if return_fields is not None or schema is not None:
+            postprocess["return_fields"] = bool(return_fields) or schema is not None
+            postprocess["schema"] = FieldSchema.load(schema)
+        if draw is not None:
+            postprocess["draw"] = bool(draw)
         if aggregation_strategy not in (None, "simple"):
             raise ValueError(
                 "this pipeline always groups words into entities (aggregation_strategy='simple'); "
@@ -91,10 +107,10 @@ class LayoutTokenClassificationPipeline(WindowedLayoutPipeline):
         return preprocess, forward, postprocess
 
     # ------------------------------------------------------------------------------------- preprocess
-    def _read_document(self, inputs, ocr_lang: str, ocr_config: str, min_ocr_confidence: float) -> dict[str, Any]:
+    def _read_document(self, inputs, ocr: dict | None) -> dict[str, Any]:
         """The page and its words with pixel boxes (given, or from OCR), plus the optional line structure a
         dict input may give: `segment_boxes` or `line_ids`."""
-        document = read_document(inputs, ocr_lang, ocr_config, min_ocr_confidence)
+        document = read_document(inputs, self.ocr_engine(ocr))
         document["segment_boxes"] = None
         if has_given_words(inputs):
             if inputs.get("segment_boxes") is not None:
@@ -105,8 +121,8 @@ class LayoutTokenClassificationPipeline(WindowedLayoutPipeline):
                 document["line_ids"] = [int(v) for v in inputs["line_ids"]]
         return document
 
-    def preprocess(self, inputs, ocr_lang: str = "eng", ocr_config: str = "", min_ocr_confidence: float = 0.0):
-        document = self._read_document(inputs, ocr_lang, ocr_config, min_ocr_confidence)
+    def preprocess(self, inputs, ocr: dict | None = None):
+        document = self._read_document(inputs, ocr)
         page, words, boxes = document["page"], document["words"], document["boxes"]
         model_boxes = boxes
         if self.preprocessing["box_level"] == "segment":
@@ -124,6 +140,7 @@ class LayoutTokenClassificationPipeline(WindowedLayoutPipeline):
             "line_ids": document["line_ids"],
             "confidences": document["confidences"],
             "size": page.size,
+            "page": page,
         }
 
     # ---------------------------------------------------------------------------------------- forward
@@ -140,7 +157,8 @@ class LayoutTokenClassificationPipeline(WindowedLayoutPipeline):
         return {**model_inputs, "label_ids": label_ids, "scores": scores}
 
     # ------------------------------------------------------------------------------------ postprocess
-    def postprocess(self, model_outputs, rules: RuleConfig | None = None, return_words: bool = False):
+    def postprocess(self, model_outputs, rules: RuleConfig | None = None, return_words: bool = False,
+                    return_fields: bool = False, schema: FieldSchema | None = None, draw: bool = False):
         words, boxes = model_outputs["words"], model_outputs["boxes"]
         scores = [float(s) for s in model_outputs["scores"]]
         id2label = self.model.config.id2label
@@ -158,7 +176,7 @@ class LayoutTokenClassificationPipeline(WindowedLayoutPipeline):
                 "end": span.end,
                 "box": [round(v) for v in union_box(boxes[span.start : span.end])],
             })
-        if not return_words:
+        if not (return_words or return_fields or draw):
             return entities
         word_rows = []
         for i, word in enumerate(words):
@@ -169,4 +187,9 @@ class LayoutTokenClassificationPipeline(WindowedLayoutPipeline):
                 row["ocr_confidence"] = model_outputs["confidences"][i]
             word_rows.append(row)
         width, height = model_outputs["size"]
-        return {"entities": entities, "words": word_rows, "width": width, "height": height}
+        output = {"entities": entities, "words": word_rows, "width": width, "height": height}
+        if return_fields:
+            output["fields"] = extract_fields(entities, schema)
+        if draw:
+            output["image"] = draw_page(model_outputs["page"], word_rows, entities)
+        return output

@@ -162,9 +162,18 @@ def _evaluation(metrics: Mapping, labels: Sequence[str], prefix: str, split_name
     return "\n".join(lines)
 
 
+def resize_mode_words(preprocessing: dict) -> str:
+    if not preprocessing.get("keep_aspect"):
+        return ""
+    if preprocessing.get("pad", True):
+        return " keeping the aspect ratio (white padding)"
+    return " at most, keeping the aspect ratio and orientation (no padding)"
+
+
 def _usage(task: str, repo: str) -> str:
     if task == "token-classification":
-        return f"""With the pipeline shipped in this repository (OCR by Tesseract, or your own words and boxes):
+        return f"""With the pipeline shipped in this repository (OCR by the engine recorded below, or your own words
+and boxes):
 
 ```python
 from transformers import pipeline
@@ -172,6 +181,8 @@ from transformers import pipeline
 extractor = pipeline("token-classification", model="{repo}", trust_remote_code=True)
 extractor("invoice.png")  # or {{"image": "invoice.png", "words": [...], "boxes": [[x0, y0, x1, y1], ...]}}
 # [{{"entity_group": "total", "score": 0.97, "word": "1,250.00", "start": 41, "end": 42, "box": [612, 880, 701, 902]}}, ...]
+extractor("invoice.png", return_fields=True)["fields"]  # one typed value per field
+# {{"total": {{"type": "amount", "value": "1,250.00", "normalized": "1250.00", "currency": "USD", ...}}, ...}}
 ```
 
 On images, multi-page TIFFs, PDFs or whole folders, with one JSON per document (layoutkit's `predict.py`):
@@ -181,7 +192,8 @@ python predict.py --model_name_or_path {repo} --input invoices/ --output_dir pre
 ```
 
 The pipeline repeats the training preprocessing recorded in `config.json` (`document_preprocessing`): the page
-resize, box level, window length and stride. OCR needs `tesseract-ocr` and `pytesseract`."""
+resize, box level, window length, stride and, for a model trained on OCR words, the OCR engine and its settings.
+OCR needs the engine: `tesseract-ocr` and `pytesseract` (default), or `rapidocr` and `onnxruntime`."""
     return f"""```python
 from transformers import pipeline
 
@@ -276,7 +288,7 @@ def build_model_card(
     limitations = "\n".join([
         "- Trained and evaluated on the data above only: layouts, languages, currencies and scan quality that differ "
         "from it can lower accuracy substantially. Check the metrics on your own documents before relying on it.",
-        "- Predictions depend on the OCR: words Tesseract misses or misreads cannot be extracted correctly.",
+        "- Predictions depend on the OCR: words the OCR engine misses or misreads cannot be extracted correctly.",
         "- Outputs are predictions with scores, not verified values; keep a human in the loop for payments, "
         "accounting or legal use.",
         "- Documents can contain personal data; process them in line with the applicable data-protection rules.",
@@ -295,11 +307,15 @@ def build_model_card(
     if prep:
         resize = prep.get("resize")
         prep_lines = [
-            "- Page resize: " + (f"{resize[0]}x{resize[1]} pixels" + (" keeping the aspect ratio (white padding)"
-                                 if prep.get("keep_aspect") else "") if resize else "none (pages kept as they are)"),
+            "- Page resize: " + (f"{resize[0]}x{resize[1]} pixels" + resize_mode_words(prep) if resize
+                                 else "none (pages kept as they are)"),
         ]
         if "box_level" in prep:
             prep_lines.append(f"- Boxes: {prep['box_level']}-level, on the 0-1000 grid")
+        if prep.get("ocr"):
+            settings = ", ".join(f"{k}={v}" for k, v in prep["ocr"].items() if k != "engine")
+            prep_lines.append(f"- Trained on the words OCR reads: {prep['ocr'].get('engine')} ({settings}); inference "
+                              "reads pages the same way")
         if "max_seq_length" in prep:
             prep_lines.append(f"- Windows of {prep['max_seq_length']} tokens with a stride of {prep.get('stride')} tokens; "
                               "predictions are merged back to one label per word")

@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
 # Offline quick start: set up, generate sample invoices, build the dataset, train a small LayoutLM
-# from scratch, evaluate it on the held-out test split, and extract the fields of an unseen invoice.
+# from scratch, evaluate it on the held-out test split, extract the fields of an unseen invoice, and measure
+# end to end (page images in, field values out) on test invoices, with the words given and with OCR.
+#
+# Which words it trains on: the annotated words (default), or with OCR=tesseract (or rapidocr) the words that
+# OCR engine reads, with the gold labels carried over (what inference on scans will see; slower to build:
+# about 1 s per page per core with Tesseract). See docs/ocr.md.
 #
 # LayoutLM v1 here, not v3: trained from scratch with 10 or more labels (19 here), transformers'
 # LayoutLMv3 token-classification head (dense + tanh) collapses to predicting the label prior; with
@@ -19,7 +24,10 @@ source .venv/bin/activate
 DATA=${DATA:-data}
 RUNS=${RUNS:-runs}
 python -m dataset_loader synth --output "$DATA/sample_invoices" --num-docs "${NUM_DOCS:-2000}" --seed 0
-python -m dataset_loader build --data-dir "$DATA/sample_invoices" --output "$DATA/invoices" --seed 0 --overwrite
+OCR_FLAGS=()
+[ -n "${OCR:-}" ] && OCR_FLAGS=(--ocr "$OCR")
+python -m dataset_loader build --data-dir "$DATA/sample_invoices" --output "$DATA/invoices" --seed 0 --overwrite \
+    "${OCR_FLAGS[@]}"
 MODEL_TYPE=${MODEL_TYPE:-layoutlm}
 python -m layoutkit.scratch --model_type "$MODEL_TYPE" --size small --vocab_size 4000 \
     --dataset_path "$DATA/invoices" --output_dir "$RUNS/scratch-$MODEL_TYPE-small"
@@ -42,5 +50,11 @@ import json, sys
 results = json.load(open(f"{sys.argv[1]}/invoices-{sys.argv[2]}-small/all_results.json"))
 print(json.dumps({k: round(results[k], 4) for k in ("test_precision", "test_recall", "test_f1", "test_accuracy")}, indent=2))
 prediction = json.load(open(f"{sys.argv[1]}/predictions/invoice_00000.json"))
-print(json.dumps(prediction["fields"], indent=2, ensure_ascii=False))
+print(json.dumps({name: {k: v for k, v in field.items() if k not in ("candidates", "box")}
+                  for name, field in prediction["fields"].items()}, indent=2, ensure_ascii=False))
 PY
+
+# End to end on test invoices the model has never seen: page images in, one value per field out, compared with the
+# gold values. "given" feeds the annotated words (what the test F1 above measures); "tesseract" reads the page.
+python benchmarks/end_to_end.py --model "$RUNS/invoices-$MODEL_TYPE-small" --data_dir "$DATA/sample_invoices" \
+    --dataset_path "$DATA/invoices" --engines "given,${OCR:-tesseract}" --max_docs "${E2E_DOCS:-50}"

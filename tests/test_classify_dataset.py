@@ -24,7 +24,8 @@ def cli(*args) -> int:
 
 
 def build(data_dir, output, *extra, check=True):
-    code = cli("classify", "--data-dir", data_dir, "--output", output, "--resize", "500x350", *extra)
+    code = cli("classify", "--data-dir", data_dir, "--output", output, "--resize", "500x350",
+               "--resize-mode", "stretch", *extra)
     if check:
         assert code == 0
     return code
@@ -69,7 +70,7 @@ def test_classify_builds_labels_words_and_stratified_seeded_split(class_sample, 
     assert row["words"] == source["words"]
     assert all(0 <= x0 <= x1 <= 500 and 0 <= y0 <= y1 <= 350 for x0, y0, x1, y1 in row["bboxes"])
     assert json.loads((tmp_path / "a" / "preprocessing.json").read_text()) == {"resize": [500, 350],
-                                                                                "keep_aspect": False}
+                                                                                "keep_aspect": False, "pad": True}
     report = json.loads((tmp_path / "a" / "build_report.json").read_text())
     assert report["class_counts"] == {"invoice": 4, "letter": 4, "receipt": 4}
 

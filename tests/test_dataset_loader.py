@@ -127,14 +127,20 @@ def test_build_rows_match_annotations_resized(built, synth_dir):
     for part in dataset.values():
         for row in part:
             data = annotations[row["id"]]
-            assert row["image"].size == (1000, 700) and row["image"].mode == "RGB"
             assert row["words"] == data["words"]
             assert [INVOICE_LABELS[tag] for tag in row["ner_tags"]] == data["labels"]
             with Image.open(synth_dir / "images" / data["image"]) as page:
-                _, (boxes, segments) = resize_document(page, [data["boxes"], data["segment_boxes"]], (1000, 700))
+                # The default resize fits the page inside 1000x1000 keeping its shape: a portrait page stays
+                # portrait, its longest side 1000 pixels, no padding.
+                resized, (boxes, segments) = resize_document(
+                    page, [data["boxes"], data["segment_boxes"]], (1000, 1000), keep_aspect=True, pad=False)
+                assert abs(resized.width / resized.height - page.width / page.height) < 0.01
+            assert row["image"].size == resized.size and row["image"].mode == "RGB"
+            assert max(row["image"].size) == 1000 and row["image"].height > row["image"].width
             assert row["bboxes"] == boxes and row["segment_bboxes"] == segments
+            width, height = row["image"].size
             for x0, y0, x1, y1 in row["bboxes"] + row["segment_bboxes"]:
-                assert 0 <= x0 <= x1 <= 1000 and 0 <= y0 <= y1 <= 700
+                assert 0 <= x0 <= x1 <= width and 0 <= y0 <= y1 <= height
 
 
 def test_build_splits_are_seeded_and_complete(built, synth_dir):
@@ -149,8 +155,9 @@ def test_build_splits_are_seeded_and_complete(built, synth_dir):
 
 def test_build_writes_preprocessing_and_report(built):
     output, _ = built
-    assert json.loads((output / "preprocessing.json").read_text()) == {"resize": [1000, 700], "keep_aspect": False}
-    assert load_preprocessing(output) == {"resize": [1000, 700], "keep_aspect": False}
+    expected = {"resize": [1000, 1000], "keep_aspect": True, "pad": False}
+    assert json.loads((output / "preprocessing.json").read_text()) == expected
+    assert load_preprocessing(output) == expected
     assert load_preprocessing(output / "missing") is None
     assert load_preprocessing("someone/hub-dataset") is None
     report = json.loads((output / "build_report.json").read_text())
@@ -171,7 +178,7 @@ def test_segment_boxes_default_to_lines(tmp_path, synth_dir):
     row = build_dataset(tmp_path / "data", tmp_path / "out", ratios=(1, 0, 0), size=(500, 350))["train"][0]
     lines = segment_boxes(data["boxes"], group_lines(data["boxes"]))
     with Image.open(tmp_path / "data" / "images" / data["image"]) as page:
-        _, (expected,) = resize_document(page, [lines], (500, 350))
+        _, (expected,) = resize_document(page, [lines], (500, 350), keep_aspect=True, pad=False)
     assert row["segment_bboxes"] == expected
     assert len(set(map(tuple, expected))) < len(expected)  # words really share line boxes
 
@@ -183,8 +190,8 @@ def test_keep_aspect_fits_and_pads(tmp_path, synth_dir):
     for stem, data in list(_annotations(synth_dir).items())[:2]:
         (subset / "annotations" / f"{stem}.json").write_text(json.dumps(data))
         (subset / "images" / data["image"]).write_bytes((synth_dir / "images" / data["image"]).read_bytes())
-    dataset = build_dataset(subset, tmp_path / "out", keep_aspect=True, ratios=(1, 0, 0))
-    assert load_preprocessing(tmp_path / "out") == {"resize": [1000, 700], "keep_aspect": True}
+    dataset = build_dataset(subset, tmp_path / "out", size=(1000, 700), keep_aspect=True, pad=True, ratios=(1, 0, 0))
+    assert load_preprocessing(tmp_path / "out") == {"resize": [1000, 700], "keep_aspect": True, "pad": True}
     for row in dataset["train"]:
         data = _annotations(subset)[row["id"]]
         with Image.open(subset / "images" / data["image"]) as page:
@@ -203,7 +210,7 @@ def test_output_overwrite(tmp_path, built, synth_dir):
     build_dataset(synth_dir, copy, ratios=(1, 0, 0), size=(100, 70))
     with pytest.raises(dataset_loader.BuildError, match="--overwrite"):
         build_dataset(synth_dir, copy, ratios=(1, 0, 0), size=(100, 70))
-    dataset = build_dataset(synth_dir, copy, ratios=(1, 0, 0), size=(120, 80), overwrite=True)
+    dataset = build_dataset(synth_dir, copy, ratios=(1, 0, 0), size=(120, 80), keep_aspect=False, overwrite=True)
     assert dataset["train"][0]["image"].size == (120, 80)
 
 
@@ -304,7 +311,7 @@ def test_funsd_import(tmp_path):
     assert row["words"] == words
     assert [FUNSD_LABELS[tag] for tag in row["ner_tags"]] == tags
     with Image.open(FUNSD_DIR / "testing_data" / "images" / f"{row['id']}.png") as page:
-        _, (expected_segments,) = resize_document(page, [segments], (1000, 700))
+        _, (expected_segments,) = resize_document(page, [segments], (1000, 1000), keep_aspect=True, pad=False)
     assert row["segment_bboxes"] == expected_segments and row["image"].mode == "RGB"
 
     report = json.loads((tmp_path / "funsd" / "build_report.json").read_text())
@@ -335,7 +342,7 @@ def test_dataset_card(built):
     train_entities = sum(1 for row in dataset["train"] for tag in row["ner_tags"] if INVOICE_LABELS[tag] == "B-total")
     assert f"| train | 10 | {sum(len(w) for w in dataset['train']['words'])} |" in text
     assert str(train_entities) in text
-    assert "1000x700" in text and "width x height" in text
+    assert "1000x1000" in text and "width x height" in text and "aspect ratio kept" in text
     assert '"segment_boxes"' in text  # the annotation format
     assert 'load_dataset("me/invoices")' in text
     assert DatasetCard(str(card)).data.task_categories == ["token-classification"]  # round-trips
@@ -413,3 +420,29 @@ def test_cli_rejects_bad_options(capsys):
     assert caught.value.code == 2 and "WIDTHxHEIGHT" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["build", "--data-dir", "x", "--output", "y", "--split", "0.5,0.5"])
+
+
+def test_resize_modes_from_the_command_line(tmp_path, synth_dir):
+    """fit (default) keeps a portrait page portrait; pad fits then pads to the size; stretch fills it."""
+    subset = tmp_path / "data"
+    (subset / "annotations").mkdir(parents=True)
+    (subset / "images").mkdir()
+    stem, data = next(iter(_annotations(synth_dir).items()))
+    (subset / "annotations" / f"{stem}.json").write_text(json.dumps(data))
+    (subset / "images" / data["image"]).write_bytes((synth_dir / "images" / data["image"]).read_bytes())
+    with Image.open(subset / "images" / data["image"]) as page:
+        width, height = page.size
+    sizes = {}
+    for mode in ("fit", "pad", "stretch"):
+        output = tmp_path / mode
+        assert main(["build", "--data-dir", str(subset), "--output", str(output), "--split", "1,0,0",
+                     "--resize", "800x800", *(["--resize-mode", mode] if mode != "fit" else [])]) == 0
+        sizes[mode] = load_from_disk(str(output))["train"][0]["image"].size
+        settings = load_preprocessing(output)
+        assert (settings["keep_aspect"], settings["pad"]) == {"fit": (True, False), "pad": (True, True),
+                                                              "stretch": (False, True)}[mode]
+    assert sizes["fit"] == (round(width * 800 / height), 800)
+    assert sizes["pad"] == sizes["stretch"] == (800, 800)
+    assert main(["build", "--data-dir", str(subset), "--output", str(tmp_path / "old"), "--split", "1,0,0",
+                 "--keep-aspect"]) == 0
+    assert load_preprocessing(tmp_path / "old")["pad"] is True

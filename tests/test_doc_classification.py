@@ -74,7 +74,8 @@ def test_outputs_and_document_level_metrics(trained):
     config = json.loads((trained / "config.json").read_text())
     assert config["custom_pipelines"]["image-classification"]["impl"] == (
         "document_classification_pipeline.LayoutDocumentClassificationPipeline")
-    assert config["document_preprocessing"]["resize"] == [1000, 700]
+    assert config["document_preprocessing"]["resize"] == [1000, 1000]
+    assert config["document_preprocessing"]["keep_aspect"] and not config["document_preprocessing"]["pad"]
     from layoutkit.export import ALLOWED_IMPORTS, third_party_imports
 
     assert third_party_imports("image-classification") <= ALLOWED_IMPORTS

@@ -11,8 +11,8 @@ from inference_fixtures import force_label
 
 TESSERACT = shutil.which("tesseract")
 needs_tesseract = pytest.mark.skipif(TESSERACT is None, reason="tesseract is not installed (apt-get install tesseract-ocr)")
-PIPELINE_FILES = ["token_classification_pipeline.py", "boxes.py", "encoding.py", "labels.py", "modeling.py", "ocr.py",
-                  "pipeline_inputs.py", "postprocess.py", "windows.py"]
+PIPELINE_FILES = ["token_classification_pipeline.py", "boxes.py", "draw.py", "encoding.py", "fields.py", "labels.py",
+                  "modeling.py", "ocr.py", "pipeline_inputs.py", "postprocess.py", "windows.py"]
 
 
 def synth_document(invoice_dataset, split="test", index=0):
@@ -84,6 +84,8 @@ inputs = {"image": sys.argv[3], "words": doc["words"], "boxes": doc["boxes"]}
 out = {"class": type(extractor).__module__, "entities": extractor(inputs),
        "ruled": extractor(inputs, rules="company_first_lines", batch_size=2),
        "words": extractor(inputs, return_words=True)["words"]}
+drawn = extractor(inputs, return_fields=True, draw=True)
+out["fields"], out["drawn_size"] = drawn["fields"], list(drawn["image"].size)
 if len(sys.argv) > 4:  # OCR, when tesseract is installed
     out["ocr_entities"] = extractor(sys.argv[4])
     out["ocr_result"] = extractor(sys.argv[4], ocr_lang="eng", return_words=True)
@@ -104,7 +106,7 @@ def fresh_process_results(vendor_ner_checkpoint, synthetic_invoices, tmp_path_fa
     return json.loads(annotation.read_text()), run_fresh_python(FRESH_SCRIPT, args, tmp_path)
 
 
-def test_fresh_process_words_and_boxes(fresh_process_results):
+def test_fresh_process_words_and_boxes(fresh_process_results, synthetic_invoices):
     """Dict input (words + pixel boxes, no OCR) through the code shipped in the checkpoint."""
     annotation, out = fresh_process_results
     assert out["class"].startswith("transformers_modules.")
@@ -117,6 +119,11 @@ def test_fresh_process_words_and_boxes(fresh_process_results):
     }]
     assert 0 < out["entities"][0]["score"] <= 1
     assert [w["text"] for w in out["words"]] == words and [w["box"] for w in out["words"]] == boxes
+    # One typed value per field, and the page drawn, from the modules shipped in the checkpoint.
+    assert out["fields"]["vendor"]["value"] == " ".join(words) and out["fields"]["vendor"]["type"] == "text"
+    from PIL import Image
+
+    assert out["drawn_size"] == list(Image.open(synthetic_invoices / "images" / annotation["image"]).size)
     # rules="company_first_lines" keeps the vendor only on the two top lines.
     kept = [i for e in out["ruled"] for i in range(e["start"], e["end"])]
     assert kept and len(kept) < len(words)
@@ -141,6 +148,37 @@ def test_fresh_process_image_with_ocr(fresh_process_results, synthetic_invoices)
     texts = [w["text"] for w in result["words"]]
     assert any(t.lower().startswith(("total", "invoice", "due")) for t in texts), texts[:40]
     assert all("ocr_confidence" in w for w in result["words"])
+
+
+# ------------------------------------------------------------------------------------------- OCR engines
+def test_recorded_ocr_engine_is_the_default(vendor_ner_checkpoint, tmp_path):
+    """A model trained on OCR words reads pages with the engine and settings recorded in its config; the
+    caller can still choose another engine per call."""
+    from PIL import Image
+
+    from layoutkit.ocr import register_ocr_engine
+    from test_ocr import FixedEngine
+
+    register_ocr_engine(FixedEngine)
+    checkpoint = tmp_path / "ocr-trained"
+    shutil.copytree(vendor_ner_checkpoint, checkpoint)
+    config = json.loads((checkpoint / "config.json").read_text())
+    config["document_preprocessing"]["ocr"] = {
+        "engine": "fixed-test-engine", "lang": "eng", "min_confidence": 0.0, "words": ["Acme", "Ltd", "Total"],
+        "boxes": [[10, 10, 60, 30], [65, 10, 90, 30], [10, 60, 60, 80]], "line_ids": [0, 0, 1],
+    }
+    (checkpoint / "config.json").write_text(json.dumps(config))
+    extractor = load_pipeline(checkpoint)
+    page = Image.new("RGB", (200, 100), "white")
+    result = extractor(page, return_words=True)
+    assert [w["text"] for w in result["words"]] == ["Acme", "Ltd", "Total"]
+    assert extractor.ocr_engine().settings()["words"] == ["Acme", "Ltd", "Total"]
+    # Overrides: options of the recorded engine, or another engine from its own defaults.
+    assert extractor.ocr_engine({"options": {"words": ["X"], "boxes": [[0, 0, 5, 5]], "line_ids": [0]}}).words == ["X"]
+    assert extractor.ocr_engine({"engine": "tesseract"}).settings() == {
+        "engine": "tesseract", "lang": "eng", "min_confidence": 0.0, "psm": 3, "fallback_psms": [6],
+        "min_height": 2000, "preprocess": "none", "config": ""}
+    assert extractor.ocr_engine({"engine": "tesseract", "lang": "deu"}).lang == "deu"
 
 
 # ---------------------------------------------------------------------------- same as training, in-process

@@ -86,7 +86,7 @@ def read_outputs(output_dir):
 
 def check_document(path, model, pages):
     document = json.loads(path.read_text())
-    assert set(document) >= {"model", "source", "pages", "fields", "words"}
+    assert set(document) >= {"model", "source", "pages", "fields", "entities", "words"}
     assert document["model"] == str(model) and document["status"] == "ok"
     assert [p["page"] for p in document["pages"]] == list(range(1, pages + 1))
     sizes = {p["page"]: (p["width"], p["height"]) for p in document["pages"]}
@@ -95,9 +95,14 @@ def check_document(path, model, pages):
         width, height = sizes[word["page"]]
         x0, y0, x1, y1 = word["box"]
         assert 0 <= x0 <= x1 <= width and 0 <= y0 <= y1 <= height
-    for values in document["fields"].values():
-        for value in values:
-            assert set(value) == {"text", "box", "score", "page"}
+    for entity in document["entities"]:
+        assert set(entity) >= {"entity_group", "word", "box", "score", "page", "start", "end"}
+    for name, field in document["fields"].items():
+        assert field["type"] in ("text", "date", "amount", "number")
+        candidates = field["values"] if field.get("multiple") else field["candidates"]
+        assert candidates and all(set(c) >= {"text", "normalized", "box", "score", "page"} for c in candidates)
+        if not field.get("multiple"):  # one value: the best-scoring candidate
+            assert field["value"] == max(candidates, key=lambda c: c["score"])["text"]
     return document
 
 
@@ -126,12 +131,12 @@ def test_folder_with_bad_files(vendor_ner_checkpoint, mixed_folder, tmp_path):
 
     receipt = check_document(output / "receipt.json", vendor_ner_checkpoint, 1)
     assert "Total" in [w["text"] for w in receipt["words"]]
-    assert receipt["fields"]["vendor"][0]["page"] == 1
+    assert receipt["fields"]["vendor"]["page"] == 1
     pdf = check_document(output / "two_pages.json", vendor_ner_checkpoint, 2)
     # Rendered at --dpi 100 from a PDF saved at 100 dpi: the pages keep their pixel size (to rounding).
     for page in pdf["pages"]:
         assert abs(page["width"] - 520) <= 1 and abs(page["height"] - 240) <= 1
-    assert [v["page"] for v in pdf["fields"]["vendor"]] == [1, 2]
+    assert [v["page"] for v in pdf["fields"]["vendor"]["candidates"]] == [1, 2]
     assert "Globex" in [w["text"] for w in pdf["words"] if w["page"] == 1]
     assert "Subtotal" in [w["text"] for w in pdf["words"] if w["page"] == 2]
     check_document(output / "scan.json", vendor_ner_checkpoint, 2)
@@ -155,7 +160,7 @@ def test_words_json_with_rules(vendor_ner_checkpoint, synthetic_invoices, tmp_pa
     vendor_words = [w for w in document["words"] if w["label"] != "O"]
     assert vendor_words and len(vendor_words) < len(annotation["words"])
     assert all("model_label" in w for w in document["words"] if w["label"] == "O")
-    assert document["fields"]["vendor"][0]["text"].startswith(annotation["words"][0])
+    assert document["fields"]["vendor"]["value"].startswith(annotation["words"][0])
 
 
 def test_every_document_failing_exits_1(vendor_ner_checkpoint, tmp_path):
@@ -194,3 +199,36 @@ def test_output_names_are_unique(tmp_path):
 
     names = predict.output_names([Path("a/x.png"), Path("a/x.pdf"), Path("a/y.png")])
     assert names == {Path("a/x.png"): "x.png.json", Path("a/x.pdf"): "x.pdf.json", Path("a/y.png"): "y.json"}
+
+
+def test_draw_and_typed_fields_with_a_schema(vendor_ner_checkpoint, synthetic_invoices, tmp_path):
+    """--draw writes one PNG per page at the page's size; --schema types the fields (here vendor as a date, which
+    cannot parse: the raw text stays, with the reason)."""
+    from PIL import Image
+
+    import predict
+
+    annotation_path = synthetic_invoices / "annotations" / "invoice_00002.json"
+    annotation = json.loads(annotation_path.read_text())
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps({"fields": {"vendor": {"type": "date"}}}))
+    output = tmp_path / "out"
+    assert predict.main(["--model_name_or_path", str(vendor_ner_checkpoint), "--words_json", str(annotation_path),
+                         "--output_dir", str(output), "--draw", "--schema", str(schema), "--device", "cpu"]) == 0
+    document = check_document(output / "invoice_00002.json", vendor_ner_checkpoint, 1)
+    vendor = document["fields"]["vendor"]
+    assert vendor["type"] == "date" and vendor["value"] == " ".join(annotation["words"])
+    assert vendor["normalized"] is None and vendor["error"]
+    drawing = Image.open(output / "invoice_00002.page1.png")
+    page = Image.open(synthetic_invoices / "images" / annotation["image"])
+    assert drawing.size == page.size
+    # The entity box is drawn in its label's colour over the page.
+    from layoutkit.draw import label_colour
+
+    x0, y0 = document["entities"][0]["box"][:2]
+    assert drawing.getpixel((x0 + 1, y0 + 1))[:3] == label_colour("vendor")
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"fields": {"total": {"type": "money"}}}))
+    with pytest.raises(SystemExit):
+        predict.parse_args(["--model_name_or_path", "m", "--input", "x", "--output_dir", "o", "--schema", str(bad)])

@@ -1,0 +1,122 @@
+#!/usr/bin/env python
+"""OCR quality per engine and setting, against gold words and boxes: FUNSD test pages and rendered synthetic invoices.
+
+    python benchmarks/ocr_quality.py --funsd ../shared/datasets/funsd --invoices data/sample_invoices --max_pages 20
+
+For every page: word recall (gold words found by an OCR word with the same text whose box overlaps the gold box by
+half the smaller box), word precision (OCR words that are such a match), character error rate of each gold word
+against its best-overlapping OCR word, seconds per page (wall) and the process's peak memory (RSS, MiB, after the
+setting ran, each setting in a fresh process; RapidOCR's models are loaded once). Prints a Markdown table; --output_json keeps the numbers.
+
+Settings (`--settings`, comma-separated names of `SETTINGS` below) vary one thing at a time from Tesseract's
+defaults, so each row says what that choice is worth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import resource
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from PIL import Image  # noqa: E402
+
+from layoutkit.boxes import load_page  # noqa: E402
+from layoutkit.ocr import get_ocr_engine  # noqa: E402
+from layoutkit.ocr_alignment import QualityCounts, ocr_quality  # noqa: E402
+
+# name -> (engine, options)
+SETTINGS = {
+    "tesseract": ("tesseract", {}),  # the defaults: psm 3 (fallback 6), pages under 2000 px upscaled
+    "tesseract-no-upscale": ("tesseract", {"min_height": 0}),
+    "tesseract-upscale-3000": ("tesseract", {"min_height": 3000}),
+    "tesseract-gray": ("tesseract", {"preprocess": "gray"}),
+    "tesseract-threshold": ("tesseract", {"preprocess": "threshold"}),
+    "tesseract-psm6": ("tesseract", {"psm": 6, "fallback_psms": []}),
+    "tesseract-psm4": ("tesseract", {"psm": 4, "fallback_psms": []}),
+    "rapidocr": ("rapidocr", {}),
+}
+
+
+def funsd_pages(root: Path, limit: int | None):
+    for path in sorted((root / "testing_data" / "annotations").glob("*.json"))[:limit]:
+        form = json.loads(path.read_text(encoding="utf-8"))["form"]
+        words = [w for entity in form for w in entity["words"] if w["text"].strip()]
+        image = root / "testing_data" / "images" / f"{path.stem}.png"
+        yield path.stem, image, [w["text"] for w in words], [w["box"] for w in words]
+
+
+def invoice_pages(root: Path, limit: int | None):
+    # The last pages of the folder: the quick start trains on the first ones.
+    for path in sorted((root / "annotations").glob("*.json"))[-limit if limit else None:]:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        yield path.stem, root / "images" / data["image"], data["words"], data["boxes"]
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure(engine_name: str, options: dict, pages) -> dict:
+    """Run in a fresh process (see main), so peak memory is this setting's own."""
+    engine = get_ocr_engine(engine_name, **options)
+    counts, seconds = QualityCounts(), 0.0
+    for _, image_path, words, boxes in pages:
+        with Image.open(image_path) as image:
+            page = load_page(image)
+        started = time.perf_counter()
+        result = engine(page)
+        seconds += time.perf_counter() - started
+        counts.add(ocr_quality(words, boxes, result.words, result.boxes))
+    count = len(pages)
+    return {"pages": count, "recall": counts.recall, "precision": counts.precision, "cer": counts.cer,
+            "seconds_per_page": seconds / max(1, count), "peak_rss_mib": peak_rss_mib()}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--funsd", type=Path, help="FUNSD root (testing_data/ is used)")
+    parser.add_argument("--invoices", type=Path, help="a folder of synthetic invoices (images/ + annotations/)")
+    parser.add_argument("--max_pages", type=int, default=20, help="pages per data set (default 20)")
+    parser.add_argument("--settings", default=",".join(SETTINGS), help=f"comma-separated, from {', '.join(SETTINGS)}")
+    parser.add_argument("--output_json", type=Path)
+    args = parser.parse_args(argv)
+    names = [name.strip() for name in args.settings.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(SETTINGS))
+    if unknown:
+        parser.error(f"unknown settings {unknown}")
+    datasets = {}
+    if args.funsd:
+        datasets["FUNSD test"] = list(funsd_pages(args.funsd, args.max_pages))
+    if args.invoices:
+        datasets["synthetic invoices"] = list(invoice_pages(args.invoices, args.max_pages))
+    if not datasets:
+        parser.error("give --funsd and/or --invoices")
+
+    rows = []
+    for name in names:
+        engine_name, options = SETTINGS[name]
+        for dataset, pages in datasets.items():
+            with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+                measured = pool.submit(measure, engine_name, options, pages).result()
+            row = {"setting": name, "data": dataset, **measured}
+            rows.append(row)
+            print(json.dumps(row), file=sys.stderr)
+
+    print("| data | setting | pages | word recall | word precision | CER | s/page | peak RSS MiB |")
+    print("|---|---|---|---|---|---|---|---|")
+    for row in sorted(rows, key=lambda r: (r["data"], names.index(r["setting"]))):
+        print(f"| {row['data']} | {row['setting']} | {row['pages']} | {row['recall']:.3f} | {row['precision']:.3f} "
+              f"| {row['cer']:.3f} | {row['seconds_per_page']:.2f} | {row['peak_rss_mib']:.0f} |")
+    if args.output_json:
+        args.output_json.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,665 @@
+"""One typed value per field of a document, from the entity spans the token-classification pipeline returns.
+
+The pipeline tags words; users want "the invoice date" as 2023-04-05 and "the total" as 1250.00 USD.
+`extract_fields(entities, schema)` takes the entities of all pages of one document (each with "entity_group",
+"score", "word", "start", "end", "box" and "page"), merges spans that continue one another
+(`merge_continuations`), and returns per entity type either the best-scoring value (single-valued fields) or
+all values in reading order (`multiple` fields such as line-item columns), each normalised by its type:
+
+    {"invoice_date": {"type": "date", "value": "05/04/2023", "normalized": "2023-05-04", "ambiguous": True,
+                      "score": 0.97, "box": [...], "page": 1, "candidates": [...]},
+     "total": {"type": "amount", "value": "$1,250.00", "normalized": "1250.00", "currency": "USD", ...},
+     "item_amount": {"type": "amount", "multiple": True, "values": [{"text": "12.00", "normalized": "12.00", ...}]}}
+
+Field types (`FIELD_TYPES`): "text" (whitespace collapsed), "date" (ISO 8601, `parse_date`), "amount" (plain
+decimal string and currency, `parse_amount`) and "number" (`parse_number`). A value that does not parse keeps
+its raw text in "value"/"text", gets "normalized": None and an "error" saying why.
+
+Types are guessed from the entity type names (`default_spec`); a schema overrides them, as a dict or a JSON
+file (`FieldSchema.load`), see `DEFAULT_SCHEMA_EXAMPLE`.
+
+Copied into saved checkpoints beside the custom pipeline: standard library only.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+from dataclasses import dataclass, field
+
+FIELD_TYPES = ("text", "date", "amount", "number")
+
+DEFAULT_SCHEMA_EXAMPLE = """\
+{"day_first": true,
+ "fields": {"invoice_date": {"type": "date"},
+            "total": {"type": "amount"},
+            "item_amount": {"type": "amount", "multiple": true}}}"""
+
+_SCHEMA_KEYS = ("day_first", "fields")
+_FIELD_KEYS = ("type", "multiple")
+
+_DATE_WORDS = ("date",)
+_AMOUNT_WORDS = ("total", "amount", "tax", "price", "subtotal", "balance", "sum", "vat", "cost", "fee")
+_NUMBER_WORDS = ("quantity", "qty")
+# Name parts that make a field an identifier ("vat_number", "tax_id") even when it also names an amount word.
+_IDENTIFIER_PARTS = ("id", "no", "nr", "number", "code", "reg")
+# FUNSD labels: a form has many questions, answers and headers.
+_FORM_LABELS = ("question", "answer", "header")
+
+
+# ---------------------------------------------------------------------------------------------- schema
+@dataclass
+class FieldSpec:
+    """How one entity type becomes a field: its value type and whether a document has many values."""
+
+    type: str = "text"
+    multiple: bool = False
+
+    def __post_init__(self):
+        if self.type not in FIELD_TYPES:
+            raise ValueError(f"field type {self.type!r} is not one of {', '.join(FIELD_TYPES)}")
+
+
+def _name_parts(name: str) -> list[str]:
+    """"item_amount", "itemAmount", "Item Amount" -> ["item", "amount"]."""
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name)
+    return [part for part in re.split(r"[^a-z0-9]+", spaced.lower()) if part]
+
+
+def default_spec(name: str) -> FieldSpec:
+    """The spec guessed from an entity type name (case-insensitive): "date" -> date; total, amount, tax,
+    price, ... -> amount; quantity/qty -> number; else text. Line-item columns ("item_*", "line_*", a name
+    part "item") and FUNSD's QUESTION/ANSWER/HEADER are `multiple`."""
+    lowered = name.lower()
+    parts = _name_parts(name)
+    if any(word in lowered for word in _DATE_WORDS):
+        value_type = "date"
+    elif any(part in _IDENTIFIER_PARTS for part in parts):
+        value_type = "text"
+    elif any(word in lowered for word in _AMOUNT_WORDS):
+        value_type = "amount"
+    elif any(word in lowered for word in _NUMBER_WORDS):
+        value_type = "number"
+    else:
+        value_type = "text"
+    multiple = (
+        lowered.startswith(("item_", "line_"))
+        or "item" in parts
+        or "items" in parts
+        or lowered in _FORM_LABELS
+    )
+    return FieldSpec(type=value_type, multiple=multiple)
+
+
+@dataclass
+class FieldSchema:
+    """Field specs by entity type name; names without a spec get `default_spec(name)`.
+
+    `day_first` decides numeric dates whose day and month are both <= 12 ("03/04/2021"): True reads D/M,
+    False M/D, None reads M/D and marks the value "ambiguous".
+    """
+
+    fields: dict[str, FieldSpec] = field(default_factory=dict)
+    day_first: bool | None = None
+
+    def spec(self, name: str) -> FieldSpec:
+        if name in self.fields:
+            return self.fields[name]
+        folded = {key.lower(): spec for key, spec in self.fields.items()}
+        return folded.get(name.lower()) or default_spec(name)
+
+    @classmethod
+    def load(cls, value=None) -> "FieldSchema":
+        """A schema from None (guess every field), a FieldSchema, a dict shaped like
+        `DEFAULT_SCHEMA_EXAMPLE`, or the path of a JSON file holding one."""
+        if value is None:
+            return cls()
+        if isinstance(value, FieldSchema):
+            return value
+        if isinstance(value, dict):
+            return cls._from_dict(value, "schema")
+        if isinstance(value, (str, os.PathLike)):
+            return cls._from_dict(_read_schema_file(value), os.fspath(value))
+        raise TypeError(f"schema: expected None, a dict, a JSON file path or a FieldSchema, got {type(value).__name__}")
+
+    @classmethod
+    def _from_dict(cls, data, where: str) -> "FieldSchema":
+        if not isinstance(data, dict):
+            raise ValueError(f"{where}: a schema is a JSON object like {DEFAULT_SCHEMA_EXAMPLE}")
+        _check_keys(data, _SCHEMA_KEYS, where)
+        day_first = data.get("day_first")
+        if day_first is not None and not isinstance(day_first, bool):
+            raise ValueError(f"{where}: day_first: must be true, false or null, got {day_first!r}")
+        raw_fields = data.get("fields", {})
+        if not isinstance(raw_fields, dict):
+            raise ValueError(f"{where}: fields: must be an object of field name -> {{\"type\": ...}}, "
+                             f"got {type(raw_fields).__name__}")
+        specs = {name: _spec_from_dict(name, entry, where) for name, entry in raw_fields.items()}
+        return cls(fields=specs, day_first=day_first)
+
+    def to_dict(self) -> dict:
+        return {
+            "day_first": self.day_first,
+            "fields": {name: {"type": spec.type, "multiple": spec.multiple} for name, spec in self.fields.items()},
+        }
+
+
+def _read_schema_file(path) -> dict:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        raise ValueError(f"schema file {os.fspath(path)} not found; give the path of a JSON file like "
+                         f"{DEFAULT_SCHEMA_EXAMPLE}") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{os.fspath(path)}: not valid JSON ({error})") from None
+
+
+def _check_keys(data: dict, allowed: tuple[str, ...], where: str, prefix: str = "") -> None:
+    for key in data:
+        if key not in allowed:
+            raise ValueError(f"{where}: {prefix}unknown key {key!r}; allowed keys: {', '.join(allowed)}")
+
+
+def _spec_from_dict(name: str, entry, where: str) -> FieldSpec:
+    """A field's spec; keys it leaves out keep `default_spec(name)`'s guess."""
+    path = f"fields.{name}"
+    if not isinstance(entry, dict):
+        raise ValueError(f"{where}: {path}: must be an object like {{\"type\": \"amount\"}}, got {entry!r}")
+    _check_keys(entry, _FIELD_KEYS, where, prefix=f"{path}: ")
+    guess = default_spec(name)
+    value_type = entry.get("type", guess.type)
+    if value_type not in FIELD_TYPES:
+        raise ValueError(f"{where}: {path}.type: {value_type!r} is not one of {', '.join(FIELD_TYPES)}")
+    multiple = entry.get("multiple", guess.multiple)
+    if not isinstance(multiple, bool):
+        raise ValueError(f"{where}: {path}.multiple: must be true or false, got {multiple!r}")
+    return FieldSpec(type=value_type, multiple=multiple)
+
+
+# ----------------------------------------------------------------------------------------------- dates
+_MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
+           "november", "december")
+_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday",
+             "mon", "tue", "tues", "wed", "thu", "thur", "thurs", "fri", "sat", "sun")
+_ORDINAL_SUFFIXES = ("st", "nd", "rd", "th")
+_EDGE_PUNCTUATION = " \t\r\n.,;:()[]{}'\"-_/|*#"
+_DATE_SEPARATOR = r"[-/.\s]"
+_ISO_DATE = re.compile(rf"(\d{{4}}){_DATE_SEPARATOR}(\d{{1,2}}){_DATE_SEPARATOR}(\d{{1,2}})")
+_NUMERIC_DATE = re.compile(rf"(\d{{1,2}})({_DATE_SEPARATOR})(\d{{1,2}}){_DATE_SEPARATOR}(\d{{2}}|\d{{4}})")
+_COMPACT_DATE = re.compile(r"(\d{4})(\d{2})(\d{2})")
+_TIME_SUFFIX = re.compile(r"(?:T|\s+)\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?$")
+
+
+def _clean_date_text(text: str) -> str:
+    """Strip stray edge punctuation, a time of day, and OCR spaces around separators ("2023 - 04 - 05")."""
+    text = text.strip(_EDGE_PUNCTUATION)
+    text = _TIME_SUFFIX.sub("", text)
+    return re.sub(r"\s*([-/.,])\s*", r"\1", text)
+
+
+def _full_year(digits: str) -> int:
+    year = int(digits)
+    if len(digits) == 2:
+        return 2000 + year if year < 70 else 1900 + year
+    return year
+
+
+def _iso(year: int, month: int, day: int) -> tuple[str | None, str | None]:
+    try:
+        return datetime.date(year, month, day).isoformat(), None
+    except ValueError:
+        return None, "not a valid calendar date"
+
+
+def _day_and_month(first: int, second: int, separator: str, day_first: bool | None) -> tuple[int, int]:
+    """(day, month) of a numeric date's first two numbers."""
+    if first > 12:
+        return first, second
+    if second > 12:
+        return second, first
+    if day_first is None:
+        # Dotted dates (5.4.2023) are a European convention; US dates use slashes or dashes.
+        day_first = separator == "."
+    return (first, second) if day_first else (second, first)
+
+
+def _month_number(word: str) -> int | None:
+    """1-12 for an English month name or an abbreviation of 3+ letters ("Apr", "Sept"), else None."""
+    if len(word) < 3:
+        return None
+    for number, name in enumerate(_MONTHS, start=1):
+        if name.startswith(word):
+            return number
+    return None
+
+
+def _parse_numeric_date(text: str, day_first: bool | None) -> tuple[str | None, str | None] | None:
+    """The result for an all-digit date, or None when the text is not one."""
+    match = _ISO_DATE.fullmatch(text)
+    if match:
+        return _iso(int(match[1]), int(match[2]), int(match[3]))
+    match = _NUMERIC_DATE.fullmatch(text)
+    if match:
+        day, month = _day_and_month(int(match[1]), int(match[3]), match[2], day_first)
+        return _iso(_full_year(match[4]), month, day)
+    match = _COMPACT_DATE.fullmatch(text)
+    if match:
+        return _iso(int(match[1]), int(match[2]), int(match[3]))
+    return None
+
+
+def _parse_month_name_date(text: str) -> tuple[str | None, str | None]:
+    """Dates with a month name in any order: "April 5th, 2023", "5 Apr 2023", "2023-Apr-05"."""
+    months, numbers = [], []
+    previous = ""
+    for token in re.findall(r"[^\W\d_]+|\d+", text.lower()):
+        ordinal = token in _ORDINAL_SUFFIXES and previous.isdigit()
+        if token.isdigit():
+            numbers.append(token)
+        elif _month_number(token):
+            months.append(_month_number(token))
+        elif not (ordinal or token == "of" or token in _WEEKDAYS):
+            return None, f"unrecognised word {token!r} in a date"
+        previous = token
+    if not months:
+        return None, "not a recognised date format"
+    if len(months) > 1:
+        return None, "more than one month name"
+    if len(numbers) != 2:
+        return None, "a date needs a day, a month and a year"
+    four_digit = [n for n in numbers if len(n) == 4]
+    if len(four_digit) == 1:
+        year = four_digit[0]
+        day = numbers[1] if numbers[0] == year else numbers[0]
+    else:
+        day, year = numbers
+    if len(day) > 2 or len(year) not in (2, 4):
+        return None, "not a recognised date format"
+    return _iso(_full_year(year), months[0], int(day))
+
+
+def parse_date(text: str, day_first: bool | None = None) -> tuple[str | None, str | None]:
+    """("YYYY-MM-DD", None), or (None, reason) when `text` is not a date.
+
+    Numeric dates: a 4-digit year first is Y-M-D; otherwise the year is last (2-digit years are 20yy below
+    70, else 19yy) and day and month are told apart by a number above 12, else by `day_first`, else by the
+    separator (dots: D.M, slashes/dashes: M/D, see `date_is_ambiguous`).
+    """
+    cleaned = _clean_date_text(text)
+    if not cleaned:
+        return None, "no date found"
+    numeric = _parse_numeric_date(cleaned, day_first)
+    if numeric is not None:
+        return numeric
+    return _parse_month_name_date(cleaned)
+
+
+def date_is_ambiguous(text: str) -> bool:
+    """True for a numeric D/M or M/D date whose first two numbers differ and are both <= 12 ("03/04/2021").
+
+    Dotted dates ("03.04.2021") count as D.M and are not ambiguous."""
+    match = _NUMERIC_DATE.fullmatch(_clean_date_text(text))
+    if not match or match[2] == ".":
+        return False
+    first, second = int(match[1]), int(match[3])
+    return first <= 12 and second <= 12 and first != second
+
+
+# --------------------------------------------------------------------------------------------- numbers
+# A run of digits with separators inside: "1,250.00", "1 250,00", "1'250.00", "12.00 15.00".
+# A leading separator belongs to the number (".50") unless a digit precedes it.
+_NUMBER_RUN = re.compile(r"(?:(?<!\d)[.,](?=\d))?\d(?:[\d.,'’\s]*\d)?")
+_MINUS_SIGNS = "-−–"
+
+
+def _group_space_chunks(run: str) -> list[str]:
+    """The numbers in a run, spaces read as thousands separators only between 3-digit groups:
+    "1 250,00" -> ["1250,00"], "12.00 15.00" -> ["12.00", "15.00"]."""
+    numbers: list[list[str]] = []
+    for chunk in run.split():
+        previous = numbers[-1] if numbers else None
+        groups_so_far = previous is not None and re.fullmatch(r"\d{1,3}", previous[0]) and all(
+            re.fullmatch(r"\d{3}", group) for group in previous[1:]
+        )
+        if groups_so_far and re.fullmatch(r"\d{3}(?:[.,]\d+)?", chunk):
+            previous.append(chunk)
+        else:
+            numbers.append([chunk])
+    return ["".join(chunks) for chunks in numbers]
+
+
+def _valid_grouping(groups: list[str]) -> bool:
+    """Thousands groups: 1-3 digits, then 3-digit groups (1,250,000) or Indian 2-digit ones (1,25,000)."""
+    first, rest = groups[0], groups[1:]
+    if not rest or not 1 <= len(first) <= 3:
+        return False
+    western = all(len(group) == 3 for group in rest)
+    indian = len(rest[-1]) == 3 and all(len(group) == 2 for group in rest[:-1])
+    return western or indian
+
+
+def _split_decimal(number: str) -> tuple[str, str | None] | None:
+    """(integer digits, fraction digits or None), or None when the separators make no sense.
+
+    Both "," and "." present: the rightmost is the decimal point. One kind once: a decimal point unless
+    exactly 3 digits follow a non-zero integer part of 1-3 digits ("1,250" is 1250; "0,500" and "1234.567"
+    keep the decimal point). Several: thousands separators.
+    """
+    separators = [char for char in ".," if char in number]
+    if len(separators) == 2:
+        decimal = max(separators, key=number.rfind)
+        integer, fraction = number.rsplit(decimal, 1)
+        groups = integer.split(separators[0] if decimal == separators[1] else separators[1])
+        if decimal in integer or not _valid_grouping(groups):
+            return None
+        return "".join(groups), fraction
+    if not separators:
+        return number, None
+    parts = number.split(separators[0])
+    if len(parts) == 2 and (len(parts[1]) != 3 or parts[0].strip("0") == "" or len(parts[0]) > 3):
+        return parts[0], parts[1]
+    if not _valid_grouping(parts):
+        return None
+    return "".join(parts), None
+
+
+def _plain_decimal(number: str) -> tuple[str | None, str | None]:
+    """"1.056,24" -> "1056.24": "." as decimal point, no thousands separators, the given fraction digits."""
+    compact = number.replace("'", "").replace("’", "")
+    if re.fullmatch(r"[.,]\d+", compact):
+        return "0." + compact[1:], None
+    if not re.fullmatch(r"\d+(?:[.,]\d+)*", compact):
+        return None, f"unclear digit grouping in {number!r}"
+    split = _split_decimal(compact)
+    if split is None:
+        return None, f"unclear digit grouping in {number!r}"
+    integer, fraction = split
+    integer = integer.lstrip("0") or "0"
+    return (integer if fraction is None else f"{integer}.{fraction}"), None
+
+
+def _is_negative(before: str, after: str) -> bool:
+    """"-45.00", "$-45.00", "45.00-" and "(45.00)" are negative; Swiss "1'250.-" is not."""
+    after = after.lstrip()
+    if any(sign in before for sign in _MINUS_SIGNS) or (after[:1] and after[0] in _MINUS_SIGNS):
+        return True
+    return "(" in before and ")" in after
+
+
+def _parse_signed_number(text: str) -> tuple[str | None, str | None]:
+    """The one number in `text` as a plain decimal string, or (None, reason)."""
+    runs = list(_NUMBER_RUN.finditer(text))
+    numbers = [number for run in runs for number in _group_space_chunks(run[0])]
+    if not numbers:
+        return None, "no number found"
+    if len(numbers) > 1:
+        return None, "more than one number"
+    value, error = _plain_decimal(numbers[0])
+    if error:
+        return None, error
+    if _is_negative(text[: runs[0].start()], text[runs[0].end():]) and value.strip("0.") != "":
+        value = "-" + value
+    return value, None
+
+
+def parse_number(text: str) -> tuple[str | None, str | None]:
+    """A count or quantity as a plain decimal string: "2", "1,5" -> "1.5", "x3" -> "3"; or (None, reason)."""
+    return _parse_signed_number(text)
+
+
+# -------------------------------------------------------------------------------------------- amounts
+_CURRENCY_CODES = frozenset(
+    "USD EUR GBP CHF CAD AUD NZD JPY CNY HKD SGD MYR INR IDR THB PHP VND KRW TWD SEK NOK DKK ISK PLN CZK HUF "
+    "RON BGN ZAR BRL MXN ARS CLP COP RUB UAH TRY AED SAR QAR ILS EGP NGN KES PKR BDT LKR".split()
+)
+# Letter markers that are not ISO codes: Malaysian ringgit (SROIE receipts), Indian rupees, Swiss francs.
+_CURRENCY_WORDS = {"RM": "MYR", "RS": "INR", "SFR": "CHF"}
+_DOLLAR_PREFIXES = {"US": "USD", "C": "CAD", "CA": "CAD", "A": "AUD", "AU": "AUD", "NZ": "NZD", "S": "SGD",
+                    "HK": "HKD", "R": "BRL", "MX": "MXN"}
+# A bare "$" is read as US dollars: most invoices with a bare dollar sign are American.
+_CURRENCY_SYMBOLS = {"€": "EUR", "£": "GBP", "¥": "JPY", "￥": "JPY", "₹": "INR", "₩": "KRW", "₽": "RUB",
+                     "₺": "TRY", "₱": "PHP", "฿": "THB", "₫": "VND", "₪": "ILS", "₦": "NGN", "$": "USD"}
+
+
+def _currency_codes(text: str) -> set[str]:
+    """Currencies written as letters: ISO codes ("EUR", "usd") and RM, Rs, SFr."""
+    codes = set()
+    for word in re.findall(r"[^\W\d_]+", text):
+        word = word.upper()
+        if word in _CURRENCY_CODES:
+            codes.add(word)
+        elif word in _CURRENCY_WORDS:
+            codes.add(_CURRENCY_WORDS[word])
+    return codes
+
+
+def _currency_symbols(text: str) -> set[str]:
+    """Currencies written as symbols; "$" after a country prefix ("C$", "HK$") is that country's dollar."""
+    codes = set()
+    for match in re.finditer(r"([A-Za-z]{0,2})\$", text):
+        codes.add(_DOLLAR_PREFIXES.get(match[1].upper(), "USD"))
+    for symbol, code in _CURRENCY_SYMBOLS.items():
+        if symbol != "$" and symbol in text:
+            codes.add(code)
+    return codes
+
+
+def _currency(text: str) -> tuple[str | None, str | None]:
+    """(currency code or None, None), or (None, reason) when the text names two currencies.
+    A code written in the text wins over a symbol ("CAD $5.00" is CAD)."""
+    for codes in (_currency_codes(text), _currency_symbols(text)):
+        if len(codes) > 1:
+            return None, f"more than one currency ({', '.join(sorted(codes))})"
+        if codes:
+            return codes.pop(), None
+    return None, None
+
+
+def parse_amount(text: str) -> tuple[dict | None, str | None]:
+    """({"amount": "1250.00", "currency": "USD" or None}, None), or (None, reason).
+
+    Separators: see `_split_decimal`; spaces and apostrophes between digit groups are thousands separators
+    ("1 250,00", "1'250.00"). A bare "$" is read as USD; an ISO code in the text wins over a symbol.
+    """
+    if "%" in text:
+        return None, "a percentage, not an amount"
+    amount, error = _parse_signed_number(text)
+    if error:
+        return None, error
+    currency, error = _currency(text)
+    if error:
+        return None, error
+    return {"amount": amount, "currency": currency}, None
+
+
+# ------------------------------------------------------------------------------------------ normalising
+def _collapse_whitespace(text: str) -> str:
+    return " ".join(text.split())
+
+
+def normalize_value(text: str, spec: FieldSpec, schema: FieldSchema | None = None) -> dict:
+    """{"normalized": ...} for one value, plus "currency" for amounts, "error" when it does not parse and
+    "ambiguous": True for a numeric date read M/D only because the schema sets no `day_first`."""
+    schema = schema or FieldSchema()
+    if spec.type == "date":
+        iso, error = parse_date(text, schema.day_first)
+        result = {"normalized": iso}
+        if error:
+            result["error"] = error
+        elif schema.day_first is None and date_is_ambiguous(text):
+            result["ambiguous"] = True
+        return result
+    if spec.type == "amount":
+        parsed, error = parse_amount(text)
+        if error:
+            return {"normalized": None, "currency": None, "error": error}
+        return {"normalized": parsed["amount"], "currency": parsed["currency"]}
+    if spec.type == "number":
+        number, error = parse_number(text)
+        return {"normalized": number} if error is None else {"normalized": None, "error": error}
+    return {"normalized": _collapse_whitespace(text)}
+
+
+# --------------------------------------------------------------------------------------------- merging
+def _box_height(box) -> float:
+    return max(1.0, box[3] - box[1])
+
+
+def _on_next_line(last_box, box) -> bool:
+    """`box` starts on the text line below `last_box` (within one line height) and in its column."""
+    line_height = _box_height(last_box)
+    gap = box[1] - last_box[3]
+    below = box[1] >= last_box[1] + line_height / 2
+    overlaps = min(box[2], last_box[2]) > max(box[0], last_box[0])
+    aligned = abs(box[0] - last_box[0]) <= line_height
+    return below and gap <= line_height and (overlaps or aligned)
+
+
+def _continues(current: dict, last_box, entity: dict) -> bool:
+    if entity.get("entity_group") != current.get("entity_group") or entity.get("page") != current.get("page"):
+        return False
+    if entity.get("start") is not None and entity.get("start") == current.get("end"):
+        return True
+    return last_box is not None and entity.get("box") is not None and _on_next_line(last_box, entity["box"])
+
+
+def _weight(entity: dict) -> float:
+    if "num_words" in entity:
+        return max(1, entity["num_words"])
+    try:
+        return max(1, entity["end"] - entity["start"])
+    except (KeyError, TypeError):
+        return 1
+
+
+def _union_box(a, b):
+    if a is None or b is None:
+        return list(a or b) if (a or b) is not None else None
+    return [min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])]
+
+
+def _merge_pair(current: dict, entity: dict) -> dict:
+    merged = dict(current)
+    weight, extra = _weight(current), _weight(entity)
+    merged["word"] = f"{current.get('word', '')} {entity.get('word', '')}".strip()
+    merged["score"] = (current["score"] * weight + entity["score"] * extra) / (weight + extra)
+    for key, pick in (("start", min), ("end", max)):
+        if current.get(key) is not None and entity.get(key) is not None:
+            merged[key] = pick(current[key], entity[key])
+    merged["box"] = _union_box(current.get("box"), entity.get("box"))
+    if "num_words" in current or "num_words" in entity:
+        merged["num_words"] = weight + extra
+    return merged
+
+
+def merge_continuations(entities: list[dict]) -> list[dict]:
+    """Merge consecutive spans of one entity type that continue each other: adjacent in word order, or the
+    next one on the text line below (a vendor name or address broken over lines). Returns new dicts.
+
+    The merged span joins the words with spaces, covers both start/end ranges and boxes, and scores the
+    word-weighted mean ("num_words" when given, else end - start). Spans on different pages never merge.
+    """
+    merged: list[dict] = []
+    last_box = None  # the box of the last piece merged in: a multi-line span's union box is no line height
+    for entity in entities:
+        entity = {**entity, "box": list(entity["box"])} if entity.get("box") is not None else dict(entity)
+        if merged and _continues(merged[-1], last_box, entity):
+            merged[-1] = _merge_pair(merged[-1], entity)
+        else:
+            merged.append(entity)
+        last_box = entity.get("box")
+    return merged
+
+
+# ------------------------------------------------------------------------------------------- extracting
+def _reading_order(candidates: list[dict]) -> list[dict]:
+    """Sorted by page, then top to bottom by text line (boxes whose middle lies within the line's first
+    box), then left to right; a plain (top, left) sort would put a 1-pixel-higher right word first."""
+    ordered = sorted(candidates, key=lambda c: (c["page"], *_top_left(c)))
+    lines: list[list[dict]] = []
+    for candidate in ordered:
+        anchor = lines[-1][0] if lines else None
+        if anchor is not None and anchor["page"] == candidate["page"] and _same_line(anchor, candidate):
+            lines[-1].append(candidate)
+        else:
+            lines.append([candidate])
+    return [candidate for line in lines for candidate in sorted(line, key=lambda c: _top_left(c)[1])]
+
+
+def _top_left(candidate: dict) -> tuple[float, float]:
+    box = candidate.get("box")
+    return (box[1], box[0]) if box else (0.0, 0.0)
+
+
+def _same_line(anchor: dict, candidate: dict) -> bool:
+    if not anchor.get("box") or not candidate.get("box"):
+        return False
+    middle = (candidate["box"][1] + candidate["box"][3]) / 2
+    return anchor["box"][1] <= middle <= anchor["box"][3]
+
+
+def _candidate(entity: dict) -> dict:
+    return {"text": entity.get("word", ""), "score": round(float(entity["score"]), 4), "box": entity.get("box"),
+            "page": entity["page"]}
+
+
+def _pages(entities: list[dict]) -> dict[int, list[dict]]:
+    """Entities by page (default 1), each page in word order when every entity has a start index."""
+    pages: dict[int, list[dict]] = {}
+    for entity in entities:
+        page = entity.get("page") or 1
+        pages.setdefault(page, []).append({**entity, "page": page})
+    for page, members in pages.items():
+        if all(isinstance(entity.get("start"), int) for entity in members):
+            members.sort(key=lambda entity: entity["start"])
+    return pages
+
+
+def _single_field(spec: FieldSpec, candidates: list[dict], schema: FieldSchema) -> dict:
+    """The highest-scoring candidate (the earlier one on ties), even when it does not parse and another does:
+    the model's choice stays visible, with its "error", rather than being swapped silently."""
+    for candidate in candidates:
+        candidate.update(normalize_value(candidate["text"], spec, schema))
+    best = candidates[0]
+    for candidate in candidates[1:]:
+        if candidate["score"] > best["score"]:
+            best = candidate
+    normalized = {key: value for key, value in best.items() if key not in ("text", "score", "box", "page")}
+    box = list(best["box"]) if best["box"] is not None else None
+    return {"type": spec.type, "value": best["text"], **normalized, "score": best["score"], "box": box,
+            "page": best["page"], "candidates": candidates}
+
+
+def _multiple_field(spec: FieldSpec, candidates: list[dict], schema: FieldSchema) -> dict:
+    values = []
+    for candidate in candidates:
+        normalized = normalize_value(candidate["text"], spec, schema)
+        values.append({"text": candidate["text"], **normalized, "score": candidate["score"], "box": candidate["box"],
+                       "page": candidate["page"]})
+    return {"type": spec.type, "multiple": True, "values": values}
+
+
+def extract_fields(entities: list[dict], schema=None) -> dict[str, dict]:
+    """One entry per entity type of a document (all pages), ordered by name.
+
+    Single-valued fields: {"type", "value" (raw text), "normalized", ["currency"], ["error"], ["ambiguous"],
+    "score", "box", "page", "candidates": [{"text", "score", "box", "page", "normalized", ...}]}.
+    `multiple` fields: {"type", "multiple": True, "values": [{"text", "normalized", ..., "score", "box",
+    "page"}]}. Candidates and values are in reading order. `schema`: anything `FieldSchema.load` takes.
+    """
+    schema = FieldSchema.load(schema)
+    pages = _pages(entities)
+    by_type: dict[str, list[dict]] = {}
+    for page in sorted(pages):
+        for entity in merge_continuations(pages[page]):
+            by_type.setdefault(entity["entity_group"], []).append(_candidate(entity))
+    result = {}
+    for name in sorted(by_type):
+        spec = schema.spec(name)
+        candidates = _reading_order(by_type[name])
+        build = _multiple_field if spec.multiple else _single_field
+        result[name] = build(spec, candidates, schema)
+    return result

@@ -1,0 +1,182 @@
+"""OCR engines (Tesseract, RapidOCR, a user's own), label transfer onto OCR words, OCR quality counts."""
+
+import shutil
+import sys
+
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+from layoutkit import ocr
+from layoutkit.ocr import OcrEngine, OcrError, OcrResult, get_ocr_engine, register_ocr_engine
+from layoutkit.ocr_alignment import ocr_quality, transfer_labels
+
+needs_tesseract = pytest.mark.skipif(shutil.which("tesseract") is None,
+                                     reason="tesseract is not installed (apt-get install tesseract-ocr)")
+
+LINES = ["ACME Supplies Ltd", "Invoice No: INV-0042", "Total 125.50"]
+
+
+def text_page(lines=LINES, size=(640, 260), font_size=32):
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=font_size)
+    for row, text in enumerate(lines):
+        draw.text((20, 20 + int(font_size * 2.4) * row), text, fill="black", font=font)
+    return image
+
+
+def words_of(lines=LINES):
+    return [word for line in lines for word in line.split()]
+
+
+class FixedEngine(OcrEngine):
+    """An engine that 'reads' fixed words: what a user's own engine class looks like."""
+
+    name = "fixed-test-engine"
+    requirement = "nothing"
+    calls = 0
+
+    def __init__(self, lang="eng", min_confidence=0.0, words=(), boxes=(), line_ids=()):
+        super().__init__(lang, min_confidence)
+        self.words, self.boxes, self.line_ids = list(words), [list(b) for b in boxes], list(line_ids)
+
+    def settings(self):
+        return {**super().settings(), "words": self.words}
+
+    def read(self, page):
+        type(self).calls += 1
+        return OcrResult(list(self.words), [list(b) for b in self.boxes], [90.0] * len(self.words), list(self.line_ids))
+
+
+# --------------------------------------------------------------------------------------------- Tesseract
+@needs_tesseract
+def test_tesseract_upscales_small_pages_and_maps_boxes_back():
+    page = text_page(font_size=16, size=(360, 140))
+    small = get_ocr_engine("tesseract", min_height=0)(page)
+    upscaled = get_ocr_engine("tesseract", min_height=1200)(page)
+    assert upscaled.words == words_of()
+    assert len(upscaled.words) >= len([w for w in small.words if w in words_of()])
+    # Boxes are in the page's own pixels, not the upscaled image's.
+    assert all(0 <= x0 < x1 <= 360 and 0 <= y0 < y1 <= 140 for x0, y0, x1, y1 in upscaled.boxes)
+    assert upscaled.line_ids == [0, 0, 0, 1, 1, 1, 2, 2]
+    assert all(0 <= c <= 100 for c in upscaled.confidences)
+
+
+@needs_tesseract
+@pytest.mark.parametrize("preprocess", ["gray", "threshold"])
+def test_tesseract_preprocessing(preprocess):
+    page = text_page()
+    result = get_ocr_engine("tesseract", preprocess=preprocess)(page)
+    assert result.words == words_of()
+
+
+def test_tesseract_falls_back_to_other_page_segmentation(monkeypatch):
+    """A page where automatic layout analysis (psm 3) finds nothing is read again with psm 6."""
+    tried = []
+
+    def fake_read(self, image, config):
+        tried.append(config)
+        if "--psm 6" in config:
+            return OcrResult(["Total"], [[10, 10, 60, 30]], [95.0], [0])
+        return OcrResult()
+
+    monkeypatch.setattr(ocr.TesseractEngine, "_read", fake_read)
+    result = ocr.TesseractEngine(min_height=0)(Image.new("RGB", (100, 50), "white"))
+    assert tried == ["--psm 3", "--psm 6"] and result.words == ["Total"]
+
+
+def test_min_confidence_drops_words_and_renumbers_lines():
+    engine = FixedEngine(words=["a", "b", "c"], boxes=[[0, 0, 1, 1]] * 3, line_ids=[0, 1, 2], min_confidence=95)
+    engine.read = lambda page: OcrResult(["a", "b", "c"], [[0, 0, 1, 1]] * 3, [99.0, 40.0, 96.0], [0, 1, 2])
+    result = engine(Image.new("RGB", (4, 4)))
+    assert result.words == ["a", "c"] and result.line_ids == [0, 1]
+
+
+def test_tesseract_missing_binary_is_a_clear_error(monkeypatch):
+    import pytesseract
+
+    def missing(*args, **kwargs):
+        raise pytesseract.TesseractNotFoundError()
+
+    monkeypatch.setattr(pytesseract, "image_to_data", missing)
+    with pytest.raises(OcrError, match="apt-get install tesseract-ocr"):
+        get_ocr_engine("tesseract")(Image.new("RGB", (10, 10)))
+
+
+# ---------------------------------------------------------------------------------------------- RapidOCR
+def test_rapidocr_reads_words_offline():
+    """RapidOCR's models ship in its wheel: word boxes, line ids, 0-100 confidences with no network."""
+    pytest.importorskip("rapidocr", reason="rapidocr is not installed (pip install rapidocr onnxruntime)")
+    result = get_ocr_engine("rapidocr")(text_page())
+    assert result.words == words_of()
+    assert result.line_ids == [0, 0, 0, 1, 1, 1, 2, 2]
+    assert all(0 <= x0 < x1 <= 640 and 0 <= y0 < y1 <= 260 for x0, y0, x1, y1 in result.boxes)
+    assert all(50 < c <= 100 for c in result.confidences)
+    # Word boxes, not line boxes: the words of a line lie left to right without overlapping.
+    first_line = result.boxes[:3]
+    assert first_line[0][2] <= first_line[1][0] and first_line[1][2] <= first_line[2][0]
+
+
+def test_missing_engine_package_names_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "rapidocr", None)  # import rapidocr -> ImportError
+    with pytest.raises(OcrError, match="pip install rapidocr onnxruntime"):
+        ocr.RapidOcrEngine()(Image.new("RGB", (10, 10)))
+
+
+def test_unknown_engine_and_bad_options():
+    with pytest.raises(ValueError, match="unknown OCR engine 'nope'; available: .*rapidocr.*tesseract"):
+        get_ocr_engine("nope")
+    with pytest.raises(ValueError, match="preprocess must be"):
+        get_ocr_engine("tesseract", preprocess="sharpen")
+    with pytest.raises(ValueError, match="OCR engine 'rapidocr'.*psm"):
+        get_ocr_engine("rapidocr", psm=6)
+
+
+def test_a_user_engine_is_one_registered_class():
+    register_ocr_engine(FixedEngine)
+    engine = get_ocr_engine("fixed-test-engine", words=["Hello"], boxes=[[1, 2, 3, 4]], line_ids=[0])
+    assert engine is get_ocr_engine("fixed-test-engine", words=["Hello"], boxes=[[1, 2, 3, 4]], line_ids=[0])
+    assert engine(Image.new("RGB", (10, 10))).words == ["Hello"]
+
+
+# -------------------------------------------------------------------------------------------- label transfer
+def test_transfer_labels_split_merged_and_missed_words():
+    gold_words = ["Invoice", "No:", "INV-0042", "Total:", "$12.00", "Acme", "Corp"]
+    gold_boxes = [[0, 0, 50, 10], [55, 0, 70, 10], [75, 0, 140, 10], [0, 20, 40, 30], [42, 20, 90, 30],
+                  [0, 40, 30, 50], [35, 40, 70, 50]]
+    gold_labels = ["O", "O", "B-invoice_number", "O", "B-total", "B-vendor", "I-vendor"]
+    # OCR splits the invoice number, merges "Total:$12.00", misses "Acme".
+    ocr_words = ["Invoice", "No:", "INV-", "0042", "Total:$12.00", "Corp"]
+    ocr_boxes = [[0, 0, 50, 10], [55, 0, 70, 10], [75, 0, 100, 10], [102, 0, 140, 10], [0, 20, 90, 30],
+                 [35, 40, 70, 50]]
+    labels, stats = transfer_labels(gold_words, gold_boxes, gold_labels, ocr_words, ocr_boxes)
+    assert labels == ["O", "O", "B-invoice_number", "I-invoice_number", "B-total", "B-vendor"]
+    assert stats.to_dict() == {
+        "invoice_number": {"entities": 1, "exact": 1, "partial": 0, "lost": 0},
+        "total": {"entities": 1, "exact": 0, "partial": 1, "lost": 0},
+        "vendor": {"entities": 1, "exact": 0, "partial": 1, "lost": 0},
+    }
+    assert {"label": "vendor", "gold": "Acme Corp", "ocr": "Corp", "kind": "partial"} in stats.lost_entities
+
+
+def test_transfer_labels_reading_order_and_lost_entities():
+    """OCR reads a two-line entity with another column in between: each run starts again with B-; an entity
+    with no OCR word is counted lost."""
+    gold_words = ["Blue", "River", "Ltd", "Due:", "2024-01-31"]
+    gold_boxes = [[0, 0, 30, 10], [35, 0, 70, 10], [0, 15, 20, 25], [200, 0, 230, 10], [200, 15, 260, 25]]
+    gold_labels = ["B-vendor", "I-vendor", "I-vendor", "O", "B-due_date"]
+    ocr_words = ["Blue", "River", "Due:", "Ltd"]
+    ocr_boxes = [[0, 0, 30, 10], [35, 0, 70, 10], [200, 0, 230, 10], [0, 15, 20, 25]]
+    labels, stats = transfer_labels(gold_words, gold_boxes, gold_labels, ocr_words, ocr_boxes)
+    assert labels == ["B-vendor", "I-vendor", "O", "B-vendor"]
+    assert stats.exact == {"vendor": 1} and stats.lost == {"due_date": 1}
+
+
+def test_ocr_quality_counts():
+    reference = ["Total", "125.50", "Acme"]
+    reference_boxes = [[0, 0, 40, 10], [50, 0, 90, 10], [0, 20, 40, 30]]
+    counts = ocr_quality(reference, reference_boxes, ["Total", "125,50", "Extra"],
+                         [[0, 0, 40, 10], [50, 0, 90, 10], [100, 40, 120, 50]])
+    assert (counts.found, counts.correct, counts.reference_words, counts.ocr_words) == (1, 1, 3, 3)
+    assert counts.recall == pytest.approx(1 / 3) and counts.precision == pytest.approx(1 / 3)
+    assert counts.char_errors == 1 and counts.chars == len("Total") + len("125.50")

@@ -35,7 +35,7 @@ from PIL import Image, ImageSequence
 from transformers import pipeline
 
 from layoutkit.fields import FieldSchema, extract_fields
-from layoutkit.ocr import OCR_ENGINES, OcrError
+from layoutkit.ocr import OCR_ENGINES, OcrError, parse_engine_option
 from layoutkit.postprocess import RULES, RuleConfig
 from layoutkit.token_classification_pipeline import LayoutTokenClassificationPipeline
 
@@ -94,21 +94,11 @@ def parse_args(argv=None):
     except ValueError as error:
         parser.error(f"--schema: {error}")
     try:
-        args.ocr_options = dict(parse_option(text) for text in args.ocr_option)
+        args.ocr_options = dict(parse_engine_option(text) for text in args.ocr_option)
     except ValueError as error:
         parser.error(f"--ocr_option: {error}")
     return args
 
-
-def parse_option(text: str) -> tuple[str, object]:
-    """KEY=VALUE, the value read as JSON when it parses (min_height=0, fallback_psms=[6,4]) and as text otherwise."""
-    name, separator, value = text.partition("=")
-    if not separator or not name.strip():
-        raise ValueError(f"{text!r} is not KEY=VALUE")
-    try:
-        return name.strip(), json.loads(value)
-    except json.JSONDecodeError:
-        return name.strip(), value
 
 
 # ------------------------------------------------------------------------------------------- inputs
@@ -150,23 +140,40 @@ def image_pages(path: Path, max_pixels: int):
                 raise DocumentError(f"{path}: page {number} could not be decoded ({error})") from None
 
 
-def pdf_pages(path: Path, dpi: int, max_pixels: int):
-    """Every page of a PDF rendered at `dpi`, one at a time."""
+def open_pdf(path: Path):
+    """The PDF as a pypdfium2 document; DocumentError when it cannot be used (encrypted, malformed, no pages).
+
+    Opened through PDFium's own loader, not `PdfDocument(path)`: that one reports a PDF without pages as a load
+    failure with PDFium's last error code, which is global and not reset by a successful load, so an empty PDF
+    would take the error of the previous bad file ("Data format error", "encrypted"). Here "no pages" is read from
+    the opened document, and the error code only after this file's own failed load, which always sets it."""
+    import os
+
     import pypdfium2 as pdfium
     import pypdfium2.raw as pdfium_c
 
+    raw = pdfium_c.FPDF_LoadDocument(os.fsencode(path), None)
+    if not raw:
+        code = pdfium_c.FPDF_GetLastError()
+        if code in (pdfium_c.FPDF_ERR_PASSWORD, pdfium_c.FPDF_ERR_SECURITY):
+            raise DocumentError(f"{path}: the PDF is encrypted (password protected); decrypt it first")
+        reasons = {pdfium_c.FPDF_ERR_FILE: "the file cannot be opened", pdfium_c.FPDF_ERR_FORMAT: "data format error",
+                   pdfium_c.FPDF_ERR_PAGE: "page not found or content error"}
+        reason = reasons.get(code, f"PDFium error code {code}")
+        raise DocumentError(f"{path}: not a readable PDF ({reason}); re-export or repair it")
+    pdf = pdfium.PdfDocument(raw)
+    if len(pdf) == 0:
+        pdf.close()
+        raise DocumentError(f"{path}: the PDF has no pages")
+    return pdf
+
+
+def pdf_pages(path: Path, dpi: int, max_pixels: int):
+    """Every page of a PDF rendered at `dpi`, one at a time."""
+    import pypdfium2 as pdfium
+
+    pdf = open_pdf(path)
     try:
-        pdf = pdfium.PdfDocument(str(path))
-    except pdfium.PdfiumError as error:
-        if getattr(error, "err_code", None) in (pdfium_c.FPDF_ERR_PASSWORD, pdfium_c.FPDF_ERR_SECURITY):
-            raise DocumentError(f"{path}: the PDF is encrypted (password protected); decrypt it first") from None
-        if getattr(error, "err_code", None) == pdfium_c.FPDF_ERR_SUCCESS:
-            # PDFium refuses documents without pages while reporting no error code.
-            raise DocumentError(f"{path}: the PDF has no pages") from None
-        raise DocumentError(f"{path}: not a readable PDF ({error})") from None
-    try:
-        if len(pdf) == 0:
-            raise DocumentError(f"{path}: the PDF has no pages")
         scale = dpi / 72
         for index in range(len(pdf)):
             page = pdf[index]

@@ -27,7 +27,7 @@ from layoutkit.classification import (
     model_inputs,
     write_reports,
 )
-from layoutkit.data import dataset_preprocessing, load_raw_datasets
+from layoutkit.data import carve_validation_split, dataset_preprocessing, load_raw_datasets
 from layoutkit.hp_search import add_hp_search_args, run_hp_search
 from layoutkit.losses import add_loss_args, build_loss, parse_class_weights
 from layoutkit.modeling import model_family
@@ -102,6 +102,9 @@ def train_and_evaluate(args, on_epoch_end=None) -> dict:
 
     # ---- data
     raw = load_raw_datasets(args)
+    # Before augmentation, so no augmented copy of a validation document ends up in train.
+    validation_split = carve_validation_split(raw, args.seed)
+    accelerator.print(f"validation split: {validation_split}")
     if args.label_column not in raw["train"].column_names:
         raise ValueError(f"no {args.label_column!r} column in the dataset ({raw['train'].column_names}); "
                          "pass --label_column")
@@ -146,7 +149,6 @@ def train_and_evaluate(args, on_epoch_end=None) -> dict:
         prepare_training(accelerator, args, model, train_dataloader, eval_dataloaders)
     )
     state = TrainingState(metric_name=args.metric_for_best_model)
-    accelerator.register_for_checkpointing(state)
     init_tracking(accelerator, args, "run_doc_classification")
 
     accelerator.print(
@@ -155,43 +157,44 @@ def train_and_evaluate(args, on_epoch_end=None) -> dict:
         f"{max_train_steps} steps"
     )
 
-    # ---- train, evaluating on validation documents after every epoch
+    # ---- train, evaluating on validation documents (never on test) after every epoch
     def evaluate_validation():
         metrics, _, _ = evaluate_classification(
             accelerator, model, eval_dataloaders[eval_split], raw[eval_split], label_names, args.label_column
         )
         return metrics
 
-    fit(accelerator, args, model, optimizer, lr_scheduler, train_dataloader, evaluate_validation, state,
-        model_inputs=model_inputs, loss_function=loss_function,
+    fit(accelerator, args, model, optimizer, lr_scheduler, train_dataloader,
+        evaluate_validation if eval_split else None, state, model_inputs=model_inputs, loss_function=loss_function,
         on_epoch_end=epoch_end_hook(accelerator, args, model, processor, TASK, on_epoch_end))
 
-    # ---- final model = best validation epoch; test on it
+    # ---- final model = best validation epoch (the last one without validation); test on it
     restore_best(accelerator, model, state)
     results = {f"eval_{k}": v for k, v in state.best_metrics.items()}
     results["metric_for_best_model"] = args.metric_for_best_model
+    results["validation_split"] = validation_split
     results.update(training_summary(state, len(raw["train"]), steps_per_epoch))
     report_split = "test" if "test" in eval_dataloaders else eval_split
-    metrics, records, matrix = evaluate_classification(
-        accelerator, model, eval_dataloaders[report_split], raw[report_split], label_names, args.label_column
-    )
-    prefix = "test" if report_split == "test" else "eval"
-    results.update({f"{prefix}_{k}": v for k, v in metrics.items()})
-    results[f"{prefix}_majority_baseline_accuracy"] = majority_baseline(
-        raw["train"][args.label_column], raw[report_split][args.label_column]
-    )
-    accelerator.log({f"{prefix}_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},
-                    step=state.completed_steps)
-    accelerator.print(
-        f"{report_split}: accuracy={metrics['accuracy']:.4f} f1_macro={metrics['f1_macro']:.4f} "
-        f"f1_weighted={metrics['f1_weighted']:.4f} (majority baseline "
-        f"{results[f'{prefix}_majority_baseline_accuracy']:.4f})"
-    )
-
-    if accelerator.is_main_process:
-        figure = write_reports(args.output_dir, records, matrix, label_names, report_split)
-        log_figure(accelerator, figure, "confusion_matrix.png")
-        write_jsonl(os.path.join(args.output_dir, f"{report_split}_predictions.jsonl"), records)
+    if report_split is not None:
+        metrics, records, matrix = evaluate_classification(
+            accelerator, model, eval_dataloaders[report_split], raw[report_split], label_names, args.label_column
+        )
+        prefix = "test" if report_split == "test" else "eval"
+        results.update({f"{prefix}_{k}": v for k, v in metrics.items()})
+        results[f"{prefix}_majority_baseline_accuracy"] = majority_baseline(
+            raw["train"][args.label_column], raw[report_split][args.label_column]
+        )
+        accelerator.log({f"{prefix}_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},
+                        step=state.completed_steps)
+        accelerator.print(
+            f"{report_split}: accuracy={metrics['accuracy']:.4f} f1_macro={metrics['f1_macro']:.4f} "
+            f"f1_weighted={metrics['f1_weighted']:.4f} (majority baseline "
+            f"{results[f'{prefix}_majority_baseline_accuracy']:.4f})"
+        )
+        if accelerator.is_main_process:
+            figure = write_reports(args.output_dir, records, matrix, label_names, report_split)
+            log_figure(accelerator, figure, "confusion_matrix.png")
+            write_jsonl(os.path.join(args.output_dir, f"{report_split}_predictions.jsonl"), records)
     save_run(accelerator, args, model, processor, TASK, label_names, results, state)
     accelerator.end_training()
     return results

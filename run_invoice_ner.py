@@ -17,7 +17,7 @@ from accelerate.utils import set_seed
 from transformers import AutoModelForTokenClassification
 
 from layoutkit.augment import add_augment_args, augment_training_split
-from layoutkit.data import dataset_preprocessing, load_raw_datasets
+from layoutkit.data import carve_validation_split, dataset_preprocessing, load_raw_datasets
 from layoutkit.encoding import LayoutCollator
 from layoutkit.hp_search import add_hp_search_args, run_hp_search
 from layoutkit.losses import add_loss_args, build_loss, parse_class_weights
@@ -80,6 +80,9 @@ def train_and_evaluate(args, on_epoch_end=None) -> dict:
 
     # ---- data
     raw = load_raw_datasets(args)
+    # Before augmentation, so no augmented copy of a validation document ends up in train.
+    validation_split = carve_validation_split(raw, args.seed)
+    accelerator.print(f"validation split: {validation_split}")
     label_names = raw["train"].features["ner_tags"].feature.names
     augment_training_split(accelerator, args, raw)
     id2label = dict(enumerate(label_names))
@@ -120,7 +123,6 @@ def train_and_evaluate(args, on_epoch_end=None) -> dict:
         prepare_training(accelerator, args, model, train_dataloader, eval_dataloaders)
     )
     state = TrainingState(metric_name="f1")
-    accelerator.register_for_checkpointing(state)
     init_tracking(accelerator, args, "run_invoice_ner")
 
     accelerator.print(
@@ -129,18 +131,19 @@ def train_and_evaluate(args, on_epoch_end=None) -> dict:
         f"{accelerator.num_processes} processes"
     )
 
-    # ---- train, evaluating on validation after every epoch
+    # ---- train, evaluating on validation (never on test) after every epoch
     def evaluate_validation():
         metrics, _ = evaluate_ner(accelerator, model, eval_dataloaders[eval_split], raw[eval_split], label_names)
         return metrics
 
-    fit(accelerator, args, model, optimizer, lr_scheduler, train_dataloader, evaluate_validation, state,
-        model_inputs=model_inputs, loss_function=loss_function,
+    fit(accelerator, args, model, optimizer, lr_scheduler, train_dataloader,
+        evaluate_validation if eval_split else None, state, model_inputs=model_inputs, loss_function=loss_function,
         on_epoch_end=epoch_end_hook(accelerator, args, model, processor, TASK, on_epoch_end))
 
-    # ---- final model = best validation epoch; test on it
+    # ---- final model = best validation epoch (the last one without validation); test on it
     restore_best(accelerator, model, state)
     results = {f"eval_{k}": v for k, v in state.best_metrics.items()}
+    results["validation_split"] = validation_split
     results.update(training_summary(state, len(raw["train"]), steps_per_epoch))
     if "test" in eval_dataloaders:
         test_metrics, records = evaluate_ner(accelerator, model, eval_dataloaders["test"], raw["test"], label_names)

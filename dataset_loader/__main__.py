@@ -13,6 +13,7 @@ from dataset_loader.annotations import AnnotationError
 from dataset_loader.preprocessing import DEFAULT_SIZE
 from dataset_loader.writer import BuildError
 from layoutkit.boxes import RESIZE_MODES, parse_size
+from layoutkit.ocr import parse_engine_option
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -155,7 +156,7 @@ def _add_ocr_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--ocr-lang", help="the engine's language(s), e.g. eng, deu+eng (default: eng)")
     group.add_argument(
-        "--ocr-option", action="append", default=[], metavar="KEY=VALUE", type=_argument(_ocr_option),
+        "--ocr-option", action="append", default=[], metavar="KEY=VALUE", type=_argument(parse_engine_option),
         help="an engine setting, repeatable, e.g. min_height=2000 psm=6 (values read as JSON when they parse)",
     )
     group.add_argument("--ocr-workers", type=int, help="pages read at once (default: CPU cores)")
@@ -172,18 +173,6 @@ def _ocr_build(args: argparse.Namespace):
         return OcrBuild.create(args.ocr, args.ocr_cache, args.ocr_workers, lang=args.ocr_lang, **dict(args.ocr_option))
     except ValueError as error:
         raise BuildError(f"--ocr {args.ocr}: {error}") from None
-
-
-def _ocr_option(text: str) -> tuple[str, object]:
-    import json
-
-    name, separator, value = text.partition("=")
-    if not separator or not name.strip():
-        raise ValueError(f"{text!r} is not KEY=VALUE")
-    try:
-        return name.strip(), json.loads(value)
-    except json.JSONDecodeError:
-        return name.strip(), value
 
 
 def _build_options(args: argparse.Namespace) -> dict:

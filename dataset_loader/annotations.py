@@ -8,7 +8,6 @@ document and report it (lenient).
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -17,9 +16,8 @@ from PIL import ExifTags, Image
 
 from layoutkit.boxes import load_page
 from layoutkit.labels import is_bio_tag
-
-# Boxes may overshoot the image by this many pixels (rounding in annotation tools); they are clamped.
-BOX_TOLERANCE = 2
+from layoutkit.validation import BOX_TOLERANCE  # noqa: F401 (re-exported: the builder's tolerance is inference's)
+from layoutkit.validation import FieldError, check_box, is_blank_word, normalised_boxes_problem
 
 REQUIRED_FIELDS = ("image", "words", "boxes", "labels")
 OPTIONAL_FIELDS = ("segment_boxes",)
@@ -53,10 +51,13 @@ class Document:
     boxes: list[list[float]]
     labels: list[str]
     segment_boxes: list[list[float]] | None = None
-    # Words removed because their text was empty or whitespace (counted in build_report.json).
+    # Words removed because they had no visible text (counted in build_report.json).
     dropped_words: int = 0
     # Unknown top-level keys, reported as warnings (a typo such as "segment_box" must not vanish silently).
     unknown_fields: list[str] = field(default_factory=list)
+    # (field, message) of what is readable but almost surely wrong (boxes that look normalised): the build
+    # reports them as warnings, and --strict refuses the document.
+    warnings: list[tuple[str, str]] = field(default_factory=list)
 
     def load_image(self) -> Image.Image:
         """Decode the page as upright RGB (EXIF orientation applied, any mode converted)."""
@@ -161,6 +162,9 @@ def validate_document(document: Document, label_names: Sequence[str] | None = No
         document.segment_boxes = [
             _check_box(box, f"segment_boxes[{i}]", width, height, file) for i, box in enumerate(document.segment_boxes)
         ]
+    problem = normalised_boxes_problem(document.boxes, width, height)
+    if problem is not None:
+        document.warnings.append(("boxes", problem))
     _drop_blank_words(document)
     return document
 
@@ -200,36 +204,23 @@ def _image_path(name: str, images_dir: Path, annotation_file: Path) -> Path:
 
 
 def _check_box(value: Any, field: str, width: int, height: int, file: Path) -> list[float]:
-    if not (
-        isinstance(value, list)
-        and len(value) == 4
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
-    ):
-        raise AnnotationError(file, field, f"{value!r} is not a box; write 4 numbers [x0, y0, x1, y1] in pixels")
-    x0, y0, x1, y1 = value
-    if x1 < x0 or y1 < y0:
-        raise AnnotationError(
-            file, field, f"box {value} is inverted; boxes are [left, top, right, bottom] with x0 <= x1 and y0 <= y1"
-        )
-    if x0 < -BOX_TOLERANCE or y0 < -BOX_TOLERANCE or x1 > width + BOX_TOLERANCE or y1 > height + BOX_TOLERANCE:
-        raise AnnotationError(
-            file,
-            field,
-            f"box {value} lies outside the {width}x{height} image (tolerance {BOX_TOLERANCE} px); boxes must be "
-            "pixel coordinates of the upright image (not normalised, not from another resolution)",
-        )
-    return [max(0, x0), max(0, y0), min(width, x1), min(height, y1)]
+    """The shared box rule (layoutkit.validation, also applied at inference), reported against `file`."""
+    try:
+        return check_box(value, field, width, height)
+    except FieldError as error:
+        raise AnnotationError(file, error.field, error.message) from None
 
 
 def _drop_blank_words(document: Document) -> None:
-    """Words with no visible text give the tokenizer nothing to tag; remove them (counted, not silent)."""
-    keep = [index for index, word in enumerate(document.words) if word.strip()]
+    """Words with no visible text (blank, or only zero-width characters) give the tokenizer nothing to tag; remove
+    them (counted, not silent). Inference drops the same words (`is_blank_word`)."""
+    keep = [index for index, word in enumerate(document.words) if not is_blank_word(word)]
     if len(keep) == len(document.words):
         return
     labels = list(document.labels)
     pending: str | None = None  # type of a dropped B- word whose entity continues
     for index, word in enumerate(document.words):
-        if not word.strip():
+        if is_blank_word(word):
             pending = labels[index][2:] if labels[index].startswith("B-") else pending
             continue
         # The first kept word of an entity whose B- word was dropped becomes its B-.

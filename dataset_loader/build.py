@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 from pathlib import Path
 from typing import Sequence
 
 from datasets import DatasetDict
 
-from dataset_loader.annotations import read_annotation
+from dataset_loader.annotations import AnnotationError, Document, read_annotation
 from dataset_loader.ocr_build import OcrBuild
 from dataset_loader.preprocessing import DEFAULT_KEEP_ASPECT, DEFAULT_PAD, DEFAULT_SIZE
+from dataset_loader.report import BuildReport
 from dataset_loader.splits import DEFAULT_RATIOS, assign_splits
-from dataset_loader.writer import BuildError, abort_with_report, scan_documents, start_build, write_dataset
+from dataset_loader.writer import (
+    BuildError,
+    DocumentRef,
+    Reader,
+    abort_with_report,
+    scan_documents,
+    start_build,
+    write_dataset,
+)
 from layoutkit.labels import OUTSIDE, is_bio_tag, label_list_from_tags, label_list_from_types
 
 
@@ -51,12 +61,17 @@ def build_dataset(
 
     label_names = list(labels) if labels is not None else None
     reader = functools.partial(read_annotation, images_dir=images_dir, label_names=label_names)
-    kept, tags = scan_documents(paths, reader, report, strict)
+    image_files: dict[Path, Path] = {}
+    kept, tags = scan_documents(paths, _first_pass_reader(reader, report, strict, image_files), report, strict)
     if not kept:
         raise abort_with_report(output, report, f"no valid document in {annotations_dir}")
 
+    duplicates = duplicate_images(kept, image_files)
+    report_duplicates(duplicates, image_files, report)
     by_id = {ref.id: ref for ref in kept}
-    splits = {name: [by_id[i] for i in ids] for name, ids in assign_splits(list(by_id), ratios, seed).items()}
+    together = [[ref.id for ref in group] for group in duplicates]
+    assignment = assign_splits(list(by_id), ratios, seed, together=together)
+    splits = {name: [by_id[i] for i in ids] for name, ids in assignment.items()}
     return write_dataset(
         splits,
         reader,
@@ -68,6 +83,49 @@ def build_dataset(
         strict,
         ocr,
     )
+
+
+def _first_pass_reader(reader: Reader, report: BuildReport, strict: bool, image_files: dict[Path, Path]) -> Reader:
+    """`reader` for pass 1 (checking): it also reports each document's warnings, or refuses the document with
+    --strict, and records its image file for the duplicate check. Pass 2 reads with the plain `reader`, so a
+    warning is reported once."""
+
+    def read(path: Path) -> Document:
+        document = reader(path)
+        for field, message in document.warnings:
+            if strict:
+                raise AnnotationError(path, field, message)
+            report.warn(path, f"{field}: {message}")
+        image_files[path] = document.image_file
+        return document
+
+    return read
+
+
+def duplicate_images(refs: Sequence[DocumentRef], image_files: dict[Path, Path]) -> list[list[DocumentRef]]:
+    """Groups of documents whose annotations describe the same image: the same file, or files with identical
+    bytes (a page exported twice under two names)."""
+    digests: dict[Path, str] = {}  # one read per file, however many annotations name it
+    by_content: dict[str, list[DocumentRef]] = {}
+    for ref in refs:
+        image = image_files[ref.path].resolve()
+        if image not in digests:
+            with open(image, "rb") as handle:
+                digests[image] = hashlib.file_digest(handle, "sha256").hexdigest()
+        by_content.setdefault(digests[image], []).append(ref)
+    return [group for group in by_content.values() if len(group) > 1]
+
+
+def report_duplicates(groups: list[list[DocumentRef]], image_files: dict[Path, Path], report: BuildReport) -> None:
+    for group in groups:
+        first, others = group[0], group[1:]
+        images = sorted({str(image_files[ref.path]) for ref in group})
+        what = f"the same image file {images[0]}" if len(images) == 1 else f"identical images ({', '.join(images)})"
+        report.warn(
+            first.path,
+            f"describes {what} as {', '.join(str(ref.path) for ref in others)}; the documents are kept in one split "
+            "(a page must not be in train and test); remove the copies unless they are meant to be there",
+        )
 
 
 def parse_labels(value: str) -> list[str]:
@@ -99,4 +157,8 @@ def parse_labels(value: str) -> list[str]:
         return items
     if any(bio):
         raise ValueError(f"--labels mixes BIO tags and entity types; give one kind: {items}")
+    for name in items:
+        # A type is what follows B-/I-: "B-B-total" or "I-" are not types.
+        if not is_bio_tag(f"B-{name}"):
+            raise ValueError(f"--labels: {name!r} is neither a BIO tag nor an entity type (e.g. 'total', 'B-total')")
     return label_list_from_types(items)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import random
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from dataset_loader.features import SPLITS
 
@@ -37,14 +38,37 @@ def split_counts(total: int, ratios: Sequence[float]) -> list[int]:
 
 
 def assign_splits(
-    ids: Sequence[str], ratios: Sequence[float], seed: int, names: Sequence[str] = SPLITS
+    ids: Sequence[str],
+    ratios: Sequence[float],
+    seed: int,
+    names: Sequence[str] = SPLITS,
+    together: Iterable[Iterable[str]] = (),
 ) -> dict[str, list[str]]:
-    """Shuffle the sorted ids with `seed` and cut them by `ratios`; each split keeps the ids sorted."""
-    shuffled = sorted(ids)
-    random.Random(seed).shuffle(shuffled)
-    result: dict[str, list[str]] = {}
-    start = 0
-    for name, count in zip(names, split_counts(len(shuffled), ratios)):
-        result[name] = sorted(shuffled[start : start + count])
-        start += count
-    return result
+    """Shuffle the sorted ids with `seed` and cut them by `ratios`; each split keeps the ids sorted.
+
+    `together`: groups of ids that must land in the same split (annotations of one image: one in train and one
+    in test would score the model on a page it trained on). A group is shuffled as one item, in the place of its
+    smallest id, and goes whole to the split its first position falls in, so that split may get a few more
+    documents than its ratio. Without groups the assignment is the plain cut, unchanged.
+    """
+    units = _units(ids, together)
+    random.Random(seed).shuffle(units)  # same length, same seed: the same permutation as shuffling the ids
+    ends = list(itertools.accumulate(split_counts(len(ids), ratios)))
+    result: dict[str, list[str]] = {name: [] for name in names}
+    position = 0
+    for unit in units:
+        split = next(index for index, end in enumerate(ends) if position < end)
+        result[names[split]].extend(unit)
+        position += len(unit)
+    return {name: sorted(chosen) for name, chosen in result.items()}
+
+
+def _units(ids: Sequence[str], together: Iterable[Iterable[str]]) -> list[tuple[str, ...]]:
+    """The ids as sorted shuffle units: one tuple per group in `together` (its ids sorted), one per other id."""
+    known = set(ids)
+    group_of: dict[str, tuple[str, ...]] = {}
+    for group in together:
+        members = tuple(sorted(set(group) & known))
+        for member in members:
+            group_of[member] = members
+    return sorted({group_of.get(id_, (id_,)) for id_ in ids})

@@ -30,6 +30,30 @@ def load_raw_datasets(args) -> DatasetDict:
     return raw
 
 
+VALIDATION_FRACTION = 0.1
+
+
+def carve_validation_split(raw: DatasetDict, seed: int, fraction: float = VALIDATION_FRACTION) -> str:
+    """Make sure the model is selected on a validation split, never on test; returns where it came from.
+
+    The epoch kept (and early stopping) follows the validation score, so a dataset without a "validation"
+    split gets one carved from train: `fraction` of its documents (at least 1), shuffled with `seed`, taken
+    out of train. With fewer than 2 training documents nothing can be carved; there is then no validation
+    split and the training scripts keep the last epoch. The returned text goes into the log and into
+    all_results.json ("validation_split").
+    """
+    if "validation" in raw:
+        return "the dataset's validation split"
+    documents = len(raw["train"])
+    if documents < 2:
+        return (f"none: train has {documents} document, too few to carve a validation split from; the last "
+                "epoch's model is kept, no epoch is selected")
+    carved = raw["train"].train_test_split(test_size=max(1, round(fraction * documents)), seed=seed)
+    raw["train"], raw["validation"] = carved["train"], carved["test"]
+    return (f"carved from train ({fraction:.0%}, seed {seed}): {len(carved['test'])} of {documents} documents; "
+            "the dataset has no validation split")
+
+
 def dataset_preprocessing(args) -> dict:
     """The page resize the dataset was built with (`preprocessing.json` beside a saved dataset), so
     inference can repeat it; Hub datasets carry none and inference then keeps pages as they are."""

@@ -518,8 +518,10 @@ def _on_next_line(last_box, box) -> bool:
     return below and gap <= line_height and (overlaps or aligned)
 
 
-def _continues(current: dict, last_box, entity: dict) -> bool:
+def _continues(current: dict, last_box, entity: dict, mergeable) -> bool:
     if entity.get("entity_group") != current.get("entity_group") or entity.get("page") != current.get("page"):
+        return False
+    if not mergeable(entity.get("entity_group")):
         return False
     if entity.get("start") is not None and entity.get("start") == current.get("end"):
         return True
@@ -555,9 +557,10 @@ def _merge_pair(current: dict, entity: dict) -> dict:
     return merged
 
 
-def merge_continuations(entities: list[dict]) -> list[dict]:
+def merge_continuations(entities: list[dict], mergeable=None) -> list[dict]:
     """Merge consecutive spans of one entity type that continue each other: adjacent in word order, or the
-    next one on the text line below (a vendor name or address broken over lines). Returns new dicts.
+    next one on the text line below (a vendor name or address broken over lines), for the types
+    `mergeable(type)` accepts (default: all). Returns new dicts.
 
     The merged span joins the words with spaces, covers both start/end ranges and boxes, and scores the
     word-weighted mean ("num_words" when given, else end - start). Spans on different pages never merge.
@@ -566,7 +569,7 @@ def merge_continuations(entities: list[dict]) -> list[dict]:
     last_box = None  # the box of the last piece merged in: a multi-line span's union box is no line height
     for entity in entities:
         entity = {**entity, "box": list(entity["box"])} if entity.get("box") is not None else dict(entity)
-        if merged and _continues(merged[-1], last_box, entity):
+        if merged and _continues(merged[-1], last_box, entity, mergeable or (lambda name: True)):
             merged[-1] = _merge_pair(merged[-1], entity)
         else:
             merged.append(entity)
@@ -653,8 +656,13 @@ def extract_fields(entities: list[dict], schema=None) -> dict[str, dict]:
     schema = FieldSchema.load(schema)
     pages = _pages(entities)
     by_type: dict[str, list[dict]] = {}
+    # Only text continues over spans: amounts, dates and numbers next to or below one another are separate
+    # values (a table column read top to bottom), not one value broken in two.
+    def is_text(name: str) -> bool:
+        return schema.spec(name).type == "text"
+
     for page in sorted(pages):
-        for entity in merge_continuations(pages[page]):
+        for entity in merge_continuations(pages[page], is_text):
             by_type.setdefault(entity["entity_group"], []).append(_candidate(entity))
     result = {}
     for name in sorted(by_type):

@@ -12,7 +12,15 @@ OUTSIDE = "O"
 
 
 def is_bio_tag(tag: str) -> bool:
-    return tag == OUTSIDE or (len(tag) > 2 and tag[:2] in ("B-", "I-"))
+    """True for "O", or for "B-"/"I-" and an entity type. The type must be non-empty, have no whitespace at either end
+    ("B- " or "B-total " would become label-list entries of their own), and not start with a prefix itself
+    ("B-B-total" is a doubled prefix, not a type)."""
+    if tag == OUTSIDE:
+        return True
+    if not isinstance(tag, str) or tag[:2] not in ("B-", "I-"):
+        return False
+    name = tag[2:]
+    return bool(name) and name == name.strip() and name[:2] not in ("B-", "I-")
 
 
 def entity_type(tag: str) -> str | None:

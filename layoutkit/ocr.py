@@ -24,6 +24,7 @@ module level.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from dataclasses import asdict, dataclass, field
@@ -131,6 +132,18 @@ def get_ocr_engine(engine: str | OcrEngine = "tesseract", **options: Any) -> Ocr
             except TypeError as error:
                 raise ValueError(f"OCR engine {engine!r}: {error}") from None
         return _ENGINE_CACHE[key]
+
+
+def parse_engine_option(text: str) -> tuple[str, Any]:
+    """A command line's KEY=VALUE engine setting; the value is read as JSON when it parses (min_height=0,
+    fallback_psms=[6,4], preprocess=threshold -> "threshold")."""
+    name, separator, value = text.partition("=")
+    if not separator or not name.strip():
+        raise ValueError(f"{text!r} is not KEY=VALUE")
+    try:
+        return name.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return name.strip(), value
 
 
 def ocr_page(image: Image.Image, engine: str | OcrEngine = "tesseract", **options: Any) -> OcrResult:

@@ -10,6 +10,7 @@ when OCR runs, inside `ocr.py`).
 from __future__ import annotations
 
 import os
+import warnings
 from contextlib import nullcontext
 from typing import Any, Iterator
 
@@ -21,6 +22,7 @@ from .boxes import load_page, normalize_boxes, resize_document
 from .encoding import LayoutCollator, encode_documents, window_page_images
 from .modeling import model_family
 from .ocr import OcrEngine, get_ocr_engine
+from .validation import FieldError, check_box, is_blank_word, normalised_boxes_problem
 
 DEFAULT_WINDOW_BATCH_SIZE = 8
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -37,18 +39,39 @@ def read_image(value) -> Image.Image:
     raise TypeError(f"expected an image path or a PIL image, got {type(value).__name__}")
 
 
-def check_words(words, boxes, name: str = "boxes") -> tuple[list[str], list[list[float]]]:
-    """Given words and one pixel box per word (`name` is the input key the boxes came from, for errors)."""
+def check_words(words, boxes, page_size: tuple[int, int], name: str = "boxes") -> tuple[list[str], list[list[float]]]:
+    """Given words and one pixel box per word on a page of `page_size` (width, height), checked as the dataset
+    builder checks annotations (`validation.check_box`: 4 finite numbers, not inverted, inside the page within
+    BOX_TOLERANCE, then clamped); words must be strings. `name` is the input key the boxes came from, for errors.
+    Warns when the boxes look normalised (0-1 or 0-1000) rather than pixels."""
     if not isinstance(words, (list, tuple)) or not isinstance(boxes, (list, tuple)):
         raise TypeError(f"'words' and '{name}' must be lists")
     if len(words) != len(boxes):
         raise ValueError(f"{len(words)} words but {len(boxes)} {name}: give one box per word")
-    checked = []
-    for index, box in enumerate(boxes):
-        if not isinstance(box, (list, tuple)) or len(box) != 4:
-            raise ValueError(f"{name}[{index}] must be [x0, y0, x1, y1] in pixels, got {box!r}")
-        checked.append([float(v) for v in box])
-    return [str(w) for w in words], checked
+    for index, word in enumerate(words):
+        if not isinstance(word, str):
+            # str() would turn None or 7 into the text "None" or "7" and the model would read it.
+            raise FieldError(f"words[{index}]", f"{word!r} is {type(word).__name__}; every word must be a string")
+    width, height = page_size
+    checked = [[float(v) for v in check_box(box, f"{name}[{i}]", width, height)] for i, box in enumerate(boxes)]
+    problem = normalised_boxes_problem(checked, width, height)
+    if problem is not None:
+        warnings.warn(f"{name}: {problem}", stacklevel=2)
+    return list(words), checked
+
+
+def visible_word_indices(words: list[str]) -> list[int]:
+    """The indices of the words with visible text. Training drops the others (empty, whitespace, zero-width
+    characters: `validation.is_blank_word`), which some tokenizers give no token, so inference drops them too."""
+    kept = [index for index, word in enumerate(words) if not is_blank_word(word)]
+    if len(kept) < len(words):
+        warnings.warn(
+            f"{len(words) - len(kept)} of {len(words)} given words have no visible text (empty, whitespace or "
+            "zero-width characters) and were dropped with their boxes, as in training; word indices in the output "
+            "(entity start/end) count the kept words",
+            stacklevel=2,
+        )
+    return kept
 
 
 def has_given_words(inputs) -> bool:
@@ -58,16 +81,19 @@ def has_given_words(inputs) -> bool:
 
 def read_document(inputs, ocr_engine: OcrEngine) -> dict[str, Any]:
     """The upright RGB page and its words with pixel boxes, given or read by `ocr_engine`. `line_ids` and
-    `confidences` come with OCR only (None for given words)."""
+    `confidences` come with OCR only (None for given words). Given words without visible text are dropped;
+    `given_word_indices` says which given words were kept (None with OCR), so per-word inputs follow them."""
     if isinstance(inputs, dict) and "image" not in inputs:
         raise ValueError("a dict input needs 'image' (path or PIL image), plus optionally 'words' and 'boxes'")
     page = load_page(read_image(inputs["image"] if isinstance(inputs, dict) else inputs))
     if has_given_words(inputs):
-        words, boxes = check_words(inputs["words"], inputs.get("boxes"))
-        return {"page": page, "words": words, "boxes": boxes, "line_ids": None, "confidences": None}
+        words, boxes = check_words(inputs["words"], inputs.get("boxes"), page.size)
+        kept = visible_word_indices(words)
+        return {"page": page, "words": [words[i] for i in kept], "boxes": [boxes[i] for i in kept], "line_ids": None,
+                "confidences": None, "given_word_indices": kept}
     ocr = ocr_engine(page)
     return {"page": page, "words": ocr.words, "boxes": ocr.boxes, "line_ids": ocr.line_ids,
-            "confidences": ocr.confidences}
+            "confidences": ocr.confidences, "given_word_indices": None}
 
 
 def resolve_ocr_engine(recorded: dict[str, Any] | None, overrides: dict[str, Any]) -> OcrEngine:

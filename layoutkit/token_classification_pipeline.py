@@ -113,12 +113,15 @@ class LayoutTokenClassificationPipeline(WindowedLayoutPipeline):
         document = read_document(inputs, self.ocr_engine(ocr))
         document["segment_boxes"] = None
         if has_given_words(inputs):
+            kept = document["given_word_indices"]  # the given words with visible text: per-word inputs follow
             if inputs.get("segment_boxes") is not None:
-                _, document["segment_boxes"] = check_words(inputs["words"], inputs["segment_boxes"], "segment_boxes")
+                _, segments = check_words(inputs["words"], inputs["segment_boxes"], document["page"].size,
+                                          "segment_boxes")
+                document["segment_boxes"] = [segments[i] for i in kept]
             if inputs.get("line_ids") is not None:
-                if len(inputs["line_ids"]) != len(document["words"]):
+                if len(inputs["line_ids"]) != len(inputs["words"]):
                     raise ValueError("give one line id per word in 'line_ids'")
-                document["line_ids"] = [int(v) for v in inputs["line_ids"]]
+                document["line_ids"] = [int(inputs["line_ids"][i]) for i in kept]
         return document
 
     def preprocess(self, inputs, ocr: dict | None = None):

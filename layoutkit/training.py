@@ -230,18 +230,26 @@ def create_scheduler(args, optimizer, max_train_steps: int, num_processes: int):
 
 
 def build_dataloaders(args, windows: dict, collator):
-    """(train dataloader, {"validation"/"test": dataloader}, the split evaluated after each epoch)."""
+    """(train dataloader, {"validation"/"test": dataloader}, the split evaluated after each epoch).
+
+    The split evaluated after each epoch picks the model that is kept, so it is "validation" or None (no
+    validation split: nothing is selected), never "test": a test score chosen on test is no test score.
+    """
     from torch.utils.data import DataLoader
 
     train_dataloader = DataLoader(
         windows["train"], shuffle=True, collate_fn=collator, batch_size=args.per_device_train_batch_size,
         num_workers=args.dataloader_num_workers,
+        # Creating an iterator draws the workers' base seed from this generator; without one it is drawn from
+        # the global torch RNG, the stream dropout uses. A run resumed mid-epoch creates one iterator more
+        # than an uninterrupted run at that point, and its dropout masks would all be shifted by one draw.
+        generator=torch.Generator().manual_seed(args.seed),
     )
     eval_dataloaders = {
         split: DataLoader(windows[split], collate_fn=collator, batch_size=args.per_device_eval_batch_size)
         for split in ("validation", "test") if split in windows
     }
-    eval_split = "validation" if "validation" in windows else "test"
+    eval_split = "validation" if "validation" in windows else None
     return train_dataloader, eval_dataloaders, eval_split
 
 
@@ -262,13 +270,18 @@ def prepare_training(accelerator: Accelerator, args, model, train_dataloader, ev
 
 
 # ------------------------------------------------------------------------------------- training state
+TRAINING_STATE_FILE = "training_state.json"
+BEST_MODEL_FILE = "best_model.safetensors"
+
+
 @dataclass
 class TrainingState:
     """Everything the loop needs to continue exactly where a checkpoint left it.
 
-    Registered with `accelerator.register_for_checkpointing`, so `save_state`/`load_state` carry it.
-    The best model's weights are kept with it (on the CPU), so a resumed run restores the same best
-    model at the end as an uninterrupted one.
+    `save(folder)`/`load(folder)` write it beside accelerate's `save_state` files as JSON (training_state.json)
+    plus the best model's weights as safetensors (best_model.safetensors): no pickle of ours to load. The best
+    weights are kept with it (on the CPU), so a resumed run restores the same best model at the end as an
+    uninterrupted one.
     """
 
     metric_name: str = "f1"
@@ -279,22 +292,48 @@ class TrainingState:
     best_metrics: dict = field(default_factory=dict)
     epochs_without_improvement: int = 0
     history: list = field(default_factory=list)
-    train_seconds: float = 0.0
+    train_seconds: float = 0.0  # training time of all runs that led here, resumed ones included
     best_state_dict: dict | None = None
 
-    def state_dict(self) -> dict:
-        return asdict(self)
+    def save(self, folder: str) -> None:
+        from safetensors.torch import save_file
 
-    def load_state_dict(self, state: dict) -> None:
-        for key, value in state.items():
-            setattr(self, key, value)
+        fields = asdict(self)
+        fields.pop("best_state_dict")
+        write_json(os.path.join(folder, TRAINING_STATE_FILE), fields)
+        if self.best_state_dict is not None:
+            tensors = {k: v.contiguous() for k, v in self.best_state_dict.items()}
+            save_file(tensors, os.path.join(folder, BEST_MODEL_FILE))
+
+    def load(self, folder: str) -> None:
+        from safetensors.torch import load_file
+
+        path = os.path.join(folder, TRAINING_STATE_FILE)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"{folder}: no {TRAINING_STATE_FILE}; this checkpoint was written by an older layoutkit (which "
+                "pickled the training state) or is not a training checkpoint. Start the run again without "
+                "--resume_from_checkpoint"
+            )
+        with open(path, encoding="utf-8") as handle:
+            for key, value in json.load(handle).items():
+                setattr(self, key, value)
+        best = os.path.join(folder, BEST_MODEL_FILE)
+        self.best_state_dict = load_file(best) if os.path.isfile(best) else None
 
     def record_epoch(self, epoch: int, metrics: dict, model: torch.nn.Module, patience: int | None) -> bool:
-        """Store the epoch's validation metrics; returns True when early stopping says stop."""
-        value = metrics[self.metric_name]
+        """Store the epoch's validation metrics; returns True when early stopping says stop.
+
+        Without validation metrics (no validation split) nothing is selected: the last epoch is kept.
+        """
         self.history.append({"epoch": epoch, **metrics})
         self.epochs_done = epoch + 1
-        if self.best_metric is None or value > self.best_metric:
+        if not metrics:
+            return False
+        value = metrics[self.metric_name]
+        # `value > best` is False for NaN, but the first epoch is taken without comparing: check explicitly,
+        # so a non-finite metric never picks the model that is kept.
+        if math.isfinite(value) and (self.best_metric is None or value > self.best_metric):
             self.best_metric, self.best_epoch, self.best_metrics = value, epoch, dict(metrics)
             self.epochs_without_improvement = 0
             self.best_state_dict = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
@@ -303,13 +342,19 @@ class TrainingState:
         return patience is not None and self.epochs_without_improvement >= patience
 
 
+class TrainingDivergedError(RuntimeError):
+    """The loss or the gradient norm became NaN or infinite."""
+
+
 # ------------------------------------------------------------------------------------------ checkpoints
-def save_checkpoint(accelerator: Accelerator, output_dir: str, name: str) -> None:
-    """`save_state` into a temporary folder renamed into place, so a run killed while saving never leaves
-    a half-written checkpoint for `--resume_from_checkpoint latest` to pick."""
+def save_checkpoint(accelerator: Accelerator, output_dir: str, name: str, state: TrainingState) -> None:
+    """`save_state` plus our training state into a temporary folder renamed into place, so a run killed while
+    saving never leaves a half-written checkpoint for `--resume_from_checkpoint latest` to pick."""
     final = os.path.join(output_dir, name)
     partial = final + ".partial"
     accelerator.save_state(partial)
+    if accelerator.is_main_process:
+        state.save(partial)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         if os.path.isdir(final):
@@ -339,7 +384,7 @@ def fit(
     optimizer,
     lr_scheduler,
     train_dataloader,
-    evaluate: Callable[[], dict],
+    evaluate: Callable[[], dict] | None,
     state: TrainingState,
     model_inputs: Callable[[dict], dict] = lambda batch: batch,
     on_epoch_end: Callable[[int, dict], None] | None = None,
@@ -347,12 +392,14 @@ def fit(
 ) -> TrainingState:
     """Train with gradient accumulation, per-epoch evaluation, early stopping and checkpoints.
 
-    `evaluate()` returns the validation metrics (including `state.metric_name`); `model_inputs(batch)`
-    picks the model's inputs out of a batch (batches may carry bookkeeping such as word ids).
-    `loss_function(logits, labels)` replaces the model's own cross-entropy when given (focal loss, class
-    weights). `on_epoch_end(epoch, metrics)` runs after each epoch's evaluation and checkpoint.
-    The loss is accumulated on the device and read on the host only at logging steps, so the step loop
-    does not wait for the device.
+    `evaluate()` returns the validation metrics (including `state.metric_name`); None when there is no
+    validation split: then no epoch is selected and the last one is kept. `model_inputs(batch)` picks the
+    model's inputs out of a batch (batches may carry bookkeeping such as word ids). `loss_function(logits,
+    labels)` replaces the model's own cross-entropy when given (focal loss, class weights).
+    `on_epoch_end(epoch, metrics)` runs after each epoch's evaluation and checkpoint.
+    The loss, and whether it or the gradient norm went NaN/infinite, are accumulated on the device and read on
+    the host only at logging steps, checkpoints and epoch ends, so the step loop does not wait for the device;
+    a non-finite value stops training with TrainingDivergedError before anything is saved or selected.
     """
     steps_per_epoch = math.ceil(len(train_dataloader) / args.gradient_accumulation_steps)
     max_train_steps, num_epochs = schedule(args, steps_per_epoch)
@@ -362,17 +409,31 @@ def fit(
         path = find_checkpoint(args.output_dir, args.resume_from_checkpoint)
         accelerator.print(f"Resuming from {path}")
         accelerator.load_state(path)
+        state.load(path)
     start_epoch = state.completed_steps // steps_per_epoch
     skip_batches = (state.completed_steps - start_epoch * steps_per_epoch) * args.gradient_accumulation_steps
     stop = state.completed_steps >= max_train_steps or (
         args.early_stopping_patience is not None and state.epochs_without_improvement >= args.early_stopping_patience
     )
 
+    if evaluate is None and args.early_stopping_patience is not None:
+        accelerator.print("--early_stopping_patience is ignored: there is no validation split to stop on")
     progress = tqdm(
         total=max_train_steps, initial=state.completed_steps, disable=not accelerator.is_local_main_process
     )
     running_loss = torch.zeros((), device=accelerator.device)
     running_batches = 0
+    divergence = DivergenceCheck(accelerator, args, first_step=state.completed_steps + 1)
+    clock = time.perf_counter()
+
+    def save(name: str) -> None:
+        nonlocal clock
+        divergence.check(state.completed_steps)  # never checkpoint a model that went NaN
+        now = time.perf_counter()
+        # Elapsed time goes into the checkpoint, so a resumed run's train_seconds covers the steps before it.
+        state.train_seconds, clock = state.train_seconds + now - clock, now
+        save_checkpoint(accelerator, args.output_dir, name, state)
+
     for epoch in range(start_epoch, num_epochs):
         if stop:
             break
@@ -382,15 +443,19 @@ def fit(
         if skip_batches:
             batches = accelerator.skip_first_batches(train_dataloader, skip_batches)
             skip_batches = 0
-        started = time.perf_counter()
+        clock = time.perf_counter()
         for batch in batches:
             with accelerator.accumulate(model):
                 loss = training_loss(model, model_inputs(batch), loss_function)
                 running_loss += loss.detach()
                 running_batches += 1
+                divergence.add(loss.detach())
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and args.max_grad_norm:
-                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                    grad_norm = accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                    # With fp16's loss scaling an infinite norm is routine: the scaler skips that step itself.
+                    if isinstance(grad_norm, torch.Tensor) and accelerator.scaler is None:
+                        divergence.add(grad_norm)
                 optimizer.step()
                 lr_scheduler.step()
                 optimizer.zero_grad()
@@ -399,6 +464,7 @@ def fit(
             state.completed_steps += 1
             progress.update(1)
             if state.completed_steps % args.logging_steps == 0:
+                divergence.check(state.completed_steps)
                 mean_loss = accelerator.reduce(running_loss, "mean").item() / running_batches
                 accelerator.log(
                     {"train_loss": mean_loss, "learning_rate": lr_scheduler.get_last_lr()[0], "epoch": epoch},
@@ -408,21 +474,29 @@ def fit(
                 running_loss.zero_()
                 running_batches = 0
             end_of_epoch = state.completed_steps % steps_per_epoch == 0
-            if checkpoint_every and state.completed_steps % checkpoint_every == 0 and not end_of_epoch:
-                save_checkpoint(accelerator, args.output_dir, f"step_{state.completed_steps}")
-            if state.completed_steps >= max_train_steps:
+            last_step = state.completed_steps >= max_train_steps
+            # At the end of an epoch (or of training) the checkpoint is saved after the evaluation instead.
+            due = checkpoint_every and state.completed_steps % checkpoint_every == 0
+            if due and not end_of_epoch and not last_step:
+                save(f"step_{state.completed_steps}")
+            if last_step:
                 break
-        state.train_seconds += time.perf_counter() - started
+        divergence.check(state.completed_steps)
+        now = time.perf_counter()
+        state.train_seconds, clock = state.train_seconds + now - clock, now
 
-        metrics = evaluate()
+        metrics = evaluate() if evaluate is not None else {}
         should_stop = state.record_epoch(epoch, metrics, accelerator.unwrap_model(model), args.early_stopping_patience)
         headline = {k: v for k, v in metrics.items() if "_" not in k and isinstance(v, float)}
-        accelerator.print(f"epoch {epoch}: " + ", ".join(f"{k}={v:.4f}" for k, v in headline.items()))
-        accelerator.log({f"eval_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}, step=state.completed_steps)
+        if headline:
+            accelerator.print(f"epoch {epoch}: " + ", ".join(f"{k}={v:.4f}" for k, v in headline.items()))
+        accelerator.log({f"eval_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},
+                        step=state.completed_steps)
+        clock = time.perf_counter()  # evaluation is not training time
         if args.checkpointing_steps == "epoch":
-            save_checkpoint(accelerator, args.output_dir, f"epoch_{epoch}")
+            save(f"epoch_{epoch}")
         elif checkpoint_every and state.completed_steps % checkpoint_every == 0:
-            save_checkpoint(accelerator, args.output_dir, f"step_{state.completed_steps}")
+            save(f"step_{state.completed_steps}")
         if on_epoch_end is not None:
             on_epoch_end(epoch, metrics)
         stop = should_stop or state.completed_steps >= max_train_steps
@@ -432,6 +506,33 @@ def fit(
             )
     progress.close()
     return state
+
+
+class DivergenceCheck:
+    """Whether the loss or the gradient norm went NaN/infinite, kept as a flag on the device.
+
+    `add` costs no host synchronisation; `check` (at logging steps, checkpoints and epoch ends) reads the flag,
+    of every process, and raises TrainingDivergedError naming the steps since the previous check.
+    """
+
+    def __init__(self, accelerator: Accelerator, args, first_step: int):
+        self.accelerator, self.args, self.first_step = accelerator, args, first_step
+        self.nonfinite = torch.zeros((), dtype=torch.bool, device=accelerator.device)
+
+    def add(self, value: torch.Tensor) -> None:
+        self.nonfinite |= ~torch.isfinite(value)
+
+    def check(self, last_step: int) -> None:
+        if self.accelerator.reduce(self.nonfinite.float(), "sum").item():
+            steps = f"step {last_step}" if last_step <= self.first_step else f"steps {self.first_step}-{last_step}"
+            fp16 = ", or train in bf16/fp32 instead of fp16" if self.accelerator.mixed_precision == "fp16" else ""
+            raise TrainingDivergedError(
+                f"training diverged: the loss or the gradient norm became NaN or infinite in {steps}. Stopped: "
+                "nothing from there on is checkpointed, saved or selected as the best model. Lower --learning_rate "
+                f"(now {self.args.learning_rate:g}) or clip gradients with --max_grad_norm (now "
+                f"{self.args.max_grad_norm:g}){fp16}"
+            )
+        self.first_step = last_step + 1
 
 
 def training_loss(model, inputs: dict, loss_function=None) -> torch.Tensor:
@@ -484,6 +585,7 @@ def load_model_and_processing(args, model_class, **config_kwargs):
 
     hub = dict(cache_dir=args.cache_dir, revision=args.revision, trust_remote_code=args.trust_remote_code)
     config = AutoConfig.from_pretrained(args.config_name or args.model_name_or_path, **config_kwargs, **hub)
+    check_window_fits(config, args.max_seq_length)
     processing_source = args.tokenizer_name or args.model_name_or_path or args.config_name
     tokenizer, image_processor, processor = load_processing(processing_source, **hub)
     if args.model_name_or_path:
@@ -492,6 +594,32 @@ def load_model_and_processing(args, model_class, **config_kwargs):
         model = model_class.from_config(config, trust_remote_code=args.trust_remote_code)
     freeze_parameters_without_gradient(model)
     return config, model, tokenizer, image_processor, processor
+
+
+# Models whose position ids count up from padding_idx + 1, as RoBERTa's do (transformers'
+# create_position_ids_from_input_ids), so padding_idx + 1 rows of the position table are never a token's.
+POSITIONS_AFTER_PADDING_IDX = ("layoutlmv3",)
+
+
+def text_positions(config) -> int:
+    """How many tokens a window may hold: the rows of the position-embedding table a token can use."""
+    if config.model_type in POSITIONS_AFTER_PADDING_IDX:
+        return config.max_position_embeddings - config.pad_token_id - 1
+    return config.max_position_embeddings
+
+
+def check_window_fits(config, max_seq_length: int) -> None:
+    """Stop before training when a window is longer than the model's position embeddings: the model itself
+    would fail deep inside its embedding lookup with `IndexError: index out of range in self`."""
+    limit = text_positions(config)
+    if max_seq_length > limit:
+        padding = (f", padding_idx {config.pad_token_id}" if config.model_type in POSITIONS_AFTER_PADDING_IDX
+                   else "")
+        raise ValueError(
+            f"--max_seq_length {max_seq_length} does not fit this model: its position embeddings hold at most "
+            f"{limit} tokens (max_position_embeddings {config.max_position_embeddings}{padding}); pass "
+            f"--max_seq_length {limit} or less"
+        )
 
 
 # Parameters that a model's forward never gives a gradient. DistributedDataParallel stops with "Expected
@@ -542,7 +670,7 @@ def epoch_end_hook(accelerator: Accelerator, args, model, processor, task: str, 
             if accelerator.is_main_process:
                 attach_pipeline(args.output_dir, task)
                 push_folder(args, args.output_dir, f"epoch {epoch}")
-        if on_epoch_end is not None:
+        if on_epoch_end is not None and metrics:  # a search prunes on validation metrics; none, nothing to report
             on_epoch_end(epoch, metrics)
 
     return end_of_epoch

@@ -404,3 +404,20 @@ def test_extract_fields_unparseable_best_keeps_raw_text_and_error():
 
 def test_extract_fields_empty():
     assert extract_fields([]) == {}
+
+
+def test_amounts_one_below_the_other_stay_separate_values():
+    """A table column read top to bottom (as OCR sometimes does): each amount is its own value, while a text field
+    broken over two lines is one value."""
+    def entity(group, word, start, end, box):
+        return {"entity_group": group, "score": 0.9, "word": word, "start": start, "end": end, "box": box, "page": 1}
+
+    entities = [
+        entity("item_amount", "12.00", 10, 11, [500, 100, 560, 115]),
+        entity("item_amount", "15.50", 11, 12, [500, 120, 560, 135]),
+        entity("vendor", "Blue River", 0, 2, [10, 10, 90, 25]),
+        entity("vendor", "Supplies Ltd", 5, 7, [10, 30, 95, 45]),
+    ]
+    fields = extract_fields(entities)
+    assert [v["normalized"] for v in fields["item_amount"]["values"]] == ["12.00", "15.50"]
+    assert fields["vendor"]["value"] == "Blue River Supplies Ltd"

@@ -12,7 +12,7 @@ from inference_fixtures import force_label
 TESSERACT = shutil.which("tesseract")
 needs_tesseract = pytest.mark.skipif(TESSERACT is None, reason="tesseract is not installed (apt-get install tesseract-ocr)")
 PIPELINE_FILES = ["token_classification_pipeline.py", "boxes.py", "draw.py", "encoding.py", "fields.py", "labels.py",
-                  "modeling.py", "ocr.py", "pipeline_inputs.py", "postprocess.py", "windows.py"]
+                  "modeling.py", "ocr.py", "pipeline_inputs.py", "postprocess.py", "validation.py", "windows.py"]
 
 
 def synth_document(invoice_dataset, split="test", index=0):
@@ -273,6 +273,32 @@ def test_bad_inputs_raise_clear_errors(trained_ner_checkpoint):
         extractor({"words": ["a"], "boxes": [[0, 0, 1, 1]]})
     with pytest.raises(ValueError, match="unknown rule"):
         extractor({"image": image, "words": ["a"], "boxes": [[0, 0, 1, 1]]}, rules="no_such_rule")
+
+
+def test_dict_input_is_checked_like_training_data(trained_ner_checkpoint):
+    """Boxes outside the page, inverted, text or NaN are refused naming the box; normalised boxes are warned
+    about; words without visible text are dropped with their boxes, as the dataset builder drops them."""
+    from PIL import Image
+
+    extractor = load_pipeline(trained_ner_checkpoint)
+    image = Image.new("RGB", (300, 200), "white")
+    refused = {
+        "outside the 300x200 image": [2000, 1500, 2400, 1650],
+        "inverted": [240, 150, 200, 165],
+        "'10' is not a number": ["10", 150, 240, 165],
+        "nan is not a finite number": [float("nan"), 150, 240, 165],
+    }
+    for problem, box in refused.items():
+        with pytest.raises(ValueError, match=r"^boxes\[1\]: ") as caught:
+            extractor({"image": image, "words": ["ACME", "Total"], "boxes": [[10, 10, 60, 25], box]})
+        assert problem in str(caught.value)
+    with pytest.warns(UserWarning, match="look normalised"):
+        extractor({"image": image, "words": ["ACME", "Total"], "boxes": [[0.03, 0.05, 0.2, 0.1], [0.6, 0.7, 0.8, 0.8]]})
+    with pytest.warns(UserWarning, match="no visible text"):
+        out = extractor({"image": image, "words": ["ACME", "\u200b", "Total"],
+                         "boxes": [[10, 10, 60, 25], [61, 10, 62, 25], [200, 150, 240, 165]]}, return_words=True)
+    assert [w["text"] for w in out["words"]] == ["ACME", "Total"]
+    assert [w["box"] for w in out["words"]] == [[10, 10, 60, 25], [200, 150, 240, 165]]
 
 
 # ----------------------------------------------------------------------------------------------- OCR

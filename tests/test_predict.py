@@ -232,3 +232,63 @@ def test_draw_and_typed_fields_with_a_schema(vendor_ner_checkpoint, synthetic_in
     bad.write_text(json.dumps({"fields": {"total": {"type": "money"}}}))
     with pytest.raises(SystemExit):
         predict.parse_args(["--model_name_or_path", "m", "--input", "x", "--output_dir", "o", "--schema", str(bad)])
+
+
+def test_pdf_errors_do_not_leak_between_files(tmp_path):
+    """PDFium keeps its last error code across files: a PDF without pages read after a malformed or an encrypted
+    PDF must still be reported as having no pages, each file with its own problem (no model needed)."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    import predict
+
+    (tmp_path / "malformed.pdf").write_bytes(b"%PDF-1.4\nthis is not a PDF body\n%%EOF\n")
+    (tmp_path / "encrypted.pdf").write_bytes(encrypted_pdf())
+    (tmp_path / "empty.pdf").write_bytes(pdf_file(["<< /Type /Catalog /Pages 2 0 R >>",
+                                                   "<< /Type /Pages /Kids [] /Count 0 >>"]))
+    text_page("Total 12.00").save(tmp_path / "good.pdf", resolution=100)
+    args = SimpleNamespace(dpi=100, max_image_pixels=predict.DEFAULT_MAX_PIXELS)
+
+    def problem(name: str) -> str:
+        path = Path(tmp_path / name)
+        try:
+            pages = list(predict.document_pages(path, args))
+        except predict.DocumentError as error:
+            assert str(error).startswith(f"{path}: ")
+            return str(error)[len(f"{path}: "):]
+        return f"{len(pages)} page(s)"
+
+    expected = {
+        "malformed.pdf": "not a readable PDF (data format error); re-export or repair it",
+        "encrypted.pdf": "the PDF is encrypted (password protected); decrypt it first",
+        "empty.pdf": "the PDF has no pages",
+        "good.pdf": "1 page(s)",
+    }
+    for order in (["malformed.pdf", "empty.pdf"], ["encrypted.pdf", "empty.pdf"], ["empty.pdf", "good.pdf"],
+                  ["encrypted.pdf", "good.pdf", "empty.pdf", "malformed.pdf", "empty.pdf"]):
+        assert [problem(name) for name in order] == [expected[name] for name in order], order
+
+
+def test_words_json_with_a_box_outside_the_page(vendor_ner_checkpoint, tmp_path):
+    """Boxes of --words_json are checked like training annotations: the summary names the page and the box."""
+    from PIL import Image
+
+    import predict
+
+    Image.new("RGB", (300, 200), "white").save(tmp_path / "scan.png")
+    words = tmp_path / "words.json"
+    words.write_text(json.dumps([
+        {"image": "scan.png", "words": ["ACME", "Total"], "boxes": [[10, 10, 60, 25], [200, 150, 240, 165]]},
+        {"image": "scan.png", "words": ["ACME", "Total"], "boxes": [[10, 10, 60, 25], [2000, 1500, 2400, 1650]]},
+    ]))
+    output = tmp_path / "out"
+    code = predict.main(["--model_name_or_path", str(vendor_ner_checkpoint), "--words_json", str(words),
+                         "--output_dir", str(output), "--device", "cpu"])
+    assert code == 1
+    [row] = read_outputs(output).values()
+    assert row["status"] == "error"
+    assert row["message"] == (
+        f"{tmp_path / 'scan.png'}: page 2: boxes[1]: box [2000, 1500, 2400, 1650] lies outside the 300x200 image "
+        "(tolerance 2 px); boxes must be pixel coordinates of the upright image (not normalised, not from another "
+        "resolution)"
+    ), row["message"]

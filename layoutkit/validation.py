@@ -1,0 +1,94 @@
+"""The input rules shared by the dataset builder and inference, so a page the builder would refuse is refused at
+inference too, with the same message: what a box is, which words are blank, when boxes look normalised.
+
+Copied into checkpoints beside the pipelines (imported relatively by `pipeline_inputs.py`): standard library only.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import unicodedata
+from typing import Any, Sequence
+
+# Boxes may overshoot the page by this many pixels (rounding in annotation and OCR tools); they are clamped.
+BOX_TOLERANCE = 2
+# The grid LayoutLM models read boxes on: coordinates normalised for the model lie within [0, 1000].
+NORMALISED_GRID = 1000
+
+
+class FieldError(ValueError):
+    """An input value that cannot be used: `field` names it (e.g. "boxes[3]"), `message` says what is wrong and
+    what to do. The builder turns it into an AnnotationError (which adds the file); inference raises it as is."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}")
+
+
+def check_box(value: Any, field: str, width: float, height: float) -> list:
+    """`value` as [x0, y0, x1, y1] pixels of a `width` x `height` page, clamped to the page; raises FieldError
+    unless it is 4 finite real numbers (text and booleans are not numbers), not inverted, and inside the page
+    within BOX_TOLERANCE pixels."""
+    problem = _not_a_box(value)
+    if problem is not None:
+        raise FieldError(
+            field, f"{value!r} is not a box ({problem}); {field} must be [x0, y0, x1, y1], 4 numbers in pixels"
+        )
+    x0, y0, x1, y1 = value
+    box = list(value)
+    if x1 < x0 or y1 < y0:
+        raise FieldError(
+            field, f"box {box} is inverted; boxes are [left, top, right, bottom] with x0 <= x1 and y0 <= y1"
+        )
+    if x0 < -BOX_TOLERANCE or y0 < -BOX_TOLERANCE or x1 > width + BOX_TOLERANCE or y1 > height + BOX_TOLERANCE:
+        raise FieldError(
+            field,
+            f"box {box} lies outside the {width}x{height} image (tolerance {BOX_TOLERANCE} px); boxes must be "
+            "pixel coordinates of the upright image (not normalised, not from another resolution)",
+        )
+    return [max(0, x0), max(0, y0), min(width, x1), min(height, y1)]
+
+
+def _not_a_box(value: Any) -> str | None:
+    """Why `value` is not 4 finite real numbers, or None when it is."""
+    if not isinstance(value, (list, tuple)):
+        return "not a list"
+    if len(value) != 4:
+        return f"{len(value)} values"
+    for number in value:
+        # bool is an int subclass and "10" converts silently: both hide a broken export, so neither is a number.
+        if isinstance(number, bool) or not isinstance(number, numbers.Real):
+            return f"{number!r} is not a number"
+        if not math.isfinite(number):
+            return f"{number!r} is not a finite number"
+    return None
+
+
+def normalised_boxes_problem(boxes: Sequence[Sequence[float]], width: float, height: float) -> str | None:
+    """A message when every box lies within [0, 1], or within [0, 1000] on a page larger than 1000 px both ways:
+    such boxes are almost surely normalised, not pixels, and the model would read the words squeezed into a
+    corner of the page. None otherwise (and for a page without boxes)."""
+    if not boxes:
+        return None
+    if min(min(box) for box in boxes) < 0:
+        return None
+    largest = max(max(box) for box in boxes)
+    if largest <= 1 < max(width, height):
+        grid = "[0, 1]"
+    elif largest <= NORMALISED_GRID < min(width, height):
+        grid = f"[0, {NORMALISED_GRID}]"
+    else:
+        return None
+    return (
+        f"every box lies within {grid} on a {width}x{height} page: the boxes look normalised, not pixels; give "
+        f"pixel coordinates of the page (x from 0 to {width}, y from 0 to {height})"
+    )
+
+
+def is_blank_word(word: str) -> bool:
+    """True for a word with no visible text: empty, whitespace, or only invisible format characters (zero-width
+    space/joiners U+200B-U+200D, word joiner U+2060, BOM U+FEFF, soft hyphen U+00AD: Unicode category Cf).
+    Some tokenizers give such a word no token at all, so its label would be lost."""
+    return all(char.isspace() or unicodedata.category(char) == "Cf" for char in word)

@@ -5,7 +5,7 @@
 
 --input is an image (PNG, JPEG, TIFF including multi-page TIFF, BMP, WebP), a PDF (every page, rendered at
 --dpi) or a folder of them (its top level). Words come from OCR (--ocr_engine: by default the engine and
-settings the model's training data was read with, else Tesseract), or with --words_json from a JSON in the
+settings the model's training data was read with, else RapidOCR), or with --words_json from a JSON in the
 annotation format ({"image": ..., "words": [...], "boxes": [...]}, or a list of such objects for several
 pages), in which case OCR is skipped.
 
@@ -56,7 +56,7 @@ def parse_args(argv=None):
     parser.add_argument("--words_json", help="words and pixel boxes in the annotation format; skips OCR")
     parser.add_argument(
         "--ocr_engine", choices=sorted(OCR_ENGINES),
-        help="OCR engine (default: the one the model's training data was read with, else tesseract)",
+        help="OCR engine (default: the one the model's training data was read with, else rapidocr)",
     )
     parser.add_argument("--ocr_lang", help='OCR language(s), e.g. "eng", "deu+eng" (default eng)')
     parser.add_argument("--ocr_config", help='extra tesseract options, e.g. "--oem 1"')

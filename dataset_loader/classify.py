@@ -5,7 +5,8 @@
 
 Columns: `id` ("<class>/<file stem>"), `image` (the page, resized with layoutkit's single resize path),
 `label` (ClassLabel, class names sorted), `words` and `bboxes` (pixels of the resized page). Words come from
-the JSON beside the image when there is one, otherwise from Tesseract with `ocr=True` (run once, here, and
+the JSON beside the image when there is one, otherwise from OCR with `ocr=True` (the default engine, as the
+classification pipeline uses at inference; run once, here, and
 stored, so training never runs OCR); otherwise the document has no words (reported as a warning).
 
 The split is stratified: each class's documents are shuffled with the seed and cut by the ratios, so

@@ -8,7 +8,7 @@ Saved into every checkpoint (see `layoutkit/export.py`), so a trained model runs
     # [{"label": "invoice", "score": 0.97}, {"label": "receipt", "score": 0.02}, {"label": "letter", "score": 0.01}]
 
 Input: an image (a path or a PIL image; words come from OCR: the engine the training data was read with, else
-Tesseract), or a dict
+RapidOCR), or a dict
 `{"image": ..., "words": [...], "boxes": [[x0, y0, x1, y1], ...]}` with boxes in the image's pixels (OCR is
 skipped). A list of inputs returns a list of results.
 
@@ -20,7 +20,7 @@ script recorded in config.json: `load_page`, `resize_document` (page resize), `n
 Output: like the stock image-classification pipeline, `[{"label", "score"}, ...]` sorted by score, best first,
 `top_k` of them (default 5, at most the number of classes).
 
-Call options: `top_k`, `ocr_engine` ("tesseract", "rapidocr" or an `OcrEngine`), `ocr_lang` ("eng"), `ocr_config`
+Call options: `top_k`, `ocr_engine` ("rapidocr", "tesseract" or an `OcrEngine`), `ocr_lang` ("eng"), `ocr_config`
 (extra tesseract options), `min_ocr_confidence`, `ocr_options` (a dict of engine settings), `batch_size` (windows
 per forward pass, default 8), `mixed_precision` ("no", "bf16" or "fp16" autocast).
 

@@ -21,7 +21,7 @@ from transformers import Pipeline
 from .boxes import load_page, normalize_boxes, resize_document
 from .encoding import LayoutCollator, encode_documents, window_page_images
 from .modeling import model_family
-from .ocr import OcrEngine, get_ocr_engine
+from .ocr import DEFAULT_OCR_ENGINE, OcrEngine, get_ocr_engine
 from .validation import FieldError, check_box, is_blank_word, normalised_boxes_problem
 
 DEFAULT_WINDOW_BATCH_SIZE = 8
@@ -98,7 +98,7 @@ def read_document(inputs, ocr_engine: OcrEngine) -> dict[str, Any]:
 
 def resolve_ocr_engine(recorded: dict[str, Any] | None, overrides: dict[str, Any]) -> OcrEngine:
     """The OCR engine a pipeline reads pages with: the one the training data was read with (`recorded`, the
-    `ocr` settings of `document_preprocessing`), else Tesseract with its defaults; the caller's `overrides`
+    `ocr` settings of `document_preprocessing`), else the default engine (RapidOCR); the caller's `overrides`
     (engine, lang, min_confidence, config, options) win. Another engine than the recorded one starts from its
     own defaults."""
     overrides = dict(overrides)
@@ -106,7 +106,7 @@ def resolve_ocr_engine(recorded: dict[str, Any] | None, overrides: dict[str, Any
     if isinstance(engine, OcrEngine):
         return engine
     options = dict(recorded or {})
-    recorded_engine = options.pop("engine", "tesseract")
+    recorded_engine = options.pop("engine", DEFAULT_OCR_ENGINE)
     if engine is not None and engine != recorded_engine:
         options = {}
     options.update(overrides.pop("options", None) or {})

@@ -9,7 +9,7 @@ Saved into every checkpoint (see `layoutkit/export.py`), so a trained model runs
     #   "box": [612, 880, 701, 902]}, ...]
 
 Input: an image (a path or a PIL image; words come from OCR: the engine and settings the training data was read
-with, recorded in config.json, else Tesseract), or a dict
+with, recorded in config.json, else RapidOCR), or a dict
 `{"image": ..., "words": [...], "boxes": [[x0, y0, x1, y1], ...]}` with boxes in the image's pixels (OCR
 is skipped; optional "segment_boxes" or "line_ids"). A list of inputs returns a list of results.
 
@@ -27,7 +27,7 @@ end exclusive) plus `box`, the union of the words' boxes in the original image's
 "width", "height"}`; `return_fields=True` adds `"fields"`, one typed value per field (`fields.py`, types from
 `schema`); `draw=True` adds `"image"`, the page with its words and entities drawn (`draw.py`).
 
-Call options: `ocr_engine` ("tesseract", "rapidocr" or an `OcrEngine`), `ocr_lang` ("eng"), `ocr_config` (extra
+Call options: `ocr_engine` ("rapidocr", "tesseract" or an `OcrEngine`), `ocr_lang` ("eng"), `ocr_config` (extra
 tesseract options), `min_ocr_confidence`, `ocr_options` (a dict of engine settings), `batch_size` (windows per
 forward pass, default 8), `mixed_precision` ("no" or "bf16" autocast), `rules` (post-processing rules, see
 `postprocess.py`), `return_words`, `return_fields`, `schema` (a `FieldSchema`, dict or JSON path), `draw`.

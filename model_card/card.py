@@ -193,7 +193,7 @@ python predict.py --model_name_or_path {repo} --input invoices/ --output_dir pre
 
 The pipeline repeats the training preprocessing recorded in `config.json` (`document_preprocessing`): the page
 resize, box level, window length, stride and, for a model trained on OCR words, the OCR engine and its settings.
-OCR needs the engine: `tesseract-ocr` and `pytesseract` (default), or `rapidocr` and `onnxruntime`."""
+OCR needs the engine: `rapidocr` and `onnxruntime` (default), or `tesseract-ocr` and `pytesseract`."""
     return f"""```python
 from transformers import pipeline
 

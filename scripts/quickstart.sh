@@ -55,6 +55,7 @@ print(json.dumps({name: {k: v for k, v in field.items() if k not in ("candidates
 PY
 
 # End to end on test invoices the model has never seen: page images in, one value per field out, compared with the
-# gold values. "given" feeds the annotated words (what the test F1 above measures); "tesseract" reads the page.
+# gold values. "given" feeds the annotated words (what the test F1 above measures); "rapidocr" (the default OCR
+# engine) reads the page, as predict.py does on a scan.
 python benchmarks/end_to_end.py --model "$RUNS/invoices-$MODEL_TYPE-small" --data_dir "$DATA/sample_invoices" \
-    --dataset_path "$DATA/invoices" --engines "given,${OCR:-tesseract}" --max_docs "${E2E_DOCS:-50}"
+    --dataset_path "$DATA/invoices" --engines "given,${OCR:-rapidocr}" --max_docs "${E2E_DOCS:-50}"

@@ -2,8 +2,8 @@
 from-scratch LayoutLM -> document-level metrics, confusion matrix, misclassification report, beating the
 majority class -> the image-classification pipeline shipped in the checkpoint, from a fresh process."""
 
+import importlib.util
 import json
-import shutil
 import sys
 
 import numpy as np
@@ -12,7 +12,7 @@ import pytest
 from conftest import REPO_ROOT, run_command, run_fresh_python
 
 SCRIPT = REPO_ROOT / "run_doc_classification.py"
-TESSERACT = shutil.which("tesseract") is not None
+DEFAULT_OCR = importlib.util.find_spec("rapidocr") is not None  # the default OCR engine
 
 
 def cli(*args) -> int:
@@ -128,7 +128,7 @@ print(json.dumps(out))
 def test_pipeline_from_fresh_process(trained, class_folder, tmp_path):
     image = class_folder / "receipt" / "receipt_00001.png"
     args = [trained, image.with_suffix(".json"), image]
-    if TESSERACT:
+    if DEFAULT_OCR:
         args.append(class_folder / "letter" / "letter_00002.png")
     out = run_fresh_python(FRESH_SCRIPT, args, tmp_path)
     assert out["class"].startswith("transformers_modules.")
@@ -138,7 +138,7 @@ def test_pipeline_from_fresh_process(trained, class_folder, tmp_path):
     assert scores == sorted(scores, reverse=True) and sum(scores) == pytest.approx(1.0, abs=1e-4)
     assert out["top1"] == out["all"][:1]
     assert len(out["batch"]) == 2 and out["batch"][0][0]["label"] == "receipt"
-    if TESSERACT:
+    if DEFAULT_OCR:
         assert len(out["ocr"]) == 2 and out["ocr"][0]["label"] in ("invoice", "letter", "receipt")
 
 

@@ -180,3 +180,24 @@ def test_ocr_quality_counts():
     assert (counts.found, counts.correct, counts.reference_words, counts.ocr_words) == (1, 1, 3, 3)
     assert counts.recall == pytest.approx(1 / 3) and counts.precision == pytest.approx(1 / 3)
     assert counts.char_errors == 1 and counts.chars == len("Total") + len("125.50")
+
+
+def test_rapidocr_blank_page_has_no_words():
+    pytest.importorskip("rapidocr", reason="rapidocr is not installed (pip install rapidocr onnxruntime)")
+    result = get_ocr_engine("rapidocr")(Image.new("RGB", (300, 200), "white"))
+    assert result.words == [] and result.boxes == [] and result.line_ids == []
+
+
+@needs_tesseract
+def test_tesseract_thread_limit_does_not_leak(monkeypatch):
+    """OMP_THREAD_LIMIT=1 is set for tesseract's subprocess only: left in the environment it would reach torch and
+    other child processes (measured: a LayoutLMv3 training subprocess then gets corrupt gradients in its
+    patch-embedding convolution, with norms from 19 to inf where two threads give 19 to 2)."""
+    monkeypatch.delenv("OMP_THREAD_LIMIT", raising=False)
+    get_ocr_engine("tesseract", min_height=0)(text_page())
+    import os
+
+    assert "OMP_THREAD_LIMIT" not in os.environ
+    monkeypatch.setenv("OMP_THREAD_LIMIT", "3")
+    get_ocr_engine("tesseract", min_height=0)(text_page())
+    assert os.environ["OMP_THREAD_LIMIT"] == "3"

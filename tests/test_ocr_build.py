@@ -62,7 +62,7 @@ def test_build_on_tesseract_words(few_invoices, tmp_path, monkeypatch):
     vendor = " ".join(w for w, t in zip(row["words"], tags) if t.endswith("-vendor"))
     gold_vendor = " ".join(w for w, t in zip(annotation["words"], annotation["labels"]) if t.endswith("-vendor"))
     assert vendor == gold_vendor
-    scale_x = 1000 / page.width
+    scale_x = row["image"].width / page.width  # the page as stored (fitted inside 1000x1000 by default)
     expected_segments = segment_boxes(read.boxes, read.line_ids)
     assert abs(row["segment_bboxes"][0][2] - expected_segments[0][2] * scale_x) <= 1
 

@@ -1,6 +1,7 @@
 """The custom token-classification pipeline: shipped inside the checkpoint, loaded in a fresh process with
 trust_remote_code, preprocessing identical to training, windows batched, boxes in original pixels, OCR."""
 
+import importlib.util
 import json
 import shutil
 
@@ -11,6 +12,10 @@ from inference_fixtures import force_label
 
 TESSERACT = shutil.which("tesseract")
 needs_tesseract = pytest.mark.skipif(TESSERACT is None, reason="tesseract is not installed (apt-get install tesseract-ocr)")
+# The default OCR engine (what a page without given words is read with).
+DEFAULT_OCR = importlib.util.find_spec("rapidocr") is not None
+needs_default_ocr = pytest.mark.skipif(not DEFAULT_OCR, reason="rapidocr, the default OCR engine, is not installed "
+                                       "(pip install rapidocr onnxruntime)")
 PIPELINE_FILES = ["token_classification_pipeline.py", "boxes.py", "draw.py", "encoding.py", "fields.py", "labels.py",
                   "modeling.py", "ocr.py", "pipeline_inputs.py", "postprocess.py", "validation.py", "windows.py"]
 
@@ -86,7 +91,7 @@ out = {"class": type(extractor).__module__, "entities": extractor(inputs),
        "words": extractor(inputs, return_words=True)["words"]}
 drawn = extractor(inputs, return_fields=True, draw=True)
 out["fields"], out["drawn_size"] = drawn["fields"], list(drawn["image"].size)
-if len(sys.argv) > 4:  # OCR, when tesseract is installed
+if len(sys.argv) > 4:  # OCR (the default engine), when it is installed
     out["ocr_entities"] = extractor(sys.argv[4])
     out["ocr_result"] = extractor(sys.argv[4], ocr_lang="eng", return_words=True)
 print(json.dumps(out))
@@ -101,7 +106,7 @@ def fresh_process_results(vendor_ner_checkpoint, synthetic_invoices, tmp_path_fa
     annotation = synthetic_invoices / "annotations" / "invoice_00000.json"
     image = synthetic_invoices / "images" / json.loads(annotation.read_text())["image"]
     args = [vendor_ner_checkpoint, annotation, image]
-    if TESSERACT:
+    if DEFAULT_OCR:
         args.append(synthetic_invoices / "images" / "invoice_00001.png")
     return json.loads(annotation.read_text()), run_fresh_python(FRESH_SCRIPT, args, tmp_path)
 
@@ -131,7 +136,7 @@ def test_fresh_process_words_and_boxes(fresh_process_results, synthetic_invoices
     assert all(boxes[i][1] < min(b[1] for b in boxes) + 3 * line_height for i in kept)
 
 
-@needs_tesseract
+@needs_default_ocr
 def test_fresh_process_image_with_ocr(fresh_process_results, synthetic_invoices):
     """A sample invoice image: OCR, entities with boxes inside the image."""
     from PIL import Image
@@ -313,7 +318,7 @@ def test_ocr_page_words_boxes_lines():
     font = ImageFont.load_default(size=32)
     draw.text((20, 20), "ACME Supplies Ltd", fill="black", font=font)
     draw.text((20, 110), "Total 125.50", fill="black", font=font)
-    result = ocr_page(image, lang="eng")
+    result = ocr_page(image, "tesseract", lang="eng")
     assert result.words == ["ACME", "Supplies", "Ltd", "Total", "125.50"]
     assert result.line_ids == [0, 0, 0, 1, 1]
     assert len(result.boxes) == len(result.confidences) == 5
@@ -333,5 +338,5 @@ def test_ocr_error_is_clear_without_tesseract(monkeypatch):
 
     monkeypatch.setattr(pytesseract, "image_to_data", missing)
     with pytest.raises(ocr.OcrError, match="tesseract binary is not installed"):
-        ocr.ocr_page(Image.new("RGB", (10, 10)))
+        ocr.ocr_page(Image.new("RGB", (10, 10)), "tesseract")
 

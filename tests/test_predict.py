@@ -1,7 +1,7 @@
 """predict.py: images, multi-page PDF and TIFF, folders with bad files, words from JSON, rules, exit codes."""
 
+import importlib.util
 import json
-import shutil
 import sys
 import zlib
 
@@ -9,8 +9,10 @@ import pytest
 
 from conftest import REPO_ROOT, run_command
 
-needs_tesseract = pytest.mark.skipif(shutil.which("tesseract") is None,
-                                     reason="tesseract is not installed (apt-get install tesseract-ocr)")
+# The default OCR engine (what a page without given words is read with).
+DEFAULT_OCR = importlib.util.find_spec("rapidocr") is not None
+needs_default_ocr = pytest.mark.skipif(not DEFAULT_OCR, reason="rapidocr, the default OCR engine, is not installed "
+                                       "(pip install rapidocr onnxruntime)")
 
 
 def text_page(*lines, size=(520, 240)):
@@ -106,7 +108,7 @@ def check_document(path, model, pages):
     return document
 
 
-@needs_tesseract
+@needs_default_ocr
 def test_folder_with_bad_files(vendor_ner_checkpoint, mixed_folder, tmp_path):
     """The command line on a folder: an image, a 2-page PDF, a 2-page TIFF are predicted; a corrupt image, an
     encrypted PDF, a PDF without pages, a 20000x20000 image and a blank page are reported; exit code 0."""

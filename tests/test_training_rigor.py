@@ -202,3 +202,29 @@ def test_checkpoints_hold_the_training_state_as_json_and_safetensors_not_pickle(
     best = load_file(str(folder / "best_model.safetensors"))
     final = load_weights(output)
     assert final.keys() <= best.keys() and all(torch.equal(best[name], final[name]) for name in final)
+
+
+# ------------------------------------------------------------------ 6. LayoutLMv3 from scratch, 10+ labels
+def test_scratch_layoutlmv3_with_many_labels_learns(invoice_dataset, scratch_checkpoint, tmp_path):
+    """The sample's 19 labels use LayoutLMv3's two-layer head. With transformers' 0.02-std initialisation a
+    model built from a config collapsed to the label prior (no entity predicted, F1 0); with the head
+    re-initialised for training from scratch it learns."""
+    from datasets import load_from_disk
+    from transformers import AutoConfig, AutoModelForTokenClassification
+
+    from layoutkit.training import init_scratch_classification_heads
+
+    labels = load_from_disk(str(invoice_dataset))["train"].features["ner_tags"].feature.names
+    assert len(labels) >= 10
+    config = AutoConfig.from_pretrained(scratch_checkpoint("layoutlmv3"), num_labels=len(labels))
+    model = AutoModelForTokenClassification.from_config(config)
+    assert type(model.classifier).__name__ == "LayoutLMv3ClassificationHead"
+    assert init_scratch_classification_heads(model) == ["classifier"]
+    assert model.classifier.dense.weight.std() > 0.1 and not model.classifier.out_proj.bias.any()
+
+    output = tmp_path / "scratch-v3"
+    train(invoice_dataset, scratch_checkpoint("layoutlmv3"), output, "--max_train_steps", 150,
+          "--per_device_train_batch_size", 8, "--learning_rate", 1e-3, "--warmup_ratio", 0.1)
+    metrics = results(output)
+    # Measured: validation F1 0.33 (test 0.21); without the re-initialisation 0.000 at the same 150 steps.
+    assert metrics["eval_f1"] > 0.1, metrics

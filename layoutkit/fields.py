@@ -18,7 +18,7 @@ its raw text in "value"/"text", gets "normalized": None and an "error" saying wh
 Types are guessed from the entity type names (`default_spec`); a schema overrides them, as a dict or a JSON
 file (`FieldSchema.load`), see `DEFAULT_SCHEMA_EXAMPLE`.
 
-Copied into saved checkpoints beside the custom pipeline: standard library only.
+Copied into saved checkpoints beside the custom pipeline: the standard library and `boxes.py` only.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
+
+from .boxes import union_box
 
 FIELD_TYPES = ("text", "date", "amount", "number")
 
@@ -537,12 +539,6 @@ def _weight(entity: dict) -> float:
         return 1
 
 
-def _union_box(a, b):
-    if a is None or b is None:
-        return list(a or b) if (a or b) is not None else None
-    return [min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])]
-
-
 def _merge_pair(current: dict, entity: dict) -> dict:
     merged = dict(current)
     weight, extra = _weight(current), _weight(entity)
@@ -551,7 +547,8 @@ def _merge_pair(current: dict, entity: dict) -> dict:
     for key, pick in (("start", min), ("end", max)):
         if current.get(key) is not None and entity.get(key) is not None:
             merged[key] = pick(current[key], entity[key])
-    merged["box"] = _union_box(current.get("box"), entity.get("box"))
+    boxes = [box for box in (current.get("box"), entity.get("box")) if box is not None]
+    merged["box"] = union_box(boxes) if boxes else None
     if "num_words" in current or "num_words" in entity:
         merged["num_words"] = weight + extra
     return merged

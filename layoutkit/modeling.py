@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import transformers
 from transformers import AutoProcessor
 
 
@@ -63,6 +64,22 @@ def load_processing(name_or_path: str, **kwargs):
     processor = AutoProcessor.from_pretrained(name_or_path, **kwargs)
     tokenizer = getattr(processor, "tokenizer", processor)
     image_processor = getattr(processor, "image_processor", None)
-    if image_processor is not None and hasattr(image_processor, "apply_ocr"):
-        image_processor.apply_ocr = False
+    if image_processor is not None:
+        image_processor = processor.image_processor = pil_image_processor(image_processor)
+        if hasattr(image_processor, "apply_ocr"):
+            image_processor.apply_ocr = False
     return tokenizer, image_processor, processor
+
+
+def pil_image_processor(image_processor):
+    """The PIL backend of `image_processor`, with the same settings.
+
+    transformers picks the torchvision backend of an image processor whenever torchvision is installed
+    (detectron2 needs it) and the PIL one otherwise; their resized pixels differ by a grey level here and there.
+    Training, evaluation and the pipelines always use the PIL backend, so a model sees the same pixels
+    whichever environment trained or serves it."""
+    name = type(image_processor).__name__
+    pil_class = getattr(transformers, name + "Pil", None) if not name.endswith("Pil") else None
+    if pil_class is None:
+        return image_processor
+    return pil_class.from_dict(image_processor.to_dict())

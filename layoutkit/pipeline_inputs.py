@@ -20,7 +20,7 @@ from transformers import Pipeline
 
 from .boxes import load_page, normalize_boxes, resize_document
 from .encoding import LayoutCollator, encode_documents, window_page_images
-from .modeling import model_family
+from .modeling import model_family, pil_image_processor
 from .ocr import DEFAULT_OCR_ENGINE, OcrEngine, get_ocr_engine
 from .validation import FieldError, check_box, is_blank_word, normalised_boxes_problem
 
@@ -155,6 +155,9 @@ class WindowedLayoutPipeline(Pipeline):
         if self.tokenizer is None:
             raise ValueError("this pipeline needs the checkpoint's tokenizer")
         self.family = model_family(self.model.config)
+        if self.image_processor is not None:
+            # The same (PIL) image backend as training, whether or not torchvision is installed.
+            self.image_processor = pil_image_processor(self.image_processor)
         if self.image_processor is not None and hasattr(self.image_processor, "apply_ocr"):
             # Words always come from our OCR step (or the caller), exactly as in training.
             self.image_processor.apply_ocr = False

@@ -35,7 +35,7 @@ from transformers import (
 
 BERT_SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 ROBERTA_SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
-XLM_SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+XLM_SPECIAL_TOKENS = ROBERTA_SPECIAL_TOKENS  # XLM-RoBERTa keeps RoBERTa's special token ids
 SIZES = {
     # name: hidden, layers, heads, intermediate
     "tiny": (32, 2, 2, 64),
@@ -84,8 +84,7 @@ def _train_unigram(words: Iterable[str], vocab_size: int) -> list[tuple[str, flo
     # The same pre-tokenization as LayoutXLMTokenizer: words start with the metaspace "▁".
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
     trainer = trainers.UnigramTrainer(
-        vocab_size=vocab_size, special_tokens=XLM_SPECIAL_TOKENS, unk_token="<unk>", shrinking_factor=0.75,
-    )
+        vocab_size=vocab_size, special_tokens=XLM_SPECIAL_TOKENS, unk_token="<unk>")
     tokenizer.train_from_iterator(words, trainer)
     vocab = [(piece, float(score)) for piece, score in json.loads(tokenizer.to_str())["model"]["vocab"]]
     if [piece for piece, _ in vocab[:4]] != XLM_SPECIAL_TOKENS[:4]:
@@ -108,7 +107,7 @@ def _split_2d_position_embedding(hidden: int) -> tuple[int, int]:
 
 def _layoutlmv2_config(size: str, vocab_size: int, tokenizer, common: dict) -> LayoutLMv2Config:
     """LayoutLMv2 (and LayoutXLM) config: 2D position widths that add up to hidden_size and, below `base`, a
-    small detectron2 backbone (a ResNet-18 FPN has 12M parameters against the ResNeXt-101 FPN's 85M)."""
+    small detectron2 backbone (a ResNet-18 FPN: 11M parameters against the ResNeXt-101 FPN's 90M)."""
     coordinate_size, shape_size = _split_2d_position_embedding(common["hidden_size"])
     extra = {}
     if size in DETECTRON2_BACKBONES:

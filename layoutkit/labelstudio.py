@@ -137,3 +137,12 @@ def prediction_task(image: str, width: int, height: int, words: Sequence[dict[st
             "result": results,
         }],
     }
+
+
+def document_tasks(document: dict[str, Any], image: str, model_version: str) -> list[dict[str, Any]]:
+    """The Label Studio task of a one-page document JSON written by predict.py (`pages`, `words` and `entities`
+    with their `page`), its image referenced as `image`."""
+    page = document["pages"][0]
+    words = [w for w in document["words"] if w.get("page", 1) == 1]
+    entities = [e for e in document["entities"] if e.get("page", 1) == 1]
+    return [prediction_task(image, page["width"], page["height"], words, entities, model_version)]

@@ -94,6 +94,15 @@ class Converted:
     relation_labels: list[list[str]]
     entities: list[dict[str, Any]]
 
+    def by_region(self) -> "Converted":
+        """One word per region (its whole transcription, its box), for --ocr: the OCR words inside a region take
+        its label through `transfer_labels`, however the engine splits the text."""
+        boxes = [e["box"] for e in self.entities]
+        record = {**self.record, "words": [e["text"] for e in self.entities], "boxes": boxes, "segment_boxes": boxes,
+                  "labels": [OUTSIDE if e["label"] is None else f"B-{e['label']}" for e in self.entities]}
+        return Converted(record, [e["region"] for e in self.entities], [e["id"] for e in self.entities],
+                         self.relations, self.relation_labels, self.entities)
+
 
 # ---------------------------------------------------------------------------------------------- reading
 def read_export(path: Path, textarea_name: str = "transcription") -> list[Task]:
@@ -445,6 +454,8 @@ def import_labelstudio(
     def read(key: Path) -> Document:
         task = by_key[key]
         result = converter.convert(task)
+        if ocr is not None:
+            result = result.by_region()
         record = dict(result.record)
         if ocr is None:  # with --ocr the words change, so per-word links are recomputed on the OCR words (below)
             record.update(entity_ids=result.entity_ids, relations=result.relations)
@@ -484,7 +495,7 @@ def write_links(output: Path, dataset: DatasetDict, converted: dict[str, Convert
             entity_ids: list[int | None] = list(result.entity_ids)
             if ocr is not None:
                 document = read(keys[document_id])
-                entity_ids = ocr_entity_ids(ocr.read(document).boxes, document.boxes, result.entity_ids)
+                entity_ids = ocr_entity_ids(ocr.read(document).boxes, [e["box"] for e in result.entities])
             documents[document_id] = {
                 "task": by_key[keys[document_id]].id, "image": result.record["image"], "words": len(words),
                 "entity_ids": entity_ids, "relations": result.relations, "relation_labels": result.relation_labels,
@@ -495,17 +506,15 @@ def write_links(output: Path, dataset: DatasetDict, converted: dict[str, Convert
     return path
 
 
-def ocr_entity_ids(ocr_boxes: Sequence[Sequence[float]], region_word_boxes: Sequence[Sequence[float]],
-                   region_entity_ids: Sequence[int]) -> list[int | None]:
-    """The entity of each OCR word: that of the transcribed word it overlaps most (layoutkit.ocr_alignment's
-    overlap: intersection over the smaller box), None when it overlaps none by half."""
+def ocr_entity_ids(ocr_boxes: Sequence[Sequence[float]], region_boxes: Sequence[Sequence[float]]) -> list[int | None]:
+    """The entity (region) of each OCR word: the region it overlaps most (layoutkit.ocr_alignment's overlap:
+    intersection over the smaller box, so 1.0 for a word inside its region), None when none covers half of it."""
     ids: list[int | None] = []
     for box in ocr_boxes:
         best, best_overlap = None, 0.5
-        for gold_box, entity in zip(region_word_boxes, region_entity_ids):
-            value = overlap(box, gold_box)
+        for entity, region_box in enumerate(region_boxes):
+            value = overlap(box, region_box)
             if value >= best_overlap:
                 best, best_overlap = entity, value
         ids.append(best)
     return ids
-

@@ -16,7 +16,9 @@ from datasets import load_from_disk
 from PIL import Image, ImageDraw
 
 from dataset_loader.__main__ import main as dataset_loader_main
-from dataset_loader.labelstudio import reference_names
+from dataset_loader.labelstudio import import_labelstudio, reference_names
+from dataset_loader.ocr_build import OcrBuild
+from layoutkit import ocr
 from layoutkit.labels import bio_spans
 from layoutkit.labelstudio import prediction_task, word_boxes
 
@@ -146,7 +148,8 @@ def test_prediction_tasks_import_back_to_the_same_words_and_labels(images, tmp_p
              [400, 320, 500, 352], [560, 320, 720, 352]]
     labels = ["B-vendor", "I-vendor", "O", "B-number", "I-number", "O", "B-total"]
     scores = [0.9, 0.8, 0.99, 0.7, 0.6, 0.95, 0.85]
-    word_rows = [{"text": w, "box": b, "label": label, "score": s} for w, b, label, s in zip(words, boxes, labels, scores)]
+    word_rows = [{"text": w, "box": b, "label": label, "score": s}
+                 for w, b, label, s in zip(words, boxes, labels, scores)]
     entities = [{"entity_group": span.label, "start": span.start, "end": span.end,
                  "score": sum(scores[span.start : span.end]) / (span.end - span.start)} for span in bio_spans(labels)]
     task = prediction_task("/data/local-files/?d=invoice_a.png", 800, 400, word_rows, entities, "tiny")
@@ -191,3 +194,34 @@ def test_predict_labelstudio_round_trip(vendor_ner_checkpoint, synthetic_invoice
     imported = Counter((s.label, " ".join(row["words"][s.start : s.end])) for s in bio_spans(row["labels"]))
     assert imported == Counter((e["entity_group"], e["word"]) for e in document["entities"])
     assert sum(imported.values()) > 0
+
+
+class FixedWordsEngine(ocr.OcrEngine):
+    """An OCR engine that reads invoice_a.png as a real engine might: one word split in two, one word outside
+    every region."""
+
+    name = "labelstudio-test-engine"
+
+    def read(self, page):
+        words = ["ACME", "Corp", "Invoice", "No.", "42", "Total:", "$1,250", ".00", "Page", "1"]
+        boxes = [[42, 22, 140, 58], [150, 22, 270, 58], [402, 22, 520, 58], [530, 22, 600, 58], [610, 22, 700, 58],
+                 [402, 322, 515, 350], [562, 322, 680, 350], [682, 322, 715, 350], [20, 380, 60, 396],
+                 [64, 380, 72, 396]]
+        return ocr.OcrResult(words, boxes, [90.0] * len(words), [0, 0, 1, 1, 1, 2, 3, 3, 4, 4])
+
+
+def test_ocr_words_take_the_region_labels_and_links(images, tmp_path):
+    ocr.register_ocr_engine(FixedWordsEngine)
+    build_with_ocr = OcrBuild.create("labelstudio-test-engine", cache_dir=tmp_path / "cache")
+    dataset = import_labelstudio(DATA / "export_json.json", images, tmp_path / "out", ocr=build_with_ocr,
+                                 ratios=(1, 0, 0))
+    names = dataset["train"].features["ner_tags"].feature.names
+    row = next(r for r in dataset["train"] if r["id"] == "task-11")
+    assert row["words"] == ["ACME", "Corp", "Invoice", "No.", "42", "Total:", "$1,250", ".00", "Page", "1"]
+    assert [names[t] for t in row["ner_tags"]] == ["B-vendor", "I-vendor", "O", "O", "O", "B-question", "B-answer",
+                                                   "I-answer", "O", "O"]
+    links = json.loads((tmp_path / "out" / "labelstudio_links.json").read_text())["documents"]["task-11"]
+    assert links["entity_ids"] == [0, 0, 1, 1, 1, 2, 3, 3, None, None]
+    assert links["relations"] == [[2, 3]]
+    report = json.loads((tmp_path / "out" / "build_report.json").read_text())
+    assert report["ocr"]["settings"]["engine"] == "labelstudio-test-engine"

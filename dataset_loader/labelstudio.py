@@ -93,6 +93,7 @@ class Converted:
     relations: list[list[int]]
     relation_labels: list[list[str]]
     entities: list[dict[str, Any]]
+    warnings: list[tuple[str, str]] = field(default_factory=list)
 
     def by_region(self) -> "Converted":
         """One word per region (its whole transcription, its box), for --ocr: the OCR words inside a region take
@@ -101,7 +102,7 @@ class Converted:
         record = {**self.record, "words": [e["text"] for e in self.entities], "boxes": boxes, "segment_boxes": boxes,
                   "labels": [OUTSIDE if e["label"] is None else f"B-{e['label']}" for e in self.entities]}
         return Converted(record, [e["region"] for e in self.entities], [e["id"] for e in self.entities],
-                         self.relations, self.relation_labels, self.entities)
+                         self.relations, self.relation_labels, self.entities, self.warnings)
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -300,7 +301,10 @@ class Converter:
         image_file, why = self.images.find(reference)
         if image_file is None:
             raise self.error(task, why, where="data")
-        width, height = image_size(image_file, Path(f"{self.export}#task={task.id}"))
+        try:
+            width, height = image_size(image_file, Path(f"{self.export}#task={task.id}"))
+        except AnnotationError as error:
+            raise self.error(task, error.message, where="data") from None
         words: list[str] = []
         boxes: list[list[float]] = []
         labels: list[str] = []
@@ -331,7 +335,8 @@ class Converter:
         relations, relation_labels = self._relations(task, entity_of_region)
         record = {"image": str(image_file.relative_to(self.images.images_dir)), "words": words, "boxes": boxes,
                   "labels": labels, "segment_boxes": segments}
-        return Converted(record, word_regions, entity_ids, relations, relation_labels, entities)
+        return Converted(record, word_regions, entity_ids, relations, relation_labels, entities,
+                         _size_warnings(task, width, height))
 
     def _regions_in_reading_order(self, task: Task, width: int, height: int) -> list[Region]:
         regions = []
@@ -406,6 +411,21 @@ def reading_order(boxed: list[tuple[list[float], Any]]) -> list[Any]:
     return [item for row in rows for _, item in sorted(row, key=lambda pair: pair[0][0])]
 
 
+def _size_warnings(task: Task, width: int, height: int) -> list[tuple[str, str]]:
+    """A warning when the regions were drawn on an image of another shape than the file under --images: percent
+    coordinates follow a resize, not a crop or a rotation."""
+    for region in task.regions.values():
+        if region.original_size is None:
+            continue
+        original_width, original_height = (float(v) for v in region.original_size)
+        if original_width > 0 and original_height > 0 and \
+                abs(original_width / original_height - width / height) > 0.01 * (width / height):
+            return [("image", f"regions were drawn on a {original_width:g}x{original_height:g} image but the file "
+                     f"is {width}x{height} with another aspect ratio (cropped or rotated?); boxes will be off: "
+                     "use the image that was annotated")]
+    return []
+
+
 def _clip(box: Sequence[float], width: float, height: float) -> list[float]:
     x0, y0, x1, y1 = box
     return [min(max(x0, 0.0), width), min(max(y0, 0.0), height), min(max(x1, 0.0), width), min(max(y1, 0.0), height)]
@@ -462,6 +482,7 @@ def import_labelstudio(
         document = parse_annotation(record, key, images_dir)
         document.id = f"task-{task.id}"
         document.unknown_fields = [n for n in document.unknown_fields if n not in ("entity_ids", "relations")]
+        document.warnings.extend(result.warnings)
         try:
             document = validate_document(document, label_names)
         except AnnotationError as error:

@@ -60,6 +60,7 @@ def test_json_export_builds_the_typed_dataset_with_links(images, tmp_path):
     code, report, links = build(DATA / "export_json.json", images, tmp_path / "out")
     assert code == 0
     assert report["source_format"] == "labelstudio" and report["documents_kept"] == 2 and not report["skipped"]
+    assert not report["warnings"]
     rows = rows_by_id(tmp_path / "out")
 
     # Task 11: read top to bottom, left to right; the unlabelled region is O; the cancelled annotation and the
@@ -96,7 +97,9 @@ def test_json_min_export_gives_the_same_words_and_labels(images, tmp_path):
 def test_bad_export_is_reported_per_task_and_region(images, tmp_path, capsys):
     options = ["--labels", "vendor,question,answer", "--unlabeled-regions", "error"]
     code, report, _ = build(DATA / "export_bad.json", images, tmp_path / "out", *options)
-    assert code == 0 and report["documents_kept"] == 1
+    assert code == 0 and report["documents_kept"] == 2
+    shape = [w for w in report["warnings"] if "#task=28" in w["file"] and "aspect ratio" in w["message"]]
+    assert shape and "drawn on a 400x400 image but the file is 800x400" in shape[0]["message"]
     skipped = {entry["task"]: entry for entry in report["skipped"]}
     assert set(skipped) == {"21", "22", "23", "24", "25", "26"}
     assert all(entry["file"] == str(DATA / "export_bad.json") for entry in skipped.values())

@@ -193,12 +193,17 @@ def _json_min_task(item: dict[str, Any], task_id: str, textarea_name: str) -> Ta
         for position, value in enumerate(values):
             if not isinstance(value, dict) or not ("points" in value or {"x", "y", "width", "height"} <= set(value)):
                 continue
-            geometry = json.dumps([value.get(k) for k in ("x", "y", "width", "height", "rotation", "points")])
+            try:
+                geometry = _geometry_key(value)
+            except (TypeError, ValueError):
+                task.problem = f"{key}[{position}] has a geometry that is not numbers ({value}); export it again"
+                continue
             region = task.regions.setdefault(geometry, Region(f"#{len(task.regions) + 1}", f"{key}[{position}]"))
             _merge_value(region, value)
             if "original_width" in value and "original_height" in value:
                 region.original_size = (value["original_width"], value["original_height"])
             data.pop(key, None)
+    data.pop(textarea_name, None)
     task.data = data
     without_text = [region for region in task.regions.values() if region.text is None]
     if texts and len(texts) != len(without_text):
@@ -210,6 +215,16 @@ def _json_min_task(item: dict[str, Any], task_id: str, textarea_name: str) -> Ta
             region.text = [text]
     task.regions = {region.id: region for region in task.regions.values()}
     return task
+
+
+def _geometry_key(value: dict[str, Any]) -> str:
+    """The same region's values compare equal whatever their number formatting (5 or 5.0, rotation left out)."""
+    def number(v: Any) -> float:
+        return round(float(v), 6)
+
+    if "points" in value:
+        return json.dumps([[number(c) for c in point] for point in value["points"]])
+    return json.dumps([number(value[k]) for k in ("x", "y", "width", "height")] + [number(value.get("rotation") or 0)])
 
 
 # ---------------------------------------------------------------------------------------------- images
@@ -344,6 +359,11 @@ class Converter:
             if region.value is None:
                 raise self.error(task, "the region has a label or text but no rectangle or polygon; redraw it in "
                                  "Label Studio", region)
+            try:
+                _geometry_key(region.value)
+            except (TypeError, ValueError, KeyError):
+                raise self.error(task, f"the region's geometry is not numbers ({region.value}); redraw it in Label "
+                                 "Studio", region) from None
             if region.image_rotation:
                 raise self.error(task, f"the image was rotated by {region.image_rotation} degrees in Label Studio; "
                                  "boxes of rotated images are not supported: rotate the image file upright, "

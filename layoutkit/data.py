@@ -21,7 +21,7 @@ def load_raw_datasets(args) -> DatasetDict:
         raw = load_dataset(args.dataset_name, args.dataset_config_name, cache_dir=args.cache_dir)
     if not isinstance(raw, DatasetDict) or "train" not in raw:
         raise ValueError(f"{args.dataset_path or args.dataset_name}: expected a DatasetDict with a 'train' split")
-    raw = standardize_text_column(raw, getattr(args, "text_column_name", None))
+    raw = standardize_text_column(raw, args.text_column_name)
     if args.max_train_samples is not None:
         raw["train"] = raw["train"].select(range(min(args.max_train_samples, len(raw["train"]))))
     if args.max_eval_samples is not None:

@@ -23,6 +23,7 @@ from accelerate.logging import get_logger
 from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs
 from tqdm.auto import tqdm
 from transformers import get_scheduler
+from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 
 from model_card import write_model_card
 
@@ -86,6 +87,11 @@ def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     model.add_argument("--revision", default="main", help="checkpoint revision on the Hub")
     model.add_argument("--trust_remote_code", action="store_true", help="allow code from the checkpoint's repo")
     model.add_argument(
+        "--attention_dropout", type=float,
+        help="dropout on the attention probabilities (the config's attention_probs_dropout_prob, 0.1 in the "
+        "published checkpoints); 0 lets PyTorch's fused attention kernels run (see README, Speed)",
+    )
+    model.add_argument(
         "--ignore_mismatched_sizes", action="store_true",
         help="load a checkpoint whose classification head has another number of labels (the head is then "
         "trained anew)",
@@ -122,6 +128,11 @@ def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     train.add_argument("--resume_from_checkpoint", help='a checkpoint folder, or "latest" in --output_dir')
     train.add_argument("--logging_steps", type=int, default=10, help="log loss and learning rate every N steps")
     train.add_argument("--dataloader_num_workers", type=int, default=0, help="DataLoader worker processes")
+    train.add_argument(
+        "--group_by_length", action="store_true",
+        help="batch training windows of similar length together (shuffled in groups, as transformers' Trainer "
+        "does), so dynamic padding pads little",
+    )
     train.add_argument(
         "--ddp_find_unused_parameters",
         type=parse_bool,
@@ -263,6 +274,23 @@ def create_scheduler(args, optimizer, max_train_steps: int, num_processes: int):
     )
 
 
+class LengthGroupedEpochSampler(LengthGroupedSampler):
+    """transformers' LengthGroupedSampler (random groups of 4 batches or more, sorted by length inside), with the
+    order drawn from `seed` + epoch: Accelerate's `set_epoch` gives each epoch its own order, the same on every
+    run, which resuming mid-epoch relies on."""
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int):
+        super().__init__(batch_size, lengths=lengths)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
+
+
 def build_dataloaders(args, windows: dict, collator):
     """(train dataloader, {"validation"/"test": dataloader}, the split evaluated after each epoch).
 
@@ -271,8 +299,12 @@ def build_dataloaders(args, windows: dict, collator):
     """
     from torch.utils.data import DataLoader
 
+    order = dict(shuffle=True)
+    if args.group_by_length:
+        lengths = [len(ids) for ids in windows["train"].with_format(None)["input_ids"]]
+        order = dict(sampler=LengthGroupedEpochSampler(args.per_device_train_batch_size, lengths, args.seed))
     train_dataloader = DataLoader(
-        windows["train"], shuffle=True, collate_fn=collator, batch_size=args.per_device_train_batch_size,
+        windows["train"], **order, collate_fn=collator, batch_size=args.per_device_train_batch_size,
         num_workers=args.dataloader_num_workers,
         # Creating an iterator draws the workers' base seed from this generator; without one it is drawn from
         # the global torch RNG, the stream dropout uses. A run resumed mid-epoch creates one iterator more
@@ -618,6 +650,8 @@ def load_model_and_processing(args, model_class, **config_kwargs):
     from .modeling import load_processing
 
     hub = dict(cache_dir=args.cache_dir, revision=args.revision, trust_remote_code=args.trust_remote_code)
+    if args.attention_dropout is not None:
+        config_kwargs["attention_probs_dropout_prob"] = args.attention_dropout
     config = AutoConfig.from_pretrained(args.config_name or args.model_name_or_path, **config_kwargs, **hub)
     check_window_fits(config, args.max_seq_length)
     processing_source = args.tokenizer_name or args.model_name_or_path or args.config_name

@@ -53,6 +53,34 @@ def test_scratch_cli_and_sizes(invoice_dataset, tmp_path, monkeypatch):
     assert logits.shape == (1, 4, config.num_labels)
 
 
+def test_published_checkpoint_layout_and_a_plain_roberta_tokenizer(scratch_checkpoint, tmp_path):
+    """As on the Hub, LiLT's tokenizer config names `LayoutLMv3Processor` without an image processor file:
+    the tokenizer alone is loaded. A LiLT paired with a plain RoBERTa tokenizer (words only) gets its boxes
+    placed per token from the word ids, as LayoutLM v1's."""
+    import shutil
+
+    from transformers import RobertaTokenizerFast
+
+    from layoutkit.encoding import encode_documents
+    from layoutkit.modeling import FAMILIES, load_processing
+
+    published = tmp_path / "published"
+    shutil.copytree(scratch_checkpoint("lilt"), published)
+    tokenizer_config = json.loads((published / "tokenizer_config.json").read_text())
+    (published / "tokenizer_config.json").write_text(json.dumps({**tokenizer_config,
+                                                                 "processor_class": "LayoutLMv3Processor"}))
+    tokenizer, image_processor, processor = load_processing(str(published))
+    assert type(tokenizer).__name__.startswith("LayoutLMv3Tokenizer") and image_processor is None
+    assert processor is tokenizer
+
+    words, boxes = ["Invoice", "total", "99.95"], [[10, 10, 20, 20], [30, 30, 40, 40], [50, 50, 60, 60]]
+    with_boxes = encode_documents([words], [boxes], tokenizer, FAMILIES["lilt"])
+    roberta = RobertaTokenizerFast.from_pretrained(published, add_prefix_space=True)
+    words_only = encode_documents([words], [boxes], roberta, FAMILIES["lilt"])
+    assert words_only["input_ids"] == with_boxes["input_ids"] and words_only["word_ids"] == with_boxes["word_ids"]
+    assert words_only["bbox"] == with_boxes["bbox"]
+
+
 @pytest.mark.parametrize("head", ["AutoModelForTokenClassification", "AutoModelForSequenceClassification"])
 def test_every_trainable_parameter_gets_a_gradient(head, scratch_checkpoint):
     """DistributedDataParallel (2+ processes) fails on parameters without gradient: the last layer's layout

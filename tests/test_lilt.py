@@ -1,6 +1,6 @@
 """LiLT (`SCUT-DLVCLab/lilt-roberta-en-base`, MIT: the commercially usable default for invoices) through every
-path, on tiny from-scratch checkpoints: scratch configs, training (one process; every trainable parameter gets a
-gradient, as two processes need), predict.py, both saved pipelines in a fresh process, document classification,
+path, on tiny from-scratch checkpoints: scratch configs, training (one and two processes; every trainable parameter gets a
+gradient, as DistributedDataParallel needs), predict.py, both saved pipelines in a fresh process, document classification,
 the model card. Windows over long documents are tested with the other families in test_encoding.py."""
 
 import json
@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO_ROOT, run_command, run_fresh_python
+from conftest import REPO_ROOT, python_module, run_command, run_fresh_python
 from inference_fixtures import force_label
 
 TRAIN = ["--max_seq_length", 128, "--stride", 32, "--learning_rate", 2e-3, "--seed", 7]
@@ -121,6 +121,21 @@ def test_train_evaluate_save_reload(lilt_ner_run, invoice_dataset):
     card = (lilt_ner_run / "README.md").read_text()
     assert "| Model type | `lilt` |" in card and "none inherited (trained from scratch" in card
     assert "LiLT (`SCUT-DLVCLab/lilt-roberta-en-base`) weights are MIT" in card
+
+
+def test_two_processes_train(invoice_dataset, scratch_checkpoint, tmp_path):
+    """Two CPU processes under DistributedDataParallel (which stops on a parameter without gradient)."""
+    output = tmp_path / "two"
+    log = run_command(
+        python_module("accelerate.commands.launch", "--multi_gpu", "--num_processes", 2, "--num_machines", 1,
+                      "--mixed_precision", "no", "--dynamo_backend", "no", REPO_ROOT / "run_invoice_ner.py")
+        + ["--dataset_path", invoice_dataset, "--config_name", scratch_checkpoint("lilt"), "--output_dir", output,
+           "--max_train_steps", 3, "--max_train_samples", 8, "--max_eval_samples", 2,
+           "--per_device_train_batch_size", 2, *TRAIN],
+        env={"ACCELERATE_USE_CPU": "1"},
+    )
+    assert "on 2 processes" in log.stdout
+    assert json.loads((output / "all_results.json").read_text())["train_steps"] == 3
 
 
 @pytest.fixture(scope="module")

@@ -38,9 +38,9 @@ NON_COMMERCIAL = ("cc-by-nc-sa-4.0", "CC BY-NC-SA 4.0: no commercial use, and de
 # Licence (id for the metadata, sentence for the card) of the known pretrained checkpoints, as their model pages
 # state it.
 CHECKPOINT_LICENCES = {
+    # (microsoft/layoutlm-large-uncased and -base-cased state no licence on their pages: unknown here.)
     **{name: ("mit", "the MIT licence (commercial use allowed).") for name in (
-        "microsoft/layoutlm-base-uncased", "microsoft/layoutlm-large-uncased", "microsoft/layoutlm-base-cased",
-        "SCUT-DLVCLab/lilt-roberta-en-base",
+        "microsoft/layoutlm-base-uncased", "SCUT-DLVCLab/lilt-roberta-en-base",
     )},
     **{name: NON_COMMERCIAL for name in (
         "microsoft/layoutlmv2-base-uncased", "microsoft/layoutlmv2-large-uncased", "microsoft/layoutxlm-base",

@@ -1,7 +1,7 @@
 """LiLT (`SCUT-DLVCLab/lilt-roberta-en-base`, MIT: the commercially usable default for invoices) through every
-path, on tiny from-scratch checkpoints: scratch configs, training (one and two processes; every trainable parameter gets a
-gradient, as DistributedDataParallel needs), predict.py, both saved pipelines in a fresh process, document classification,
-the model card. Windows over long documents are tested with the other families in test_encoding.py."""
+path, on tiny from-scratch checkpoints: scratch configs, training (one and two processes; every trainable parameter
+gets a gradient, as DistributedDataParallel needs), predict.py, both saved pipelines in a fresh process, document
+classification, the model card. Windows over long documents are tested with the other families in test_encoding.py."""
 
 import json
 import sys

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Fine-tune a LayoutLM-family model (LayoutLM v1, LayoutLMv2, LayoutXLM, LayoutLMv3) for document image
+"""Fine-tune a LayoutLM-family model (LayoutLM v1, LayoutLMv2, LayoutXLM, LayoutLMv3, LiLT) for document image
 classification: one class per document, such as invoice, receipt or letter.
 
     python -m dataset_loader classify --data-dir data/ --output datasets/doctypes [--ocr]

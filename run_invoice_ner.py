@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Fine-tune a LayoutLM-family model (LayoutLM v1, LayoutLMv2, LayoutXLM, LayoutLMv3) for key-information
+"""Fine-tune a LayoutLM-family model (LayoutLM v1, LayoutLMv2, LayoutXLM, LayoutLMv3, LiLT) for key-information
 extraction: one BIO label per word, such as B-total or I-vendor.
 
     accelerate launch run_invoice_ner.py --dataset_path data/invoices --output_dir runs/invoices \

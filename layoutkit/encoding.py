@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .modeling import ModelFamily
+from .modeling import ModelFamily, tokenizer_takes_boxes
 
 IGNORE_INDEX = -100
 
@@ -53,7 +53,7 @@ def encode_documents(
         return_overflowing_tokens=True,
         return_attention_mask=True,
     )
-    if family.tokenizer_takes_boxes:
+    if tokenizer_takes_boxes(tokenizer, family):
         encoding = tokenizer(text=[list(w) for w in words], boxes=[list(b) for b in boxes], **common)
     else:
         encoding = tokenizer([list(w) for w in words], is_split_into_words=True, **common)

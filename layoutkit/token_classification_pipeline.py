@@ -63,7 +63,7 @@ from .windows import WordPredictionMerger
 
 
 class LayoutTokenClassificationPipeline(WindowedLayoutPipeline):
-    """Key-information extraction from a page image with a LayoutLM, LayoutLMv2/LayoutXLM or LayoutLMv3
+    """Key-information extraction from a page image with a LayoutLM, LayoutLMv2/LayoutXLM, LayoutLMv3 or LiLT
     token-classification checkpoint. See the module docstring for inputs, options and outputs."""
 
     def __init__(self, *args, **kwargs):

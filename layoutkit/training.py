@@ -681,7 +681,8 @@ def init_scratch_classification_heads(model: torch.nn.Module) -> list[str]:
     """
     heads = []
     for name, module in model.named_modules():
-        if type(module).__name__ == "LayoutLMv3ClassificationHead":
+        # LiLT's sequence head is the same RoBERTa-style dense + tanh + projection, behind a post-LN body.
+        if type(module).__name__ in ("LayoutLMv3ClassificationHead", "LiltClassificationHead"):
             for layer in (module.dense, module.out_proj):
                 torch.nn.init.xavier_uniform_(layer.weight)
                 torch.nn.init.zeros_(layer.bias)
@@ -691,7 +692,7 @@ def init_scratch_classification_heads(model: torch.nn.Module) -> list[str]:
 
 # Models whose position ids count up from padding_idx + 1, as RoBERTa's do (transformers'
 # create_position_ids_from_input_ids), so padding_idx + 1 rows of the position table are never a token's.
-POSITIONS_AFTER_PADDING_IDX = ("layoutlmv3",)
+POSITIONS_AFTER_PADDING_IDX = ("layoutlmv3", "lilt")
 
 
 def text_positions(config) -> int:
@@ -719,11 +720,20 @@ def check_window_fits(config, max_seq_length: int) -> None:
 # to have finished reduction" on those unless it searches the graph for unused parameters every step;
 # freezing them changes nothing else, since the optimizer skips parameters without gradients anyway.
 # - transformers' LayoutLMv3 looks its relative-position biases up under torch.no_grad();
-# - token classification reads the sequence output, never the pooler.
+# - token classification reads the sequence output, never the pooler;
+# - LiLT's heads read the text stream only: the last layer's layout stream (its layout attention values and
+#   output, its layout feed-forward) feeds nothing (earlier layers' layout streams feed the next layer).
+def lilt_last_layout_stream(config) -> tuple[str, ...]:
+    last = f"encoder.layer.{config.num_hidden_layers - 1}."
+    return tuple(last + part for part in ("attention.self.layout_value.", "attention.layout_output.",
+                                          "layout_intermediate.", "layout_output."))
+
+
 NO_GRADIENT_PARAMETERS = {
     "LayoutLMv3": ("encoder.rel_pos_bias.", "encoder.rel_pos_x_bias.", "encoder.rel_pos_y_bias."),
     "LayoutLMForTokenClassification": ("pooler.",),
     "LayoutLMv2ForTokenClassification": ("pooler.",),
+    "Lilt": lilt_last_layout_stream,  # prefixes that depend on the config: a function of it
 }
 
 
@@ -731,7 +741,8 @@ def freeze_parameters_without_gradient(model: torch.nn.Module) -> list[str]:
     """Set requires_grad=False on the parameters listed in NO_GRADIENT_PARAMETERS; returns their names."""
     class_name = type(model).__name__
     prefixes = tuple(
-        prefix for key, names in NO_GRADIENT_PARAMETERS.items() if class_name.startswith(key) for prefix in names
+        prefix for key, names in NO_GRADIENT_PARAMETERS.items() if class_name.startswith(key)
+        for prefix in (names(model.config) if callable(names) else names)
     )
     frozen = []
     for name, parameter in model.named_parameters():

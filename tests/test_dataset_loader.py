@@ -345,6 +345,7 @@ def test_dataset_card(built):
     assert "1000x1000" in text and "width x height" in text and "aspect ratio kept" in text
     assert '"segment_boxes"' in text  # the annotation format
     assert 'load_dataset("me/invoices")' in text
+    assert "`SCUT-DLVCLab/lilt-roberta-en-base`) and LayoutLM v1 weights are MIT" in text  # base-model licences
     assert DatasetCard(str(card)).data.task_categories == ["token-classification"]  # round-trips
 
 

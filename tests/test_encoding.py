@@ -15,7 +15,7 @@ LABELS = ["O", "B-total", "I-total", "B-vendor", "I-vendor"]
 VOCABULARY = "invoice total amount due acme corporation limited subtotal tax date number".split()
 
 
-@pytest.fixture(scope="module", params=["layoutlm", "layoutlmv3"])
+@pytest.fixture(scope="module", params=["layoutlm", "layoutlmv3", "lilt"])
 def tokenizer_and_family(request, tmp_path_factory):
     folder = tmp_path_factory.mktemp(request.param)
     build_scratch_checkpoint(str(folder), request.param, VOCABULARY * 50, size="tiny", vocab_size=400)

@@ -16,8 +16,6 @@ batch from concurrent requests (up to `--max_batch_size` windows, waiting at mos
 Requires the `serve` extra: `pip install -r requirements-serve.txt` (FastAPI, uvicorn, python-multipart).
 """
 
-from __future__ import annotations
-
 import argparse
 import asyncio
 import base64
@@ -268,7 +266,8 @@ async def read_body(request, limit: int) -> bytes:
 
 
 def create_app(service: ExtractionService):
-    """The FastAPI application over `service`."""
+    """The FastAPI application over `service`. (This module has no `from __future__ import annotations`: FastAPI
+    reads the endpoints' annotations, such as `Request`, at runtime.)"""
     from fastapi import FastAPI, Request
     from fastapi.responses import HTMLResponse, JSONResponse
     from starlette.datastructures import UploadFile

@@ -12,7 +12,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import REPO_ROOT, run_command
 from serve_helpers import HeadlessChromium, ServerProcess, find_chromium
 
 SERVE_EXTRA = "the serve extra is not installed (pip install -r requirements-serve.txt)"
@@ -44,7 +43,7 @@ def without_source(result):
 
 def test_concurrent_requests_match_predict_py_and_survive_a_corrupt_upload(server, synthetic_invoices,
                                                                          trained_ner_checkpoint, tmp_path):
-    invoices = invoice_files(synthetic_invoices, 6)
+    invoices = invoice_files(synthetic_invoices, 5)
     uploads = [path for _, path in invoices[:2]]  # read by OCR on the server
     words = invoices[2:]  # words and boxes given, with the page image
 
@@ -72,13 +71,16 @@ def test_concurrent_requests_match_predict_py_and_survive_a_corrupt_upload(serve
     assert "broken.png: not a readable image" in corrupt.json()["error"]["message"]
     assert all(answer.status_code == 200 for answer in answers), [a.text[:300] for a in answers]
 
-    # predict.py on the same documents: the same JSON (the source is the upload's name, not a path).
+    # predict.py on the same documents (its main(), in this process): the same JSON, the source being the upload's
+    # name rather than a path.
+    import predict
+
     folder = tmp_path / "uploads"
     folder.mkdir()
     for path in uploads:
         shutil.copy(path, folder / path.name)
-    run_command([sys.executable, REPO_ROOT / "predict.py", "--model_name_or_path", trained_ner_checkpoint,
-                 "--input", folder, "--output_dir", tmp_path / "out"])
+    assert predict.main(["--model_name_or_path", str(trained_ner_checkpoint), "--input", str(folder),
+                         "--output_dir", str(tmp_path / "out")]) == 0
     for path, answer in zip(uploads, answers[:2]):
         expected = json.loads((tmp_path / "out" / f"{path.stem}.json").read_text())
         assert answer.json()["source"] == path.name
@@ -87,8 +89,8 @@ def test_concurrent_requests_match_predict_py_and_survive_a_corrupt_upload(serve
         words_json = tmp_path / f"words{number}.json"
         words_json.write_text(json.dumps({"words": annotation["words"], "boxes": annotation["boxes"]}))
         output = tmp_path / f"out{number}"
-        run_command([sys.executable, REPO_ROOT / "predict.py", "--model_name_or_path", trained_ner_checkpoint,
-                     "--input", path, "--words_json", words_json, "--output_dir", output])
+        assert predict.main(["--model_name_or_path", str(trained_ner_checkpoint), "--input", str(path),
+                             "--words_json", str(words_json), "--output_dir", str(output)]) == 0
         expected = json.loads((output / f"{path.stem}.json").read_text())
         assert without_source(answer.json()) == without_source(expected)
 

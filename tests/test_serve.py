@@ -5,7 +5,6 @@ import base64
 import io
 import json
 import shutil
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor

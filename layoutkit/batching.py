@@ -54,6 +54,9 @@ class WindowBatcher:
             self._queue.put((windows, future))
         return future
 
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
     def close(self) -> None:
         self._queue.put(None)
         self._thread.join(timeout=10)

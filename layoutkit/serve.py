@@ -312,8 +312,8 @@ def create_app(service: ExtractionService):
             data = await upload.read()
             job = functools.partial(service.extract_file, data, upload.filename, upload.content_type)
         elif content_type == "application/json":
-            try:
-                payload = json.loads(body)
+            try:  # parsed in the pool: a large body (base64 pages) would hold the event loop
+                payload = await asyncio.get_running_loop().run_in_executor(service.pool, json.loads, body)
             except (json.JSONDecodeError, UnicodeDecodeError) as error:
                 raise ApiError(422, f"the JSON body does not parse ({error})") from None
             job = functools.partial(service.extract_words, payload)
@@ -327,7 +327,7 @@ def create_app(service: ExtractionService):
     @app.get("/health")
     async def health():
         batcher = service.extractor.batcher
-        alive = batcher is not None and batcher._thread.is_alive()
+        alive = batcher is not None and batcher.is_alive()
         body = {"status": "ok" if alive else "error", "model": service.args.model_name_or_path,
                 "batching": dict(batcher.stats) if batcher else None}
         return JSONResponse(body, status_code=200 if alive else 503)

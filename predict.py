@@ -27,26 +27,27 @@ import argparse
 import json
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import torch
-from PIL import Image, ImageSequence
+from PIL import Image
 from transformers import pipeline
 
-from layoutkit.fields import FieldSchema, extract_fields
+from layoutkit.documents import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_SUFFIXES,
+    PDF_SUFFIXES,
+    DocumentError,
+    check_words_pages,
+    image_pages,
+    pdf_pages,
+)
+from layoutkit.fields import FieldSchema
 from layoutkit.labelstudio import document_tasks
-from layoutkit.ocr import OCR_ENGINES, OcrError, parse_engine_option
+from layoutkit.ocr import OCR_ENGINES, parse_engine_option
 from layoutkit.postprocess import RULES, RuleConfig
+from layoutkit.prediction import predict_document
 from layoutkit.token_classification_pipeline import LayoutTokenClassificationPipeline
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
-PDF_SUFFIXES = {".pdf"}
-DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
-
-
-class DocumentError(Exception):
-    """A document that cannot be processed; the message names the file and the problem."""
 
 
 def parse_args(argv=None):
@@ -119,86 +120,6 @@ def find_documents(path: Path) -> list[Path]:
     return [path]
 
 
-def check_pixels(path: Path, width: float, height: float, max_pixels: int, page: int) -> None:
-    if width * height > max_pixels:
-        raise DocumentError(
-            f"{path}: page {page} is {int(width)}x{int(height)} = {int(width * height):,} pixels, above the limit of "
-            f"{max_pixels:,} (decompression-bomb guard); raise --max_image_pixels if the file is trusted"
-        )
-
-
-def image_pages(path: Path, max_pixels: int):
-    """The frames of an image file (several for a multi-page TIFF), checked for size before decoding."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(path)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise DocumentError(
-            f"{path}: image above the limit of {max_pixels:,} pixels (decompression-bomb guard: {error}); raise "
-            "--max_image_pixels if the file is trusted"
-        ) from None
-    except (OSError, ValueError) as error:
-        raise DocumentError(f"{path}: not a readable image ({error})") from None
-    with image:
-        for number, frame in enumerate(ImageSequence.Iterator(image), start=1):
-            check_pixels(path, frame.width, frame.height, max_pixels, number)
-            try:
-                frame.load()
-                yield frame.copy()
-            except (OSError, ValueError, SyntaxError) as error:
-                raise DocumentError(f"{path}: page {number} could not be decoded ({error})") from None
-
-
-def open_pdf(path: Path):
-    """The PDF as a pypdfium2 document; DocumentError when it cannot be used (encrypted, malformed, no pages).
-
-    Opened through PDFium's own loader, not `PdfDocument(path)`: that one reports a PDF without pages as a load
-    failure with PDFium's last error code, which is global and not reset by a successful load, so an empty PDF
-    would take the error of the previous bad file ("Data format error", "encrypted"). Here "no pages" is read from
-    the opened document, and the error code only after this file's own failed load, which always sets it."""
-    import os
-
-    import pypdfium2 as pdfium
-    import pypdfium2.raw as pdfium_c
-
-    raw = pdfium_c.FPDF_LoadDocument(os.fsencode(path), None)
-    if not raw:
-        code = pdfium_c.FPDF_GetLastError()
-        if code in (pdfium_c.FPDF_ERR_PASSWORD, pdfium_c.FPDF_ERR_SECURITY):
-            raise DocumentError(f"{path}: the PDF is encrypted (password protected); decrypt it first")
-        reasons = {pdfium_c.FPDF_ERR_FILE: "the file cannot be opened", pdfium_c.FPDF_ERR_FORMAT: "data format error",
-                   pdfium_c.FPDF_ERR_PAGE: "page not found or content error"}
-        reason = reasons.get(code, f"PDFium error code {code}")
-        raise DocumentError(f"{path}: not a readable PDF ({reason}); re-export or repair it")
-    pdf = pdfium.PdfDocument(raw)
-    if len(pdf) == 0:
-        pdf.close()
-        raise DocumentError(f"{path}: the PDF has no pages")
-    return pdf
-
-
-def pdf_pages(path: Path, dpi: int, max_pixels: int):
-    """Every page of a PDF rendered at `dpi`, one at a time."""
-    import pypdfium2 as pdfium
-
-    pdf = open_pdf(path)
-    try:
-        scale = dpi / 72
-        for index in range(len(pdf)):
-            page = pdf[index]
-            try:
-                width, height = page.get_size()
-                check_pixels(path, width * scale, height * scale, max_pixels, index + 1)
-                yield page.render(scale=scale).to_pil()
-            except pdfium.PdfiumError as error:
-                raise DocumentError(f"{path}: page {index + 1} could not be rendered ({error})") from None
-            finally:
-                page.close()
-    finally:
-        pdf.close()
-
-
 def document_pages(path: Path, args):
     if not path.exists():
         raise DocumentError(f"{path}: no such file")
@@ -211,20 +132,14 @@ def document_pages(path: Path, args):
 
 
 def read_words_json(path: Path) -> list[dict]:
-    """Pages of a words file: a dict, a list of dicts or {"pages": [...]}, each with words and boxes; its
-    "image" is absolute, relative to the JSON file or to an images/ folder beside it."""
+    """Pages of a words file (`check_words_pages`); a page's "image" is absolute, relative to the JSON file or to
+    an images/ folder beside it."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as error:
         raise DocumentError(f"{path}: cannot read the words file ({error})") from None
-    pages = data.get("pages", [data]) if isinstance(data, dict) else data
-    if not isinstance(pages, list) or not pages:
-        raise DocumentError(f"{path}: expected an object with words and boxes, or a list of them")
-    for number, page in enumerate(pages, start=1):
-        if not isinstance(page, dict) or not isinstance(page.get("words"), list) or not isinstance(page.get("boxes"), list):
-            raise DocumentError(f"{path}: page {number} needs 'words' and 'boxes' lists")
-        if len(page["words"]) != len(page["boxes"]):
-            raise DocumentError(f"{path}: page {number} has {len(page['words'])} words but {len(page['boxes'])} boxes")
+    pages = check_words_pages(data, str(path))
+    for page in pages:
         if page.get("image"):
             name = Path(page["image"])
             for candidate in (name, path.parent / name, path.parent.parent / "images" / name):
@@ -235,51 +150,6 @@ def read_words_json(path: Path) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------------------- inference
-def predict_document(extractor, source: Path | None, pages, words_pages, args) -> tuple[dict, list]:
-    """Run the pipeline on each page; entities and words carry their 1-based page number. Returns the document's
-    JSON and, with --draw, its pages with words and entities drawn."""
-    result = {"model": args.model_name_or_path, "source": str(source) if source else None, "status": "ok",
-              "pages": [], "fields": {}, "entities": [], "words": []}
-    drawings = []
-    call = dict(ocr_engine=args.ocr_engine, ocr_lang=args.ocr_lang, ocr_config=args.ocr_config,
-                ocr_options=args.ocr_options, window_batch_size=args.batch_size, mixed_precision=args.mixed_precision,
-                rules=args.rule_config, return_words=True, draw=args.draw)
-    for number, image in enumerate(pages, start=1):
-        if words_pages is not None:
-            if number > len(words_pages):
-                raise DocumentError(f"{args.words_json}: no words for page {number} of {source}")
-            page_words = words_pages[number - 1]
-            inputs = {"image": image, "words": page_words["words"], "boxes": page_words["boxes"],
-                      "segment_boxes": page_words.get("segment_boxes")}
-        else:
-            inputs = image
-        try:
-            output = extractor(inputs, **call)
-        except OcrError as error:
-            raise DocumentError(f"{source}: OCR failed on page {number}: {error}") from None
-        except ValueError as error:
-            raise DocumentError(f"{source or args.words_json}: page {number}: {error}") from None
-        page = {"page": number, "width": output["width"], "height": output["height"], "num_words": len(output["words"])}
-        if not output["words"]:
-            page["warning"] = "no text found on this page"
-        result["pages"].append(page)
-        for entity in output["entities"]:
-            result["entities"].append({**entity, "score": round(entity["score"], 4), "page": number})
-        for word in output["words"]:
-            result["words"].append({**word, "page": number})
-        if args.draw:
-            drawings.append(output["image"])
-    if not result["pages"]:
-        raise DocumentError(f"{source}: no pages")
-    if not result["words"]:
-        raise DocumentError(
-            f"{source}: no text found on any page (blank or unreadable scan, or the OCR language "
-            f"{args.ocr_lang or 'eng'!r} does not match)"
-        )
-    result["fields"] = extract_fields(result["entities"], args.field_schema)
-    return result, drawings
-
-
 def output_names(sources: list[Path]) -> dict[Path, str]:
     """`<stem>.json`, or `<file name>.json` when two inputs share a stem."""
     stems: dict[str, int] = {}

@@ -37,6 +37,7 @@ from transformers import pipeline
 from layoutkit.fields import FieldSchema, extract_fields
 from layoutkit.ocr import OCR_ENGINES, OcrError, parse_engine_option
 from layoutkit.postprocess import RULES, RuleConfig
+from layoutkit.relation_extraction import load_relation_pipeline
 from layoutkit.token_classification_pipeline import LayoutTokenClassificationPipeline
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
@@ -74,6 +75,8 @@ def parse_args(argv=None):
     parser.add_argument("--batch_size", type=int, default=8, help="windows per forward pass")
     parser.add_argument("--mixed_precision", choices=["no", "bf16"], default="no", help="bf16 autocast (CPU or GPU)")
     parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
+    parser.add_argument("--relation_model", help="a run_relation_extraction.py checkpoint: adds `pairs`, the key -> "
+                        "value links between the predicted entities (docs/relations.md)")
     parser.add_argument(
         "--rules", default=None,
         help=f"post-processing rules: comma-separated ({', '.join(RULES)}, or all) or a JSON file of settings",
@@ -225,7 +228,7 @@ def read_words_json(path: Path) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------------------- inference
-def predict_document(extractor, source: Path | None, pages, words_pages, args) -> tuple[dict, list]:
+def predict_document(extractor, source: Path | None, pages, words_pages, args, linker=None) -> tuple[dict, list]:
     """Run the pipeline on each page; entities and words carry their 1-based page number. Returns the document's
     JSON and, with --draw, its pages with words and entities drawn."""
     result = {"model": args.model_name_or_path, "source": str(source) if source else None, "status": "ok",
@@ -257,6 +260,8 @@ def predict_document(extractor, source: Path | None, pages, words_pages, args) -
             result["entities"].append({**entity, "score": round(entity["score"], 4), "page": number})
         for word in output["words"]:
             result["words"].append({**word, "page": number})
+        if linker is not None:
+            result.setdefault("pairs", []).extend({**pair, "page": number} for pair in link_entities(linker, image, output))
         if args.draw:
             drawings.append(output["image"])
     if not result["pages"]:
@@ -268,6 +273,13 @@ def predict_document(extractor, source: Path | None, pages, words_pages, args) -
         )
     result["fields"] = extract_fields(result["entities"], args.field_schema)
     return result, drawings
+
+
+def link_entities(linker, image, output: dict) -> list[dict]:
+    """Key -> value pairs between a page's predicted entities, on the same words (docs/relations.md)."""
+    entities = [{"start": e["start"], "end": e["end"], "label": e["entity_group"]} for e in output["entities"]]
+    return linker({"image": image, "words": [w["text"] for w in output["words"]],
+                   "boxes": [w["box"] for w in output["words"]], "entities": entities})
 
 
 def output_names(sources: list[Path]) -> dict[Path, str]:
@@ -316,6 +328,8 @@ def main(argv=None) -> int:
         device=device,
     )
 
+    linker = load_relation_pipeline(args.relation_model, device) if args.relation_model else None
+
     # ---- predict, one document at a time
     names = output_names(sources)
     succeeded = 0
@@ -328,7 +342,7 @@ def main(argv=None) -> int:
                     pages = (next(image_pages(p["image_path"], args.max_image_pixels)) for p in words_pages)
                 else:
                     pages = document_pages(source, args)
-                result, drawings = predict_document(extractor, source, pages, words_pages, args)
+                result, drawings = predict_document(extractor, source, pages, words_pages, args, linker)
                 path = output_dir / names[source]
                 path.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
                 for number, drawing in enumerate(drawings, start=1):

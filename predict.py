@@ -261,7 +261,8 @@ def predict_document(extractor, source: Path | None, pages, words_pages, args, l
         for word in output["words"]:
             result["words"].append({**word, "page": number})
         if linker is not None:
-            result.setdefault("pairs", []).extend({**pair, "page": number} for pair in link_entities(linker, image, output))
+            pairs = link_entities(linker, image, output)
+            result.setdefault("pairs", []).extend({**pair, "page": number} for pair in pairs)
         if args.draw:
             drawings.append(output["image"])
     if not result["pages"]:

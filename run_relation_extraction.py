@@ -67,6 +67,9 @@ def parse_args(argv=None):
     task.add_argument("--pooling", choices=["first", "mean"], default="first",
                       help="an entity's vector: its first token's state or the mean of its tokens'")
     task.add_argument("--threshold", type=float, default=0.5, help="link probability from which a pair is a link")
+    task.add_argument("--all_heads_per_tail", action="store_true",
+                      help="keep every head above --threshold for a tail; default: only its best one (an answer "
+                      "belongs to one question, a value to one key)")
     task.add_argument("--box_level", choices=sorted(BOX_COLUMNS), default="word",
                       help="word boxes, or segment boxes (each word carries its line's or entity's box)")
     task.add_argument("--ner_model_name_or_path",
@@ -111,6 +114,8 @@ def main(argv=None) -> dict:
         "stride": args.stride,
     }
     model.config.threshold = args.threshold
+    model.config.one_head_per_tail = not args.all_heads_per_tail
+    decision = dict(threshold=args.threshold, one_head_per_tail=not args.all_heads_per_tail)
 
     def encode(split, split_entities, split_pairs):
         return encode_relation_split(
@@ -140,7 +145,7 @@ def main(argv=None) -> dict:
     # ---- train, evaluating on validation (never on test) after every epoch
     def evaluate_validation():
         metrics, _ = evaluate_relations(accelerator, model, eval_dataloaders[eval_split], raw[eval_split],
-                                        entities[eval_split], gold_links[eval_split], args.threshold)
+                                        entities[eval_split], gold_links[eval_split], **decision)
         return metrics
 
     fit(accelerator, args, model, optimizer, lr_scheduler, train_dataloader,
@@ -155,7 +160,7 @@ def main(argv=None) -> dict:
     results.update(training_summary(state, len(raw["train"]), steps_per_epoch))
     if "test" in eval_dataloaders:
         test_metrics, records = evaluate_relations(accelerator, model, eval_dataloaders["test"], raw["test"],
-                                                   entities["test"], gold_links["test"], args.threshold)
+                                                   entities["test"], gold_links["test"], **decision)
         results.update({f"test_{k}": v for k, v in test_metrics.items()})
         accelerator.print(f"test (gold entities): precision={test_metrics['precision']:.4f} "
                           f"recall={test_metrics['recall']:.4f} f1={test_metrics['f1']:.4f}")
@@ -165,7 +170,7 @@ def main(argv=None) -> dict:
                 args, {"train": windows["train"], "test": encode("test", predicted, [set()] * len(predicted))},
                 collator)[1]["test"])
             e2e, _ = evaluate_relations(accelerator, model, dataloader, raw["test"], predicted, gold_links["test"],
-                                        args.threshold)
+                                        **decision)
             results.update({f"test_end_to_end_{k}": v for k, v in e2e.items()})
             accelerator.print(f"test (predicted entities): precision={e2e['precision']:.4f} "
                               f"recall={e2e['recall']:.4f} f1={e2e['f1']:.4f}")

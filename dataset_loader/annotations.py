@@ -149,11 +149,13 @@ def _parse_word_ids(values: Any, name: str, path: Path) -> list[int | None] | No
     if values is None:
         return None
     if not isinstance(values, list):
-        raise AnnotationError(path, name, f"is {_type_name(values)}; it must be a list with one integer id or null per word")
+        message = f"is {_type_name(values)}; it must be a list with one integer id or null per word"
+        raise AnnotationError(path, name, message)
     for index, value in enumerate(values):
         if value is not None and not (_is_int(value) and value >= 0):
             raise AnnotationError(
-                path, f"{name}[{index}]", f"is {value!r}; it must be a non-negative integer id, or null for no {name[:-4]}"
+                path, f"{name}[{index}]",
+                f"is {value!r}; it must be a non-negative integer id, or null for no {name[:-4]}",
             )
     return list(values)
 
@@ -163,7 +165,8 @@ def _parse_relations(values: Any, path: Path) -> list[list[int]] | None:
     if values is None:
         return None
     if not isinstance(values, list):
-        raise AnnotationError(path, "relations", f"is {_type_name(values)}; it must be a list of [head_id, tail_id] pairs")
+        message = f"is {_type_name(values)}; it must be a list of [head_id, tail_id] pairs"
+        raise AnnotationError(path, "relations", message)
     for index, pair in enumerate(values):
         if not (isinstance(pair, list) and len(pair) == 2 and all(_is_int(v) for v in pair)):
             raise AnnotationError(

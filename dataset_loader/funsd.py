@@ -71,7 +71,8 @@ def read_funsd(path: Path) -> Document:
     """One FUNSD form as a Document: first word of an entity B-, the rest I-; "other" is O; each word's
     segment box is its entity's box; each word carries its entity's `id` (`entity_ids`) and the entities'
     `linking` pairs become `relations` (FUNSD lists each link in both of its entities: kept once; links to an
-    entity without words, and self-links, cannot be represented and are dropped, counted). Blank words are dropped and counted."""
+    entity without words, and self-links, cannot be represented and are dropped, counted). Blank words are dropped
+    and counted."""
     path = Path(path)
     data = read_json(path)
     form = data.get("form") if isinstance(data, dict) else None

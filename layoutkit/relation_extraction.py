@@ -182,7 +182,9 @@ def predicted_entities(accelerator, args, ner_name_or_path: str, dataset: Datase
         settings.get("stride", args.stride), box_level=settings.get("box_level", "word"),
     )
     collator = LayoutCollator(tokenizer.pad_token_id, args.pad_to_multiple_of, family.image_input)
-    dataloader = accelerator.prepare(DataLoader(windows, collate_fn=collator, batch_size=args.per_device_eval_batch_size))
+    dataloader = accelerator.prepare(
+        DataLoader(windows, collate_fn=collator, batch_size=args.per_device_eval_batch_size)
+    )
     merger = predict_words(accelerator, ner, dataloader, [len(w) for w in dataset["words"]],
                            label_names.index(OUTSIDE))
     return [span_entities([label_names[i] for i in merger.result(doc)[0]]) for doc in range(len(dataset))]
@@ -207,7 +209,7 @@ def predict_pairs(accelerator, model, dataloader, num_documents: int) -> PairSco
 
 
 def evaluate_relations(accelerator, model, dataloader, documents: Dataset, entities, gold_links,
-                       threshold: float = 0.5):
+                       threshold: float = 0.5, one_head_per_tail: bool = True):
     """Relation precision/recall/F1 of a split. `entities[i]`: the entities document i's windows were encoded with
     (gold or predicted); `gold_links[i]`: its gold links as `relations.link_keys`. Returns (metrics, records)."""
     merger = predict_pairs(accelerator, model, dataloader, len(documents))
@@ -215,7 +217,7 @@ def evaluate_relations(accelerator, model, dataloader, documents: Dataset, entit
     ids = documents["id"] if "id" in documents.column_names else [str(i) for i in range(len(documents))]
     predicted, records = [], []
     for doc in range(len(documents)):
-        found = merger.pairs(doc, threshold)
+        found = merger.pairs(doc, threshold, one_head_per_tail)
         predicted.append(link_keys(entities[doc], found))
         records.append({
             "id": ids[doc],

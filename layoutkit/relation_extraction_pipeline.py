@@ -22,10 +22,12 @@ or a dict `{"image", "words", "boxes"}` (pixel boxes; OCR skipped). The entities
 Preprocessing repeats training (`document_preprocessing` in config.json): page resize, 0-1000 boxes, windows of
 `max_seq_length` tokens with `stride`, each window's entity columns (`relations.window_entity_columns`). A pair's
 score is the highest over the windows holding both entities; pairs scoring at least `threshold` (call option,
-default: the training run's, else 0.5) are returned, best first: `key` is the head entity, `value` the tail, each
+default: the training run's, else 0.5) are returned, best first, only the best head of each tail unless
+`one_head_per_tail=False` (default: the training run's setting): `key` is the head entity, `value` the tail, each
 `{"text", "box", "label", "words"}` (box: union of the words' boxes in the original image's pixels; words: word
-indices). Call options: `ner_model`, `threshold`, and the OCR/batching options of the other layout pipelines
-(`ocr_engine`, `ocr_lang`, `ocr_config`, `min_ocr_confidence`, `ocr_options`, `batch_size`, `mixed_precision`).
+indices). Call options: `ner_model`, `threshold`, `one_head_per_tail`, and the OCR/batching options of the other
+layout pipelines (`ocr_engine`, `ocr_lang`, `ocr_config`, `min_ocr_confidence`, `ocr_options`, `batch_size`,
+`mixed_precision`).
 
 This file and the modules it imports relatively use only the standard library, numpy, PIL, torch and transformers.
 """
@@ -47,7 +49,7 @@ from .pipeline_inputs import (
     read_document,
     recorded_preprocessing,
 )
-from .relations import Entity, PairScoreMerger, gold_entities, window_entity_columns
+from .relations import Entity, PairScoreMerger, gold_entities, select_links, window_entity_columns
 
 DEFAULT_THRESHOLD = 0.5
 
@@ -63,7 +65,7 @@ class LayoutRelationExtractionPipeline(WindowedLayoutPipeline):
 
     def _sanitize_parameters(self, ocr_engine=None, ocr_lang=None, ocr_config=None, min_ocr_confidence=None,
                              ocr_options=None, window_batch_size=None, mixed_precision=None, ner_model=None,
-                             threshold=None):
+                             threshold=None, one_head_per_tail=None):
         preprocess, forward = input_parameters(ocr_engine, ocr_lang, ocr_config, min_ocr_confidence, ocr_options,
                                                window_batch_size, mixed_precision)
         if ner_model is not None:
@@ -73,6 +75,8 @@ class LayoutRelationExtractionPipeline(WindowedLayoutPipeline):
             if not 0 <= float(threshold) <= 1:
                 raise ValueError(f"threshold must be a probability in [0, 1], got {threshold}")
             postprocess["threshold"] = float(threshold)
+        if one_head_per_tail is not None:
+            postprocess["one_head_per_tail"] = bool(one_head_per_tail)
         return preprocess, forward, postprocess
 
     def _ner_pipeline(self, ner_model):
@@ -148,15 +152,17 @@ class LayoutRelationExtractionPipeline(WindowedLayoutPipeline):
         return {**model_inputs, "scores": merger.scores[0]}
 
     # ------------------------------------------------------------------------------------ postprocess
-    def postprocess(self, model_outputs, threshold: float | None = None):
+    def postprocess(self, model_outputs, threshold: float | None = None, one_head_per_tail: bool | None = None):
         if threshold is None:
             threshold = float(getattr(self.model.config, "threshold", DEFAULT_THRESHOLD))
+        if one_head_per_tail is None:
+            one_head_per_tail = bool(getattr(self.model.config, "one_head_per_tail", True))
         words, boxes, entities = model_outputs["words"], model_outputs["boxes"], model_outputs["entities"]
 
         def describe(entity: Entity) -> dict:
             return {"text": " ".join(words[w] for w in entity.words), "label": entity.type, "words": list(entity.words),
                     "box": [round(v) for v in union_box([boxes[w] for w in entity.words])]}
 
-        pairs = [(pair, score) for pair, score in model_outputs["scores"].items() if score >= threshold]
+        pairs = list(select_links(model_outputs["scores"], threshold, one_head_per_tail).items())
         return [{"key": describe(entities[head]), "value": describe(entities[tail]), "score": round(score, 4)}
                 for (head, tail), score in sorted(pairs, key=lambda item: -item[1])]

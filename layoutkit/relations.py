@@ -113,8 +113,22 @@ class PairScoreMerger:
                 key = (int(ids[valid[i]]), int(ids[valid[j]]))
                 doc[key] = max(doc.get(key, 0.0), float(block[i, j]))
 
-    def pairs(self, doc: int, threshold: float = 0.5) -> dict[tuple[int, int], float]:
-        return {pair: score for pair, score in self.scores[doc].items() if score >= threshold}
+    def pairs(self, doc: int, threshold: float = 0.5, one_head_per_tail: bool = True) -> dict[tuple[int, int], float]:
+        return select_links(self.scores[doc], threshold, one_head_per_tail)
+
+
+def select_links(scores: dict[tuple[int, int], float], threshold: float = 0.5, one_head_per_tail: bool = True
+                 ) -> dict[tuple[int, int], float]:
+    """The links among scored (head, tail) pairs: those scoring at least `threshold`; with `one_head_per_tail`, only
+    the best head of each tail (a value belongs to one key, an answer to one question; a key may have several)."""
+    found = {pair: score for pair, score in scores.items() if score >= threshold}
+    if not one_head_per_tail:
+        return found
+    best: dict[int, tuple[int, int]] = {}
+    for pair, score in found.items():
+        if pair[1] not in best or score > found[best[pair[1]]]:
+            best[pair[1]] = pair
+    return {pair: found[pair] for pair in best.values()}
 
 
 def link_keys(entities: dict[int, Entity], pairs: Iterable[tuple[int, int]]) -> set[tuple]:

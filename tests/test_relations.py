@@ -4,6 +4,7 @@ the relation metric, the model, a tiny training run with resume, the pipeline in
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -96,6 +97,9 @@ def test_funsd_import_keeps_linking_once_as_relations(tmp_path):
                                                                 if w["text"].strip()]
         question_answer = oriented_pairs(entities, row["relations"], [["QUESTION", "ANSWER"]])
         assert question_answer and all(entities[h].type == "QUESTION" for h, _ in question_answer)
+    from layoutkit.relation_extraction import relation_types_in
+
+    assert ["QUESTION", "ANSWER"] in relation_types_in(dataset["test"], names)  # the default candidates
 
 
 # --------------------------------------------------------------------------------------------- metric
@@ -145,13 +149,14 @@ def test_model_scores_candidate_pairs_only_and_reloads(tmp_path, pooling):
     model.eval()
     model.save_pretrained(tmp_path)
     reloaded = AutoModel.from_pretrained(tmp_path, trust_remote_code=True).eval()
-    assert torch.equal(reloaded(**inputs).logits, model(**inputs).logits)
+    torch.testing.assert_close(reloaded(**inputs).logits, model(**inputs).logits)
 
 
 # ----------------------------------------------------------------------------- training, pipeline, predict
 @pytest.fixture(scope="module")
 def funsd_links_run(tmp_path_factory):
-    """A tiny LayoutLMv3 trained 2 epochs on 3 FUNSD forms, and the same run stopped after epoch 1 and resumed."""
+    """A tiny LayoutLMv3 trained 2 epochs on 3 FUNSD forms (scored end to end with a tiny NER model too), and the
+    same run stopped after its first epoch and resumed."""
     if not FUNSD_DIR.is_dir():
         pytest.skip(f"FUNSD not found at {FUNSD_DIR}")
     import run_relation_extraction
@@ -170,8 +175,15 @@ def funsd_links_run(tmp_path_factory):
             "--per_device_train_batch_size", 4, "--learning_rate", 1e-3, "--seed", 3, "--checkpointing_steps", "epoch",
             *extra]])
 
-    full = train(root / "full", "--num_train_epochs", 2)
-    train(root / "resumed", "--num_train_epochs", 1)
+    # An NER model on the same forms, whose predicted entities the full run is also scored on (end to end).
+    import run_invoice_ner
+
+    run_invoice_ner.main([str(a) for a in [
+        "--dataset_path", root / "funsd", "--config_name", scratch, "--output_dir", root / "ner", "--num_train_epochs", 1,
+        "--max_seq_length", 128, "--stride", 32, "--per_device_train_batch_size", 4, "--learning_rate", 1e-3]])
+    full = train(root / "full", "--num_train_epochs", 2, "--ner_model_name_or_path", root / "ner")
+    # The stopped run's folder as a kill right after epoch 0 leaves it: only the epoch_0 checkpoint.
+    shutil.copytree(root / "full" / "epoch_0", root / "resumed" / "epoch_0")
     resumed = train(root / "resumed", "--num_train_epochs", 2, "--resume_from_checkpoint", "latest")
     return root, full, resumed
 
@@ -181,6 +193,8 @@ def test_training_saves_scores_and_resumes_to_the_same_result(funsd_links_run):
     for key in ("test_f1", "test_gold_links", "test_predicted_links", "eval_f1", "train_steps"):
         assert resumed[key] == pytest.approx(full[key], abs=1e-6), key
     assert full["test_gold_links"] > 0 and full["relation_types"] == ["QUESTION:ANSWER"]
+    assert full["test_end_to_end_gold_links"] == full["test_gold_links"]  # the same gold links, predicted entities
+    assert 0 <= full["test_end_to_end_f1"] <= 1 and "test_end_to_end_f1" not in resumed
     saved = json.loads((root / "full" / "all_results.json").read_text())
     assert saved["test_f1"] == pytest.approx(full["test_f1"])
     config = json.loads((root / "full" / "config.json").read_text())
@@ -219,8 +233,6 @@ def test_predict_adds_pairs_with_a_relation_model(funsd_links_run, trained_ner_c
     """predict.py links the entities its NER model found. To get entities deterministically from models too small
     to learn anything, the NER model predicts B-vendor for every word (`force_label`) and a copy of the relation
     model treats "vendor" as its first entity type, with every typed pair a candidate and threshold 0."""
-    import shutil
-
     from inference_fixtures import force_label
 
     root, _, _ = funsd_links_run

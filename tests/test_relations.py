@@ -232,14 +232,16 @@ print(json.dumps({"gold": linker(gold, threshold=0.0),
 def test_predict_adds_pairs_with_a_relation_model(funsd_links_run, trained_ner_checkpoint, tmp_path):
     """predict.py links the entities its NER model found. To get entities deterministically from models too small
     to learn anything, the NER model predicts B-vendor for every word (`force_label`) and a copy of the relation
-    model treats "vendor" as its first entity type, with every typed pair a candidate and threshold 0."""
+    model treats "vendor" as its first entity type, with every typed pair a candidate, threshold 0 and every head of a
+    tail kept."""
     from inference_fixtures import force_label
 
     root, _, _ = funsd_links_run
     ner = force_label(trained_ner_checkpoint, tmp_path / "ner", "B-vendor")
     linker = Path(shutil.copytree(root / "full", tmp_path / "linker", ignore=shutil.ignore_patterns("epoch_*")))
     config = json.loads((linker / "config.json").read_text())
-    config.update(entity_types=["vendor", *config["entity_types"][1:]], relation_candidates=[], threshold=0.0)
+    config.update(entity_types=["vendor", *config["entity_types"][1:]], relation_candidates=[], threshold=0.0,
+                  one_head_per_tail=False)
     (linker / "config.json").write_text(json.dumps(config))
     words = {"image": str(FUNSD_DIR / "testing_data" / "images" / "82092117.png"), "words": ["Date:", "March", "3"],
              "boxes": [[10, 10, 60, 25], [70, 10, 120, 25], [125, 10, 135, 25]]}
@@ -251,3 +253,18 @@ def test_predict_adds_pairs_with_a_relation_model(funsd_links_run, trained_ner_c
     links = sorted((pair["key"]["text"], pair["value"]["text"], pair["page"]) for pair in result["pairs"])
     assert links == sorted((a, b, 1) for a in words["words"] for b in words["words"] if a != b)
     assert all(pair["key"]["label"] == "vendor" and 0 <= pair["score"] <= 1 for pair in result["pairs"])
+
+
+def test_a_pretrained_encoder_is_loaded_into_the_relation_model(tmp_path):
+    """`--model_name_or_path` path: the checkpoint's encoder weights end up in the relation model's encoder."""
+    from transformers import LayoutLMConfig, LayoutLMModel
+
+    from layoutkit.relation_extraction import RelationModelLoader
+
+    config = LayoutLMConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                            vocab_size=50)
+    LayoutLMModel(config).save_pretrained(tmp_path)
+    model = RelationModelLoader(["ANSWER", "QUESTION"], [["QUESTION", "ANSWER"]], "first").from_pretrained(
+        str(tmp_path), config=config)
+    for name, value in LayoutLMModel.from_pretrained(tmp_path).state_dict().items():
+        assert torch.equal(model.encoder.state_dict()[name], value), name

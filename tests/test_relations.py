@@ -180,7 +180,8 @@ def funsd_links_run(tmp_path_factory):
 
     run_invoice_ner.main([str(a) for a in [
         "--dataset_path", root / "funsd", "--config_name", scratch, "--output_dir", root / "ner",
-        "--num_train_epochs", 1, "--max_seq_length", 128, "--stride", 32, "--per_device_train_batch_size", 4, "--learning_rate", 1e-3]])
+        "--num_train_epochs", 1, "--max_seq_length", 128, "--stride", 32, "--per_device_train_batch_size", 4,
+        "--learning_rate", 1e-3]])
     full = train(root / "full", "--num_train_epochs", 2, "--ner_model_name_or_path", root / "ner")
     # The stopped run's folder as a kill right after epoch 0 leaves it: only the epoch_0 checkpoint.
     shutil.copytree(root / "full" / "epoch_0", root / "resumed" / "epoch_0")

@@ -18,7 +18,12 @@ import os
 
 from accelerate.utils import set_seed
 
-from layoutkit.data import carve_validation_split, dataset_preprocessing, load_raw_datasets
+from layoutkit.data import (
+    carve_validation_split,
+    dataset_preprocessing,
+    load_raw_datasets,
+    standardize_label_column,
+)
 from layoutkit.modeling import model_family
 from layoutkit.ner import BOX_COLUMNS
 from layoutkit.relation_extraction import (
@@ -36,6 +41,7 @@ from layoutkit.relation_extraction import (
 )
 from layoutkit.relations import link_keys, oriented_pairs
 from layoutkit.training import (
+    HelpFormatter,
     TrainingState,
     add_common_args,
     build_accelerator,
@@ -56,9 +62,13 @@ TASK = "relation-extraction"
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_common_args(parser)
     task = parser.add_argument_group("relation extraction")
+    task.add_argument(
+        "--label_column_name", help="the column of word labels (a ClassLabel sequence) that types the entities; "
+        "default ner_tags"
+    )
     task.add_argument(
         "--relation_types",
         help="candidate links as HEAD:TAIL entity types, comma-separated (e.g. QUESTION:ANSWER, the published "
@@ -87,7 +97,7 @@ def main(argv=None) -> dict:
     accelerator.wait_for_everyone()
 
     # ---- data: documents, their gold entities and the links the task scores
-    raw = load_raw_datasets(args)
+    raw = standardize_label_column(load_raw_datasets(args), args.label_column_name, "ner_tags")
     for split in raw:
         check_relation_columns(raw[split], split)
     validation_split = carve_validation_split(raw, args.seed)

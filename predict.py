@@ -47,6 +47,7 @@ from layoutkit.labelstudio import document_tasks
 from layoutkit.ocr import OCR_ENGINES, parse_engine_option
 from layoutkit.postprocess import RULES, RuleConfig
 from layoutkit.prediction import predict_document
+from layoutkit.relation_extraction import load_relation_pipeline
 from layoutkit.token_classification_pipeline import LayoutTokenClassificationPipeline
 
 
@@ -85,6 +86,8 @@ def parse_args(argv=None):
     parser.add_argument("--batch_size", type=int, default=8, help="windows per forward pass")
     parser.add_argument("--mixed_precision", choices=["no", "bf16"], default="no", help="bf16 autocast (CPU or GPU)")
     parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
+    parser.add_argument("--relation_model", help="a run_relation_extraction.py checkpoint: adds `pairs`, the key -> "
+                        "value links between the predicted entities (docs/relations.md)")
     parser.add_argument(
         "--rules", default=None,
         help=f"post-processing rules: comma-separated ({', '.join(RULES)}, or all) or a JSON file of settings",
@@ -196,6 +199,8 @@ def main(argv=None) -> int:
         device=device,
     )
 
+    linker = load_relation_pipeline(args.relation_model, device) if args.relation_model else None
+
     # ---- predict, one document at a time
     names = output_names(sources)
     succeeded = 0
@@ -209,7 +214,7 @@ def main(argv=None) -> int:
                     pages = (next(image_pages(p["image_path"], args.max_image_pixels)) for p in words_pages)
                 else:
                     pages = document_pages(source, args)
-                result, drawings = predict_document(extractor, source, pages, words_pages, args)
+                result, drawings = predict_document(extractor, source, pages, words_pages, args, linker)
                 path = output_dir / names[source]
                 path.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
                 for number, drawing in enumerate(drawings, start=1):

@@ -176,3 +176,33 @@ class LayoutCollator:
                 pixels = (pixels.float() * rescale - mean) / std
             batch[self.image_input] = pixels
         return batch
+
+
+class RelationCollator(LayoutCollator):
+    """LayoutCollator plus the entity columns: `entity_index` padded like the tokens (-1), the per-entity columns
+    to the most entities in the batch (-1), `relation_pairs` to the most links ([-1, -1])."""
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        batch = super().__call__(features)
+        length = batch["input_ids"].shape[1]
+        batch["entity_index"] = _pad_rows([f["entity_index"] for f in features], length, -1)
+        entities = max(1, max(len(f["entity_labels"]) for f in features))
+        batch["entity_labels"] = _pad_rows([f["entity_labels"] for f in features], entities, -1)
+        batch["entity_ids"] = _pad_rows([f["entity_ids"] for f in features], entities, -1)
+        if "relation_pairs" in features[0]:
+            links = max(len(f["relation_pairs"]) for f in features)
+            # numpy-formatted rows hold the pairs as an object array of arrays: rebuild them as one int array.
+            rows = [torch.as_tensor(np.array([list(p) for p in f["relation_pairs"]], dtype=np.int64).reshape(-1, 2))
+                    for f in features]
+            batch["relation_pairs"] = torch.stack([
+                torch.cat([row, torch.full((links - len(row), 2), -1, dtype=torch.long)]) for row in rows
+            ])
+        return batch
+
+
+def _pad_rows(rows, length: int, value: int) -> torch.Tensor:
+    out = torch.full((len(rows), length), value, dtype=torch.long)
+    for i, row in enumerate(rows):
+        row = torch.as_tensor(row, dtype=torch.long)
+        out[i, : len(row)] = row
+    return out

@@ -54,7 +54,11 @@ def tokenizer_takes_boxes(tokenizer, family: ModelFamily) -> bool:
 
 
 def model_family(config) -> ModelFamily:
-    """The family of a model config (LayoutXLM reports itself as layoutlmv2)."""
+    """The family of a model config (LayoutXLM reports itself as layoutlmv2; a relation model's config wraps its
+    encoder's, `encoder`)."""
+    encoder = getattr(config, "encoder", None)
+    if getattr(encoder, "model_type", None) is not None:
+        config = encoder
     model_type = getattr(config, "model_type", None)
     if model_type == "layoutxlm":
         model_type = "layoutlmv2"

@@ -10,9 +10,10 @@ from .fields import extract_fields
 from .ocr import OcrError
 
 
-def predict_document(extractor, source: Path | None, pages, words_pages, args) -> tuple[dict, list]:
+def predict_document(extractor, source: Path | None, pages, words_pages, args, linker=None) -> tuple[dict, list]:
     """Run the pipeline on each page; entities and words carry their 1-based page number. Returns the document's
-    JSON and, with --draw, its pages with words and entities drawn.
+    JSON and, with --draw, its pages with words and entities drawn. With `linker` (a relation-extraction
+    pipeline) the JSON gains `pairs`: key -> value links between each page's predicted entities.
 
     `args` carries the settings of predict.py's command line (the service builds the same): model_name_or_path,
     ocr_engine, ocr_lang, ocr_config, ocr_options, batch_size, mixed_precision, rule_config, draw, words_json,
@@ -46,6 +47,9 @@ def predict_document(extractor, source: Path | None, pages, words_pages, args) -
             result["entities"].append({**entity, "score": round(entity["score"], 4), "page": number})
         for word in output["words"]:
             result["words"].append({**word, "page": number})
+        if linker is not None:
+            pairs = link_entities(linker, image, output)
+            result.setdefault("pairs", []).extend({**pair, "page": number} for pair in pairs)
         if args.draw:
             drawings.append(output["image"])
     if not result["pages"]:
@@ -57,3 +61,10 @@ def predict_document(extractor, source: Path | None, pages, words_pages, args) -
         )
     result["fields"] = extract_fields(result["entities"], args.field_schema)
     return result, drawings
+
+
+def link_entities(linker, image, output: dict) -> list[dict]:
+    """Key -> value pairs between a page's predicted entities, on the same words (docs/relations.md)."""
+    entities = [{"start": e["start"], "end": e["end"], "label": e["entity_group"]} for e in output["entities"]]
+    return linker({"image": image, "words": [w["text"] for w in output["words"]],
+                   "boxes": [w["box"] for w in output["words"]], "entities": entities})

@@ -1,4 +1,4 @@
-"""Training-loop pieces shared by run_invoice_ner.py and run_doc_classification.py.
+"""Training-loop pieces shared by run_invoice_ner.py, run_doc_classification.py and run_relation_extraction.py.
 
 The scripts keep the examples' top-down shape (arguments, data, model, loop, save); what is the same in
 both lives here once: the common command-line flags, the Accelerator set-up, the resumable training
@@ -734,6 +734,8 @@ NO_GRADIENT_PARAMETERS = {
     "LayoutLMForTokenClassification": ("pooler.",),
     "LayoutLMv2ForTokenClassification": ("pooler.",),
     "Lilt": lilt_last_layout_stream,  # prefixes that depend on the config: a function of it
+    # Relation extraction (relation_model.py) reads its encoder's token states: never the pooler either.
+    "LayoutRelationModel": ("pooler.", "encoder.rel_pos_bias.", "encoder.rel_pos_x_bias.", "encoder.rel_pos_y_bias."),
 }
 
 

@@ -32,6 +32,7 @@ TASK_NAMES = {
     "token-classification": "Token Classification",
     "image-classification": "Image Classification",
     "text-classification": "Text Classification",
+    "relation-extraction": "Relation Extraction",
 }
 NON_COMMERCIAL = ("cc-by-nc-sa-4.0", "CC BY-NC-SA 4.0: no commercial use, and derivatives such as this model must be "
                   "shared under the same licence.")
@@ -213,6 +214,19 @@ python predict.py --model_name_or_path {repo} --input invoices/ --output_dir pre
 The pipeline repeats the training preprocessing recorded in `config.json` (`document_preprocessing`): the page
 resize, box level, window length, stride and, for a model trained on OCR words, the OCR engine and its settings.
 OCR needs the engine: `rapidocr` and `onnxruntime` (default), or `tesseract-ocr` and `pytesseract`."""
+    if task == "relation-extraction":
+        return f"""Links between entities (question -> answer, key -> value), with the pipeline and model code shipped
+in this repository; entities come from a token-classification model, or are given:
+
+```python
+from transformers import pipeline
+
+linker = pipeline("relation-extraction", model="{repo}", trust_remote_code=True)
+linker("form.png", ner_model="path/or/hub-id-of-an-ner-model")
+# or linker({{"image": "form.png", "words": [...], "boxes": [...],
+#             "entities": [{{"words": [0, 1], "label": "QUESTION"}}, ...]}})
+# [{{"key": {{"text": "Date:", "label": "QUESTION", "box": [...], "words": [0]}}, "value": {{...}}, "score": 0.97}}]
+```"""
     return f"""```python
 from transformers import pipeline
 

@@ -294,7 +294,8 @@ def test_read_funsd_errors_name_the_funsd_field(tmp_path):
 def test_funsd_import(tmp_path):
     dataset = import_funsd(FUNSD_DIR, tmp_path / "funsd", max_docs=3, seed=42)
     assert {name: len(part) for name, part in dataset.items()} == {"train": 2, "validation": 1, "test": 3}
-    assert dataset["train"].features == ner_features(FUNSD_LABELS)
+    # FUNSD's entity ids and links come along as the optional relation columns (docs/relations.md).
+    assert dataset["train"].features == ner_features(FUNSD_LABELS, ["entity_ids", "relations"])
     assert FUNSD_LABELS == ["O", "B-HEADER", "I-HEADER", "B-QUESTION", "I-QUESTION", "B-ANSWER", "I-ANSWER"]
 
     # Compare one form with its source file: tags, entity boxes as segments, blank words counted.

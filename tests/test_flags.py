@@ -9,6 +9,7 @@ import pytest
 
 import run_doc_classification
 import run_invoice_ner
+import run_relation_extraction
 from conftest import REPO_ROOT
 from test_run_invoice_ner import FAST, SCRIPT, results
 
@@ -21,7 +22,8 @@ def parse_error(parse_args, argv, capsys) -> str:
     return capsys.readouterr().err
 
 
-@pytest.mark.parametrize("parse_args", [run_invoice_ner.parse_args, run_doc_classification.parse_args])
+@pytest.mark.parametrize("parse_args", [run_invoice_ner.parse_args, run_doc_classification.parse_args,
+                                        run_relation_extraction.parse_args])
 def test_flag_values_are_checked_when_parsed(parse_args, capsys):
     # A typo used to disable checkpointing silently.
     assert 'expected a positive number of steps or "epoch", got \'epcoh\'' in parse_error(

@@ -2,9 +2,16 @@
 
 Fields are learnable on purpose: every value follows a consistent keyword cue ("Invoice No:", "Due Date",
 "Total", ...) that is labelled O, while the value words carry the entity tags. Variety comes from
-layouts (header placement, metadata style, table style and column order, totals placement), fonts,
-sizes, formats of dates/numbers/amounts and light scan noise (no geometric distortion, so boxes stay
-exact). Each word is drawn on its own, so its box comes straight from ImageDraw.textbbox.
+layouts (header placement, metadata style, table style with or without borders, column order, descriptions
+wrapped over two lines, totals placement), fonts, sizes, formats of dates/numbers/amounts and light scan noise
+(no geometric distortion, so boxes stay exact). Each word is drawn on its own, so its box comes straight from
+ImageDraw.textbbox. Line items are labelled item_description, item_quantity, item_unit_price and item_amount.
+
+With `links=True` each annotation also carries the document structure: `entity_ids` (one per word: every
+labelled entity and every keyword cue that names a value; null elsewhere), `relations` ([key id, value id]
+pairs: "Invoice No:" -> the number, "Total" -> the total, and within a row description -> quantity, unit price
+and amount) and `row_ids` (the line-item row of each table word, null elsewhere). `multi_page` continues
+some tables on a second page image (see `make_pages`).
 
 Deterministic: document i depends only on (seed, i), so the same seed writes byte-identical
 annotations, whatever --num-docs or the number of worker processes (on the same installed fonts).
@@ -671,8 +678,9 @@ def _draw_table(
         for number, line in enumerate(lines[1:], start=1):
             cell("desc", y + number * style.line, [(line, "item_description")], style.regular, style.ink, row)
             page.continue_entity(description)
-        for name, text, entity in (("qty", item.quantity, "item_quantity"), ("unit", item.unit_price, "item_unit_price"),
-                                   ("amount", item.amount, "item_amount")):
+        columns = (("qty", item.quantity, "item_quantity"), ("unit", item.unit_price, "item_unit_price"),
+                   ("amount", item.amount, "item_amount"))
+        for name, text, entity in columns:
             page.relate(description, cell(name, y, [(text, entity)], style.regular, style.ink, row))
         y += height
         if layout.style == "grid":

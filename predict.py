@@ -15,7 +15,8 @@ checkpoint's config.json; a page's windows run in batches of --batch_size with d
 
 Output: one JSON per document in --output_dir (see docs/inference.md): `fields` holds one typed value per field
 (normalised by --schema: dates to ISO 8601, amounts to a decimal string and currency) with its candidates,
-`entities` every predicted span, `words` every word; --draw also writes one PNG per page with the words and
+`line_items` the rows of the item table (layoutkit/line_items.py: description, quantity, unit price,
+amount), `entities` every predicted span, `words` every word; --draw also writes one PNG per page with the words and
 entities drawn on it. And
 --output_dir/summary.jsonl with one line per document, status "ok" or "error". A document that cannot be
 read (corrupt or unsupported file, encrypted or empty PDF, an image above --max_image_pixels, no text on
@@ -35,6 +36,7 @@ from PIL import Image, ImageSequence
 from transformers import pipeline
 
 from layoutkit.fields import FieldSchema, extract_fields
+from layoutkit.line_items import group_line_items
 from layoutkit.ocr import OCR_ENGINES, OcrError, parse_engine_option
 from layoutkit.postprocess import RULES, RuleConfig
 from layoutkit.token_classification_pipeline import LayoutTokenClassificationPipeline
@@ -229,7 +231,7 @@ def predict_document(extractor, source: Path | None, pages, words_pages, args) -
     """Run the pipeline on each page; entities and words carry their 1-based page number. Returns the document's
     JSON and, with --draw, its pages with words and entities drawn."""
     result = {"model": args.model_name_or_path, "source": str(source) if source else None, "status": "ok",
-              "pages": [], "fields": {}, "entities": [], "words": []}
+              "pages": [], "fields": {}, "line_items": [], "entities": [], "words": []}
     drawings = []
     call = dict(ocr_engine=args.ocr_engine, ocr_lang=args.ocr_lang, ocr_config=args.ocr_config,
                 ocr_options=args.ocr_options, window_batch_size=args.batch_size, mixed_precision=args.mixed_precision,
@@ -267,6 +269,7 @@ def predict_document(extractor, source: Path | None, pages, words_pages, args) -
             f"{args.ocr_lang or 'eng'!r} does not match)"
         )
     result["fields"] = extract_fields(result["entities"], args.field_schema)
+    result["line_items"] = group_line_items(result["entities"])
     return result, drawings
 
 

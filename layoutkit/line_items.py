@@ -29,9 +29,11 @@ The row-grouping rule (used for every cell no link places):
 4. Rows never cross pages; the rows of a document are in page order, top to bottom.
 
 Links from a relation model (`links`: pairs of indices into `entities`, head -> tail, e.g. description ->
-amount) take precedence: cells connected by links form one row, and a cell no link mentions joins the row of
-a linked cell the rule put it with (or stays in its rule row). Links between cells of different pages and
-links that touch a non-line-item entity are ignored.
+amount) take precedence: cells connected by links form one row. A cell no link mentions joins the linked row
+the rule put it with, unless that row already has a linked cell of its column (a description piece still
+joins when it lies below all of the row's cells: a wrapped line); otherwise it stays in a row with the other
+unlinked cells of its rule row. Links between cells of different pages and links that touch a non-line-item
+entity are ignored.
 
 Copied into saved checkpoints beside the custom pipeline: the standard library, `boxes.py` and `fields.py` only.
 """
@@ -130,8 +132,10 @@ def rule_rows(cells: list[dict]) -> list[list[int]]:
 
 
 def _linked_rows(cells: list[dict], rule: list[list[int]], links, cell_of_entity: dict[int, int]) -> list[list[int]]:
-    """Rows from links (connected cells), with each unlinked cell joining the linked group its rule row holds.
-    `cell_of_entity`: entity index -> cell index."""
+    """Rows from links: linked cells (`cell_of_entity`: entity index -> cell index) form one row per connected
+    group; an unlinked cell joins the linked group its rule row holds when that group has no linked cell of its
+    column (or, for a description piece, when it lies below all of the group's cells: a wrapped line), else it
+    stays with the other such cells of its rule row."""
     parent = list(range(len(cells)))
 
     def find(i: int) -> int:
@@ -147,22 +151,35 @@ def _linked_rows(cells: list[dict], rule: list[list[int]], links, cell_of_entity
             if cells[a]["page"] == cells[b]["page"] and a != b:
                 parent[find(a)] = find(b)
                 linked.update((a, b))
-    groups: dict[int, list[int]] = {}
-    order: list[int] = []
+    members: dict[int, list[int]] = {}
+    for i in linked:
+        members.setdefault(find(i), []).append(i)
+
+    def fits(i: int, root: int) -> bool:
+        group = members[root]
+        if all(cells[j]["column"] != cells[i]["column"] for j in group):
+            return True
+        box = cells[i].get("box")
+        return (cells[i]["column"] == "description" and box is not None
+                and all(cells[j].get("box") and box[1] >= cells[j]["box"][3] for j in group))
+
+    groups: dict = {}
     for rule_row in rule:
-        # The rule row's unlinked cells follow its first linked cell's group; a row without links stays whole.
         root = next((find(i) for i in rule_row if i in linked), None)
         for i in rule_row:
-            key = find(i) if i in linked else (root if root is not None else ("rule", rule_row[0]))
-            if key not in groups:
-                groups[key] = []
-                order.append(key)
-            groups[key].append(i)
-    return [groups[key] for key in order]
+            if i in linked:
+                key = find(i)
+            elif root is not None and fits(i, root):
+                key = root
+            else:
+                key = ("rule", rule_row[0])
+            groups.setdefault(key, []).append(i)  # dicts keep insertion order: rows stay in rule order
+    return list(groups.values())
 
 
 def _row_output(cells: list[dict], members: list[int]) -> dict:
     by_column: dict[str, list[dict]] = {}
+
     def reading(i: int):
         box = cells[i].get("box")
         return (box[1], box[0]) if box else (0, 0)

@@ -29,11 +29,11 @@ The row-grouping rule (used for every cell no link places):
 4. Rows never cross pages; the rows of a document are in page order, top to bottom.
 
 Links from a relation model (`links`: pairs of indices into `entities`, head -> tail, e.g. description ->
-amount) take precedence: cells connected by links form one row. A cell no link mentions joins the linked row
-the rule put it with, unless that row already has a linked cell of its column (a description piece still
-joins when it lies below all of the row's cells: a wrapped line); otherwise it stays in a row with the other
-unlinked cells of its rule row. Links between cells of different pages and links that touch a non-line-item
-entity are ignored.
+amount; `links_from_pairs` turns a relation-extraction pipeline's pairs into them) take precedence: cells
+connected by links form one row. A cell no link mentions joins the linked row the rule put it with, unless that
+row already has a linked cell of its column (a description piece still joins when it lies below all of the
+row's cells: a wrapped line); otherwise it stays in a row with the other unlinked cells of its rule row. Links
+between cells of different pages and links that touch a non-line-item entity are ignored.
 
 Copied into saved checkpoints beside the custom pipeline: the standard library, `boxes.py` and `fields.py` only.
 """
@@ -227,6 +227,26 @@ def _row_output(cells: list[dict], members: list[int]) -> dict:
 def _union(cells: list[dict]):
     boxes = [cell["box"] for cell in cells if cell.get("box") is not None]
     return [round(v) for v in union_box(boxes)] if boxes else None
+
+
+def links_from_pairs(entities: list[dict], pairs: list[dict], page: int | None = None) -> list[tuple[int, int]]:
+    """`links` for `group_line_items` from a relation-extraction pipeline's pairs
+    (`[{"key": {"words": [word indices], ...}, "value": {"words": [...], ...}, "score", ["page"]}]`): each side is
+    the entity (index into `entities`) whose `start`-`end` word range holds its first word, on the pair's page
+    (its "page", else `page`, else 1). Pairs whose words fall in no entity are left out."""
+    links = []
+    for pair in pairs:
+        pair_page = pair.get("page") or page or 1
+        ends = []
+        for side in (pair.get("key") or {}, pair.get("value") or {}):
+            words = side.get("words") or []
+            found = next((index for index, entity in enumerate(entities)
+                          if words and (entity.get("page") or 1) == pair_page
+                          and entity.get("start") is not None and entity["start"] <= words[0] < entity["end"]), None)
+            ends.append(found)
+        if None not in ends:
+            links.append((ends[0], ends[1]))
+    return links
 
 
 def group_line_items(entities: list[dict], links=None, column_types: dict | None = None) -> list[dict]:

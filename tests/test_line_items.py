@@ -8,7 +8,7 @@ import pytest
 from dataset_loader.synth import ENTITY_TYPES, generate, make_pages
 from layoutkit.export import ALLOWED_IMPORTS, pipeline_files, third_party_imports
 from layoutkit.labels import bio_spans
-from layoutkit.line_items import group_line_items
+from layoutkit.line_items import group_line_items, links_from_pairs
 
 
 # ------------------------------------------------------------------------------------------ generator
@@ -187,6 +187,18 @@ def test_links_take_precedence_over_the_rule():
     other_page = entities + [cell("item_amount", "1.00", (500, 100, 560, 114), page=2)]
     assert group_line_items(entities + [cell("total", "15.00", (500, 300, 560, 314))], links=[(0, 6)]) == by_rule
     assert group_line_items(other_page, links=[(0, 6)])[:3] == by_rule
+
+
+def test_links_from_relation_pairs():
+    """A relation pipeline's pairs (word indices of key and value) become entity-index links, per page."""
+    entities = [dict(cell("item_description", "Alpha", (50, 100, 100, 114)), start=3, end=5),
+                dict(cell("item_amount", "10.00", (500, 118, 560, 132)), start=5, end=6),
+                dict(cell("item_amount", "9.00", (500, 118, 560, 132), page=2), start=5, end=6)]
+    pairs = [{"key": {"words": [3, 4]}, "value": {"words": [5]}, "score": 0.9},
+             {"key": {"words": [40]}, "value": {"words": [5]}, "score": 0.8}]  # no entity holds word 40
+    assert links_from_pairs(entities, pairs) == [(0, 1)]
+    assert links_from_pairs(entities, pairs, page=2) == []
+    assert links_from_pairs(entities, [{**pairs[0], "page": 1}], page=2) == [(0, 1)]
 
 
 def test_line_items_ship_with_the_pipeline():

@@ -13,7 +13,9 @@ Rows of the table:
   errors only);
 - `gold labels + gold links`: the annotated entities grouped by the annotated description -> quantity / unit
   price / amount relations (the `links=` path a relation model's predictions take);
-- one row per `--model`: its predicted entities (words and boxes given, no OCR) grouped by the rule.
+- one row per `--model`: its predicted entities (words and boxes given, no OCR) grouped by the rule;
+- with `--relation_model` (a run_relation_extraction.py checkpoint, loaded with trust_remote_code): the gold and
+  each model's entities grouped by the links that model predicts between them (`line_items.links_from_pairs`).
 
 A predicted row is exact when description, quantity, unit price and amount all equal a gold row's (each gold row
 matches once). Reported: gold and predicted rows, precision (exact / predicted), recall (exact / gold) and the
@@ -34,13 +36,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from layoutkit.boxes import union_box  # noqa: E402
 from layoutkit.fields import parse_amount, parse_number  # noqa: E402
 from layoutkit.labels import bio_spans  # noqa: E402
-from layoutkit.line_items import column_of, group_line_items  # noqa: E402
+from layoutkit.line_items import column_of, group_line_items, links_from_pairs  # noqa: E402
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data_dir", type=Path, required=True, help="images/ + annotations/ written by synth --links")
     parser.add_argument("--model", action="append", default=[], help="token-classification checkpoint (repeatable)")
+    parser.add_argument("--relation_model", help="relation-extraction checkpoint: also group by its predicted links")
     parser.add_argument("--max_docs", type=int, help="only the first N documents")
     parser.add_argument("--batch_size", type=int, default=8, help="windows per forward pass")
     return parser.parse_args(argv)
@@ -84,6 +87,7 @@ def gold_entities(document: dict) -> tuple[list[dict], list[tuple[int, int]], li
             entity_id = page["entity_ids"][span.start]
             index_of_id[entity_id] = len(entities)
             entities.append({"entity_group": span.label, "word": text, "score": 1.0, "page": page.get("page", number),
+                             "start": span.start, "end": span.end,
                              "box": union_box(page["boxes"][span.start : span.end])})
             column = column_of(span.label)
             row = page["row_ids"][span.start]
@@ -126,11 +130,29 @@ class Tally:
 def model_entities(extractor, data_dir: Path, document: dict, batch_size: int) -> list[dict]:
     entities = []
     for number, page in enumerate(document["pages"], start=1):
-        inputs = {"image": str(data_dir / "images" / page["image"]), "words": page["words"], "boxes": page["boxes"],
-                  "segment_boxes": page.get("segment_boxes")}
-        for entity in extractor(inputs, window_batch_size=batch_size):
+        for entity in extractor(page_inputs(data_dir, page), window_batch_size=batch_size):
             entities.append({**entity, "page": page.get("page", number)})
     return entities
+
+
+def page_inputs(data_dir: Path, page: dict) -> dict:
+    return {"image": str(data_dir / "images" / page["image"]), "words": page["words"], "boxes": page["boxes"],
+            "segment_boxes": page.get("segment_boxes")}
+
+
+def predicted_links(linker, data_dir: Path, document: dict, entities: list[dict], batch_size: int) -> list:
+    """The relation model's links between `entities` (with start/end word indices and page), page by page."""
+    links = []
+    for number, page in enumerate(document["pages"], start=1):
+        page_number = page.get("page", number)
+        given = [{"start": e["start"], "end": e["end"], "label": e["entity_group"]} for e in entities
+                 if e["page"] == page_number]
+        if not given:
+            continue
+        inputs = {**page_inputs(data_dir, page), "entities": given}
+        pairs = linker(inputs, window_batch_size=batch_size)
+        links += links_from_pairs(entities, pairs, page=page_number)
+    return links
 
 
 def main(argv=None) -> int:
@@ -148,20 +170,36 @@ def main(argv=None) -> int:
         tallies["gold labels + gold links"].add(gold, row_tuples(group_line_items(entities, links=links)))
         tallies["gold labels + gold links"].seconds += time.perf_counter() - started
 
-    if args.model:
-        from tqdm.auto import tqdm
-        from transformers import pipeline
+    from tqdm.auto import tqdm
+    from transformers import pipeline
 
-        from layoutkit.token_classification_pipeline import LayoutTokenClassificationPipeline
+    linker = None
+    if args.relation_model:
+        linker = pipeline("relation-extraction", model=args.relation_model, trust_remote_code=True)
+        tally = tallies["gold labels + relation model links"] = Tally()
+        for document, (entities, _, gold) in tqdm(list(zip(documents, gold_cache)), desc="links", unit="doc"):
+            started = time.perf_counter()
+            links = predicted_links(linker, args.data_dir, document, entities, args.batch_size)
+            tally.add(gold, row_tuples(group_line_items(entities, links=links)))
+            tally.seconds += time.perf_counter() - started
 
-        for model in args.model:
-            extractor = pipeline("token-classification", model=model, pipeline_class=LayoutTokenClassificationPipeline)
-            tally = tallies[f"`{Path(model).name}` + rule"] = Tally()
-            for document, (_, _, gold) in tqdm(list(zip(documents, gold_cache)), desc=Path(model).name, unit="doc"):
+    from layoutkit.token_classification_pipeline import LayoutTokenClassificationPipeline
+
+    for model in args.model:
+        extractor = pipeline("token-classification", model=model, pipeline_class=LayoutTokenClassificationPipeline)
+        name = Path(model).name
+        tally = tallies[f"`{name}` + rule"] = Tally()
+        linked = tallies[f"`{name}` + relation model links"] = Tally() if linker else None
+        for document, (_, _, gold) in tqdm(list(zip(documents, gold_cache)), desc=name, unit="doc"):
+            started = time.perf_counter()
+            entities = model_entities(extractor, args.data_dir, document, args.batch_size)
+            tally.add(gold, row_tuples(group_line_items(entities)))
+            tally.seconds += time.perf_counter() - started
+            if linker:
                 started = time.perf_counter()
-                items = group_line_items(model_entities(extractor, args.data_dir, document, args.batch_size))
-                tally.seconds += time.perf_counter() - started
-                tally.add(gold, row_tuples(items))
+                links = predicted_links(linker, args.data_dir, document, entities, args.batch_size)
+                linked.add(gold, row_tuples(group_line_items(entities, links=links)))
+                linked.seconds += time.perf_counter() - started
 
     pages = sum(len(document["pages"]) for document in documents)
     multi = sum(len(document["pages"]) > 1 for document in documents)

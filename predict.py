@@ -17,7 +17,7 @@ Output: one JSON per document in --output_dir (see docs/inference.md): `fields` 
 (normalised by --schema: dates to ISO 8601, amounts to a decimal string and currency) with its candidates,
 `line_items` the rows of the item table (layoutkit/line_items.py: description, quantity, unit price,
 amount), `entities` every predicted span, `words` every word; --draw also writes one PNG per page with the words and
-entities drawn on it. And
+entities drawn on it; --labelstudio writes the predictions as Label Studio pre-annotations (docs/labelstudio.md). And
 --output_dir/summary.jsonl with one line per document, status "ok" or "error". A document that cannot be
 read (corrupt or unsupported file, encrypted or empty PDF, an image above --max_image_pixels, no text on
 any page) is reported in the summary and the others are still processed. Exit code: 0 when at least one
@@ -36,6 +36,7 @@ from PIL import Image, ImageSequence
 from transformers import pipeline
 
 from layoutkit.fields import FieldSchema, extract_fields
+from layoutkit.labelstudio import document_tasks
 from layoutkit.line_items import group_line_items
 from layoutkit.ocr import OCR_ENGINES, OcrError, parse_engine_option
 from layoutkit.postprocess import RULES, RuleConfig
@@ -68,6 +69,15 @@ def parse_args(argv=None):
     )
     parser.add_argument("--schema", help="JSON file of field types (date, amount, number, text); see docs/inference.md")
     parser.add_argument("--draw", action="store_true", help="also write <name>.page<N>.png with words and entities")
+    parser.add_argument(
+        "--labelstudio", metavar="TASKS.json",
+        help="also write the predictions as Label Studio tasks with pre-annotations (one-page images; see "
+        "docs/labelstudio.md)",
+    )
+    parser.add_argument(
+        "--labelstudio_image_prefix", default="/data/local-files/?d=",
+        help="prefix of the tasks' image references, before the file name (default: Label Studio local files)",
+    )
     parser.add_argument("--dpi", type=int, default=200, help="resolution PDF pages are rendered at")
     parser.add_argument(
         "--max_image_pixels", type=int, default=DEFAULT_MAX_PIXELS,
@@ -322,6 +332,7 @@ def main(argv=None) -> int:
     # ---- predict, one document at a time
     names = output_names(sources)
     succeeded = 0
+    labelstudio_tasks = []
     with open(output_dir / "summary.jsonl", "w", encoding="utf-8") as summary:
         for source in sources:
             started = time.perf_counter()
@@ -341,6 +352,11 @@ def main(argv=None) -> int:
                     found[entity["entity_group"]] = found.get(entity["entity_group"], 0) + 1
                 row.update(status="ok", output=str(path), pages=len(result["pages"]), words=len(result["words"]),
                            fields=found)
+                if args.labelstudio and len(result["pages"]) == 1 and source.suffix.lower() in IMAGE_SUFFIXES:
+                    labelstudio_tasks += document_tasks(result, args.labelstudio_image_prefix + source.name,
+                                                        args.model_name_or_path)
+                elif args.labelstudio:
+                    row["labelstudio"] = "not exported: Label Studio tasks are one image; convert the pages to images"
                 succeeded += 1
             except DocumentError as error:
                 row.update(status="error", message=str(error))
@@ -354,6 +370,10 @@ def main(argv=None) -> int:
                 print(f"[ok] {source}: {row['pages']} page(s), {found} ({row['seconds']} s)", file=sys.stderr)
             else:
                 print(f"[error] {row['message']}", file=sys.stderr)
+    if args.labelstudio:
+        Path(args.labelstudio).write_text(json.dumps(labelstudio_tasks, indent=1, ensure_ascii=False) + "\n",
+                                          encoding="utf-8")
+        print(f"{len(labelstudio_tasks)} Label Studio tasks: {args.labelstudio}", file=sys.stderr)
     print(f"{succeeded}/{len(sources)} documents processed; summary: {output_dir / 'summary.jsonl'}", file=sys.stderr)
     return 0 if succeeded else 1
 

@@ -1,4 +1,4 @@
-"""Command line: python -m dataset_loader {build,funsd,synth,classify,synth-classes,push} ..."""
+"""Command line: python -m dataset_loader {build,funsd,labelstudio,synth,classify,synth-classes,push} ..."""
 
 from __future__ import annotations
 
@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ocr_options(funsd)
     funsd.set_defaults(run=_run_funsd)
 
+    _add_labelstudio_command(commands)
+
     synth = commands.add_parser("synth", help="write synthetic invoices in the annotation format")
     synth.add_argument("--output", required=True, type=Path, help="folder to write images/ and annotations/ into")
     synth.add_argument("--num-docs", type=int, default=200, help="number of invoices (default 200)")
@@ -77,6 +79,40 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--private", action="store_true", help="create the repo as private")
     push.set_defaults(run=_run_push)
     return parser
+
+
+def _add_labelstudio_command(commands) -> None:
+    """`labelstudio`: a Label Studio export of the OCR template (docs/labelstudio.md)."""
+    studio = commands.add_parser(
+        "labelstudio", help="build a DatasetDict from a Label Studio JSON or JSON-MIN export (OCR template)"
+    )
+    studio.add_argument("--input", required=True, type=Path, help="the export file (JSON or JSON-MIN)")
+    studio.add_argument("--images", required=True, type=Path,
+                        help="folder holding the tasks' images (found by file name, sub-folders searched)")
+    _add_output_options(studio)
+    studio.add_argument("--split", default="0.8,0.1,0.1", type=_argument(_ratios),
+                        help="TRAIN,VALIDATION,TEST ratios (default 0.8,0.1,0.1)")
+    studio.add_argument("--labels", type=_argument(_labels),
+                        help="label list (as for build); a region whose label is not in it is reported")
+    studio.add_argument("--image-key", help="task data key of the image (default: image, ocr, ... or the one image "
+                        "path in the data)")
+    studio.add_argument("--textarea-name", default="transcription",
+                        help="JSON-MIN: the TextArea tag's name (default transcription, the OCR template's)")
+    studio.add_argument("--unlabeled-regions", choices=["outside", "error"], default="outside",
+                        help="a region without a label: its words are O (default), or the task is reported")
+    _add_ocr_options(studio)
+    studio.set_defaults(run=_run_labelstudio)
+
+
+def _run_labelstudio(args: argparse.Namespace) -> int:
+    from dataset_loader.labelstudio import import_labelstudio
+
+    import_labelstudio(
+        args.input, args.images, args.output, ratios=args.split, labels=args.labels, ocr=_ocr_build(args),
+        image_key=args.image_key, textarea_name=args.textarea_name, unlabeled=args.unlabeled_regions,
+        **_build_options(args),
+    )
+    return _finish(args)
 
 
 def _add_classification_commands(commands) -> None:

@@ -32,6 +32,27 @@ DEFAULT_MODEL = "microsoft/layoutlmv3-base"
 
 
 # ----------------------------------------------------------------------------------------------- flags
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """`--help` keeps the docstring's layout and shows every flag's default."""
+
+
+def parse_bool(value: str) -> bool:
+    """A flag's true/false value; anything else is an error, not silently False."""
+    lowered = str(value).strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false (or yes/no, on/off, 1/0), got {value!r}")
+
+
+def parse_checkpointing_steps(value: str) -> str:
+    """`--checkpointing_steps`: a positive number of steps or "epoch" (a typo would silently never save)."""
+    if value == "epoch" or (value.isdigit() and int(value) > 0):
+        return value
+    raise argparse.ArgumentTypeError(f'expected a positive number of steps or "epoch", got {value!r}')
+
+
 def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Flags both training scripts take, named as in transformers' `*_no_trainer.py` examples."""
     data = parser.add_argument_group("data")
@@ -42,6 +63,11 @@ def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     data.add_argument("--max_eval_samples", type=int, help="truncate the validation and test splits")
     data.add_argument("--preprocessing_num_workers", type=int, help="processes for dataset.map")
     data.add_argument("--overwrite_cache", action="store_true", help="redo the cached preprocessing")
+    data.add_argument(
+        "--text_column_name",
+        help='the column of words per document; default "words", or "tokens" when there is no "words" column '
+        "(as in LayoutLMv3 datasets on the Hub)",
+    )
 
     windows = parser.add_argument_group("windows (long documents are split, not truncated)")
     windows.add_argument("--max_seq_length", type=int, default=512, help="tokens per window, special tokens included")
@@ -58,39 +84,47 @@ def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     model.add_argument("--tokenizer_name", help="processor/tokenizer if not the checkpoint's")
     model.add_argument("--cache_dir", help="where to cache downloads from the Hub")
     model.add_argument("--revision", default="main", help="checkpoint revision on the Hub")
-    model.add_argument("--trust_remote_code", action="store_true")
+    model.add_argument("--trust_remote_code", action="store_true", help="allow code from the checkpoint's repo")
+    model.add_argument(
+        "--ignore_mismatched_sizes", action="store_true",
+        help="load a checkpoint whose classification head has another number of labels (the head is then "
+        "trained anew)",
+    )
 
     train = parser.add_argument_group("training")
-    train.add_argument("--output_dir", required=True)
-    train.add_argument("--per_device_train_batch_size", type=int, default=8)
-    train.add_argument("--per_device_eval_batch_size", type=int, default=16)
-    train.add_argument("--learning_rate", type=float, default=5e-5)
-    train.add_argument("--weight_decay", type=float, default=0.0)
-    train.add_argument("--max_grad_norm", type=float, default=1.0)
-    train.add_argument("--num_train_epochs", type=int, default=3)
+    train.add_argument("--output_dir", required=True, help="where the model, results and checkpoints go")
+    train.add_argument("--per_device_train_batch_size", type=int, default=8, help="training windows per process")
+    train.add_argument("--per_device_eval_batch_size", type=int, default=16, help="evaluation windows per process")
+    train.add_argument("--learning_rate", type=float, default=5e-5, help="peak learning rate of AdamW")
+    train.add_argument("--weight_decay", type=float, default=0.0, help="AdamW weight decay (not on biases, norms)")
+    train.add_argument("--max_grad_norm", type=float, default=1.0, help="clip gradients to this norm; 0: no clipping")
+    train.add_argument("--num_train_epochs", type=int, default=3, help="passes over the training windows")
     train.add_argument("--max_train_steps", type=int, help="overrides --num_train_epochs")
-    train.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    train.add_argument("--gradient_accumulation_steps", type=int, default=1, help="batches per optimizer step")
     train.add_argument(
         "--lr_scheduler_type",
         default="linear",
         choices=["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"],
     )
-    train.add_argument("--num_warmup_steps", type=int, default=0)
+    train.add_argument("--num_warmup_steps", type=int, default=0, help="linear warm-up steps of the schedule")
     train.add_argument("--warmup_ratio", type=float, default=0.0, help="used when --num_warmup_steps is 0")
-    train.add_argument("--seed", type=int, default=42)
+    train.add_argument("--seed", type=int, default=42, help="seeds the model init, shuffling and validation carve")
     train.add_argument(
         "--mixed_precision",
         choices=["no", "fp16", "bf16"],
         help="autocast precision; default: what `accelerate launch`/`accelerate config` set",
     )
     train.add_argument("--early_stopping_patience", type=int, help="epochs without improvement before stopping")
-    train.add_argument("--checkpointing_steps", help='save the training state every N steps, or "epoch"')
+    train.add_argument(
+        "--checkpointing_steps", type=parse_checkpointing_steps,
+        help='save the training state every N steps, or "epoch"',
+    )
     train.add_argument("--resume_from_checkpoint", help='a checkpoint folder, or "latest" in --output_dir')
     train.add_argument("--logging_steps", type=int, default=10, help="log loss and learning rate every N steps")
-    train.add_argument("--dataloader_num_workers", type=int, default=0)
+    train.add_argument("--dataloader_num_workers", type=int, default=0, help="DataLoader worker processes")
     train.add_argument(
         "--ddp_find_unused_parameters",
-        type=lambda v: v.lower() in ("1", "true", "yes"),
+        type=parse_bool,
         help="let DistributedDataParallel search for parameters without gradient each step; default: on for "
         "LayoutLMv2/LayoutXLM (its detectron2 backbone has unused FPN levels), off otherwise",
     )
@@ -104,9 +138,9 @@ def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         '"tensorboard", "wandb", ... or "all"',
     )
     track.add_argument("--experiment_name", help="MLflow experiment; default: the script's name")
-    track.add_argument("--push_to_hub", action="store_true")
+    track.add_argument("--push_to_hub", action="store_true", help="upload the final model folder to the Hub")
     track.add_argument("--hub_model_id", help="repo to push to; default: the output folder's name")
-    track.add_argument("--hub_private_repo", action="store_true")
+    track.add_argument("--hub_private_repo", action="store_true", help="create the Hub repo as private")
     track.add_argument("--hub_token", help="default: the HF_TOKEN environment variable / cached login")
     track.add_argument("--push_every_epoch", action="store_true", help="also upload after each epoch")
     return parser
@@ -589,7 +623,9 @@ def load_model_and_processing(args, model_class, **config_kwargs):
     processing_source = args.tokenizer_name or args.model_name_or_path or args.config_name
     tokenizer, image_processor, processor = load_processing(processing_source, **hub)
     if args.model_name_or_path:
-        model = model_class.from_pretrained(args.model_name_or_path, config=config, **hub)
+        model = model_class.from_pretrained(
+            args.model_name_or_path, config=config, ignore_mismatched_sizes=args.ignore_mismatched_sizes, **hub
+        )
     else:
         model = model_class.from_config(config, trust_remote_code=args.trust_remote_code)
         init_scratch_classification_heads(model)
@@ -706,13 +742,15 @@ def save_run(accelerator: Accelerator, args, model, processor, task: str, label_
     Task-specific reports must be written into args.output_dir before, so they are logged and pushed too."""
     from .export import attach_pipeline
 
-    save_model(accelerator, model, processor, args.output_dir)
     if accelerator.is_main_process:
-        attach_pipeline(args.output_dir, task)  # pipeline(task, model=output_dir, trust_remote_code=True)
+        # The results first: a failure in a later, optional step (pipeline files, card, upload) cannot lose them.
         write_json(os.path.join(args.output_dir, "all_results.json"), results)
         write_json(os.path.join(args.output_dir, "training_history.json"), state.history)
+    save_model(accelerator, model, processor, args.output_dir)
+    if accelerator.is_main_process:
         write_model_card(args.output_dir, task=task, labels=label_names, metrics=results, history=state.history,
                          args=args)
+        attach_pipeline(args.output_dir, task)  # pipeline(task, model=output_dir, trust_remote_code=True)
         log_artifacts(accelerator, args.output_dir, "model")
         if args.push_to_hub:
             repo_id = push_folder(args, args.output_dir, "End of training")

@@ -613,7 +613,7 @@ def _table_layout(page: Page, invoice: Invoice, style: Style, margin: int, rng: 
         "unit": rng.choice(("Unit Price", "Rate", "Price")),
         "amount": invoice.amount_header,
     }
-    pad = 6
+    pad = 12 if table_style == "grid" else 6  # grid lines close to the text merge into it when OCR reads the page
     values = {
         "qty": [item.quantity for item in invoice.items],
         "unit": [item.unit_price for item in invoice.items],

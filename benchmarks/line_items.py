@@ -189,7 +189,9 @@ def main(argv=None) -> int:
         extractor = pipeline("token-classification", model=model, pipeline_class=LayoutTokenClassificationPipeline)
         name = Path(model).name
         tally = tallies[f"`{name}` + rule"] = Tally()
-        linked = tallies[f"`{name}` + relation model links"] = Tally() if linker else None
+        linked = None
+        if linker:
+            linked = tallies[f"`{name}` + relation model links"] = Tally()
         for document, (_, _, gold) in tqdm(list(zip(documents, gold_cache)), desc=name, unit="doc"):
             started = time.perf_counter()
             entities = model_entities(extractor, args.data_dir, document, args.batch_size)

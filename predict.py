@@ -15,7 +15,8 @@ checkpoint's config.json; a page's windows run in batches of --batch_size with d
 
 Output: one JSON per document in --output_dir (see docs/inference.md): `fields` holds one typed value per field
 (normalised by --schema: dates to ISO 8601, amounts to a decimal string and currency) with its candidates,
-`entities` every predicted span, `words` every word; --draw also writes one PNG per page with the words and
+`line_items` the rows of the item table (layoutkit/line_items.py: description, quantity, unit price,
+amount), `entities` every predicted span, `words` every word; --draw also writes one PNG per page with the words and
 entities drawn on it; --labelstudio writes the predictions as Label Studio pre-annotations (docs/labelstudio.md). And
 --output_dir/summary.jsonl with one line per document, status "ok" or "error". A document that cannot be
 read (corrupt or unsupported file, encrypted or empty PDF, an image above --max_image_pixels, no text on

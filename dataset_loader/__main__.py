@@ -63,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=42, help="same seed, same invoices (default 42)")
     synth.add_argument("--workers", type=int, help="processes (default: all CPU cores)")
     synth.add_argument("--overwrite", action="store_true", help="replace invoices already in --output")
+    synth.add_argument("--links", action="store_true",
+                       help="also write entity_ids, relations (keyword -> value, description -> quantity, unit price, "
+                       "amount) and line-item row_ids into each annotation")
+    synth.add_argument("--multi-page", type=float, default=0.0, metavar="SHARE",
+                       help="share of invoices (0-1) whose item table continues on a second page image "
+                       "(<name>_p2.png; both pages carry document_id and page); default 0")
     synth.set_defaults(run=_run_synth)
 
     _add_classification_commands(commands)
@@ -263,7 +269,8 @@ def _run_synth(args: argparse.Namespace) -> int:
         if args.overwrite:
             shutil.rmtree(args.output / folder, ignore_errors=True)
     start = time.perf_counter()
-    generate(args.output, args.num_docs, seed=args.seed, workers=args.workers)
+    generate(args.output, args.num_docs, seed=args.seed, workers=args.workers, links=args.links,
+             multi_page=args.multi_page)
     print(f"wrote {args.num_docs} invoices to {args.output} in {time.perf_counter() - start:.1f} s")
     return 0
 

@@ -7,19 +7,21 @@ from pathlib import Path
 
 from .documents import DocumentError
 from .fields import extract_fields
+from .line_items import group_line_items, links_from_pairs
 from .ocr import OcrError
 
 
 def predict_document(extractor, source: Path | None, pages, words_pages, args, linker=None) -> tuple[dict, list]:
     """Run the pipeline on each page; entities and words carry their 1-based page number. Returns the document's
-    JSON and, with --draw, its pages with words and entities drawn. With `linker` (a relation-extraction
-    pipeline) the JSON gains `pairs`: key -> value links between each page's predicted entities.
+    JSON and, with --draw, its pages with words and entities drawn. `line_items` are the item table's rows
+    (layoutkit/line_items.py). With `linker` (a relation-extraction pipeline) the JSON gains `pairs`: key -> value
+    links between each page's predicted entities, which also group the line items.
 
     `args` carries the settings of predict.py's command line (the service builds the same): model_name_or_path,
     ocr_engine, ocr_lang, ocr_config, ocr_options, batch_size, mixed_precision, rule_config, draw, words_json,
     field_schema."""
     result = {"model": args.model_name_or_path, "source": str(source) if source else None, "status": "ok",
-              "pages": [], "fields": {}, "entities": [], "words": []}
+              "pages": [], "fields": {}, "line_items": [], "entities": [], "words": []}
     drawings = []
     call = dict(ocr_engine=args.ocr_engine, ocr_lang=args.ocr_lang, ocr_config=args.ocr_config,
                 ocr_options=args.ocr_options, window_batch_size=args.batch_size, mixed_precision=args.mixed_precision,
@@ -60,6 +62,9 @@ def predict_document(extractor, source: Path | None, pages, words_pages, args, l
             f"{args.ocr_lang or 'eng'!r} does not match)"
         )
     result["fields"] = extract_fields(result["entities"], args.field_schema)
+    # Rows of the item table: by the relation model's links where it gave some, by the row rule otherwise.
+    links = links_from_pairs(result["entities"], result["pairs"]) if result.get("pairs") else None
+    result["line_items"] = group_line_items(result["entities"], links=links)
     return result, drawings
 
 

@@ -171,7 +171,8 @@ class LayoutCollator:
             batch["doc_index"] = torch.as_tensor([f["doc_index"] for f in features], dtype=torch.long)
         if self.image_input and self.image_input in features[0]:
             pixels = torch.stack([torch.as_tensor(np.asarray(f[self.image_input])) for f in features])
-            if pixels.dtype == torch.uint8 and self.pixel_normalization is not None:
+            # Stored as uint8; datasets' numpy format hands integer arrays over as int64.
+            if self.pixel_normalization is not None and not pixels.is_floating_point():
                 rescale, mean, std = self.pixel_normalization
                 pixels = (pixels.float() * rescale - mean) / std
             batch[self.image_input] = pixels

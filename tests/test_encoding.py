@@ -154,7 +154,10 @@ def test_training_pixels_are_stored_as_uint8_and_normalised_like_the_pipelines(t
     direct = window_page_images(pages, image_processor, family, [1, 0, 1])["pixel_values"]
     assert stored.dtype == np.uint8 and direct.dtype == np.float32 and stored.shape == direct.shape
     collator = LayoutCollator(1, 8, family.image_input, pixel_normalization(image_processor))
-    features = [{"input_ids": [0, 2], "attention_mask": [1, 1], "pixel_values": pixels} for pixels in stored]
-    batch = collator(features)
-    assert batch["pixel_values"].dtype == torch.float32
-    assert np.abs(batch["pixel_values"].numpy() - direct).max() < 1e-6
+    # As the training windows hand them over: datasets' numpy format turns the stored uint8 into int64.
+    for dtype in (np.uint8, np.int64):
+        features = [{"input_ids": [0, 2], "attention_mask": [1, 1], "pixel_values": pixels.astype(dtype)}
+                    for pixels in stored]
+        batch = collator(features)
+        assert batch["pixel_values"].dtype == torch.float32
+        assert np.abs(batch["pixel_values"].numpy() - direct).max() < 1e-6

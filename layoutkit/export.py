@@ -114,6 +114,6 @@ def attach_endpoint_handler(output_dir: str | os.PathLike) -> list[str]:
     its `requirements.txt` into a saved model folder. Returns the file names."""
     output_dir = Path(output_dir)
     shutil.copyfile(ENDPOINT_HANDLER, output_dir / "handler.py")
-    lines = ["# Installed by Hugging Face Inference Endpoints for handler.py (torch and transformers come with the image)."]
-    (output_dir / "requirements.txt").write_text("\n".join([*lines, *ENDPOINT_REQUIREMENTS]) + "\n", encoding="utf-8")
+    header = "# Installed by Hugging Face Inference Endpoints for handler.py (torch, transformers come with the image)."
+    (output_dir / "requirements.txt").write_text("\n".join([header, *ENDPOINT_REQUIREMENTS]) + "\n", encoding="utf-8")
     return ["handler.py", "requirements.txt"]

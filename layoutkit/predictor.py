@@ -1,8 +1,8 @@
 """One way to build the inference pipeline of a checkpoint, on either backend:
 
     from layoutkit.predictor import load_predictor
-    extractor = load_predictor("runs/invoices")                            # PyTorch
-    extractor = load_predictor("exports/invoices-onnx", backend="onnx")    # ONNX Runtime (python -m layoutkit.export_onnx)
+    extractor = load_predictor("runs/invoices")                          # PyTorch
+    extractor = load_predictor("exports/invoices-onnx", backend="onnx")  # python -m layoutkit.export_onnx
     extractor("invoice.png", return_words=True)
 
 Both return the layoutkit pipeline of the checkpoint's task (`LayoutTokenClassificationPipeline` for

@@ -2,7 +2,6 @@
 the endpoint toolkit does it, its answers equal the pipeline's for base64, raw-bytes, PIL, words + boxes and PDF
 inputs."""
 
-import base64
 import importlib.util
 import json
 
@@ -48,7 +47,8 @@ print(json.dumps(out))
 def test_checkpoint_carries_handler_and_requirements(trained_ner_checkpoint):
     from layoutkit.export import ALLOWED_IMPORTS, ENDPOINT_REQUIREMENTS, third_party_imports
 
-    assert (trained_ner_checkpoint / "handler.py").read_bytes() == (REPO_ROOT / "layoutkit" / "endpoint_handler.py").read_bytes()
+    handler = (REPO_ROOT / "layoutkit" / "endpoint_handler.py").read_bytes()
+    assert (trained_ner_checkpoint / "handler.py").read_bytes() == handler
     requirements = (trained_ner_checkpoint / "requirements.txt").read_text().splitlines()
     assert [line for line in requirements if not line.startswith("#")] == list(ENDPOINT_REQUIREMENTS)
     assert third_party_imports("token-classification") <= ALLOWED_IMPORTS

@@ -29,6 +29,7 @@ document succeeded, 1 when every document failed or none was found, 2 for invali
 
 import argparse
 import json
+import os
 import sys
 import time
 import warnings
@@ -323,7 +324,8 @@ def main(argv=None) -> int:
 
     # ---- model: the pipeline class the checkpoint ships, imported from layoutkit (no remote code runs); under
     # `accelerate launch`, each process on its own device
-    state = PartialState()
+    on_cpu = args.backend == "onnx" or args.device == "cpu" or not torch.cuda.is_available()
+    state = PartialState(cpu=on_cpu or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes"))
     if args.backend == "onnx":
         device = "cpu"
     else:

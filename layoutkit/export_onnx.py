@@ -152,7 +152,7 @@ def export_onnx(model_name_or_path: str, output_dir: str | Path, opset: int = DE
         parity = []
         for words_per_document, length in PARITY_BATCHES:
             batch = example_batch(tokenizer, image_processor, family, words_per_document, length)
-            parity.append({"batch": len(words_per_document), "sequence": int(batch["input_ids"].shape[1]),
+            parity.append({"batch": int(batch["input_ids"].shape[0]), "sequence": int(batch["input_ids"].shape[1]),
                            "max_abs_diff": max_abs_difference(model, onnx_model, batch)})
         del onnx_model
         worst = max(row["max_abs_diff"] for row in parity)

@@ -50,6 +50,10 @@ PIPELINES = {
         "document_classification_pipeline", "LayoutDocumentClassificationPipeline",
         ("AutoModelForSequenceClassification",),
     ),
+    # The model itself is custom code (relation_model.py), saved beside its weights by save_pretrained (auto_map).
+    "relation-extraction": PipelineSpec(
+        "relation_extraction_pipeline", "LayoutRelationExtractionPipeline", ("AutoModel",)
+    ),
 }
 
 

@@ -9,6 +9,7 @@ Used by the offline quick start and the tests, where no pretrained checkpoint ca
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import tempfile
 from typing import Iterable
@@ -23,6 +24,7 @@ from transformers import (
     LayoutLMv3Config,
     LayoutLMv3ImageProcessor,
     LayoutLMv3Processor,
+    LiltConfig,
 )
 
 BERT_SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -61,6 +63,48 @@ def _train_byte_bpe(words: Iterable[str], vocab_size: int, folder: str) -> None:
     tokenizer.model.save(folder)
 
 
+# LiLT's layout branch: six box embeddings of hidden // 6 side by side, projected back from hidden; a layout
+# stream channel_shrink_ratio times narrower than the text stream, with as many heads.
+LILT_CHANNEL_SHRINK_RATIO = 4
+LILT_MAX_2D_POSITIONS = 1024  # box coordinates and widths/heights up to 1000 index this table
+
+
+def lilt_hidden_size(hidden: int, heads: int, shrink: int = LILT_CHANNEL_SHRINK_RATIO) -> int:
+    """The smallest width >= `hidden` LiLT's layout embeddings accept: divisible by 6 (six box embeddings
+    concatenated must be `hidden` wide for the projection) and by heads * shrink (each layout head is
+    head_size // shrink wide)."""
+    step = math.lcm(6, heads * shrink)
+    return -(-hidden // step) * step
+
+
+def build_lilt_scratch(output_dir: str, words: Iterable[str], size: str, vocab_size: int,
+                       max_position_embeddings: int) -> LiltConfig:
+    """LiLT from scratch: a byte-level BPE tokenizer trained on `words`, saved as the LayoutLMv3 tokenizer the
+    published LiLT checkpoint ships (words + boxes in, boxes placed per token), and a LiltConfig whose widths fit
+    its layout embeddings (the tiny and small sizes are widened to the next valid width: 48 and 144)."""
+    hidden, layers, heads, intermediate = SIZES[size]
+    hidden = lilt_hidden_size(hidden, heads)
+    with tempfile.TemporaryDirectory() as vocab_dir:
+        _train_byte_bpe(words, vocab_size, vocab_dir)
+        tokenizer = AutoTokenizer.from_pretrained(vocab_dir, tokenizer_type="layoutlmv3")
+    tokenizer.save_pretrained(output_dir)
+    return LiltConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=intermediate,
+        max_position_embeddings=max_position_embeddings,
+        # RoBERTa-style: one token type, positions counted from pad_token_id + 1.
+        type_vocab_size=1,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        channel_shrink_ratio=LILT_CHANNEL_SHRINK_RATIO,
+        max_2d_position_embeddings=LILT_MAX_2D_POSITIONS,
+    )
+
+
 def build_scratch_checkpoint(
     output_dir: str,
     model_type: str,
@@ -78,6 +122,10 @@ def build_scratch_checkpoint(
     """
     hidden, layers, heads, intermediate = SIZES[size]
     os.makedirs(output_dir, exist_ok=True)
+    if model_type == "lilt":
+        config = build_lilt_scratch(output_dir, words, size, vocab_size, max_position_embeddings)
+        config.save_pretrained(output_dir)
+        return output_dir
     common = dict(
         hidden_size=hidden,
         num_hidden_layers=layers,
@@ -119,7 +167,7 @@ def build_scratch_checkpoint(
                 LayoutLMv2Processor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(output_dir)
         else:
             raise ValueError(
-                f"model_type {model_type!r} has no from-scratch recipe; use layoutlm, layoutlmv2 or layoutlmv3 "
+                f"model_type {model_type!r} has no from-scratch recipe; use layoutlm, layoutlmv2, layoutlmv3 or lilt "
                 "(LayoutXLM is fine-tuned from microsoft/layoutxlm-base)"
             )
     config.save_pretrained(output_dir)
@@ -138,7 +186,7 @@ def dataset_words(dataset_path: str) -> Iterable[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model_type", choices=["layoutlm", "layoutlmv2", "layoutlmv3"], default="layoutlmv3")
+    parser.add_argument("--model_type", choices=["layoutlm", "layoutlmv2", "layoutlmv3", "lilt"], default="layoutlmv3")
     parser.add_argument("--dataset_path", required=True, help="a dataset saved by `python -m dataset_loader`")
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--size", choices=sorted(SIZES), default="small")

@@ -11,7 +11,11 @@ pages), in which case OCR is skipped.
 
 Inference goes through the same pipeline class the checkpoint ships (layoutkit's
 LayoutTokenClassificationPipeline), so preprocessing is exactly the training preprocessing recorded in the
-checkpoint's config.json; a page's windows run in batches of --batch_size with dynamic padding.
+checkpoint's config.json; a page's windows run in batches of --batch_size with dynamic padding. --backend onnx runs
+the model with ONNX Runtime from a folder written by `python -m layoutkit.export_onnx` (same pipeline otherwise).
+
+Many processes or GPUs: `accelerate launch --num_processes N predict.py ...` gives each process its share of the
+documents (each document once); the main process merges the shares into one summary.jsonl, in input order.
 
 Output: one JSON per document in --output_dir (see docs/inference.md): `fields` holds one typed value per field
 (normalised by --schema: dates to ISO 8601, amounts to a decimal string and currency) with its candidates,
@@ -26,13 +30,15 @@ document succeeded, 1 when every document failed or none was found, 2 for invali
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 import torch
+from accelerate import PartialState
+from accelerate.utils import gather_object
 from PIL import Image
-from transformers import pipeline
 
 from layoutkit.documents import (
     DEFAULT_MAX_PIXELS,
@@ -48,8 +54,8 @@ from layoutkit.labelstudio import document_tasks
 from layoutkit.ocr import OCR_ENGINES, parse_engine_option
 from layoutkit.postprocess import RULES, RuleConfig
 from layoutkit.prediction import predict_document
+from layoutkit.predictor import BACKENDS, load_predictor
 from layoutkit.relation_extraction import load_relation_pipeline
-from layoutkit.token_classification_pipeline import LayoutTokenClassificationPipeline
 
 
 def parse_args(argv=None):
@@ -90,6 +96,10 @@ def parse_args(argv=None):
     parser.add_argument("--relation_model", help="a run_relation_extraction.py checkpoint: adds `pairs`, the key -> "
                         "value links between the predicted entities (docs/relations.md)")
     parser.add_argument(
+        "--backend", choices=BACKENDS, default="torch",
+        help="torch, or onnx: ONNX Runtime (CPU) on a folder written by `python -m layoutkit.export_onnx`",
+    )
+    parser.add_argument(
         "--rules", default=None,
         help=f"post-processing rules: comma-separated ({', '.join(RULES)}, or all) or a JSON file of settings",
     )
@@ -100,6 +110,10 @@ def parse_args(argv=None):
         parser.error("--batch_size, --dpi and --max_image_pixels must be positive")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
+    if args.backend == "onnx" and args.device == "cuda":
+        parser.error("--backend onnx runs on the CPU; drop --device cuda")
+    if args.backend == "onnx" and args.mixed_precision != "no":
+        parser.error("--mixed_precision is torch autocast; the ONNX backend runs the exported fp32 graph")
     try:
         args.rule_config = RuleConfig.from_value(args.rules)
     except (ValueError, TypeError, OSError) as error:
@@ -193,21 +207,28 @@ def main(argv=None) -> int:
         print("error: --words_json describes one document; give a single file as --input", file=sys.stderr)
         return 1
 
-    # ---- model: the pipeline class the checkpoint ships, imported from layoutkit (no remote code runs)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    extractor = pipeline(
-        "token-classification", model=args.model_name_or_path, pipeline_class=LayoutTokenClassificationPipeline,
-        device=device,
-    )
+    # ---- model: the pipeline class the checkpoint ships, imported from layoutkit (no remote code runs); under
+    # `accelerate launch`, each process on its own device
+    on_cpu = args.backend == "onnx" or args.device == "cpu" or not torch.cuda.is_available()
+    state = PartialState(cpu=on_cpu or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes"))
+    if args.backend == "onnx":
+        device = "cpu"
+    else:
+        device = state.device if args.device in (None, state.device.type) else torch.device(args.device)
+    extractor = load_predictor(args.model_name_or_path, backend=args.backend, task="token-classification",
+                               device=device)
 
     linker = load_relation_pipeline(args.relation_model, device) if args.relation_model else None
 
-    # ---- predict, one document at a time
-    names = output_names(sources)
-    succeeded = 0
-    labelstudio_tasks = []
-    with open(output_dir / "summary.jsonl", "w", encoding="utf-8") as summary:
-        for source in sources:
+    # ---- predict, one document at a time; each process takes its share of the documents
+    names = output_names(sources)  # from every document, so names do not depend on the number of processes
+    with state.split_between_processes(sources) as share:
+        shard = list(share)
+    labelstudio_tasks = []  # (source, its tasks) of this process's documents
+    summary_path = output_dir / ("summary.jsonl" if state.num_processes == 1 else
+                                 f"summary.process{state.process_index}.jsonl.partial")
+    with open(summary_path, "w", encoding="utf-8") as summary:
+        for source in shard:
             started = time.perf_counter()
             row = {"source": str(source)}
             try:
@@ -226,11 +247,10 @@ def main(argv=None) -> int:
                 row.update(status="ok", output=str(path), pages=len(result["pages"]), words=len(result["words"]),
                            fields=found)
                 if args.labelstudio and len(result["pages"]) == 1 and source.suffix.lower() in IMAGE_SUFFIXES:
-                    labelstudio_tasks += document_tasks(result, args.labelstudio_image_prefix + source.name,
-                                                        args.model_name_or_path)
+                    labelstudio_tasks.append((str(source), document_tasks(
+                        result, args.labelstudio_image_prefix + source.name, args.model_name_or_path)))
                 elif args.labelstudio:
                     row["labelstudio"] = "not exported: Label Studio tasks are one image; convert the pages to images"
-                succeeded += 1
             except DocumentError as error:
                 row.update(status="error", message=str(error))
             except Exception as error:  # a bug or an unexpected file problem must not stop the other documents
@@ -243,12 +263,35 @@ def main(argv=None) -> int:
                 print(f"[ok] {source}: {row['pages']} page(s), {found} ({row['seconds']} s)", file=sys.stderr)
             else:
                 print(f"[error] {row['message']}", file=sys.stderr)
+    state.wait_for_everyone()
+    if state.num_processes > 1 and state.is_main_process:
+        merge_summaries(output_dir, state.num_processes, sources)
     if args.labelstudio:
-        Path(args.labelstudio).write_text(json.dumps(labelstudio_tasks, indent=1, ensure_ascii=False) + "\n",
-                                          encoding="utf-8")
-        print(f"{len(labelstudio_tasks)} Label Studio tasks: {args.labelstudio}", file=sys.stderr)
-    print(f"{succeeded}/{len(sources)} documents processed; summary: {output_dir / 'summary.jsonl'}", file=sys.stderr)
+        labelstudio_tasks = gather_object(labelstudio_tasks)  # every process's, on every process
+        if state.is_main_process:
+            order = {str(source): index for index, source in enumerate(sources)}
+            tasks = [task for _, doc_tasks in sorted(labelstudio_tasks, key=lambda item: order[item[0]])
+                     for task in doc_tasks]
+            Path(args.labelstudio).write_text(json.dumps(tasks, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+            print(f"{len(tasks)} Label Studio tasks: {args.labelstudio}", file=sys.stderr)
+    state.wait_for_everyone()
+    rows = [json.loads(line) for line in (output_dir / "summary.jsonl").read_text(encoding="utf-8").splitlines()]
+    succeeded = sum(row["status"] == "ok" for row in rows)
+    if state.is_main_process:
+        print(f"{succeeded}/{len(sources)} documents processed; summary: {output_dir / 'summary.jsonl'}",
+              file=sys.stderr)
     return 0 if succeeded else 1
+
+
+def merge_summaries(output_dir: Path, num_processes: int, sources: list[Path]) -> None:
+    """The processes' summary shares into one summary.jsonl, in input order (as one process writes it)."""
+    order = {str(source): index for index, source in enumerate(sources)}
+    shares = [output_dir / f"summary.process{index}.jsonl.partial" for index in range(num_processes)]
+    lines = [line for share in shares for line in share.read_text(encoding="utf-8").splitlines()]
+    lines.sort(key=lambda line: order[json.loads(line)["source"]])
+    (output_dir / "summary.jsonl").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    for share in shares:
+        share.unlink()
 
 
 if __name__ == "__main__":

@@ -11,12 +11,17 @@ pages), in which case OCR is skipped.
 
 Inference goes through the same pipeline class the checkpoint ships (layoutkit's
 LayoutTokenClassificationPipeline), so preprocessing is exactly the training preprocessing recorded in the
-checkpoint's config.json; a page's windows run in batches of --batch_size with dynamic padding.
+checkpoint's config.json; a page's windows run in batches of --batch_size with dynamic padding. --backend onnx runs
+the model with ONNX Runtime from a folder written by `python -m layoutkit.export_onnx` (same pipeline otherwise).
+
+Many processes or GPUs: `accelerate launch --num_processes N predict.py ...` gives each process its share of the
+documents (each document once); the main process merges the shares into one summary.jsonl, in input order.
 
 Output: one JSON per document in --output_dir (see docs/inference.md): `fields` holds one typed value per field
 (normalised by --schema: dates to ISO 8601, amounts to a decimal string and currency) with its candidates,
-`entities` every predicted span, `words` every word; --draw also writes one PNG per page with the words and
-entities drawn on it. And
+`line_items` the rows of the item table (layoutkit/line_items.py: description, quantity, unit price,
+amount), `entities` every predicted span, `words` every word; --draw also writes one PNG per page with the words and
+entities drawn on it; --labelstudio writes the predictions as Label Studio pre-annotations (docs/labelstudio.md). And
 --output_dir/summary.jsonl with one line per document, status "ok" or "error". A document that cannot be
 read (corrupt or unsupported file, encrypted or empty PDF, an image above --max_image_pixels, no text on
 any page) is reported in the summary and the others are still processed. Exit code: 0 when at least one
@@ -25,27 +30,32 @@ document succeeded, 1 when every document failed or none was found, 2 for invali
 
 import argparse
 import json
+import os
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import torch
-from PIL import Image, ImageSequence
-from transformers import pipeline
+from accelerate import PartialState
+from accelerate.utils import gather_object
+from PIL import Image
 
-from layoutkit.fields import FieldSchema, extract_fields
-from layoutkit.ocr import OCR_ENGINES, OcrError, parse_engine_option
+from layoutkit.documents import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_SUFFIXES,
+    PDF_SUFFIXES,
+    DocumentError,
+    check_words_pages,
+    image_pages,
+    pdf_pages,
+)
+from layoutkit.fields import FieldSchema
+from layoutkit.labelstudio import document_tasks
+from layoutkit.ocr import OCR_ENGINES, parse_engine_option
 from layoutkit.postprocess import RULES, RuleConfig
-from layoutkit.token_classification_pipeline import LayoutTokenClassificationPipeline
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
-PDF_SUFFIXES = {".pdf"}
-DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
-
-
-class DocumentError(Exception):
-    """A document that cannot be processed; the message names the file and the problem."""
+from layoutkit.prediction import predict_document
+from layoutkit.predictor import BACKENDS, load_predictor
+from layoutkit.relation_extraction import load_relation_pipeline
 
 
 def parse_args(argv=None):
@@ -66,6 +76,15 @@ def parse_args(argv=None):
     )
     parser.add_argument("--schema", help="JSON file of field types (date, amount, number, text); see docs/inference.md")
     parser.add_argument("--draw", action="store_true", help="also write <name>.page<N>.png with words and entities")
+    parser.add_argument(
+        "--labelstudio", metavar="TASKS.json",
+        help="also write the predictions as Label Studio tasks with pre-annotations (one-page images; see "
+        "docs/labelstudio.md)",
+    )
+    parser.add_argument(
+        "--labelstudio_image_prefix", default="/data/local-files/?d=",
+        help="prefix of the tasks' image references, before the file name (default: Label Studio local files)",
+    )
     parser.add_argument("--dpi", type=int, default=200, help="resolution PDF pages are rendered at")
     parser.add_argument(
         "--max_image_pixels", type=int, default=DEFAULT_MAX_PIXELS,
@@ -74,6 +93,12 @@ def parse_args(argv=None):
     parser.add_argument("--batch_size", type=int, default=8, help="windows per forward pass")
     parser.add_argument("--mixed_precision", choices=["no", "bf16"], default="no", help="bf16 autocast (CPU or GPU)")
     parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
+    parser.add_argument("--relation_model", help="a run_relation_extraction.py checkpoint: adds `pairs`, the key -> "
+                        "value links between the predicted entities (docs/relations.md)")
+    parser.add_argument(
+        "--backend", choices=BACKENDS, default="torch",
+        help="torch, or onnx: ONNX Runtime (CPU) on a folder written by `python -m layoutkit.export_onnx`",
+    )
     parser.add_argument(
         "--rules", default=None,
         help=f"post-processing rules: comma-separated ({', '.join(RULES)}, or all) or a JSON file of settings",
@@ -85,6 +110,10 @@ def parse_args(argv=None):
         parser.error("--batch_size, --dpi and --max_image_pixels must be positive")
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
+    if args.backend == "onnx" and args.device == "cuda":
+        parser.error("--backend onnx runs on the CPU; drop --device cuda")
+    if args.backend == "onnx" and args.mixed_precision != "no":
+        parser.error("--mixed_precision is torch autocast; the ONNX backend runs the exported fp32 graph")
     try:
         args.rule_config = RuleConfig.from_value(args.rules)
     except (ValueError, TypeError, OSError) as error:
@@ -109,86 +138,6 @@ def find_documents(path: Path) -> list[Path]:
     return [path]
 
 
-def check_pixels(path: Path, width: float, height: float, max_pixels: int, page: int) -> None:
-    if width * height > max_pixels:
-        raise DocumentError(
-            f"{path}: page {page} is {int(width)}x{int(height)} = {int(width * height):,} pixels, above the limit of "
-            f"{max_pixels:,} (decompression-bomb guard); raise --max_image_pixels if the file is trusted"
-        )
-
-
-def image_pages(path: Path, max_pixels: int):
-    """The frames of an image file (several for a multi-page TIFF), checked for size before decoding."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(path)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise DocumentError(
-            f"{path}: image above the limit of {max_pixels:,} pixels (decompression-bomb guard: {error}); raise "
-            "--max_image_pixels if the file is trusted"
-        ) from None
-    except (OSError, ValueError) as error:
-        raise DocumentError(f"{path}: not a readable image ({error})") from None
-    with image:
-        for number, frame in enumerate(ImageSequence.Iterator(image), start=1):
-            check_pixels(path, frame.width, frame.height, max_pixels, number)
-            try:
-                frame.load()
-                yield frame.copy()
-            except (OSError, ValueError, SyntaxError) as error:
-                raise DocumentError(f"{path}: page {number} could not be decoded ({error})") from None
-
-
-def open_pdf(path: Path):
-    """The PDF as a pypdfium2 document; DocumentError when it cannot be used (encrypted, malformed, no pages).
-
-    Opened through PDFium's own loader, not `PdfDocument(path)`: that one reports a PDF without pages as a load
-    failure with PDFium's last error code, which is global and not reset by a successful load, so an empty PDF
-    would take the error of the previous bad file ("Data format error", "encrypted"). Here "no pages" is read from
-    the opened document, and the error code only after this file's own failed load, which always sets it."""
-    import os
-
-    import pypdfium2 as pdfium
-    import pypdfium2.raw as pdfium_c
-
-    raw = pdfium_c.FPDF_LoadDocument(os.fsencode(path), None)
-    if not raw:
-        code = pdfium_c.FPDF_GetLastError()
-        if code in (pdfium_c.FPDF_ERR_PASSWORD, pdfium_c.FPDF_ERR_SECURITY):
-            raise DocumentError(f"{path}: the PDF is encrypted (password protected); decrypt it first")
-        reasons = {pdfium_c.FPDF_ERR_FILE: "the file cannot be opened", pdfium_c.FPDF_ERR_FORMAT: "data format error",
-                   pdfium_c.FPDF_ERR_PAGE: "page not found or content error"}
-        reason = reasons.get(code, f"PDFium error code {code}")
-        raise DocumentError(f"{path}: not a readable PDF ({reason}); re-export or repair it")
-    pdf = pdfium.PdfDocument(raw)
-    if len(pdf) == 0:
-        pdf.close()
-        raise DocumentError(f"{path}: the PDF has no pages")
-    return pdf
-
-
-def pdf_pages(path: Path, dpi: int, max_pixels: int):
-    """Every page of a PDF rendered at `dpi`, one at a time."""
-    import pypdfium2 as pdfium
-
-    pdf = open_pdf(path)
-    try:
-        scale = dpi / 72
-        for index in range(len(pdf)):
-            page = pdf[index]
-            try:
-                width, height = page.get_size()
-                check_pixels(path, width * scale, height * scale, max_pixels, index + 1)
-                yield page.render(scale=scale).to_pil()
-            except pdfium.PdfiumError as error:
-                raise DocumentError(f"{path}: page {index + 1} could not be rendered ({error})") from None
-            finally:
-                page.close()
-    finally:
-        pdf.close()
-
-
 def document_pages(path: Path, args):
     if not path.exists():
         raise DocumentError(f"{path}: no such file")
@@ -201,20 +150,14 @@ def document_pages(path: Path, args):
 
 
 def read_words_json(path: Path) -> list[dict]:
-    """Pages of a words file: a dict, a list of dicts or {"pages": [...]}, each with words and boxes; its
-    "image" is absolute, relative to the JSON file or to an images/ folder beside it."""
+    """Pages of a words file (`check_words_pages`); a page's "image" is absolute, relative to the JSON file or to
+    an images/ folder beside it."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as error:
         raise DocumentError(f"{path}: cannot read the words file ({error})") from None
-    pages = data.get("pages", [data]) if isinstance(data, dict) else data
-    if not isinstance(pages, list) or not pages:
-        raise DocumentError(f"{path}: expected an object with words and boxes, or a list of them")
-    for number, page in enumerate(pages, start=1):
-        if not isinstance(page, dict) or not isinstance(page.get("words"), list) or not isinstance(page.get("boxes"), list):
-            raise DocumentError(f"{path}: page {number} needs 'words' and 'boxes' lists")
-        if len(page["words"]) != len(page["boxes"]):
-            raise DocumentError(f"{path}: page {number} has {len(page['words'])} words but {len(page['boxes'])} boxes")
+    pages = check_words_pages(data, str(path))
+    for page in pages:
         if page.get("image"):
             name = Path(page["image"])
             for candidate in (name, path.parent / name, path.parent.parent / "images" / name):
@@ -225,51 +168,6 @@ def read_words_json(path: Path) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------------------- inference
-def predict_document(extractor, source: Path | None, pages, words_pages, args) -> tuple[dict, list]:
-    """Run the pipeline on each page; entities and words carry their 1-based page number. Returns the document's
-    JSON and, with --draw, its pages with words and entities drawn."""
-    result = {"model": args.model_name_or_path, "source": str(source) if source else None, "status": "ok",
-              "pages": [], "fields": {}, "entities": [], "words": []}
-    drawings = []
-    call = dict(ocr_engine=args.ocr_engine, ocr_lang=args.ocr_lang, ocr_config=args.ocr_config,
-                ocr_options=args.ocr_options, window_batch_size=args.batch_size, mixed_precision=args.mixed_precision,
-                rules=args.rule_config, return_words=True, draw=args.draw)
-    for number, image in enumerate(pages, start=1):
-        if words_pages is not None:
-            if number > len(words_pages):
-                raise DocumentError(f"{args.words_json}: no words for page {number} of {source}")
-            page_words = words_pages[number - 1]
-            inputs = {"image": image, "words": page_words["words"], "boxes": page_words["boxes"],
-                      "segment_boxes": page_words.get("segment_boxes")}
-        else:
-            inputs = image
-        try:
-            output = extractor(inputs, **call)
-        except OcrError as error:
-            raise DocumentError(f"{source}: OCR failed on page {number}: {error}") from None
-        except ValueError as error:
-            raise DocumentError(f"{source or args.words_json}: page {number}: {error}") from None
-        page = {"page": number, "width": output["width"], "height": output["height"], "num_words": len(output["words"])}
-        if not output["words"]:
-            page["warning"] = "no text found on this page"
-        result["pages"].append(page)
-        for entity in output["entities"]:
-            result["entities"].append({**entity, "score": round(entity["score"], 4), "page": number})
-        for word in output["words"]:
-            result["words"].append({**word, "page": number})
-        if args.draw:
-            drawings.append(output["image"])
-    if not result["pages"]:
-        raise DocumentError(f"{source}: no pages")
-    if not result["words"]:
-        raise DocumentError(
-            f"{source}: no text found on any page (blank or unreadable scan, or the OCR language "
-            f"{args.ocr_lang or 'eng'!r} does not match)"
-        )
-    result["fields"] = extract_fields(result["entities"], args.field_schema)
-    return result, drawings
-
-
 def output_names(sources: list[Path]) -> dict[Path, str]:
     """`<stem>.json`, or `<file name>.json` when two inputs share a stem."""
     stems: dict[str, int] = {}
@@ -309,18 +207,28 @@ def main(argv=None) -> int:
         print("error: --words_json describes one document; give a single file as --input", file=sys.stderr)
         return 1
 
-    # ---- model: the pipeline class the checkpoint ships, imported from layoutkit (no remote code runs)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    extractor = pipeline(
-        "token-classification", model=args.model_name_or_path, pipeline_class=LayoutTokenClassificationPipeline,
-        device=device,
-    )
+    # ---- model: the pipeline class the checkpoint ships, imported from layoutkit (no remote code runs); under
+    # `accelerate launch`, each process on its own device
+    on_cpu = args.backend == "onnx" or args.device == "cpu" or not torch.cuda.is_available()
+    state = PartialState(cpu=on_cpu or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes"))
+    if args.backend == "onnx":
+        device = "cpu"
+    else:
+        device = state.device if args.device in (None, state.device.type) else torch.device(args.device)
+    extractor = load_predictor(args.model_name_or_path, backend=args.backend, task="token-classification",
+                               device=device)
 
-    # ---- predict, one document at a time
-    names = output_names(sources)
-    succeeded = 0
-    with open(output_dir / "summary.jsonl", "w", encoding="utf-8") as summary:
-        for source in sources:
+    linker = load_relation_pipeline(args.relation_model, device) if args.relation_model else None
+
+    # ---- predict, one document at a time; each process takes its share of the documents
+    names = output_names(sources)  # from every document, so names do not depend on the number of processes
+    with state.split_between_processes(sources) as share:
+        shard = list(share)
+    labelstudio_tasks = []  # (source, its tasks) of this process's documents
+    summary_path = output_dir / ("summary.jsonl" if state.num_processes == 1 else
+                                 f"summary.process{state.process_index}.jsonl.partial")
+    with open(summary_path, "w", encoding="utf-8") as summary:
+        for source in shard:
             started = time.perf_counter()
             row = {"source": str(source)}
             try:
@@ -328,7 +236,7 @@ def main(argv=None) -> int:
                     pages = (next(image_pages(p["image_path"], args.max_image_pixels)) for p in words_pages)
                 else:
                     pages = document_pages(source, args)
-                result, drawings = predict_document(extractor, source, pages, words_pages, args)
+                result, drawings = predict_document(extractor, source, pages, words_pages, args, linker)
                 path = output_dir / names[source]
                 path.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
                 for number, drawing in enumerate(drawings, start=1):
@@ -338,7 +246,11 @@ def main(argv=None) -> int:
                     found[entity["entity_group"]] = found.get(entity["entity_group"], 0) + 1
                 row.update(status="ok", output=str(path), pages=len(result["pages"]), words=len(result["words"]),
                            fields=found)
-                succeeded += 1
+                if args.labelstudio and len(result["pages"]) == 1 and source.suffix.lower() in IMAGE_SUFFIXES:
+                    labelstudio_tasks.append((str(source), document_tasks(
+                        result, args.labelstudio_image_prefix + source.name, args.model_name_or_path)))
+                elif args.labelstudio:
+                    row["labelstudio"] = "not exported: Label Studio tasks are one image; convert the pages to images"
             except DocumentError as error:
                 row.update(status="error", message=str(error))
             except Exception as error:  # a bug or an unexpected file problem must not stop the other documents
@@ -351,8 +263,35 @@ def main(argv=None) -> int:
                 print(f"[ok] {source}: {row['pages']} page(s), {found} ({row['seconds']} s)", file=sys.stderr)
             else:
                 print(f"[error] {row['message']}", file=sys.stderr)
-    print(f"{succeeded}/{len(sources)} documents processed; summary: {output_dir / 'summary.jsonl'}", file=sys.stderr)
+    state.wait_for_everyone()
+    if state.num_processes > 1 and state.is_main_process:
+        merge_summaries(output_dir, state.num_processes, sources)
+    if args.labelstudio:
+        labelstudio_tasks = gather_object(labelstudio_tasks)  # every process's, on every process
+        if state.is_main_process:
+            order = {str(source): index for index, source in enumerate(sources)}
+            tasks = [task for _, doc_tasks in sorted(labelstudio_tasks, key=lambda item: order[item[0]])
+                     for task in doc_tasks]
+            Path(args.labelstudio).write_text(json.dumps(tasks, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+            print(f"{len(tasks)} Label Studio tasks: {args.labelstudio}", file=sys.stderr)
+    state.wait_for_everyone()
+    rows = [json.loads(line) for line in (output_dir / "summary.jsonl").read_text(encoding="utf-8").splitlines()]
+    succeeded = sum(row["status"] == "ok" for row in rows)
+    if state.is_main_process:
+        print(f"{succeeded}/{len(sources)} documents processed; summary: {output_dir / 'summary.jsonl'}",
+              file=sys.stderr)
     return 0 if succeeded else 1
+
+
+def merge_summaries(output_dir: Path, num_processes: int, sources: list[Path]) -> None:
+    """The processes' summary shares into one summary.jsonl, in input order (as one process writes it)."""
+    order = {str(source): index for index, source in enumerate(sources)}
+    shares = [output_dir / f"summary.process{index}.jsonl.partial" for index in range(num_processes)]
+    lines = [line for share in shares for line in share.read_text(encoding="utf-8").splitlines()]
+    lines.sort(key=lambda line: order[json.loads(line)["source"]])
+    (output_dir / "summary.jsonl").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    for share in shares:
+        share.unlink()
 
 
 if __name__ == "__main__":

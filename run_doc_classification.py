@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Fine-tune a LayoutLM-family model (LayoutLM v1, LayoutLMv2, LayoutXLM, LayoutLMv3) for document image
+"""Fine-tune a LayoutLM-family model (LayoutLM v1, LayoutLMv2, LayoutXLM, LayoutLMv3, LiLT) for document image
 classification: one class per document, such as invoice, receipt or letter.
 
     python -m dataset_loader classify --data-dir data/ --output datasets/doctypes [--ocr]
@@ -28,10 +28,12 @@ from layoutkit.classification import (
     write_reports,
 )
 from layoutkit.data import carve_validation_split, dataset_preprocessing, load_raw_datasets
+from layoutkit.encoding import pixel_normalization
 from layoutkit.hp_search import add_hp_search_args, run_hp_search
 from layoutkit.losses import add_loss_args, build_loss, parse_class_weights
 from layoutkit.modeling import model_family
 from layoutkit.training import (
+    HelpFormatter,
     TrainingState,
     add_common_args,
     build_accelerator,
@@ -53,14 +55,15 @@ TASK = "image-classification"
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_common_args(parser)
     task = parser.add_argument_group("document classification")
     task.add_argument(
         "--metric_for_best_model", choices=["accuracy", "f1_macro"], default="accuracy",
         help="validation metric that picks the best epoch and drives early stopping",
     )
-    task.add_argument("--label_column", default="label", help="the ClassLabel column (default: label)")
+    task.add_argument("--label_column_name", "--label_column", dest="label_column", default="label",
+                      help="the ClassLabel column")
     task.add_argument(
         "--ocr_lang", default="eng",
         help="Tesseract language for datasets without words (a Hub imagefolder): OCR runs once, then is cached",
@@ -107,7 +110,7 @@ def train_and_evaluate(args, on_epoch_end=None) -> dict:
     accelerator.print(f"validation split: {validation_split}")
     if args.label_column not in raw["train"].column_names:
         raise ValueError(f"no {args.label_column!r} column in the dataset ({raw['train'].column_names}); "
-                         "pass --label_column")
+                         "pass --label_column_name")
     label_names = raw["train"].features[args.label_column].names
     if "words" not in raw["train"].column_names:
         with accelerator.main_process_first():
@@ -138,7 +141,8 @@ def train_and_evaluate(args, on_epoch_end=None) -> dict:
             )
             for split in raw
         }
-    collator = ClassificationCollator(tokenizer.pad_token_id, args.pad_to_multiple_of, family.image_input)
+    collator = ClassificationCollator(tokenizer.pad_token_id, args.pad_to_multiple_of, family.image_input,
+                                      pixel_normalization(image_processor))
     train_dataloader, eval_dataloaders, eval_split = build_dataloaders(args, windows, collator)
 
     class_weights = parse_class_weights(args.class_weights, label_names, lambda: raw["train"][args.label_column])

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Fine-tune a LayoutLM-family model (LayoutLM v1, LayoutLMv2, LayoutXLM, LayoutLMv3) for key-information
+"""Fine-tune a LayoutLM-family model (LayoutLM v1, LayoutLMv2, LayoutXLM, LayoutLMv3, LiLT) for key-information
 extraction: one BIO label per word, such as B-total or I-vendor.
 
     accelerate launch run_invoice_ner.py --dataset_path data/invoices --output_dir runs/invoices \
@@ -17,13 +17,19 @@ from accelerate.utils import set_seed
 from transformers import AutoModelForTokenClassification
 
 from layoutkit.augment import add_augment_args, augment_training_split
-from layoutkit.data import carve_validation_split, dataset_preprocessing, load_raw_datasets
-from layoutkit.encoding import LayoutCollator
+from layoutkit.data import (
+    carve_validation_split,
+    dataset_preprocessing,
+    load_raw_datasets,
+    standardize_label_column,
+)
+from layoutkit.encoding import LayoutCollator, pixel_normalization
 from layoutkit.hp_search import add_hp_search_args, run_hp_search
 from layoutkit.losses import add_loss_args, build_loss, parse_class_weights
 from layoutkit.modeling import model_family
 from layoutkit.ner import BOX_COLUMNS, encode_ner_split, evaluate_ner, model_inputs
 from layoutkit.training import (
+    HelpFormatter,
     TrainingState,
     add_common_args,
     build_accelerator,
@@ -44,9 +50,12 @@ TASK = "token-classification"
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add_common_args(parser)
     task = parser.add_argument_group("token classification")
+    task.add_argument(
+        "--label_column_name", help="the column of word labels (a ClassLabel sequence); default ner_tags"
+    )
     task.add_argument(
         "--label_all_tokens", action="store_true",
         help="label every sub-token of a word (B- becomes I- after the first), not only the first",
@@ -79,7 +88,7 @@ def train_and_evaluate(args, on_epoch_end=None) -> dict:
     accelerator.wait_for_everyone()
 
     # ---- data
-    raw = load_raw_datasets(args)
+    raw = standardize_label_column(load_raw_datasets(args), args.label_column_name, "ner_tags")
     # Before augmentation, so no augmented copy of a validation document ends up in train.
     validation_split = carve_validation_split(raw, args.seed)
     accelerator.print(f"validation split: {validation_split}")
@@ -110,7 +119,8 @@ def train_and_evaluate(args, on_epoch_end=None) -> dict:
             )
             for split in raw
         }
-    collator = LayoutCollator(tokenizer.pad_token_id, args.pad_to_multiple_of, family.image_input)
+    collator = LayoutCollator(tokenizer.pad_token_id, args.pad_to_multiple_of, family.image_input,
+                              pixel_normalization(image_processor))
     train_dataloader, eval_dataloaders, eval_split = build_dataloaders(args, windows, collator)
 
     class_weights = parse_class_weights(

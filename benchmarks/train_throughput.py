@@ -29,10 +29,10 @@ from torch.utils.data import DataLoader
 from transformers import AutoConfig, AutoModelForTokenClassification
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from layoutkit.encoding import LayoutCollator  # noqa: E402
+from layoutkit.encoding import LayoutCollator, pixel_normalization  # noqa: E402
 from layoutkit.modeling import load_processing, model_family  # noqa: E402
 from layoutkit.ner import encode_ner_split, model_inputs  # noqa: E402
-from layoutkit.training import create_optimizer  # noqa: E402
+from layoutkit.training import LengthGroupedEpochSampler, create_optimizer  # noqa: E402
 
 
 def peak_memory_mib(device: torch.device) -> float:
@@ -41,10 +41,18 @@ def peak_memory_mib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def measure(args, windows, label_names, padding: str, precision: str) -> dict:
+LEVERS = {
+    "grouped": "windows of similar length batched together (--group_by_length)",
+    "attn0": "no dropout on attention probabilities (--attention_dropout 0)",
+}
+
+
+def measure(args, windows, label_names, padding: str, precision: str, levers: list[str], image_processor) -> dict:
     accelerator = Accelerator(mixed_precision=precision, cpu=args.cpu)
     set_seed(args.seed)
-    config = AutoConfig.from_pretrained(args.config_name or args.model_name_or_path, num_labels=len(label_names))
+    overrides = {"attention_probs_dropout_prob": 0.0} if "attn0" in levers else {}
+    config = AutoConfig.from_pretrained(args.config_name or args.model_name_or_path, num_labels=len(label_names),
+                                        **overrides)
     if args.model_name_or_path:
         model = AutoModelForTokenClassification.from_pretrained(args.model_name_or_path, config=config)
     else:
@@ -52,8 +60,12 @@ def measure(args, windows, label_names, padding: str, precision: str) -> dict:
     family = model_family(config)
     # Padding every window to 512 = the research example's padding="max_length".
     multiple = args.max_seq_length if padding == "max_length" else 8
-    collator = LayoutCollator(args.pad_token_id, multiple, family.image_input)
-    dataloader = DataLoader(windows, batch_size=args.batch_size, shuffle=True, collate_fn=collator,
+    collator = LayoutCollator(args.pad_token_id, multiple, family.image_input, pixel_normalization(image_processor))
+    order = dict(shuffle=True)
+    if "grouped" in levers:
+        lengths = [len(ids) for ids in windows.with_format(None)["input_ids"]]
+        order = dict(sampler=LengthGroupedEpochSampler(args.batch_size, lengths, args.seed))
+    dataloader = DataLoader(windows, batch_size=args.batch_size, **order, collate_fn=collator,
                             generator=torch.Generator().manual_seed(args.seed))
     optimizer = create_optimizer(model, 5e-5, 0.0)
     model, optimizer, dataloader = accelerator.prepare(model, optimizer, dataloader)
@@ -89,6 +101,7 @@ def measure(args, windows, label_names, padding: str, precision: str) -> dict:
     return {
         "padding": padding,
         "precision": "fp32" if precision == "no" else precision,
+        "levers": "+".join(levers) or "-",
         "docs/s": windows_done * documents_per_window / seconds,
         "tokens/s": tokens / seconds,
         "padded tokens/s": padded / seconds,
@@ -110,8 +123,11 @@ def main():
     parser.add_argument("--warmup_steps", type=int, default=2)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--cpu", action="store_true", help="measure on the CPU even if a GPU is present")
-    parser.add_argument("--configs", default="max_length:no,dynamic:no,max_length:bf16,dynamic:bf16",
-                        help="comma-separated padding:precision pairs to measure")
+    parser.add_argument(
+        "--configs", default="max_length:no,dynamic:no,max_length:bf16,dynamic:bf16",
+        help="comma-separated padding:precision[:lever...] settings to measure; levers: "
+        + ", ".join(f"{name} = {what}" for name, what in LEVERS.items()),
+    )
     parser.add_argument("--json", action="store_true", help="measure one pair and print it as JSON")
     args = parser.parse_args()
     if not (args.model_name_or_path or args.config_name):
@@ -127,8 +143,11 @@ def main():
     args.pad_token_id, args.num_documents = tokenizer.pad_token_id, len(train)
 
     if args.json:
-        padding, precision = args.configs.split(":")
-        print(json.dumps(measure(args, windows, label_names, padding, precision)))
+        padding, precision, *levers = args.configs.split(":")
+        unknown = set(levers) - set(LEVERS)
+        if unknown:
+            parser.error(f"unknown levers {sorted(unknown)}; known: {sorted(LEVERS)}")
+        print(json.dumps(measure(args, windows, label_names, padding, precision, levers, image_processor)))
         return
     # Each configuration in its own process, so peak memory is that configuration's alone.
     rows = []
@@ -143,11 +162,12 @@ def main():
     device = "cuda" if torch.cuda.is_available() and not args.cpu else "cpu"
     print(f"\nmodel: {model} ({family.model_type}), device: {device}, batch {args.batch_size}, "
           f"{len(train)} documents in {len(windows)} windows of <= {args.max_seq_length} tokens\n")
-    print("| padding | precision | docs/s | tokens/s | padded tokens/s | peak MiB | speed-up |")
-    print("|---|---|---|---|---|---|---|")
+    print("| padding | precision | levers | docs/s | tokens/s | padded tokens/s | peak MiB | speed-up |")
+    print("|---|---|---|---|---|---|---|---|")
     for row in rows:
-        print(f"| {row['padding']} | {row['precision']} | {row['docs/s']:.2f} | {row['tokens/s']:.0f} | "
-              f"{row['padded tokens/s']:.0f} | {row['peak MiB']:.0f} | {row['docs/s'] / baseline:.2f}x |")
+        print(f"| {row['padding']} | {row['precision']} | {row['levers']} | {row['docs/s']:.2f} | "
+              f"{row['tokens/s']:.0f} | {row['padded tokens/s']:.0f} | {row['peak MiB']:.0f} | "
+              f"{row['docs/s'] / baseline:.2f}x |")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ Run `python -m dataset_loader --help`. Training and inference code import from h
 - `ner_features(label_names)`: the datasets.Features of every split;
 - `load_preprocessing(dataset_path)`: the resize settings a dataset was built with (or None);
 - `AnnotationError`: raised for an invalid document (file, field, message);
-- `build_dataset`, `import_funsd`, `push_dataset`: the commands as functions.
+- `build_dataset`, `import_funsd`, `import_labelstudio`, `push_dataset`: the commands as functions.
 
 Heavy modules (datasets, huggingface_hub) load on first use, so `import dataset_loader` stays cheap.
 """
@@ -27,6 +27,7 @@ _LAZY = {
     "parse_labels": "dataset_loader.build",
     "import_funsd": "dataset_loader.funsd",
     "FUNSD_LABELS": "dataset_loader.funsd",
+    "import_labelstudio": "dataset_loader.labelstudio",
     "make_dataset_card": "dataset_loader.card",
     "push_dataset": "dataset_loader.card",
     "generate": "dataset_loader.synth",

@@ -1,4 +1,4 @@
-"""Command line: python -m dataset_loader {build,funsd,synth,classify,synth-classes,push} ..."""
+"""Command line: python -m dataset_loader {build,funsd,labelstudio,synth,classify,synth-classes,push} ..."""
 
 from __future__ import annotations
 
@@ -55,12 +55,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ocr_options(funsd)
     funsd.set_defaults(run=_run_funsd)
 
+    _add_labelstudio_command(commands)
+
     synth = commands.add_parser("synth", help="write synthetic invoices in the annotation format")
     synth.add_argument("--output", required=True, type=Path, help="folder to write images/ and annotations/ into")
     synth.add_argument("--num-docs", type=int, default=200, help="number of invoices (default 200)")
     synth.add_argument("--seed", type=int, default=42, help="same seed, same invoices (default 42)")
     synth.add_argument("--workers", type=int, help="processes (default: all CPU cores)")
     synth.add_argument("--overwrite", action="store_true", help="replace invoices already in --output")
+    synth.add_argument("--links", action="store_true",
+                       help="also write entity_ids, relations (keyword -> value, description -> quantity, unit price, "
+                       "amount) and line-item row_ids into each annotation")
+    synth.add_argument("--multi-page", type=float, default=0.0, metavar="SHARE",
+                       help="share of invoices (0-1) whose item table continues on a second page image "
+                       "(<name>_p2.png; both pages carry document_id and page); default 0")
     synth.set_defaults(run=_run_synth)
 
     _add_classification_commands(commands)
@@ -71,6 +79,40 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--private", action="store_true", help="create the repo as private")
     push.set_defaults(run=_run_push)
     return parser
+
+
+def _add_labelstudio_command(commands) -> None:
+    """`labelstudio`: a Label Studio export of the OCR template (docs/labelstudio.md)."""
+    studio = commands.add_parser(
+        "labelstudio", help="build a DatasetDict from a Label Studio JSON or JSON-MIN export (OCR template)"
+    )
+    studio.add_argument("--input", required=True, type=Path, help="the export file (JSON or JSON-MIN)")
+    studio.add_argument("--images", required=True, type=Path,
+                        help="folder holding the tasks' images (found by file name, sub-folders searched)")
+    _add_output_options(studio)
+    studio.add_argument("--split", default="0.8,0.1,0.1", type=_argument(_ratios),
+                        help="TRAIN,VALIDATION,TEST ratios (default 0.8,0.1,0.1)")
+    studio.add_argument("--labels", type=_argument(_labels),
+                        help="label list (as for build); a region whose label is not in it is reported")
+    studio.add_argument("--image-key", help="task data key of the image (default: image, ocr, ... or the one image "
+                        "path in the data)")
+    studio.add_argument("--textarea-name", default="transcription",
+                        help="JSON-MIN: the TextArea tag's name (default transcription, the OCR template's)")
+    studio.add_argument("--unlabeled-regions", choices=["outside", "error"], default="outside",
+                        help="a region without a label: its words are O (default), or the task is reported")
+    _add_ocr_options(studio)
+    studio.set_defaults(run=_run_labelstudio)
+
+
+def _run_labelstudio(args: argparse.Namespace) -> int:
+    from dataset_loader.labelstudio import import_labelstudio
+
+    import_labelstudio(
+        args.input, args.images, args.output, ratios=args.split, labels=args.labels, ocr=_ocr_build(args),
+        image_key=args.image_key, textarea_name=args.textarea_name, unlabeled=args.unlabeled_regions,
+        **_build_options(args),
+    )
+    return _finish(args)
 
 
 def _add_classification_commands(commands) -> None:
@@ -227,7 +269,8 @@ def _run_synth(args: argparse.Namespace) -> int:
         if args.overwrite:
             shutil.rmtree(args.output / folder, ignore_errors=True)
     start = time.perf_counter()
-    generate(args.output, args.num_docs, seed=args.seed, workers=args.workers)
+    generate(args.output, args.num_docs, seed=args.seed, workers=args.workers, links=args.links,
+             multi_page=args.multi_page)
     print(f"wrote {args.num_docs} invoices to {args.output} in {time.perf_counter() - start:.1f} s")
     return 0
 

@@ -20,7 +20,9 @@ from layoutkit.validation import BOX_TOLERANCE  # noqa: F401 (re-exported: the b
 from layoutkit.validation import FieldError, check_box, is_blank_word, normalised_boxes_problem
 
 REQUIRED_FIELDS = ("image", "words", "boxes", "labels")
-OPTIONAL_FIELDS = ("segment_boxes",)
+OPTIONAL_FIELDS = ("segment_boxes", "entity_ids", "relations", "row_ids")
+# Per-word optional fields: one int (or null) per word, dropped with blank words like boxes and labels.
+PER_WORD_ID_FIELDS = ("entity_ids", "row_ids")
 
 # EXIF orientations 5-8 rotate by 90 degrees, so the upright page has width and height swapped.
 _TRANSPOSED_ORIENTATIONS = {5, 6, 7, 8}
@@ -51,6 +53,14 @@ class Document:
     boxes: list[list[float]]
     labels: list[str]
     segment_boxes: list[list[float]] | None = None
+    # Entities and their links (relation extraction): words sharing an id form one entity (None: no entity);
+    # each relation is [head entity id, tail entity id], e.g. question -> answer.
+    entity_ids: list[int | None] | None = None
+    relations: list[list[int]] | None = None
+    # Line-item row of each word (None: not in a table row).
+    row_ids: list[int | None] | None = None
+    # Relations removed because blank-word dropping left one of their entities without words.
+    dropped_relations: int = 0
     # Words removed because they had no visible text (counted in build_report.json).
     dropped_words: int = 0
     # Unknown top-level keys, reported as warnings (a typo such as "segment_box" must not vanish silently).
@@ -114,6 +124,7 @@ def parse_annotation(data: Any, path: Path, images_dir: Path) -> Document:
             message = f"is {_type_name(data[name])}; it must be a list of [x0, y0, x1, y1] boxes"
             raise AnnotationError(path, name, message)
 
+    ids = {name: _parse_word_ids(data.get(name), name, path) for name in PER_WORD_ID_FIELDS}
     return Document(
         id=path.stem,
         annotation_file=path,
@@ -122,8 +133,46 @@ def parse_annotation(data: Any, path: Path, images_dir: Path) -> Document:
         boxes=list(data["boxes"]),
         labels=list(data["labels"]),
         segment_boxes=list(data["segment_boxes"]) if data.get("segment_boxes") is not None else None,
+        entity_ids=ids["entity_ids"],
+        relations=_parse_relations(data.get("relations"), path),
+        row_ids=ids["row_ids"],
         unknown_fields=sorted(set(data) - set(REQUIRED_FIELDS) - set(OPTIONAL_FIELDS)),
     )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _parse_word_ids(values: Any, name: str, path: Path) -> list[int | None] | None:
+    """An optional per-word id list (`entity_ids`, `row_ids`): integers or null."""
+    if values is None:
+        return None
+    if not isinstance(values, list):
+        message = f"is {_type_name(values)}; it must be a list with one integer id or null per word"
+        raise AnnotationError(path, name, message)
+    for index, value in enumerate(values):
+        if value is not None and not (_is_int(value) and value >= 0):
+            raise AnnotationError(
+                path, f"{name}[{index}]",
+                f"is {value!r}; it must be a non-negative integer id, or null for no {name[:-4]}",
+            )
+    return list(values)
+
+
+def _parse_relations(values: Any, path: Path) -> list[list[int]] | None:
+    """The optional `relations`: a list of [head entity id, tail entity id] pairs."""
+    if values is None:
+        return None
+    if not isinstance(values, list):
+        message = f"is {_type_name(values)}; it must be a list of [head_id, tail_id] pairs"
+        raise AnnotationError(path, "relations", message)
+    for index, pair in enumerate(values):
+        if not (isinstance(pair, list) and len(pair) == 2 and all(_is_int(v) for v in pair)):
+            raise AnnotationError(
+                path, f"relations[{index}]", f"is {pair!r}; it must be [head_entity_id, tail_entity_id] (two integers)"
+            )
+    return [list(pair) for pair in values]
 
 
 def validate_document(document: Document, label_names: Sequence[str] | None = None) -> Document:
@@ -133,8 +182,9 @@ def validate_document(document: Document, label_names: Sequence[str] | None = No
     """
     file = document.annotation_file
     lengths = {"words": len(document.words), "boxes": len(document.boxes), "labels": len(document.labels)}
-    if document.segment_boxes is not None:
-        lengths["segment_boxes"] = len(document.segment_boxes)
+    for name in ("segment_boxes", *PER_WORD_ID_FIELDS):
+        if getattr(document, name) is not None:
+            lengths[name] = len(getattr(document, name))
     if len(set(lengths.values())) > 1:
         counts = ", ".join(f"{len_} {name}" for name, len_ in lengths.items())
         raise AnnotationError(
@@ -165,8 +215,38 @@ def validate_document(document: Document, label_names: Sequence[str] | None = No
     problem = normalised_boxes_problem(document.boxes, width, height)
     if problem is not None:
         document.warnings.append(("boxes", problem))
+    check_relations(document)
     _drop_blank_words(document)
     return document
+
+
+def check_relations(document: Document) -> None:
+    """Relations need entities: each end must be an entity id some word carries, a link joins two different
+    entities, and a link is given once. Raises AnnotationError naming the relation."""
+    if document.relations is None:
+        return
+    file = document.annotation_file
+    if document.entity_ids is None:
+        raise AnnotationError(
+            file, "relations", "relations link entity ids, but the document has no 'entity_ids' (one id or null "
+            "per word); add them or remove 'relations'"
+        )
+    known = {entity for entity in document.entity_ids if entity is not None}
+    seen: dict[tuple[int, int], int] = {}
+    for index, (head, tail) in enumerate(document.relations):
+        for end, entity in (("head", head), ("tail", tail)):
+            if entity not in known:
+                raise AnnotationError(
+                    file, f"relations[{index}]", f"{end} entity id {entity} is not carried by any word in "
+                    "'entity_ids'; link existing entities or give the entity's words that id"
+                )
+        if head == tail:
+            raise AnnotationError(file, f"relations[{index}]", f"links entity {head} to itself; a relation joins two "
+                                  "different entities")
+        if (head, tail) in seen:
+            raise AnnotationError(file, f"relations[{index}]", f"[{head}, {tail}] is already given as "
+                                  f"relations[{seen[head, tail]}]; give each link once")
+        seen[head, tail] = index
 
 
 def image_size(image_file: Path, annotation_file: Path) -> tuple[int, int]:
@@ -231,8 +311,15 @@ def _drop_blank_words(document: Document) -> None:
     document.words = [document.words[i] for i in keep]
     document.boxes = [document.boxes[i] for i in keep]
     document.labels = [labels[i] for i in keep]
-    if document.segment_boxes is not None:
-        document.segment_boxes = [document.segment_boxes[i] for i in keep]
+    for name in ("segment_boxes", *PER_WORD_ID_FIELDS):
+        if getattr(document, name) is not None:
+            setattr(document, name, [getattr(document, name)[i] for i in keep])
+    if document.relations is not None:
+        # A link whose entity lost all its words (all blank) can no longer be represented: drop it, counted.
+        remaining = {entity for entity in document.entity_ids if entity is not None}
+        kept_relations = [pair for pair in document.relations if pair[0] in remaining and pair[1] in remaining]
+        document.dropped_relations += len(document.relations) - len(kept_relations)
+        document.relations = kept_relations
 
 
 def _type_name(value: Any) -> str:

@@ -61,10 +61,34 @@ def build_dataset(
 
     label_names = list(labels) if labels is not None else None
     reader = functools.partial(read_annotation, images_dir=images_dir, label_names=label_names)
+    return build_documents(paths, reader, report, output, source_name=str(annotations_dir), size=size,
+                           keep_aspect=keep_aspect, seed=seed, ratios=ratios, labels=label_names, strict=strict,
+                           ocr=ocr)
+
+
+def build_documents(
+    paths: Sequence[Path],
+    reader: Reader,
+    report: BuildReport,
+    output: Path,
+    *,
+    source_name: str,
+    size: tuple[int, int],
+    keep_aspect: bool,
+    seed: int,
+    ratios: Sequence[float],
+    labels: Sequence[str] | None,
+    strict: bool,
+    ocr: OcrBuild | None,
+) -> DatasetDict:
+    """The folder build after its annotation files are listed, for any source whose `reader` turns a path into a
+    checked Document (the user format, a Label Studio export): check every document (warnings, --strict), keep
+    duplicate pages in one split, assign splits and write the dataset."""
+    label_names = list(labels) if labels is not None else None
     image_files: dict[Path, Path] = {}
     kept, tags = scan_documents(paths, _first_pass_reader(reader, report, strict, image_files), report, strict)
     if not kept:
-        raise abort_with_report(output, report, f"no valid document in {annotations_dir}")
+        raise abort_with_report(output, report, f"no valid document in {source_name}")
 
     duplicates = duplicate_images(kept, image_files)
     report_duplicates(duplicates, image_files, report)

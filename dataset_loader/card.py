@@ -88,6 +88,10 @@ def _card_body(
         "Word-level token classification (BIO tags) on document page images, with word boxes and segment "
         "boxes, ready for LayoutLM-family models (LayoutLMv3, LiLT, ...). Built with `python -m dataset_loader`.",
         "",
+        "A model fine-tuned on it also inherits the licence of its base checkpoint: LiLT "
+        "(`SCUT-DLVCLab/lilt-roberta-en-base`) and LayoutLM v1 weights are MIT (commercial use allowed); LayoutLMv2, "
+        "LayoutXLM and LayoutLMv3 weights are CC BY-NC-SA 4.0 (non-commercial).",
+        "",
     ]
     if funsd:
         lines += [

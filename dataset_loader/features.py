@@ -15,18 +15,37 @@ def _boxes() -> DatasetSequence:
     return DatasetSequence(DatasetSequence(Value("int32"), length=4))
 
 
-def ner_features(label_names: Sequence[str]) -> Features:
-    """Features of every split: boxes are pixels of the resized page stored in `image`."""
-    return Features(
-        {
-            "id": Value("string"),
-            "words": DatasetSequence(Value("string")),
-            "bboxes": _boxes(),
-            "segment_bboxes": _boxes(),
-            "ner_tags": DatasetSequence(ClassLabel(names=list(label_names))),
-            "image": Image(),
-        }
-    )
+# Optional columns, present when the source annotates them (FORMAT.md): -1 stands for "no entity" / "no row".
+ENTITY_COLUMNS = ("entity_ids", "relations")
+ROW_COLUMNS = ("row_ids",)
+
+
+def ner_features(label_names: Sequence[str], optional_columns: Sequence[str] = ()) -> Features:
+    """Features of every split: boxes are pixels of the resized page stored in `image`. `optional_columns`:
+    any of `entity_ids` (one int per word, -1 none), `relations` ([head entity id, tail entity id] pairs) and
+    `row_ids` (one int per word, -1 none)."""
+    features = {
+        "id": Value("string"),
+        "words": DatasetSequence(Value("string")),
+        "bboxes": _boxes(),
+        "segment_bboxes": _boxes(),
+        "ner_tags": DatasetSequence(ClassLabel(names=list(label_names))),
+        "image": Image(),
+    }
+    for name in ("entity_ids", "row_ids"):
+        if name in optional_columns:
+            features[name] = DatasetSequence(Value("int32"))
+    if "relations" in optional_columns:
+        features["relations"] = DatasetSequence(DatasetSequence(Value("int32"), length=2))
+    return Features(features)
+
+
+def optional_columns_of(document) -> list[str]:
+    """The optional columns a Document (dataset_loader.annotations) fills."""
+    columns = [name for name in ("entity_ids", "relations", "row_ids") if getattr(document, name) is not None]
+    if "relations" in columns or "entity_ids" in columns:  # entities and links travel together
+        columns = sorted(set(columns) | set(ENTITY_COLUMNS))
+    return columns
 
 
 def encoded_page(image: PILImage) -> dict[str, Any]:

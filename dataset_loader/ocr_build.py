@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from dataset_loader.annotations import AnnotationError, Document
 from layoutkit.boxes import segment_boxes
 from layoutkit.ocr import OcrEngine, OcrError, OcrResult, get_ocr_engine
-from layoutkit.ocr_alignment import TransferStats, transfer_labels
+from layoutkit.ocr_alignment import TransferStats, overlapping_pairs, transfer_labels
 
 
 def default_cache_dir() -> Path:
@@ -93,9 +93,16 @@ class OcrBuild:
         self.stats.add(stats)
         if stats.lost_entities:
             self.losses[document.id] = stats.lost_entities
+        structure = {name: transfer_word_ids(document.boxes, getattr(document, name), result.boxes)
+                     for name in ("entity_ids", "row_ids")}
+        relations = document.relations
+        if relations is not None:  # links whose entity OCR lost entirely are gone with it
+            remaining = set(structure["entity_ids"] or [])
+            relations = [pair for pair in relations if pair[0] in remaining and pair[1] in remaining]
         return replace(
             document, words=result.words, boxes=[list(map(float, box)) for box in result.boxes], labels=labels,
-            segment_boxes=segment_boxes(result.boxes, result.line_ids), dropped_words=0,
+            segment_boxes=segment_boxes(result.boxes, result.line_ids), dropped_words=0, relations=relations,
+            **structure,
         )
 
     def report(self) -> dict[str, Any]:
@@ -110,3 +117,15 @@ class OcrBuild:
             "documents_with_changed_entities": len(self.losses),
             "changed_entities_by_document": self.losses,
         }
+
+
+def transfer_word_ids(gold_boxes, gold_ids, ocr_boxes) -> list[int | None] | None:
+    """Per-word ids (entity or row) carried onto OCR words: each OCR word takes the id of the gold word its box
+    overlaps most (None when it overlaps no gold word that has an id)."""
+    if gold_ids is None:
+        return None
+    best: dict[int, tuple[float, int]] = {}
+    for ocr_index, gold_index, value in overlapping_pairs(ocr_boxes, gold_boxes):
+        if gold_ids[gold_index] is not None and value > best.get(ocr_index, (0.0, -1))[0]:
+            best[ocr_index] = (value, gold_ids[gold_index])
+    return [best[i][1] if i in best else None for i in range(len(ocr_boxes))]

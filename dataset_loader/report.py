@@ -34,6 +34,9 @@ class BuildReport:
     empty_document_ids: list[str] = field(default_factory=list)
     dropped_words: dict[str, int] = field(default_factory=dict)  # document id -> blank words removed
     labels: list[str] = field(default_factory=list)
+    # Optional columns some document annotates (entity_ids, relations, row_ids): the dataset gets them.
+    optional_columns: list[str] = field(default_factory=list)
+    dropped_relations: dict[str, int] = field(default_factory=dict)  # document id -> links to all-blank entities
     ocr_build: Any = None  # the OcrBuild of an --ocr build: its settings and what the label transfer kept
 
     def skip(self, error: AnnotationError) -> None:
@@ -63,6 +66,8 @@ class BuildReport:
             "dropped_blank_words": sum(self.dropped_words.values()),
             "dropped_blank_words_by_document": self.dropped_words,
             "labels": self.labels,
+            **({"optional_columns": self.optional_columns} if self.optional_columns else {}),
+            **({"dropped_relations_by_document": self.dropped_relations} if self.dropped_relations else {}),
             "warnings": self.warnings,
             **({"ocr": self.ocr_build.report()} if self.ocr_build is not None else {}),
         }

@@ -2,9 +2,16 @@
 
 Fields are learnable on purpose: every value follows a consistent keyword cue ("Invoice No:", "Due Date",
 "Total", ...) that is labelled O, while the value words carry the entity tags. Variety comes from
-layouts (header placement, metadata style, table style and column order, totals placement), fonts,
-sizes, formats of dates/numbers/amounts and light scan noise (no geometric distortion, so boxes stay
-exact). Each word is drawn on its own, so its box comes straight from ImageDraw.textbbox.
+layouts (header placement, metadata style, table style with or without borders, column order, descriptions
+wrapped over two lines, totals placement), fonts, sizes, formats of dates/numbers/amounts and light scan noise
+(no geometric distortion, so boxes stay exact). Each word is drawn on its own, so its box comes straight from
+ImageDraw.textbbox. Line items are labelled item_description, item_quantity, item_unit_price and item_amount.
+
+With `links=True` each annotation also carries the document structure: `entity_ids` (one per word: every
+labelled entity and every keyword cue that names a value; null elsewhere), `relations` ([key id, value id]
+pairs: "Invoice No:" -> the number, "Total" -> the total, and within a row description -> quantity, unit price
+and amount) and `row_ids` (the line-item row of each table word, null elsewhere). `multi_page` continues
+some tables on a second page image (see `make_pages`).
 
 Deterministic: document i depends only on (seed, i), so the same seed writes byte-identical
 annotations, whatever --num-docs or the number of worker processes (on the same installed fonts).
@@ -35,6 +42,8 @@ ENTITY_TYPES = (
     "invoice_date",
     "due_date",
     "item_description",
+    "item_quantity",
+    "item_unit_price",
     "item_amount",
     "subtotal",
     "tax",
@@ -88,6 +97,11 @@ ITEM_NOUNS = (
     "Website Audit", "Photo Editing", "Keyboard", "Monitor", "Domain Renewal", "Data Backup", "Catering",
 )
 ITEM_DETAILS = ("(Black)", "- 2m", "x10", "(12 months)", "- Pro", "Pack", "(A4)", "v2", "", "", "", "", "")
+# Extra phrases of longer descriptions (wrapped over two lines in narrow tables).
+ITEM_EXTRAS = (
+    "incl. installation and setup", "for the period Jan to Mar", "as per quote Q-2291", "delivered to site",
+    "with extended warranty", "billed per unit", "onsite, two technicians", "including materials",
+)
 FILLER_NOTES = (
     "Please include the invoice number with your payment.",
     "Goods remain our property until paid in full.",
@@ -118,12 +132,16 @@ DATE_FORMATS = ("%Y-%m-%d", "%d/%m/%Y", "%m/%d/%Y", "%B %d, %Y", "%d %b %Y", "%d
 
 HEADER_STYLES = ("left", "right", "banner", "centered")
 META_STYLES = ("columns", "inline", "stacked")
-TABLE_STYLES = ("grid", "zebra", "plain", "header_bar")
+TABLE_STYLES = ("grid", "zebra", "plain", "header_bar", "borderless")
 COLUMN_ORDERS = (
     ("desc", "qty", "unit", "amount"),
     ("qty", "desc", "unit", "amount"),
     ("desc", "unit", "qty", "amount"),
+    ("qty", "unit", "desc", "amount"),
+    ("desc", "amount", "qty", "unit"),
 )
+WRAP_PROBABILITY = 0.35  # share of tables whose description column is narrow: long descriptions wrap
+LONG_DESCRIPTION_PROBABILITY = 0.4  # share of invoices whose items carry a longer description
 TOTALS_PLACEMENTS = ("right", "left", "boxed")
 
 
@@ -165,12 +183,16 @@ def make_invoice(rng: random.Random) -> Invoice:
     money = _money_style(rng)
     items = []
     subtotal_cents = 0
+    long_descriptions = rng.random() < LONG_DESCRIPTION_PROBABILITY
     for _ in range(rng.randint(1, 6)):
         quantity = rng.choice((1, 1, 1, 2, 3, 4, 5, 10, 12, 20, 25))
         unit_cents = rng.choice((rng.randint(100, 9_999), rng.randint(1_000, 99_999), rng.randint(10_000, 400_000)))
         amount_cents = quantity * unit_cents
         subtotal_cents += amount_cents
-        items.append(Item(_item_description(rng), str(quantity), money(unit_cents, False), money(amount_cents, False)))
+        description = _item_description(rng)
+        if long_descriptions:
+            description += " " + rng.choice(ITEM_EXTRAS)
+        items.append(Item(description, str(quantity), money(unit_cents, False), money(amount_cents, False)))
     rate = rng.choice((5, 7.5, 8, 10, 13, 19, 20))
     tax_cents = round(subtotal_cents * rate / 100)
     rate_text = f"{rate:g}%"
@@ -275,15 +297,23 @@ Part = tuple[str, str | None]  # (text, entity type or None for O)
 
 
 class Page:
-    """A blank page that records every word it draws: text, box, BIO tag and its line (segment) box."""
+    """A blank page that records every word it draws: text, box, BIO tag and its line (segment) box, plus the
+    document structure: entity ids (every labelled part of a `write` is one entity), links and row ids."""
 
-    def __init__(self, size: tuple[int, int], paper: tuple[int, int, int]):
+    def __init__(self, size: tuple[int, int], paper: tuple[int, int, int], first_entity_id: int = 0):
         self.image = Image.new("RGB", size, paper)
         self.draw = ImageDraw.Draw(self.image)
         self.words: list[str] = []
         self.boxes: list[list[int]] = []
         self.labels: list[str] = []
         self.segments: list[list[int]] = []
+        # Document structure (written with links=True): an entity id per word (every labelled entity, and the
+        # keyword cues that name a value), keyword -> value links, and the line-item row of each table word.
+        self.entity_ids: list[int | None] = []
+        self.row_ids: list[int | None] = []
+        self.relations: list[list[int]] = []
+        self.next_entity_id = first_entity_id  # ids run on over the pages of one document
+        self.last_parts: list[tuple[range, int | None]] = []  # the last write's parts: word range, entity id
 
     @property
     def width(self) -> int:
@@ -295,26 +325,69 @@ class Page:
 
     def write(
         self, x: float, y: float, parts: Sequence[Part] | str, font: ImageFont.FreeTypeFont,
-        fill: tuple[int, int, int], align: str = "left",
+        fill: tuple[int, int, int], align: str = "left", row: int | None = None,
     ) -> list[int]:
         """Draw one line of words starting at x (or ending at x for align="right", centred for "center");
-        returns the line's box, which also becomes every word's segment box."""
+        returns the line's box, which also becomes every word's segment box. Each labelled part becomes an
+        entity with a new id (`last_parts`); `row` is the line-item row of the labelled parts."""
         width = self.measure(parts, font)
         x -= {"left": 0, "right": width, "center": width / 2}[align]
         y = round(y)  # integer positions give integer, exact boxes
         space = font.getlength(" ")
         start = len(self.words)
+        self.last_parts = []
         for text, entity in _parts(parts):
+            part_start = len(self.words)
+            entity_id = None if entity is None else self._new_entity_id()
             for position, word in enumerate(text.split()):
                 left = round(x)
                 self.draw.text((left, y), word, font=font, fill=fill)
                 self.boxes.append([int(v) for v in self.draw.textbbox((left, y), word, font=font)])
                 self.words.append(word)
                 self.labels.append("O" if entity is None else f"{'B' if position == 0 else 'I'}-{entity}")
+                self.entity_ids.append(entity_id)
+                self.row_ids.append(row if entity is not None else None)
                 x += font.getlength(word) + space
+            self.last_parts.append((range(part_start, len(self.words)), entity_id))
         line_box = union_box(self.boxes[start:]) if len(self.boxes) > start else [round(x), y, round(x), y]
         self.segments.extend(list(line_box) for _ in range(len(self.boxes) - start))
         return line_box
+
+    def _new_entity_id(self) -> int:
+        self.next_entity_id += 1
+        return self.next_entity_id - 1
+
+    def entity(self, part: int = 0) -> int:
+        """The entity id of part `part` of the last write; an unlabelled part (a keyword cue, "PO Number:") gets
+        one here."""
+        words, entity_id = self.last_parts[part]
+        if entity_id is None:
+            entity_id = self._new_entity_id()
+            for index in words:
+                self.entity_ids[index] = entity_id
+            self.last_parts[part] = (words, entity_id)
+        return entity_id
+
+    def continue_entity(self, entity_id: int, part: int = 0) -> None:
+        """Join part `part` of the last write to entity `entity_id` (a description wrapped onto the next line):
+        same id, and its first word tagged I- instead of B-."""
+        words, own_id = self.last_parts[part]
+        for index in words:
+            self.entity_ids[index] = entity_id
+        if words and self.labels[words[0]].startswith("B-"):
+            self.labels[words[0]] = "I-" + self.labels[words[0]][2:]
+        self.last_parts[part] = (words, entity_id)
+
+    def relate(self, head: int | None, tail: int | None) -> None:
+        """Link entity `head` (a key) to entity `tail` (its value)."""
+        if head is not None and tail is not None:
+            self.relations.append([head, tail])
+
+    def structure(self) -> dict:
+        """The structure keys of the annotation: entity_ids, relations, row_ids."""
+        ids = set(self.entity_ids) - {None}
+        relations = [pair for pair in self.relations if pair[0] in ids and pair[1] in ids]
+        return {"entity_ids": list(self.entity_ids), "relations": relations, "row_ids": list(self.row_ids)}
 
 
 def _parts(parts: Sequence[Part] | str) -> list[Part]:
@@ -358,8 +431,10 @@ def make_style(rng: random.Random) -> Style:
     )
 
 
-def render_invoice(invoice: Invoice, rng: random.Random) -> Page:
-    """Lay the invoice out on a page: header, bill-to and metadata, item table, totals, notes, footer."""
+def render_invoice(invoice: Invoice, rng: random.Random, split_at: int | None = None) -> list[Page]:
+    """Lay the invoice out: header, bill-to and metadata, item table, totals, notes, footer. With `split_at`,
+    the table continues on a second page after `split_at` items (a continuation header, the rest of the rows,
+    the totals); returns the pages."""
     style = make_style(rng)
     paper = rng.choice(((255, 255, 255), (253, 252, 248), (250, 250, 250)))
     page = Page((rng.randint(820, 880), rng.randint(1060, 1140)), paper)
@@ -367,15 +442,39 @@ def render_invoice(invoice: Invoice, rng: random.Random) -> Page:
     header = rng.choice(HEADER_STYLES)
     y = _draw_header(page, invoice, style, header, margin, rng)
     y = _draw_parties(page, invoice, style, header, margin, y + rng.randint(20, 40), rng)
-    y, amount_right, amount_left = _draw_table(page, invoice, style, margin, y + rng.randint(20, 35), rng)
-    y = _draw_totals(page, invoice, style, margin, y + rng.randint(12, 24), amount_right, amount_left, rng)
+    layout = _table_layout(page, invoice, style, margin, rng)
+    first_items = invoice.items[:split_at] if split_at else invoice.items
+    y = _draw_table(page, layout, first_items, 0, style, y + rng.randint(20, 35), rng)
+    pages = [page]
+    if split_at:
+        page.write(layout.right, y + 10, rng.choice(("Continued on next page", "Continued on page 2")), style.small,
+                   style.ink, align="right")
+        page.write(page.width / 2, page.image.height - margin - style.line, "Page 1 of 2", style.small, style.ink,
+                   align="center")
+        page = Page(page.image.size, paper, first_entity_id=page.next_entity_id)
+        y = _draw_continuation_header(page, invoice, style, margin, rng)
+        y = _draw_table(page, layout, invoice.items[split_at:], split_at, style, y + rng.randint(20, 35), rng)
+        pages.append(page)
+    y = _draw_totals(page, invoice, style, margin, y + rng.randint(12, 24), layout.amount_right,
+                     layout.lefts["amount"], rng)
     y += rng.randint(25, 45)
     for note in invoice.notes:
         page.write(margin, y, note, style.small, style.ink)
         y += style.line
     footer_y = max(y + 20, page.image.height - margin - style.line)
     page.write(page.width / 2, footer_y, invoice.thanks, style.regular, style.ink, align="center")
-    return page
+    return pages
+
+
+def _draw_continuation_header(page: Page, invoice: Invoice, style: Style, margin: int, rng: random.Random) -> int:
+    """The top of a continuation page: the invoice number (linked to its cue) and the page number."""
+    y = margin
+    page.write(margin, y, [(invoice.cues["invoice_number"], None), (invoice.invoice_number, "invoice_number")],
+               style.bold, style.ink)
+    page.relate(page.entity(0), page.entity(1))
+    page.write(page.width - margin, y, rng.choice(("Page 2 of 2", "Page 2", "(continued)")), style.small, style.ink,
+               align="right")
+    return y + 2 * style.line
 
 
 def _draw_header(page: Page, invoice: Invoice, style: Style, header: str, margin: int, rng: random.Random) -> int:
@@ -461,11 +560,14 @@ def _draw_parties(
     if meta_style == "inline":
         for cue, value in rows:
             page.write(meta_x, meta_y, [(cue, None), *value], style.regular, style.ink)
+            page.relate(page.entity(0), page.entity(1))
             meta_y += style.line
     elif meta_style == "columns":
         for cue, value in rows:
             page.write(meta_x, meta_y, cue, style.bold, style.ink)
+            key = page.entity()
             page.write(meta_x + cue_width + gap, meta_y, value, style.regular, style.ink)
+            page.relate(key, page.entity())
             meta_y += style.line
     else:  # "stacked": cue above value, two per row
         column = max(cue_width, value_width) + gap
@@ -473,15 +575,35 @@ def _draw_parties(
             x = meta_x + (index % 2) * column
             row_y = y + (index // 2) * (2 * style.line + 6)
             page.write(x, row_y, cue.rstrip(":.").upper(), style.small, style.accent)
+            key = page.entity()
             page.write(x, row_y + style.line, value, style.bold, style.ink)
+            page.relate(key, page.entity())
             meta_y = row_y + 2 * style.line + 6
     return max(bill_y, meta_y)
 
 
-def _draw_table(
-    page: Page, invoice: Invoice, style: Style, margin: int, y: int, rng: random.Random
-) -> tuple[int, int, int]:
-    """The line-item table; returns (y below it, right edge and left edge of the amount column)."""
+@dataclass
+class TableLayout:
+    """How one invoice's item table looks; shared by the pages a table runs over."""
+
+    style: str  # one of TABLE_STYLES
+    order: tuple[str, ...]  # column order, one of COLUMN_ORDERS
+    headers: dict[str, str]
+    lefts: dict[str, int]
+    widths: dict[str, int]
+    margin: int
+    right: int
+    row_height: int
+    wrap_width: float | None  # descriptions wrap onto a second line at this width; None: cut to one line
+    pad: int = 6
+
+    @property
+    def amount_right(self) -> int:
+        return self.lefts["amount"] + self.widths["amount"] - self.pad
+
+
+def _table_layout(page: Page, invoice: Invoice, style: Style, margin: int, rng: random.Random) -> TableLayout:
+    """Column order, headers, widths and style of the line-item table."""
     table_style = rng.choice(TABLE_STYLES)
     order = rng.choice(COLUMN_ORDERS)
     right = page.width - margin
@@ -491,7 +613,7 @@ def _draw_table(
         "unit": rng.choice(("Unit Price", "Rate", "Price")),
         "amount": invoice.amount_header,
     }
-    pad = 6
+    pad = 12 if table_style == "grid" else 6  # grid lines close to the text merge into it when OCR reads the page
     values = {
         "qty": [item.quantity for item in invoice.items],
         "unit": [item.unit_price for item in invoice.items],
@@ -511,44 +633,78 @@ def _draw_table(
     for name in order:
         lefts[name] = x
         x += widths[name]
-    row_height = style.line + rng.randint(6, 12)
+    wrap_width = None
+    if rng.random() < WRAP_PROBABILITY:  # a narrow description column, as in tables with more columns
+        wrap_width = min(widths["desc"] - 2 * pad, rng.randint(150, 230))
+    return TableLayout(table_style, order, headers, lefts, widths, margin, right, style.line + rng.randint(6, 12),
+                       wrap_width, pad)
 
-    def cell(name: str, row_y: int, parts: Sequence[Part] | str, font: ImageFont.FreeTypeFont, fill) -> None:
+
+def _draw_table(
+    page: Page, layout: TableLayout, items: Sequence[Item], first_row: int, style: Style, y: int,
+    rng: random.Random,
+) -> int:
+    """The table header and the line items `items` (rows numbered from `first_row`); returns the y below it.
+
+    Every row's cells are entities in row `first_row + i`; the description is linked to its quantity, unit
+    price and amount. A wrapped description is one entity over two lines."""
+    margin, right, pad, row_height = layout.margin, layout.right, layout.pad, layout.row_height
+
+    def cell(name: str, row_y: int, parts: Sequence[Part] | str, font: ImageFont.FreeTypeFont, fill,
+             row: int | None = None) -> int | None:
         if name == "desc":
-            page.write(lefts[name] + pad, row_y, parts, font, fill)
+            page.write(layout.lefts[name] + pad, row_y, parts, font, fill, row=row)
         else:  # numbers right-aligned in their column
-            page.write(lefts[name] + widths[name] - pad, row_y, parts, font, fill, align="right")
+            page.write(layout.lefts[name] + layout.widths[name] - pad, row_y, parts, font, fill, align="right", row=row)
+        return page.last_parts[0][1] if page.last_parts else None
 
     header_fill = style.ink
-    if table_style == "header_bar":
+    if layout.style == "header_bar":
         page.draw.rectangle([margin, y - 4, right, y + row_height - 4], fill=style.accent)
         header_fill = (255, 255, 255)
-    for name in order:
-        cell(name, y, headers[name], style.bold, header_fill)
+    for name in layout.order:
+        cell(name, y, layout.headers[name], style.bold, header_fill)
     top = y - 4
     y += row_height
-    page.draw.line([margin, y - 4, right, y - 4], fill=style.ink, width=1 if table_style != "plain" else 2)
-    for index, item in enumerate(invoice.items):
-        if table_style == "zebra" and index % 2 == 0:
-            page.draw.rectangle([margin, y - 4, right, y + row_height - 4], fill=(236, 238, 242))
-        description = _fit(page, item.description, style.regular, widths["desc"] - 2 * pad)
-        cell("desc", y, [(description, "item_description")], style.regular, style.ink)
-        cell("qty", y, item.quantity, style.regular, style.ink)
-        cell("unit", y, item.unit_price, style.regular, style.ink)
-        cell("amount", y, [(item.amount, "item_amount")], style.regular, style.ink)
-        y += row_height
-        if table_style == "grid":
+    if layout.style != "borderless":
+        page.draw.line([margin, y - 4, right, y - 4], fill=style.ink, width=1 if layout.style != "plain" else 2)
+    for index, item in enumerate(items):
+        row = first_row + index
+        lines = _description_lines(page, item.description, style.regular, layout)
+        height = row_height + style.line * (len(lines) - 1)
+        if layout.style == "zebra" and row % 2 == 0:
+            page.draw.rectangle([margin, y - 4, right, y + height - 4], fill=(236, 238, 242))
+        description = cell("desc", y, [(lines[0], "item_description")], style.regular, style.ink, row)
+        for number, line in enumerate(lines[1:], start=1):
+            cell("desc", y + number * style.line, [(line, "item_description")], style.regular, style.ink, row)
+            page.continue_entity(description)
+        columns = (("qty", item.quantity, "item_quantity"), ("unit", item.unit_price, "item_unit_price"),
+                   ("amount", item.amount, "item_amount"))
+        for name, text, entity in columns:
+            page.relate(description, cell(name, y, [(text, entity)], style.regular, style.ink, row))
+        y += height
+        if layout.style == "grid":
             page.draw.line([margin, y - 4, right, y - 4], fill=(150, 150, 150), width=1)
-    if table_style == "grid":
-        for x in [margin, *[lefts[name] + widths[name] for name in order]]:
+    if layout.style == "grid":
+        for x in [margin, *[layout.lefts[name] + layout.widths[name] for name in layout.order]]:
             page.draw.line([x, top, x, y - 4], fill=(150, 150, 150), width=1)
-    else:
+    elif layout.style != "borderless":
         page.draw.line([margin, y - 4, right, y - 4], fill=style.ink, width=1)
-    return y, lefts["amount"] + widths["amount"] - pad, lefts["amount"]
+    return y
+
+
+def _description_lines(page: Page, text: str, font: ImageFont.FreeTypeFont, layout: TableLayout) -> list[str]:
+    """The description on one line cut to the column, or wrapped over at most two lines of `wrap_width`."""
+    if layout.wrap_width is None:
+        return [_fit(page, text, font, layout.widths["desc"] - 2 * layout.pad)]
+    words = text.split()
+    first = _fit(page, text, font, layout.wrap_width)
+    rest = words[len(first.split()):]
+    return [first, _fit(page, " ".join(rest), font, layout.wrap_width)] if rest else [first]
 
 
 def _fit(page: Page, text: str, font: ImageFont.FreeTypeFont, width: float) -> str:
-    """Drop trailing words until the description fits its column (no wrapping: one row per item)."""
+    """Drop trailing words until the text fits `width` (at least one word stays)."""
     words = text.split()
     while len(words) > 1 and page.measure(" ".join(words), font) > width:
         words.pop()
@@ -576,7 +732,9 @@ def _draw_totals(
             page.draw.line([label_x, y - 3, value_right, y - 3], fill=style.ink, width=1)
             y += 3
         page.write(label_x, y, cue, font, style.ink)
+        key = page.entity()
         page.write(value_right, y, value, font, style.ink, align="right")
+        page.relate(key, page.entity())
         y += style.line
     if placement == "boxed":
         page.draw.rectangle([label_x - 10, top - 8, value_right + 6, y + 2], outline=style.accent, width=2)
@@ -613,45 +771,80 @@ def scan_effects(image: Image.Image, rng: random.Random) -> Image.Image:
 # ---------------------------------------------------------------- files
 
 
-def document_rng(seed: int, index: int) -> random.Random:
-    """Document i's own generator: independent of --num-docs, of worker order and of PYTHONHASHSEED."""
-    digest = hashlib.sha256(f"dataset_loader.synth:{seed}:{index}".encode()).digest()
+def document_rng(seed: int, index: int, purpose: str = "") -> random.Random:
+    """Document i's own generator: independent of --num-docs, of worker order and of PYTHONHASHSEED. A
+    `purpose` gives an independent generator for one more decision (which invoices run over two pages)."""
+    suffix = f":{purpose}" if purpose else ""
+    digest = hashlib.sha256(f"dataset_loader.synth:{seed}:{index}{suffix}".encode()).digest()
     return random.Random(int.from_bytes(digest[:8], "big"))
 
 
 def make_document(seed: int, index: int) -> tuple[Image.Image, dict]:
-    """The page image and its annotation (user format) for document `index`."""
+    """The page image and its annotation (user format) for document `index` (one page, no structure keys)."""
+    return make_pages(seed, index)[0]
+
+
+def make_pages(seed: int, index: int, links: bool = False, multi_page: float = 0.0) -> list[tuple[Image.Image, dict]]:
+    """The page images and annotations of document `index`.
+
+    `links`: the annotations also carry `entity_ids`, `relations` (keyword -> value, item description ->
+    quantity, unit price and amount) and `row_ids` (the line-item row of each table word; rows are numbered
+    over the document). `multi_page`: the share of invoices (with two or more items) whose table continues on
+    a second page, written as `<name>_p2.png`/`.json`; both pages then carry "document_id" and "page".
+    Which invoices run over two pages is drawn from a generator of its own: the other invoices are unchanged.
+    """
     rng = document_rng(seed, index)
-    page = render_invoice(make_invoice(rng), rng)
+    invoice = make_invoice(rng)
+    split_at = None
+    pages_rng = document_rng(seed, index, "pages")
+    if multi_page > 0 and pages_rng.random() < multi_page and len(invoice.items) >= 2:
+        split_at = pages_rng.randint(1, len(invoice.items) - 1)
+    pages = render_invoice(invoice, rng, split_at)
     name = f"invoice_{index:05d}"
-    annotation = {
-        "image": f"{name}.png",
-        "words": page.words,
-        "boxes": page.boxes,
-        "labels": page.labels,
-        "segment_boxes": page.segments,
-    }
-    return scan_effects(page.image, rng), annotation
+    documents = []
+    for number, page in enumerate(pages, start=1):
+        stem = name if number == 1 else f"{name}_p{number}"
+        annotation = {
+            "image": f"{stem}.png",
+            "words": page.words,
+            "boxes": page.boxes,
+            "labels": page.labels,
+            "segment_boxes": page.segments,
+        }
+        if links:
+            annotation.update(page.structure())
+        if len(pages) > 1:
+            annotation.update(document_id=name, page=number)
+        documents.append((scan_effects(page.image, rng), annotation))
+    return documents
 
 
-def _write_document(job: tuple[int, int, str]) -> int:
-    seed, index, output = job
-    image, annotation = make_document(seed, index)
-    stem = Path(annotation["image"]).stem
-    # compress_level 3: much faster than the default on noisy pages, files only slightly larger.
-    image.save(Path(output) / "images" / annotation["image"], compress_level=3)
-    (Path(output) / "annotations" / f"{stem}.json").write_text(json.dumps(annotation) + "\n", encoding="utf-8")
-    return len(annotation["words"])
+def _write_document(job: tuple[int, int, str, bool, float]) -> int:
+    seed, index, output, links, multi_page = job
+    words = 0
+    for image, annotation in make_pages(seed, index, links, multi_page):
+        stem = Path(annotation["image"]).stem
+        # compress_level 3: much faster than the default on noisy pages, files only slightly larger.
+        image.save(Path(output) / "images" / annotation["image"], compress_level=3)
+        (Path(output) / "annotations" / f"{stem}.json").write_text(json.dumps(annotation) + "\n", encoding="utf-8")
+        words += len(annotation["words"])
+    return words
 
 
-def generate(output: str | Path, num_docs: int, seed: int = 42, workers: int | None = None) -> Path:
-    """Write `num_docs` invoices to OUTPUT/images/*.png and OUTPUT/annotations/*.json."""
+def generate(
+    output: str | Path, num_docs: int, seed: int = 42, workers: int | None = None, links: bool = False,
+    multi_page: float = 0.0,
+) -> Path:
+    """Write `num_docs` invoices to OUTPUT/images/*.png and OUTPUT/annotations/*.json (`links`, `multi_page`:
+    see `make_pages`)."""
     if num_docs < 1:
         raise ValueError("--num-docs must be at least 1")
+    if not 0.0 <= multi_page <= 1.0:
+        raise ValueError(f"--multi-page must be a share between 0 and 1, got {multi_page}")
     output = Path(output)
     (output / "images").mkdir(parents=True, exist_ok=True)
     (output / "annotations").mkdir(parents=True, exist_ok=True)
-    jobs = [(seed, index, str(output)) for index in range(num_docs)]
+    jobs = [(seed, index, str(output), links, multi_page) for index in range(num_docs)]
     workers = min(workers or os.cpu_count() or 1, num_docs)
     progress = tqdm(total=num_docs, desc="Generating invoices", unit="doc")
     if workers == 1:

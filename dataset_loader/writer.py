@@ -22,7 +22,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from dataset_loader.annotations import AnnotationError, Document
-from dataset_loader.features import encoded_page, ner_features
+from dataset_loader.features import encoded_page, ner_features, optional_columns_of
 from dataset_loader.ocr_build import OcrBuild
 from dataset_loader.preprocessing import save_preprocessing
 from dataset_loader.report import BuildReport
@@ -112,6 +112,8 @@ def scan_documents(
         for name in document.unknown_fields:
             report.warn(path, f"unknown field {name!r} ignored (known fields: see FORMAT.md)")
         tags.update(document.labels)
+        # Columns such as entity_ids/relations exist in the dataset as soon as one document annotates them.
+        report.optional_columns = sorted(set(report.optional_columns) | set(optional_columns_of(document)))
         kept.append(DocumentRef(document.id, path))
     return kept, tags
 
@@ -131,7 +133,7 @@ def write_dataset(
 
     With `ocr`, every page is read by the OCR engine first and the examples carry the OCR words with the gold
     labels transferred onto them (`dataset_loader.ocr_build`)."""
-    features = ner_features(label_names)
+    features = ner_features(label_names, report.optional_columns)
     report.labels = list(label_names)
     if ocr is not None:
         report.ocr_build = ocr
@@ -139,7 +141,8 @@ def write_dataset(
     split_kwargs = {
         # Tuples, not lists: datasets would shard a list and call the generator once per item.
         name: dict(refs=tuple(refs), reader=reader, label_names=tuple(label_names), size=size,
-                   keep_aspect=keep_aspect, pad=report.pad, report=report, strict=strict, ocr=ocr)
+                   keep_aspect=keep_aspect, pad=report.pad, report=report, strict=strict, ocr=ocr,
+                   optional_columns=tuple(report.optional_columns))
         for name, refs in splits.items()
     }
     return save_splits(output, features, _generate_examples, split_kwargs, size, keep_aspect, report)
@@ -224,6 +227,7 @@ def _generate_examples(
     written: dict[str, int],
     pad: bool = True,
     ocr: OcrBuild | None = None,
+    optional_columns: tuple[str, ...] = (),
 ) -> Iterator[dict[str, Any]]:
     label_ids = {label: index for index, label in enumerate(label_names)}
     for ref in tqdm(refs, desc=f"Writing {split}", unit="doc"):
@@ -239,15 +243,17 @@ def _generate_examples(
             continue
         if document.dropped_words:
             report.dropped_words[document.id] = document.dropped_words
+        if document.dropped_relations:
+            report.dropped_relations[document.id] = document.dropped_relations
         if not document.words:
             report.empty_document_ids.append(document.id)  # kept: a page with no text is still a page
         written["count"] += 1
-        yield to_example(document, image, size, keep_aspect, label_ids, pad)
+        yield to_example(document, image, size, keep_aspect, label_ids, pad, optional_columns)
 
 
 def to_example(
     document: Document, image: Image.Image, size: tuple[int, int], keep_aspect: bool, label_ids: dict[str, int],
-    pad: bool = True,
+    pad: bool = True, optional_columns: Sequence[str] = (),
 ) -> dict[str, Any]:
     """One dataset row: page and both box lists resized together through layoutkit's single resize path."""
     segments = document.segment_boxes
@@ -255,7 +261,7 @@ def to_example(
         # No segments in the annotation: use lines, as inference does when the OCR gives none.
         segments = segment_boxes(document.boxes, group_lines(document.boxes))
     resized, (word_boxes, segment_bboxes) = resize_document(image, [document.boxes, segments], size, keep_aspect, pad)
-    return {
+    example = {
         "id": document.id,
         "words": document.words,
         "bboxes": word_boxes,
@@ -263,6 +269,13 @@ def to_example(
         "ner_tags": [label_ids[label] for label in document.labels],
         "image": encoded_page(resized),
     }
+    for name in ("entity_ids", "row_ids"):
+        if name in optional_columns:  # a document without them, in a dataset whose others have them: all -1
+            values = getattr(document, name) or [None] * len(document.words)
+            example[name] = [-1 if value is None else int(value) for value in values]
+    if "relations" in optional_columns:
+        example["relations"] = [list(map(int, pair)) for pair in document.relations or []]
+    return example
 
 
 @contextlib.contextmanager

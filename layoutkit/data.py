@@ -21,6 +21,7 @@ def load_raw_datasets(args) -> DatasetDict:
         raw = load_dataset(args.dataset_name, args.dataset_config_name, cache_dir=args.cache_dir)
     if not isinstance(raw, DatasetDict) or "train" not in raw:
         raise ValueError(f"{args.dataset_path or args.dataset_name}: expected a DatasetDict with a 'train' split")
+    raw = standardize_text_column(raw, args.text_column_name)
     if args.max_train_samples is not None:
         raw["train"] = raw["train"].select(range(min(args.max_train_samples, len(raw["train"]))))
     if args.max_eval_samples is not None:
@@ -28,6 +29,40 @@ def load_raw_datasets(args) -> DatasetDict:
             if split in raw:
                 raw[split] = raw[split].select(range(min(args.max_eval_samples, len(raw[split]))))
     return raw
+
+
+# Column names other datasets use for the words, tried in order when --text_column_name is not given.
+TEXT_COLUMNS = ("words", "tokens")
+
+
+def standardize_text_column(raw: DatasetDict, text_column: str | None) -> DatasetDict:
+    """Rename the words column to `words`, the name the rest of the code uses.
+
+    With `text_column` None, "words" is used when present, else "tokens" (LayoutLMv3 datasets on the Hub,
+    e.g. FUNSD and CORD conversions); datasets with neither (an image folder) are left as they are.
+    """
+    columns = raw["train"].column_names
+    if text_column is not None and text_column not in columns:
+        raise ValueError(f"--text_column_name {text_column}: no such column; the dataset has {columns}")
+    source = text_column or next((name for name in TEXT_COLUMNS if name in columns), None)
+    if source is None or source == "words":
+        return raw
+    if "words" in columns:
+        raise ValueError(f"--text_column_name {source}: the dataset also has a 'words' column; drop or rename it")
+    return raw.rename_column(source, "words")
+
+
+def standardize_label_column(raw: DatasetDict, label_column: str | None, canonical: str) -> DatasetDict:
+    """Rename the label column given with --label_column_name to `canonical` (ner_tags for word labels)."""
+    if label_column is None or label_column == canonical:
+        return raw
+    columns = raw["train"].column_names
+    if label_column not in columns:
+        raise ValueError(f"--label_column_name {label_column}: no such column; the dataset has {columns}")
+    if canonical in columns:
+        raise ValueError(f"--label_column_name {label_column}: the dataset also has a {canonical!r} column; drop "
+                         "or rename it")
+    return raw.rename_column(label_column, canonical)
 
 
 VALIDATION_FRACTION = 0.1

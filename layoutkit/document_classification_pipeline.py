@@ -42,7 +42,7 @@ DEFAULT_TOP_K = 5
 
 
 class LayoutDocumentClassificationPipeline(WindowedLayoutPipeline):
-    """Document image classification with a LayoutLM, LayoutLMv2/LayoutXLM or LayoutLMv3 sequence-classification
+    """Document image classification with a LayoutLM, LayoutLMv2/LayoutXLM, LayoutLMv3 or LiLT sequence-classification
     checkpoint. See the module docstring for inputs, options and outputs."""
 
     def _sanitize_parameters(

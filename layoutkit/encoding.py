@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .modeling import ModelFamily
+from .modeling import ModelFamily, tokenizer_takes_boxes
 
 IGNORE_INDEX = -100
 
@@ -53,7 +53,7 @@ def encode_documents(
         return_overflowing_tokens=True,
         return_attention_mask=True,
     )
-    if family.tokenizer_takes_boxes:
+    if tokenizer_takes_boxes(tokenizer, family):
         encoding = tokenizer(text=[list(w) for w in words], boxes=[list(b) for b in boxes], **common)
     else:
         encoding = tokenizer([list(w) for w in words], is_split_into_words=True, **common)
@@ -96,14 +96,38 @@ def encode_documents(
     return columns
 
 
-def window_page_images(images, image_processor, family: ModelFamily, positions: Sequence[int]) -> dict:
+def window_page_images(
+    images, image_processor, family: ModelFamily, positions: Sequence[int], as_uint8: bool = False
+) -> dict:
     """Page-image inputs for each window: the image processor runs once per document and each window
     gets its document's copy (`positions[i]` = index in `images` of window i's document).
-    Returns {input_name: array} or {} for text-only models."""
+    Returns {input_name: array} or {} for text-only models.
+
+    `as_uint8`: the resized pixels before rescaling and normalisation, as uint8 (a quarter of float32's
+    size in the cached training windows); `LayoutCollator(pixel_normalization=...)` finishes them per batch.
+    """
     if family.image_input is None or image_processor is None:
         return {}
-    pixels = image_processor(images=list(images), return_tensors="np")["pixel_values"]
+    normalization = pixel_normalization(image_processor) if as_uint8 else None
+    if normalization is None:
+        pixels = image_processor(images=list(images), return_tensors="np")["pixel_values"]
+    else:
+        pixels = image_processor(images=list(images), return_tensors="np", do_rescale=False,
+                                 do_normalize=False)["pixel_values"]
+        pixels = np.rint(pixels).clip(0, 255).astype(np.uint8)
     return {family.image_input: pixels[np.asarray(positions, dtype=np.int64)]}
+
+
+def pixel_normalization(image_processor) -> tuple[float, list[float], list[float]] | None:
+    """(rescale factor, mean, std) when the image processor rescales and normalises pixels (LayoutLMv3);
+    None when the model takes the resized pixels as they are (LayoutLMv2's backbone normalises inside)."""
+    if getattr(image_processor, "do_rescale", False) and getattr(image_processor, "do_normalize", False):
+        mean, std = image_processor.image_mean, image_processor.image_std
+        channels = 3
+        return (float(image_processor.rescale_factor),
+                list(mean) if isinstance(mean, (list, tuple)) else [float(mean)] * channels,
+                list(std) if isinstance(std, (list, tuple)) else [float(std)] * channels)
+    return None
 
 
 class LayoutCollator:
@@ -113,10 +137,17 @@ class LayoutCollator:
 
     PAD_VALUES = {"attention_mask": 0, "token_type_ids": 0, "bbox": 0, "labels": IGNORE_INDEX, "word_ids": -1}
 
-    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = 8, image_input: str | None = None):
+    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = 8, image_input: str | None = None,
+                 pixel_normalization: tuple[float, Sequence[float], Sequence[float]] | None = None):
         self.pad_token_id = pad_token_id
         self.pad_to_multiple_of = pad_to_multiple_of
         self.image_input = image_input
+        # uint8 page pixels (window_page_images(as_uint8=True)) are rescaled and normalised here, per batch.
+        self.pixel_normalization = None
+        if pixel_normalization is not None:
+            rescale, mean, std = pixel_normalization
+            self.pixel_normalization = (rescale, torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1),
+                                        torch.tensor(std, dtype=torch.float32).view(-1, 1, 1))
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
         length = max(len(f["input_ids"]) for f in features)
@@ -139,5 +170,40 @@ class LayoutCollator:
         if "doc_index" in features[0]:
             batch["doc_index"] = torch.as_tensor([f["doc_index"] for f in features], dtype=torch.long)
         if self.image_input and self.image_input in features[0]:
-            batch[self.image_input] = torch.stack([torch.as_tensor(np.asarray(f[self.image_input])) for f in features])
+            pixels = torch.stack([torch.as_tensor(np.asarray(f[self.image_input])) for f in features])
+            # Stored as uint8; datasets' numpy format hands integer arrays over as int64.
+            if self.pixel_normalization is not None and not pixels.is_floating_point():
+                rescale, mean, std = self.pixel_normalization
+                pixels = (pixels.float() * rescale - mean) / std
+            batch[self.image_input] = pixels
         return batch
+
+
+class RelationCollator(LayoutCollator):
+    """LayoutCollator plus the entity columns: `entity_index` padded like the tokens (-1), the per-entity columns
+    to the most entities in the batch (-1), `relation_pairs` to the most links ([-1, -1])."""
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        batch = super().__call__(features)
+        length = batch["input_ids"].shape[1]
+        batch["entity_index"] = _pad_rows([f["entity_index"] for f in features], length, -1)
+        entities = max(1, max(len(f["entity_labels"]) for f in features))
+        batch["entity_labels"] = _pad_rows([f["entity_labels"] for f in features], entities, -1)
+        batch["entity_ids"] = _pad_rows([f["entity_ids"] for f in features], entities, -1)
+        if "relation_pairs" in features[0]:
+            links = max(len(f["relation_pairs"]) for f in features)
+            # numpy-formatted rows hold the pairs as an object array of arrays: rebuild them as one int array.
+            rows = [torch.as_tensor(np.array([list(p) for p in f["relation_pairs"]], dtype=np.int64).reshape(-1, 2))
+                    for f in features]
+            batch["relation_pairs"] = torch.stack([
+                torch.cat([row, torch.full((links - len(row), 2), -1, dtype=torch.long)]) for row in rows
+            ])
+        return batch
+
+
+def _pad_rows(rows, length: int, value: int) -> torch.Tensor:
+    out = torch.full((len(rows), length), value, dtype=torch.long)
+    for i, row in enumerate(rows):
+        row = torch.as_tensor(row, dtype=torch.long)
+        out[i, : len(row)] = row
+    return out

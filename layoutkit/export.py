@@ -13,6 +13,10 @@ the folder, and records the task in `config.json` under `custom_pipelines`:
                               "pt": ["AutoModelForTokenClassification"], "type": "multimodal"}}
 
 Adding a task (for example "image-classification" for document classification) is one `PIPELINES` entry.
+
+It also writes what a Hugging Face Inference Endpoint needs to serve the pushed checkpoint without code
+(`attach_endpoint_handler`): `handler.py` (from `endpoint_handler.py`, which loads the pipeline above) and the
+`requirements.txt` the endpoint installs on top of its torch + transformers image.
 """
 
 from __future__ import annotations
@@ -46,7 +50,18 @@ PIPELINES = {
         "document_classification_pipeline", "LayoutDocumentClassificationPipeline",
         ("AutoModelForSequenceClassification",),
     ),
+    # The model itself is custom code (relation_model.py), saved beside its weights by save_pretrained (auto_map).
+    "relation-extraction": PipelineSpec(
+        "relation_extraction_pipeline", "LayoutRelationExtractionPipeline", ("AutoModel",)
+    ),
 }
+
+
+# handler.py of Inference Endpoints; it imports no sibling module (it loads the pipeline through transformers).
+ENDPOINT_HANDLER = PACKAGE_DIR / "endpoint_handler.py"
+# What the endpoint installs on top of its image: the transformers major version the pipeline is written for, the
+# default OCR engine (RapidOCR, its models inside the wheel, on onnxruntime) and PDF rendering.
+ENDPOINT_REQUIREMENTS = ("transformers>=5.0,<6", "rapidocr>=3.4,<4", "onnxruntime>=1.20", "pypdfium2>=4.30")
 
 
 def pipeline_files(task: str) -> list[Path]:
@@ -63,7 +78,8 @@ def third_party_imports(task: str) -> set[str]:
     import sys
 
     stdlib = set(sys.stdlib_module_names) | {"__future__"}
-    return {name for path in pipeline_files(task) for name in get_imports(str(path))} - stdlib
+    files = [*pipeline_files(task), ENDPOINT_HANDLER]
+    return {name for path in files for name in get_imports(str(path))} - stdlib
 
 
 def custom_pipeline_entry(task: str) -> dict:
@@ -74,7 +90,8 @@ def custom_pipeline_entry(task: str) -> dict:
 def attach_pipeline(output_dir: str | os.PathLike, task: str = "token-classification") -> list[str]:
     """Copy `task`'s pipeline code into `output_dir` (a saved model folder with config.json) and register
     it in config.json's `custom_pipelines` (other tasks already there are kept). Returns the copied file
-    names. Call it after every `save_pretrained`, which rewrites config.json."""
+    names. Call it after every `save_pretrained`, which rewrites config.json. Also attaches the Inference
+    Endpoints handler (`attach_endpoint_handler`)."""
     output_dir = Path(output_dir)
     config_path = output_dir / "config.json"
     if not config_path.is_file():
@@ -92,4 +109,15 @@ def attach_pipeline(output_dir: str | os.PathLike, task: str = "token-classifica
     config = json.loads(config_path.read_text(encoding="utf-8"))
     config["custom_pipelines"] = {**(config.get("custom_pipelines") or {}), task: custom_pipeline_entry(task)}
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    attach_endpoint_handler(output_dir)
     return copied
+
+
+def attach_endpoint_handler(output_dir: str | os.PathLike) -> list[str]:
+    """Write `handler.py` (Inference Endpoints' `EndpointHandler`, serving the checkpoint's custom pipeline) and
+    its `requirements.txt` into a saved model folder. Returns the file names."""
+    output_dir = Path(output_dir)
+    shutil.copyfile(ENDPOINT_HANDLER, output_dir / "handler.py")
+    header = "# Installed by Hugging Face Inference Endpoints for handler.py (torch, transformers come with the image)."
+    (output_dir / "requirements.txt").write_text("\n".join([header, *ENDPOINT_REQUIREMENTS]) + "\n", encoding="utf-8")
+    return ["handler.py", "requirements.txt"]

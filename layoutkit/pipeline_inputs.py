@@ -213,17 +213,18 @@ class WindowedLayoutPipeline(Pipeline):
         return [{key: values[i] for key, values in columns.items()} for i in range(count)]
 
     # ---------------------------------------------------------------------------------------- forward
-    def _run_windows(self, windows: list[dict], window_batch_size: int, mixed_precision: str
+    def _run_windows(self, windows: list[dict], window_batch_size: int, mixed_precision: str,
+                     collator_class=LayoutCollator, bookkeeping=("word_ids", "doc_index"),
                      ) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
         """Each batch of windows through the model (dynamic padding, autocast when asked): yields the batch's
-        position columns kept on the CPU (`word_ids`, `doc_index`) and its logits."""
-        collator = LayoutCollator(self.tokenizer.pad_token_id, 8, self.family.image_input)
+        position columns kept on the CPU (`bookkeeping`: `word_ids`, `doc_index`) and its logits."""
+        collator = collator_class(self.tokenizer.pad_token_id, 8, self.family.image_input)
         dtype = AUTOCAST_DTYPES.get(mixed_precision)
         autocast = torch.autocast(self.device.type, dtype=dtype) if dtype is not None else nullcontext()
         image_input = self.family.image_input
         for start in range(0, len(windows), window_batch_size):
             batch = collator(windows[start : start + window_batch_size])
-            positions = {key: batch.pop(key) for key in ("word_ids", "doc_index") if key in batch}
+            positions = {key: batch.pop(key) for key in bookkeeping if key in batch}
             batch = {key: value.to(self.device) for key, value in batch.items()}
             if image_input in batch and batch[image_input].is_floating_point():
                 batch[image_input] = batch[image_input].to(self.model.dtype)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import tempfile
 from typing import Iterable
@@ -31,6 +32,7 @@ from transformers import (
     LayoutLMv3Processor,
     LayoutXLMProcessor,
     LayoutXLMTokenizer,
+    LiltConfig,
 )
 
 BERT_SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -48,7 +50,7 @@ DETECTRON2_BACKBONES = {
     "tiny": (18, 32),
     "small": (18, 64),
 }
-MODEL_TYPES = ["layoutlm", "layoutlmv2", "layoutlmv3", "layoutxlm"]
+MODEL_TYPES = ["layoutlm", "layoutlmv2", "layoutlmv3", "layoutxlm", "lilt"]
 
 
 def _train_wordpiece(words: Iterable[str], vocab_size: int, folder: str) -> None:
@@ -135,6 +137,48 @@ def _layoutlmv2_config(size: str, vocab_size: int, tokenizer, common: dict) -> L
     )
 
 
+# LiLT's layout branch: six box embeddings of hidden // 6 side by side, projected back from hidden; a layout
+# stream channel_shrink_ratio times narrower than the text stream, with as many heads.
+LILT_CHANNEL_SHRINK_RATIO = 4
+LILT_MAX_2D_POSITIONS = 1024  # box coordinates and widths/heights up to 1000 index this table
+
+
+def lilt_hidden_size(hidden: int, heads: int, shrink: int = LILT_CHANNEL_SHRINK_RATIO) -> int:
+    """The smallest width >= `hidden` LiLT's layout embeddings accept: divisible by 6 (six box embeddings
+    concatenated must be `hidden` wide for the projection) and by heads * shrink (each layout head is
+    head_size // shrink wide)."""
+    step = math.lcm(6, heads * shrink)
+    return -(-hidden // step) * step
+
+
+def build_lilt_scratch(output_dir: str, words: Iterable[str], size: str, vocab_size: int,
+                       max_position_embeddings: int) -> LiltConfig:
+    """LiLT from scratch: a byte-level BPE tokenizer trained on `words`, saved as the LayoutLMv3 tokenizer the
+    published LiLT checkpoint ships (words + boxes in, boxes placed per token), and a LiltConfig whose widths fit
+    its layout embeddings (the tiny and small sizes are widened to the next valid width: 48 and 144)."""
+    hidden, layers, heads, intermediate = SIZES[size]
+    hidden = lilt_hidden_size(hidden, heads)
+    with tempfile.TemporaryDirectory() as vocab_dir:
+        _train_byte_bpe(words, vocab_size, vocab_dir)
+        tokenizer = AutoTokenizer.from_pretrained(vocab_dir, tokenizer_type="layoutlmv3")
+    tokenizer.save_pretrained(output_dir)
+    return LiltConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=intermediate,
+        max_position_embeddings=max_position_embeddings,
+        # RoBERTa-style: one token type, positions counted from pad_token_id + 1.
+        type_vocab_size=1,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        channel_shrink_ratio=LILT_CHANNEL_SHRINK_RATIO,
+        max_2d_position_embeddings=LILT_MAX_2D_POSITIONS,
+    )
+
+
 def build_scratch_checkpoint(
     output_dir: str,
     model_type: str,
@@ -152,6 +196,10 @@ def build_scratch_checkpoint(
     """
     hidden, layers, heads, intermediate = SIZES[size]
     os.makedirs(output_dir, exist_ok=True)
+    if model_type == "lilt":
+        config = build_lilt_scratch(output_dir, words, size, vocab_size, max_position_embeddings)
+        config.save_pretrained(output_dir)
+        return output_dir
     common = dict(
         hidden_size=hidden,
         num_hidden_layers=layers,

@@ -25,12 +25,14 @@ Output: entity groups shaped like the stock pipeline's `aggregation_strategy="si
 end exclusive) plus `box`, the union of the words' boxes in the original image's pixels. With
 `return_words=True`: `{"entities": [...], "words": [{"text", "box", "label", "score"}, ...],
 "width", "height"}`; `return_fields=True` adds `"fields"`, one typed value per field (`fields.py`, types from
-`schema`); `draw=True` adds `"image"`, the page with its words and entities drawn (`draw.py`).
+`schema`), and `"line_items"`, the rows of the item table (`line_items.py`; alone with `return_line_items=True`);
+`draw=True` adds `"image"`, the page with its words and entities drawn (`draw.py`).
 
 Call options: `ocr_engine` ("rapidocr", "tesseract" or an `OcrEngine`), `ocr_lang` ("eng"), `ocr_config` (extra
 tesseract options), `min_ocr_confidence`, `ocr_options` (a dict of engine settings), `batch_size` (windows per
 forward pass, default 8), `mixed_precision` ("no" or "bf16" autocast), `rules` (post-processing rules, see
-`postprocess.py`), `return_words`, `return_fields`, `schema` (a `FieldSchema`, dict or JSON path), `draw`.
+`postprocess.py`), `return_words`, `return_fields`, `return_line_items`, `schema` (a `FieldSchema`, dict or JSON
+path), `draw`.
 
 This file and the modules it imports relatively use only the standard library, numpy, PIL, torch and
 transformers (the OCR engine's package only when OCR runs), as required for code loaded with `trust_remote_code`.
@@ -49,6 +51,7 @@ from .boxes import group_lines, segment_boxes, union_box
 from .draw import draw_page
 from .fields import FieldSchema, extract_fields
 from .labels import OUTSIDE, bio_spans
+from .line_items import group_line_items
 from .pipeline_inputs import (
     DEFAULT_WINDOW_BATCH_SIZE,
     WindowedLayoutPipeline,
@@ -63,7 +66,7 @@ from .windows import WordPredictionMerger
 
 
 class LayoutTokenClassificationPipeline(WindowedLayoutPipeline):
-    """Key-information extraction from a page image with a LayoutLM, LayoutLMv2/LayoutXLM or LayoutLMv3
+    """Key-information extraction from a page image with a LayoutLM, LayoutLMv2/LayoutXLM, LayoutLMv3 or LiLT
     token-classification checkpoint. See the module docstring for inputs, options and outputs."""
 
     def __init__(self, *args, **kwargs):
@@ -86,6 +89,7 @@ class LayoutTokenClassificationPipeline(WindowedLayoutPipeline):
         schema=None,
         draw=None,
         aggregation_strategy=None,
+        return_line_items=None,
     ):
         preprocess, forward = input_parameters(ocr_engine, ocr_lang, ocr_config, min_ocr_confidence, ocr_options,
                                                window_batch_size, mixed_precision)
@@ -99,6 +103,8 @@ class LayoutTokenClassificationPipeline(WindowedLayoutPipeline):
             postprocess["schema"] = FieldSchema.load(schema)
         if draw is not None:
             postprocess["draw"] = bool(draw)
+        if return_line_items is not None:
+            postprocess["return_line_items"] = bool(return_line_items)
         if aggregation_strategy not in (None, "simple"):
             raise ValueError(
                 "this pipeline always groups words into entities (aggregation_strategy='simple'); "
@@ -161,7 +167,8 @@ class LayoutTokenClassificationPipeline(WindowedLayoutPipeline):
 
     # ------------------------------------------------------------------------------------ postprocess
     def postprocess(self, model_outputs, rules: RuleConfig | None = None, return_words: bool = False,
-                    return_fields: bool = False, schema: FieldSchema | None = None, draw: bool = False):
+                    return_fields: bool = False, schema: FieldSchema | None = None, draw: bool = False,
+                    return_line_items: bool = False):
         words, boxes = model_outputs["words"], model_outputs["boxes"]
         scores = [float(s) for s in model_outputs["scores"]]
         id2label = self.model.config.id2label
@@ -179,7 +186,7 @@ class LayoutTokenClassificationPipeline(WindowedLayoutPipeline):
                 "end": span.end,
                 "box": [round(v) for v in union_box(boxes[span.start : span.end])],
             })
-        if not (return_words or return_fields or draw):
+        if not (return_words or return_fields or return_line_items or draw):
             return entities
         word_rows = []
         for i, word in enumerate(words):
@@ -193,6 +200,8 @@ class LayoutTokenClassificationPipeline(WindowedLayoutPipeline):
         output = {"entities": entities, "words": word_rows, "width": width, "height": height}
         if return_fields:
             output["fields"] = extract_fields(entities, schema)
+        if return_fields or return_line_items:
+            output["line_items"] = group_line_items(entities)
         if draw:
             output["image"] = draw_page(model_outputs["page"], word_rows, entities)
         return output

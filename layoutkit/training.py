@@ -1,4 +1,4 @@
-"""Training-loop pieces shared by run_invoice_ner.py and run_doc_classification.py.
+"""Training-loop pieces shared by run_invoice_ner.py, run_doc_classification.py and run_relation_extraction.py.
 
 The scripts keep the examples' top-down shape (arguments, data, model, loop, save); what is the same in
 both lives here once: the common command-line flags, the Accelerator set-up, the resumable training
@@ -23,6 +23,7 @@ from accelerate.logging import get_logger
 from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs
 from tqdm.auto import tqdm
 from transformers import get_scheduler
+from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 
 from model_card import write_model_card
 
@@ -32,6 +33,27 @@ DEFAULT_MODEL = "microsoft/layoutlmv3-base"
 
 
 # ----------------------------------------------------------------------------------------------- flags
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """`--help` keeps the docstring's layout and shows every flag's default."""
+
+
+def parse_bool(value: str) -> bool:
+    """A flag's true/false value; anything else is an error, not silently False."""
+    lowered = str(value).strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false (or yes/no, on/off, 1/0), got {value!r}")
+
+
+def parse_checkpointing_steps(value: str) -> str:
+    """`--checkpointing_steps`: a positive number of steps or "epoch" (a typo would silently never save)."""
+    if value == "epoch" or (value.isdigit() and int(value) > 0):
+        return value
+    raise argparse.ArgumentTypeError(f'expected a positive number of steps or "epoch", got {value!r}')
+
+
 def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Flags both training scripts take, named as in transformers' `*_no_trainer.py` examples."""
     data = parser.add_argument_group("data")
@@ -42,6 +64,11 @@ def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     data.add_argument("--max_eval_samples", type=int, help="truncate the validation and test splits")
     data.add_argument("--preprocessing_num_workers", type=int, help="processes for dataset.map")
     data.add_argument("--overwrite_cache", action="store_true", help="redo the cached preprocessing")
+    data.add_argument(
+        "--text_column_name",
+        help='the column of words per document; default "words", or "tokens" when there is no "words" column '
+        "(as in LayoutLMv3 datasets on the Hub)",
+    )
 
     windows = parser.add_argument_group("windows (long documents are split, not truncated)")
     windows.add_argument("--max_seq_length", type=int, default=512, help="tokens per window, special tokens included")
@@ -58,39 +85,57 @@ def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     model.add_argument("--tokenizer_name", help="processor/tokenizer if not the checkpoint's")
     model.add_argument("--cache_dir", help="where to cache downloads from the Hub")
     model.add_argument("--revision", default="main", help="checkpoint revision on the Hub")
-    model.add_argument("--trust_remote_code", action="store_true")
+    model.add_argument("--trust_remote_code", action="store_true", help="allow code from the checkpoint's repo")
+    model.add_argument(
+        "--attention_dropout", type=float,
+        help="dropout on the attention probabilities (the config's attention_probs_dropout_prob, 0.1 in the "
+        "published checkpoints); 0 lets PyTorch's fused attention kernels run (see README, Speed)",
+    )
+    model.add_argument(
+        "--ignore_mismatched_sizes", action="store_true",
+        help="load a checkpoint whose classification head has another number of labels (the head is then "
+        "trained anew)",
+    )
 
     train = parser.add_argument_group("training")
-    train.add_argument("--output_dir", required=True)
-    train.add_argument("--per_device_train_batch_size", type=int, default=8)
-    train.add_argument("--per_device_eval_batch_size", type=int, default=16)
-    train.add_argument("--learning_rate", type=float, default=5e-5)
-    train.add_argument("--weight_decay", type=float, default=0.0)
-    train.add_argument("--max_grad_norm", type=float, default=1.0)
-    train.add_argument("--num_train_epochs", type=int, default=3)
+    train.add_argument("--output_dir", required=True, help="where the model, results and checkpoints go")
+    train.add_argument("--per_device_train_batch_size", type=int, default=8, help="training windows per process")
+    train.add_argument("--per_device_eval_batch_size", type=int, default=16, help="evaluation windows per process")
+    train.add_argument("--learning_rate", type=float, default=5e-5, help="peak learning rate of AdamW")
+    train.add_argument("--weight_decay", type=float, default=0.0, help="AdamW weight decay (not on biases, norms)")
+    train.add_argument("--max_grad_norm", type=float, default=1.0, help="clip gradients to this norm; 0: no clipping")
+    train.add_argument("--num_train_epochs", type=int, default=3, help="passes over the training windows")
     train.add_argument("--max_train_steps", type=int, help="overrides --num_train_epochs")
-    train.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    train.add_argument("--gradient_accumulation_steps", type=int, default=1, help="batches per optimizer step")
     train.add_argument(
         "--lr_scheduler_type",
         default="linear",
         choices=["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"],
     )
-    train.add_argument("--num_warmup_steps", type=int, default=0)
+    train.add_argument("--num_warmup_steps", type=int, default=0, help="linear warm-up steps of the schedule")
     train.add_argument("--warmup_ratio", type=float, default=0.0, help="used when --num_warmup_steps is 0")
-    train.add_argument("--seed", type=int, default=42)
+    train.add_argument("--seed", type=int, default=42, help="seeds the model init, shuffling and validation carve")
     train.add_argument(
         "--mixed_precision",
         choices=["no", "fp16", "bf16"],
         help="autocast precision; default: what `accelerate launch`/`accelerate config` set",
     )
     train.add_argument("--early_stopping_patience", type=int, help="epochs without improvement before stopping")
-    train.add_argument("--checkpointing_steps", help='save the training state every N steps, or "epoch"')
+    train.add_argument(
+        "--checkpointing_steps", type=parse_checkpointing_steps,
+        help='save the training state every N steps, or "epoch"',
+    )
     train.add_argument("--resume_from_checkpoint", help='a checkpoint folder, or "latest" in --output_dir')
     train.add_argument("--logging_steps", type=int, default=10, help="log loss and learning rate every N steps")
-    train.add_argument("--dataloader_num_workers", type=int, default=0)
+    train.add_argument("--dataloader_num_workers", type=int, default=0, help="DataLoader worker processes")
+    train.add_argument(
+        "--group_by_length", action="store_true",
+        help="batch training windows of similar length together (shuffled in groups, as transformers' Trainer "
+        "does), so dynamic padding pads little",
+    )
     train.add_argument(
         "--ddp_find_unused_parameters",
-        type=lambda v: v.lower() in ("1", "true", "yes"),
+        type=parse_bool,
         help="let DistributedDataParallel search for parameters without gradient each step; default: on for "
         "LayoutLMv2/LayoutXLM (its detectron2 backbone has unused FPN levels), off otherwise",
     )
@@ -104,9 +149,9 @@ def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         '"tensorboard", "wandb", ... or "all"',
     )
     track.add_argument("--experiment_name", help="MLflow experiment; default: the script's name")
-    track.add_argument("--push_to_hub", action="store_true")
+    track.add_argument("--push_to_hub", action="store_true", help="upload the final model folder to the Hub")
     track.add_argument("--hub_model_id", help="repo to push to; default: the output folder's name")
-    track.add_argument("--hub_private_repo", action="store_true")
+    track.add_argument("--hub_private_repo", action="store_true", help="create the Hub repo as private")
     track.add_argument("--hub_token", help="default: the HF_TOKEN environment variable / cached login")
     track.add_argument("--push_every_epoch", action="store_true", help="also upload after each epoch")
     return parser
@@ -229,6 +274,23 @@ def create_scheduler(args, optimizer, max_train_steps: int, num_processes: int):
     )
 
 
+class LengthGroupedEpochSampler(LengthGroupedSampler):
+    """transformers' LengthGroupedSampler (random groups of 4 batches or more, sorted by length inside), with the
+    order drawn from `seed` + epoch: Accelerate's `set_epoch` gives each epoch its own order, the same on every
+    run, which resuming mid-epoch relies on."""
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int):
+        super().__init__(batch_size, lengths=lengths)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
+
+
 def build_dataloaders(args, windows: dict, collator):
     """(train dataloader, {"validation"/"test": dataloader}, the split evaluated after each epoch).
 
@@ -237,8 +299,12 @@ def build_dataloaders(args, windows: dict, collator):
     """
     from torch.utils.data import DataLoader
 
+    order = dict(shuffle=True)
+    if args.group_by_length:
+        lengths = [len(ids) for ids in windows["train"].with_format(None)["input_ids"]]
+        order = dict(sampler=LengthGroupedEpochSampler(args.per_device_train_batch_size, lengths, args.seed))
     train_dataloader = DataLoader(
-        windows["train"], shuffle=True, collate_fn=collator, batch_size=args.per_device_train_batch_size,
+        windows["train"], **order, collate_fn=collator, batch_size=args.per_device_train_batch_size,
         num_workers=args.dataloader_num_workers,
         # Creating an iterator draws the workers' base seed from this generator; without one it is drawn from
         # the global torch RNG, the stream dropout uses. A run resumed mid-epoch creates one iterator more
@@ -584,12 +650,16 @@ def load_model_and_processing(args, model_class, **config_kwargs):
     from .modeling import load_processing
 
     hub = dict(cache_dir=args.cache_dir, revision=args.revision, trust_remote_code=args.trust_remote_code)
+    if args.attention_dropout is not None:
+        config_kwargs["attention_probs_dropout_prob"] = args.attention_dropout
     config = AutoConfig.from_pretrained(args.config_name or args.model_name_or_path, **config_kwargs, **hub)
     check_window_fits(config, args.max_seq_length)
     processing_source = args.tokenizer_name or args.model_name_or_path or args.config_name
     tokenizer, image_processor, processor = load_processing(processing_source, **hub)
     if args.model_name_or_path:
-        model = model_class.from_pretrained(args.model_name_or_path, config=config, **hub)
+        model = model_class.from_pretrained(
+            args.model_name_or_path, config=config, ignore_mismatched_sizes=args.ignore_mismatched_sizes, **hub
+        )
     else:
         model = model_class.from_config(config, trust_remote_code=args.trust_remote_code)
         init_scratch_classification_heads(model)
@@ -611,7 +681,8 @@ def init_scratch_classification_heads(model: torch.nn.Module) -> list[str]:
     """
     heads = []
     for name, module in model.named_modules():
-        if type(module).__name__ == "LayoutLMv3ClassificationHead":
+        # LiLT's sequence head is the same RoBERTa-style dense + tanh + projection, behind a post-LN body.
+        if type(module).__name__ in ("LayoutLMv3ClassificationHead", "LiltClassificationHead"):
             for layer in (module.dense, module.out_proj):
                 torch.nn.init.xavier_uniform_(layer.weight)
                 torch.nn.init.zeros_(layer.bias)
@@ -621,7 +692,7 @@ def init_scratch_classification_heads(model: torch.nn.Module) -> list[str]:
 
 # Models whose position ids count up from padding_idx + 1, as RoBERTa's do (transformers'
 # create_position_ids_from_input_ids), so padding_idx + 1 rows of the position table are never a token's.
-POSITIONS_AFTER_PADDING_IDX = ("layoutlmv3",)
+POSITIONS_AFTER_PADDING_IDX = ("layoutlmv3", "lilt")
 
 
 def text_positions(config) -> int:
@@ -649,11 +720,22 @@ def check_window_fits(config, max_seq_length: int) -> None:
 # to have finished reduction" on those unless it searches the graph for unused parameters every step;
 # freezing them changes nothing else, since the optimizer skips parameters without gradients anyway.
 # - transformers' LayoutLMv3 looks its relative-position biases up under torch.no_grad();
-# - token classification reads the sequence output, never the pooler.
+# - token classification reads the sequence output, never the pooler;
+# - LiLT's heads read the text stream only: the last layer's layout stream (its layout attention values and
+#   output, its layout feed-forward) feeds nothing (earlier layers' layout streams feed the next layer).
+def lilt_last_layout_stream(config) -> tuple[str, ...]:
+    last = f"encoder.layer.{config.num_hidden_layers - 1}."
+    return tuple(last + part for part in ("attention.self.layout_value.", "attention.layout_output.",
+                                          "layout_intermediate.", "layout_output."))
+
+
 NO_GRADIENT_PARAMETERS = {
     "LayoutLMv3": ("encoder.rel_pos_bias.", "encoder.rel_pos_x_bias.", "encoder.rel_pos_y_bias."),
     "LayoutLMForTokenClassification": ("pooler.",),
     "LayoutLMv2ForTokenClassification": ("pooler.",),
+    "Lilt": lilt_last_layout_stream,  # prefixes that depend on the config: a function of it
+    # Relation extraction (relation_model.py) reads its encoder's token states: never the pooler either.
+    "LayoutRelationModel": ("pooler.", "encoder.rel_pos_bias.", "encoder.rel_pos_x_bias.", "encoder.rel_pos_y_bias."),
 }
 
 
@@ -661,7 +743,8 @@ def freeze_parameters_without_gradient(model: torch.nn.Module) -> list[str]:
     """Set requires_grad=False on the parameters listed in NO_GRADIENT_PARAMETERS; returns their names."""
     class_name = type(model).__name__
     prefixes = tuple(
-        prefix for key, names in NO_GRADIENT_PARAMETERS.items() if class_name.startswith(key) for prefix in names
+        prefix for key, names in NO_GRADIENT_PARAMETERS.items() if class_name.startswith(key)
+        for prefix in (names(model.config) if callable(names) else names)
     )
     frozen = []
     for name, parameter in model.named_parameters():
@@ -706,13 +789,15 @@ def save_run(accelerator: Accelerator, args, model, processor, task: str, label_
     Task-specific reports must be written into args.output_dir before, so they are logged and pushed too."""
     from .export import attach_pipeline
 
-    save_model(accelerator, model, processor, args.output_dir)
     if accelerator.is_main_process:
-        attach_pipeline(args.output_dir, task)  # pipeline(task, model=output_dir, trust_remote_code=True)
+        # The results first: a failure in a later, optional step (pipeline files, card, upload) cannot lose them.
         write_json(os.path.join(args.output_dir, "all_results.json"), results)
         write_json(os.path.join(args.output_dir, "training_history.json"), state.history)
+    save_model(accelerator, model, processor, args.output_dir)
+    if accelerator.is_main_process:
         write_model_card(args.output_dir, task=task, labels=label_names, metrics=results, history=state.history,
                          args=args)
+        attach_pipeline(args.output_dir, task)  # pipeline(task, model=output_dir, trust_remote_code=True)
         log_artifacts(accelerator, args.output_dir, "model")
         if args.push_to_hub:
             repo_id = push_folder(args, args.output_dir, "End of training")

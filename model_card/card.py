@@ -32,23 +32,43 @@ TASK_NAMES = {
     "token-classification": "Token Classification",
     "image-classification": "Image Classification",
     "text-classification": "Text Classification",
+    "relation-extraction": "Relation Extraction",
 }
-# (licence id for the metadata, sentence for the card) of the pretrained checkpoints per model type.
-BASE_LICENCES = {
-    "layoutlm": ("mit", "LayoutLM (v1) checkpoints (`microsoft/layoutlm-*`) are released under the MIT licence."),
-    "layoutlmv2": (
-        "cc-by-nc-sa-4.0",
-        "LayoutLMv2 and LayoutXLM checkpoints (`microsoft/layoutlmv2-*`, `microsoft/layoutxlm-*`) are released "
-        "under CC BY-NC-SA 4.0: no commercial use, and derivatives such as this model must be shared under the "
-        "same licence.",
-    ),
-    "layoutlmv3": (
-        "cc-by-nc-sa-4.0",
-        "LayoutLMv3 checkpoints (`microsoft/layoutlmv3-*`) are released under CC BY-NC-SA 4.0: no commercial use, "
-        "and derivatives such as this model must be shared under the same licence.",
-    ),
+NON_COMMERCIAL = ("cc-by-nc-sa-4.0", "CC BY-NC-SA 4.0: no commercial use, and derivatives such as this model must be "
+                  "shared under the same licence.")
+# Licence (id for the metadata, sentence for the card) of the known pretrained checkpoints, as their model pages
+# state it.
+CHECKPOINT_LICENCES = {
+    # (microsoft/layoutlm-large-uncased and -base-cased state no licence on their pages: unknown here.)
+    **{name: ("mit", "the MIT licence (commercial use allowed).") for name in (
+        "microsoft/layoutlm-base-uncased", "SCUT-DLVCLab/lilt-roberta-en-base",
+    )},
+    **{name: NON_COMMERCIAL for name in (
+        "microsoft/layoutlmv2-base-uncased", "microsoft/layoutlmv2-large-uncased", "microsoft/layoutxlm-base",
+        "microsoft/layoutlmv3-base", "microsoft/layoutlmv3-large", "microsoft/layoutlmv3-base-chinese",
+    )},
 }
-BASE_LICENCES["layoutxlm"] = BASE_LICENCES["layoutlmv2"]
+# Model types whose every published pretrained checkpoint is share-alike: a model fine-tuned from any checkpoint
+# of them (a local folder, someone's fine-tuned copy) inherits the licence whatever its name.
+SHARE_ALIKE_MODEL_TYPES = {"layoutlmv2": NON_COMMERCIAL, "layoutxlm": NON_COMMERCIAL, "layoutlmv3": NON_COMMERCIAL}
+LICENCE_REFERENCE = ("For reference: LayoutLM (v1) and LiLT (`SCUT-DLVCLab/lilt-roberta-en-base`) weights are MIT; "
+                     "LayoutLMv2, LayoutXLM and LayoutLMv3 weights are CC BY-NC-SA 4.0 (non-commercial).")
+
+
+def base_licence(base_model: str | None, model_type: str | None) -> tuple[str | None, str | None]:
+    """(licence id, sentence) of a fine-tuned model's base checkpoint: by its name when it is a known checkpoint,
+    else by its model type when every checkpoint of that type is share-alike, else (None, None): unknown."""
+    if not base_model:
+        return None, None
+    if base_model in CHECKPOINT_LICENCES:
+        licence, words = CHECKPOINT_LICENCES[base_model]
+        return licence, f"The base checkpoint `{base_model}` is released under {words}"
+    if model_type in SHARE_ALIKE_MODEL_TYPES:
+        licence, words = SHARE_ALIKE_MODEL_TYPES[model_type]
+        return licence, f"Every published `{model_type}` checkpoint is released under {words}"
+    return None, None
+
+
 HYPERPARAMETERS = (
     "learning_rate", "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
     "num_train_epochs", "max_train_steps", "lr_scheduler_type", "num_warmup_steps", "warmup_ratio",
@@ -194,6 +214,19 @@ python predict.py --model_name_or_path {repo} --input invoices/ --output_dir pre
 The pipeline repeats the training preprocessing recorded in `config.json` (`document_preprocessing`): the page
 resize, box level, window length, stride and, for a model trained on OCR words, the OCR engine and its settings.
 OCR needs the engine: `rapidocr` and `onnxruntime` (default), or `tesseract-ocr` and `pytesseract`."""
+    if task == "relation-extraction":
+        return f"""Links between entities (question -> answer, key -> value), with the pipeline and model code shipped
+in this repository; entities come from a token-classification model, or are given:
+
+```python
+from transformers import pipeline
+
+linker = pipeline("relation-extraction", model="{repo}", trust_remote_code=True)
+linker("form.png", ner_model="path/or/hub-id-of-an-ner-model")
+# or linker({{"image": "form.png", "words": [...], "boxes": [...],
+#             "entities": [{{"words": [0, 1], "label": "QUESTION"}}, ...]}})
+# [{{"key": {{"text": "Date:", "label": "QUESTION", "box": [...], "words": [0]}}, "value": {{...}}, "score": 0.97}}]
+```"""
     return f"""```python
 from transformers import pipeline
 
@@ -231,7 +264,7 @@ def build_model_card(
     dataset_label = dataset or "a custom dataset"
     dataset_short = os.path.basename(os.path.normpath(dataset)) if dataset else "custom"
     fine_tuned = bool(base_model)
-    licence, licence_text = BASE_LICENCES.get(model_type or "", (None, None)) if fine_tuned else (None, None)
+    licence, licence_text = base_licence(base_model, model_type)
 
     eval_results = []
     if prefix:
@@ -270,7 +303,9 @@ def build_model_card(
 
     details = [("Task", f"{task_name} (`{task}`)"), ("Model type", f"`{model_type}`" if model_type else "unknown"),
                ("Base model", base_link if fine_tuned else "none (trained from scratch)"),
-               ("Training data", data_link), ("Licence", licence or "not set (see below)")]
+               ("Training data", data_link), ("Licence", licence or (
+                   "unknown: the base checkpoint's licence (see below)" if fine_tuned
+                   else "none inherited (trained from scratch; see below)"))]
     if "best_epoch" in metrics:
         details.append(("Best epoch (validation)", str(metrics["best_epoch"])))
 
@@ -278,13 +313,12 @@ def build_model_card(
         licence_part = (f"**Licence.** This model inherits the licence of its base checkpoint. {licence_text} "
                         "Check the licence of your training data as well.")
     elif fine_tuned:
-        licence_part = (f"**Licence.** This model inherits the licence of its base checkpoint `{base_model}`; check it "
-                        "and the licence of your training data. For reference: LayoutLMv2, LayoutXLM and LayoutLMv3 "
-                        "weights are CC BY-NC-SA 4.0, LayoutLM (v1) weights are MIT.")
+        licence_part = (f"**Licence.** This model inherits the licence of its base checkpoint `{base_model}`, which "
+                        "layoutkit does not know: check it on the checkpoint's model page, and the licence of your "
+                        f"training data. {LICENCE_REFERENCE}")
     else:
         licence_part = ("**Licence.** Trained from scratch: no pretrained weights are involved, so the licence is "
-                        "yours to choose, subject to the licence of the training data. (Fine-tuned LayoutLMv2, "
-                        "LayoutXLM and LayoutLMv3 models inherit CC BY-NC-SA 4.0; LayoutLM v1 models MIT.)")
+                        "yours to choose, subject to the licence of the training data. (" + LICENCE_REFERENCE + ")")
     limitations = "\n".join([
         "- Trained and evaluated on the data above only: layouts, languages, currencies and scan quality that differ "
         "from it can lower accuracy substantially. Check the metrics on your own documents before relying on it.",

@@ -13,7 +13,8 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-FUNSD_DIR = REPO_ROOT.parent / "shared" / "datasets" / "funsd"
+# FUNSD_DIR: where FUNSD is when the checkout is not beside shared/ (as in tests/test_dataset_loader.py).
+FUNSD_DIR = Path(os.environ.get("FUNSD_DIR", REPO_ROOT.parent / "shared" / "datasets" / "funsd"))
 
 
 def run_command(args, cwd=None, env=None, timeout=600) -> subprocess.CompletedProcess:

@@ -294,7 +294,8 @@ def test_read_funsd_errors_name_the_funsd_field(tmp_path):
 def test_funsd_import(tmp_path):
     dataset = import_funsd(FUNSD_DIR, tmp_path / "funsd", max_docs=3, seed=42)
     assert {name: len(part) for name, part in dataset.items()} == {"train": 2, "validation": 1, "test": 3}
-    assert dataset["train"].features == ner_features(FUNSD_LABELS)
+    # FUNSD's entity ids and links come along as the optional relation columns (docs/relations.md).
+    assert dataset["train"].features == ner_features(FUNSD_LABELS, ["entity_ids", "relations"])
     assert FUNSD_LABELS == ["O", "B-HEADER", "I-HEADER", "B-QUESTION", "I-QUESTION", "B-ANSWER", "I-ANSWER"]
 
     # Compare one form with its source file: tags, entity boxes as segments, blank words counted.
@@ -345,6 +346,7 @@ def test_dataset_card(built):
     assert "1000x1000" in text and "width x height" in text and "aspect ratio kept" in text
     assert '"segment_boxes"' in text  # the annotation format
     assert 'load_dataset("me/invoices")' in text
+    assert "`SCUT-DLVCLab/lilt-roberta-en-base`) and LayoutLM v1 weights are MIT" in text  # base-model licences
     assert DatasetCard(str(card)).data.task_categories == ["token-classification"]  # round-trips
 
 

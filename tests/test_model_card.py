@@ -74,6 +74,10 @@ def test_card_metadata_and_body(tmp_path):
     ("layoutlm", "microsoft/layoutlm-base-uncased", "mit"),
     ("layoutlmv2", "microsoft/layoutxlm-base", "cc-by-nc-sa-4.0"),
     ("layoutlmv3", None, None),
+    ("lilt", "SCUT-DLVCLab/lilt-roberta-en-base", "mit"),
+    ("layoutlmv3", "someone/layoutlmv3-finetuned-cord", "cc-by-nc-sa-4.0"),  # every v3 checkpoint is share-alike
+    ("lilt", "someone/lilt-xlm-roberta-base", None),  # LiLT's licence depends on the checkpoint: unknown
+    ("layoutlm", "runs/my-layoutlm", None),
 ])
 def test_licence_follows_the_base_checkpoint(model_type, base, licence):
     from model_card import build_model_card
@@ -83,6 +87,10 @@ def test_licence_follows_the_base_checkpoint(model_type, base, licence):
     assert front_matter(str(card)).get("license") == licence
     if base is None:
         assert "trained from scratch" in str(card) and "licence is yours to choose" in str(card)
+    elif licence is None:
+        assert "| Licence | unknown" in str(card) and "layoutkit does not know: check it" in str(card)
+    if base == "SCUT-DLVCLab/lilt-roberta-en-base":
+        assert "`SCUT-DLVCLab/lilt-roberta-en-base` is released under the MIT licence" in str(card)
 
 
 def test_card_is_task_agnostic_and_tolerates_missing_parts():

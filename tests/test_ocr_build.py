@@ -121,3 +121,7 @@ def test_funsd_import_on_ocr_words(tmp_path):
     dataset = load_from_disk(str(output))
     names = dataset["test"].features["ner_tags"].feature.names
     assert any(names[t] != "O" for t in dataset["test"][0]["ner_tags"])
+    # Entity ids follow the OCR words (the annotated word each overlaps most); links only between kept entities.
+    row = dataset["test"][0]
+    assert len(row["entity_ids"]) == len(row["words"]) and any(i >= 0 for i in row["entity_ids"])
+    assert row["relations"] and all(h in row["entity_ids"] and t in row["entity_ids"] for h, t in row["relations"])

@@ -91,11 +91,12 @@ def test_tracking_logs_params_metrics_and_model_to_mlflow(invoice_dataset, scrat
     assert {"model/config.json", "model/model.safetensors", "model/all_results.json"} <= artifacts
 
 
-def test_resume_mid_epoch_matches_uninterrupted_run(invoice_dataset, scratch_checkpoint, tmp_path):
+@pytest.mark.parametrize("order", [[], ["--group_by_length"]], ids=["shuffled", "grouped_by_length"])
+def test_resume_mid_epoch_matches_uninterrupted_run(order, invoice_dataset, scratch_checkpoint, tmp_path):
     """A run stopped after step 5 (mid-epoch 2: 4 steps per epoch) and resumed from its last checkpoint
     ends with the same metrics and predictions as a run that was never stopped."""
     checkpoint = scratch_checkpoint("layoutlm")
-    args = ["--num_train_epochs", 3, "--per_device_train_batch_size", 10, "--checkpointing_steps", 5]
+    args = ["--num_train_epochs", 3, "--per_device_train_batch_size", 10, "--checkpointing_steps", 5, *order]
     uninterrupted, interrupted = tmp_path / "uninterrupted", tmp_path / "interrupted"
     train(invoice_dataset, checkpoint, uninterrupted, *args)
     # The interrupted run's folder as a kill right after step 5 leaves it: only the step_5 checkpoint.

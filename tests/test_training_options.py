@@ -111,3 +111,34 @@ def test_both_scripts_take_the_window_flags_and_refuse_a_stride_that_leaves_no_n
     with pytest.raises(SystemExit):
         parse_args([*common, "--max_seq_length", "128", "--stride", "126"])
     assert "--stride must be smaller than --max_seq_length minus the two special tokens" in capsys.readouterr().err
+
+
+def test_length_grouped_batches_pad_less_and_change_every_epoch():
+    import torch
+
+    from layoutkit.training import LengthGroupedEpochSampler
+
+    lengths = [int(n) for n in torch.randint(20, 512, (400,), generator=torch.Generator().manual_seed(0))]
+    sampler = LengthGroupedEpochSampler(8, lengths, seed=3)
+
+    def padded_tokens(order):
+        batches = [order[i:i + 8] for i in range(0, len(order), 8)]
+        return sum(max(lengths[j] for j in batch) * len(batch) for batch in batches)
+
+    sampler.set_epoch(1)
+    first = list(sampler)
+    assert sorted(first) == list(range(400))
+    assert list(sampler) == first  # the same order for the same seed and epoch: resuming mid-epoch relies on it
+    sampler.set_epoch(2)
+    assert list(sampler) != first
+    shuffled = torch.randperm(400, generator=torch.Generator().manual_seed(3)).tolist()
+    assert padded_tokens(first) < 0.75 * padded_tokens(shuffled)
+
+
+def test_attention_dropout_is_recorded_in_the_config(invoice_dataset, scratch_checkpoint, tmp_path):
+    output = tmp_path / "no-attention-dropout"
+    train(invoice_dataset, scratch_checkpoint("layoutlmv3"), output, "--num_train_epochs", 1, "--max_train_samples", 8,
+          "--max_eval_samples", 4, "--attention_dropout", 0)
+    config = json.loads((output / "config.json").read_text())
+    assert config["attention_probs_dropout_prob"] == 0.0
+    assert config["hidden_dropout_prob"] == 0.1

@@ -1,0 +1,124 @@
+"""ONNX export (`python -m layoutkit.export_onnx`): parity of ONNX Runtime logits with PyTorch on tiny checkpoints at
+other batch sizes and sequence lengths than the traced ones, the pipeline and predict.py on the ONNX backend, and
+LayoutLMv2 refused with its reason."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from conftest import python_module, run_command
+
+pytest.importorskip("onnx", reason="the ONNX exporter needs the onnx package (pip install onnx)")
+# Parity batches: (words per document, window length), neither the traced (2 x 32) nor the export check's shapes.
+PARITY = (((7,), 24), ((30, 4, 12, 19), 96))
+MAX_ABS_DIFF = 1e-4
+
+
+def classification_checkpoint(scratch_checkpoint, tmp_path, model_type: str, head: str):
+    """A tiny from-config model with its processor: token classification (3 BIO labels) or sequence
+    classification (3 classes), random weights made larger than the 0.02-std initialisation so logits are O(1)."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+    labels = ["O", "B-total", "I-total"] if head == "token" else ["invoice", "receipt", "letter"]
+    folder = tmp_path / f"{model_type}-{head}"
+    shutil.copytree(scratch_checkpoint(model_type), folder)
+    config = AutoConfig.from_pretrained(folder, num_labels=3, id2label=dict(enumerate(labels)),
+                                        label2id={label: i for i, label in enumerate(labels)})
+    auto = AutoModelForTokenClassification if head == "token" else AutoModelForSequenceClassification
+    torch.manual_seed(0)
+    model = auto.from_config(config)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() > 1:
+                parameter.normal_(0, 0.1)
+    model.save_pretrained(folder)
+    return folder
+
+
+def without_scores(value):
+    if isinstance(value, dict):
+        return {key: without_scores(item) for key, item in value.items() if key != "score"}
+    if isinstance(value, list):
+        return [without_scores(item) for item in value]
+    return value
+
+
+@pytest.mark.parametrize("model_type, head", [("layoutlm", "token"), ("layoutlmv3", "token"),
+                                              ("layoutlmv3", "sequence")])
+def test_onnx_runtime_logits_match_pytorch(scratch_checkpoint, tmp_path, model_type, head):
+    import onnxruntime
+
+    from layoutkit.export_onnx import example_batch, export_onnx, load_classification_model
+    from layoutkit.modeling import load_processing, model_family
+    from layoutkit.onnx_model import OnnxLayoutModel
+
+    checkpoint = classification_checkpoint(scratch_checkpoint, tmp_path, model_type, head)
+    info = export_onnx(str(checkpoint), tmp_path / "onnx")
+    assert info["model_type"] == model_type and all(p["max_abs_diff"] < MAX_ABS_DIFF for p in info["parity"])
+    expected_inputs = ["input_ids", "attention_mask", "bbox"] + (["pixel_values"] if model_type == "layoutlmv3" else [])
+    assert info["inputs"] == expected_inputs
+    # Batch and sequence axes are symbolic in the graph.
+    session = onnxruntime.InferenceSession(str(tmp_path / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"])
+    shapes = {i.name: i.shape for i in session.get_inputs()}
+    assert shapes["input_ids"] == ["batch", "sequence"] and shapes["bbox"] == ["batch", "sequence", 4]
+    # The label maps and processor travel with the graph.
+    exported = json.loads((tmp_path / "onnx" / "config.json").read_text())
+    assert exported["id2label"] == json.loads((checkpoint / "config.json").read_text())["id2label"]
+
+    model, config = load_classification_model(str(checkpoint))
+    tokenizer, image_processor, _ = load_processing(str(tmp_path / "onnx"))
+    onnx_model = OnnxLayoutModel(tmp_path / "onnx")
+    differences = []
+    for words, length in PARITY:
+        batch = example_batch(tokenizer, image_processor, model_family(config), words, length)
+        assert batch["input_ids"].shape[0] == len(words)
+        with torch.no_grad():
+            expected = model(**batch).logits
+        logits = onnx_model(**batch).logits
+        assert logits.shape == expected.shape
+        assert expected.abs().max() > 0.1, "logits of a realistic size, so the comparison means something"
+        differences.append(float((logits - expected).abs().max()))
+    print(f"{model_type} {head}: max |ONNX Runtime - PyTorch| = {max(differences):.2e}")
+    assert max(differences) < MAX_ABS_DIFF
+
+
+def test_layoutlmv2_is_refused_with_its_reason(scratch_checkpoint, tmp_path, capsys):
+    from layoutkit.export_onnx import main
+
+    assert main(["--model", str(scratch_checkpoint("layoutlmv2")), "--output", str(tmp_path / "v2")]) == 1
+    assert "detectron2" in capsys.readouterr().err
+    assert not (tmp_path / "v2" / "model.onnx").exists()
+
+
+def test_predict_onnx_backend_gives_the_torch_output(trained_ner_checkpoint, synthetic_invoices, tmp_path):
+    """The CLI export of the trained tiny LayoutLMv3, then predict.py on both backends: the same labels, entities
+    and fields; scores within rounding."""
+    export = tmp_path / "onnx"
+    log = run_command(python_module("layoutkit.export_onnx", "--model", trained_ner_checkpoint, "--output", export))
+    assert "max |ONNX Runtime - PyTorch|" in log.stdout
+    annotation = synthetic_invoices / "annotations" / "invoice_00002.json"
+    image = synthetic_invoices / "images" / json.loads(annotation.read_text())["image"]
+    import predict
+
+    outputs = {}
+    for backend, model in (("torch", trained_ner_checkpoint), ("onnx", export)):
+        folder = tmp_path / backend
+        assert predict.main(["--model_name_or_path", str(model), "--input", str(image), "--words_json",
+                             str(annotation), "--output_dir", str(folder), "--backend", backend]) == 0
+        outputs[backend] = json.loads((folder / f"{image.stem}.json").read_text())
+    torch_out, onnx_out = outputs["torch"], outputs["onnx"]
+    assert onnx_out["model"] == str(export)
+    # Everything but the model path and the scores is identical: labels, entities, fields, boxes.
+    assert without_scores({**onnx_out, "model": None}) == without_scores({**torch_out, "model": None})
+    assert onnx_out["entities"] and onnx_out["fields"]
+    assert [w["score"] for w in onnx_out["words"]] == pytest.approx([w["score"] for w in torch_out["words"]], abs=2e-4)
+
+    with pytest.raises(SystemExit):
+        predict.parse_args(["--model_name_or_path", str(export), "--input", str(image), "--output_dir",
+                            str(tmp_path / "x"), "--backend", "onnx", "--mixed_precision", "bf16"])
+    from layoutkit.predictor import load_predictor
+
+    with pytest.raises(FileNotFoundError, match="layoutkit.export_onnx"):
+        load_predictor(trained_ner_checkpoint, backend="onnx")

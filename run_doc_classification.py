@@ -28,7 +28,6 @@ from layoutkit.classification import (
     write_reports,
 )
 from layoutkit.data import carve_validation_split, dataset_preprocessing, load_raw_datasets
-from layoutkit.encoding import pixel_normalization
 from layoutkit.hp_search import add_hp_search_args, run_hp_search
 from layoutkit.losses import add_loss_args, build_loss, parse_class_weights
 from layoutkit.modeling import model_family
@@ -141,8 +140,7 @@ def train_and_evaluate(args, on_epoch_end=None) -> dict:
             )
             for split in raw
         }
-    collator = ClassificationCollator(tokenizer.pad_token_id, args.pad_to_multiple_of, family.image_input,
-                                      pixel_normalization(image_processor))
+    collator = ClassificationCollator(tokenizer.pad_token_id, args.pad_to_multiple_of, family.image_input)
     train_dataloader, eval_dataloaders, eval_split = build_dataloaders(args, windows, collator)
 
     class_weights = parse_class_weights(args.class_weights, label_names, lambda: raw["train"][args.label_column])

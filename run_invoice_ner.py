@@ -23,7 +23,7 @@ from layoutkit.data import (
     load_raw_datasets,
     standardize_label_column,
 )
-from layoutkit.encoding import LayoutCollator, pixel_normalization
+from layoutkit.encoding import LayoutCollator
 from layoutkit.hp_search import add_hp_search_args, run_hp_search
 from layoutkit.losses import add_loss_args, build_loss, parse_class_weights
 from layoutkit.modeling import model_family
@@ -119,8 +119,7 @@ def train_and_evaluate(args, on_epoch_end=None) -> dict:
             )
             for split in raw
         }
-    collator = LayoutCollator(tokenizer.pad_token_id, args.pad_to_multiple_of, family.image_input,
-                              pixel_normalization(image_processor))
+    collator = LayoutCollator(tokenizer.pad_token_id, args.pad_to_multiple_of, family.image_input)
     train_dataloader, eval_dataloaders, eval_split = build_dataloaders(args, windows, collator)
 
     class_weights = parse_class_weights(

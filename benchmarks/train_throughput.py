@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 from transformers import AutoConfig, AutoModelForTokenClassification
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from layoutkit.encoding import LayoutCollator, pixel_normalization  # noqa: E402
+from layoutkit.encoding import LayoutCollator  # noqa: E402
 from layoutkit.modeling import load_processing, model_family  # noqa: E402
 from layoutkit.ner import encode_ner_split, model_inputs  # noqa: E402
 from layoutkit.training import LengthGroupedEpochSampler, create_optimizer  # noqa: E402
@@ -47,7 +47,7 @@ LEVERS = {
 }
 
 
-def measure(args, windows, label_names, padding: str, precision: str, levers: list[str], image_processor) -> dict:
+def measure(args, windows, label_names, padding: str, precision: str, levers: list[str]) -> dict:
     accelerator = Accelerator(mixed_precision=precision, cpu=args.cpu)
     set_seed(args.seed)
     overrides = {"attention_probs_dropout_prob": 0.0} if "attn0" in levers else {}
@@ -60,7 +60,7 @@ def measure(args, windows, label_names, padding: str, precision: str, levers: li
     family = model_family(config)
     # Padding every window to 512 = the research example's padding="max_length".
     multiple = args.max_seq_length if padding == "max_length" else 8
-    collator = LayoutCollator(args.pad_token_id, multiple, family.image_input, pixel_normalization(image_processor))
+    collator = LayoutCollator(args.pad_token_id, multiple, family.image_input)
     order = dict(shuffle=True)
     if "grouped" in levers:
         lengths = [len(ids) for ids in windows.with_format(None)["input_ids"]]
@@ -147,7 +147,7 @@ def main():
         unknown = set(levers) - set(LEVERS)
         if unknown:
             parser.error(f"unknown levers {sorted(unknown)}; known: {sorted(LEVERS)}")
-        print(json.dumps(measure(args, windows, label_names, padding, precision, levers, image_processor)))
+        print(json.dumps(measure(args, windows, label_names, padding, precision, levers)))
         return
     # Each configuration in its own process, so peak memory is that configuration's alone.
     rows = []

@@ -63,7 +63,7 @@ def encode_classification_split(
         positions = [position[d] for d in columns["doc_index"]]
         if with_labels:
             columns["labels"] = [int(batch[label_column][p]) for p in positions]
-        columns.update(window_page_images(images, image_processor, family, positions, as_uint8=True))
+        columns.update(window_page_images(images, image_processor, family, positions))
         return columns
 
     windows = dataset.map(

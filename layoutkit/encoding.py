@@ -96,38 +96,14 @@ def encode_documents(
     return columns
 
 
-def window_page_images(
-    images, image_processor, family: ModelFamily, positions: Sequence[int], as_uint8: bool = False
-) -> dict:
+def window_page_images(images, image_processor, family: ModelFamily, positions: Sequence[int]) -> dict:
     """Page-image inputs for each window: the image processor runs once per document and each window
     gets its document's copy (`positions[i]` = index in `images` of window i's document).
-    Returns {input_name: array} or {} for text-only models.
-
-    `as_uint8`: the resized pixels before rescaling and normalisation, as uint8 (a quarter of float32's
-    size in the cached training windows); `LayoutCollator(pixel_normalization=...)` finishes them per batch.
-    """
+    Returns {input_name: array} or {} for text-only models."""
     if family.image_input is None or image_processor is None:
         return {}
-    normalization = pixel_normalization(image_processor) if as_uint8 else None
-    if normalization is None:
-        pixels = image_processor(images=list(images), return_tensors="np")["pixel_values"]
-    else:
-        pixels = image_processor(images=list(images), return_tensors="np", do_rescale=False,
-                                 do_normalize=False)["pixel_values"]
-        pixels = np.rint(pixels).clip(0, 255).astype(np.uint8)
+    pixels = image_processor(images=list(images), return_tensors="np")["pixel_values"]
     return {family.image_input: pixels[np.asarray(positions, dtype=np.int64)]}
-
-
-def pixel_normalization(image_processor) -> tuple[float, list[float], list[float]] | None:
-    """(rescale factor, mean, std) when the image processor rescales and normalises pixels (LayoutLMv3);
-    None when the model takes the resized pixels as they are (LayoutLMv2's backbone normalises inside)."""
-    if getattr(image_processor, "do_rescale", False) and getattr(image_processor, "do_normalize", False):
-        mean, std = image_processor.image_mean, image_processor.image_std
-        channels = 3
-        return (float(image_processor.rescale_factor),
-                list(mean) if isinstance(mean, (list, tuple)) else [float(mean)] * channels,
-                list(std) if isinstance(std, (list, tuple)) else [float(std)] * channels)
-    return None
 
 
 class LayoutCollator:
@@ -137,17 +113,10 @@ class LayoutCollator:
 
     PAD_VALUES = {"attention_mask": 0, "token_type_ids": 0, "bbox": 0, "labels": IGNORE_INDEX, "word_ids": -1}
 
-    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = 8, image_input: str | None = None,
-                 pixel_normalization: tuple[float, Sequence[float], Sequence[float]] | None = None):
+    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = 8, image_input: str | None = None):
         self.pad_token_id = pad_token_id
         self.pad_to_multiple_of = pad_to_multiple_of
         self.image_input = image_input
-        # uint8 page pixels (window_page_images(as_uint8=True)) are rescaled and normalised here, per batch.
-        self.pixel_normalization = None
-        if pixel_normalization is not None:
-            rescale, mean, std = pixel_normalization
-            self.pixel_normalization = (rescale, torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1),
-                                        torch.tensor(std, dtype=torch.float32).view(-1, 1, 1))
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
         length = max(len(f["input_ids"]) for f in features)
@@ -170,12 +139,7 @@ class LayoutCollator:
         if "doc_index" in features[0]:
             batch["doc_index"] = torch.as_tensor([f["doc_index"] for f in features], dtype=torch.long)
         if self.image_input and self.image_input in features[0]:
-            pixels = torch.stack([torch.as_tensor(np.asarray(f[self.image_input])) for f in features])
-            # Stored as uint8; datasets' numpy format hands integer arrays over as int64.
-            if self.pixel_normalization is not None and not pixels.is_floating_point():
-                rescale, mean, std = self.pixel_normalization
-                pixels = (pixels.float() * rescale - mean) / std
-            batch[self.image_input] = pixels
+            batch[self.image_input] = torch.stack([torch.as_tensor(np.asarray(f[self.image_input])) for f in features])
         return batch
 
 

@@ -20,8 +20,7 @@ BOOKKEEPING = ("word_ids", "doc_index")
 
 
 def window_features(family: ModelFamily, image_processor, with_labels: bool) -> Features:
-    """Arrow types of the encoded training windows (explicit, so pixel arrays are stored as fixed-shape arrays,
-    uint8 where the collator normalises them: `window_page_images(as_uint8=True)`)."""
+    """Arrow types of the encoded windows (explicit, so pixel arrays are stored as fixed-shape arrays)."""
     features = {
         "input_ids": SequenceFeature(Value("int32")),
         "attention_mask": SequenceFeature(Value("int8")),
@@ -32,9 +31,8 @@ def window_features(family: ModelFamily, image_processor, with_labels: bool) -> 
     if with_labels:
         features["labels"] = SequenceFeature(Value("int32"))
     if family.image_input and image_processor is not None:
-        probe = window_page_images([Image.new("RGB", (32, 32), "white")], image_processor, family, [0], as_uint8=True)
-        pixels = probe[family.image_input]
-        features[family.image_input] = Array3D(shape=pixels.shape[1:], dtype=str(pixels.dtype))
+        probe = image_processor(images=[Image.new("RGB", (32, 32), "white")], return_tensors="np")["pixel_values"]
+        features[family.image_input] = Array3D(shape=probe.shape[1:], dtype=str(probe.dtype))
     return Features(features)
 
 
@@ -74,8 +72,7 @@ def encode_ner_split(
         )
         position = {doc: i for i, doc in enumerate(indices)}
         columns.update(
-            window_page_images(images, image_processor, family, [position[d] for d in columns["doc_index"]],
-                               as_uint8=True)
+            window_page_images(images, image_processor, family, [position[d] for d in columns["doc_index"]])
         )
         return columns
 
@@ -90,7 +87,7 @@ def encode_ner_split(
         load_from_cache_file=load_from_cache_file,
         desc="Encoding documents into windows",
     )
-    # numpy rows keep the stored dtypes (uint8 pixels) on the way to the collator.
+    # numpy rows keep the stored dtypes (float32 pixels, uint8 images) on the way to the collator.
     return windows.with_format("numpy")
 
 

@@ -138,26 +138,3 @@ def test_collator_pads_dynamically_to_a_multiple_of_8():
     assert batch["bbox"].shape == (2, 16, 4) and batch["bbox"][0, 3:].eq(0).all()
     assert batch["doc_index"].tolist() == [0, 1]
     assert batch["input_ids"].dtype == torch.long
-
-
-def test_training_pixels_are_stored_as_uint8_and_normalised_like_the_pipelines(tmp_path):
-    """Training windows keep the resized page as uint8 (a quarter of float32's size in the cache) and the collator
-    rescales and normalises it; the result is what the image processor gives the pipelines directly."""
-    from layoutkit.encoding import pixel_normalization, window_page_images
-
-    folder = build_scratch_checkpoint(str(tmp_path), "layoutlmv3", VOCABULARY * 50, size="tiny", vocab_size=400)
-    _, image_processor, _ = load_processing(folder)
-    family = FAMILIES["layoutlmv3"]
-    pages = [Image.fromarray(np.random.default_rng(seed).integers(0, 256, (700 + 90 * seed, 500, 3), dtype=np.uint8))
-             for seed in range(2)]
-    stored = window_page_images(pages, image_processor, family, [1, 0, 1], as_uint8=True)["pixel_values"]
-    direct = window_page_images(pages, image_processor, family, [1, 0, 1])["pixel_values"]
-    assert stored.dtype == np.uint8 and direct.dtype == np.float32 and stored.shape == direct.shape
-    collator = LayoutCollator(1, 8, family.image_input, pixel_normalization(image_processor))
-    # As the training windows hand them over: datasets' numpy format turns the stored uint8 into int64.
-    for dtype in (np.uint8, np.int64):
-        features = [{"input_ids": [0, 2], "attention_mask": [1, 1], "pixel_values": pixels.astype(dtype)}
-                    for pixels in stored]
-        batch = collator(features)
-        assert batch["pixel_values"].dtype == torch.float32
-        assert np.abs(batch["pixel_values"].numpy() - direct).max() < 1e-6

@@ -43,9 +43,10 @@ def task_of(config: dict, where: str = "config.json") -> str:
 
 
 def load_predictor(model: str | os.PathLike, backend: str = "torch", task: str | None = None, device=None,
-                   batch_size: int | None = None, num_threads: int | None = None):
+                   batch_size: int | None = None, num_threads: int | None = None, pipeline_class=None):
     """The pipeline of `model` (a checkpoint folder or Hub id for "torch"; an export folder for "onnx").
-    `batch_size` is windows per forward pass; `num_threads` ONNX Runtime's intra-op threads (default torch's)."""
+    `batch_size` is windows per forward pass; `num_threads` ONNX Runtime's intra-op threads (default torch's);
+    `pipeline_class` a subclass of the task's pipeline to build instead (the HTTP service's batching one)."""
     from transformers import pipeline
 
     if backend not in BACKENDS:
@@ -56,7 +57,8 @@ def load_predictor(model: str | os.PathLike, backend: str = "torch", task: str |
             from transformers import AutoConfig
 
             task = task_of(AutoConfig.from_pretrained(model).to_dict(), model)
-        return pipeline(task, model=model, pipeline_class=PIPELINE_CLASSES[task], device=device, batch_size=batch_size)
+        return pipeline(task, model=model, pipeline_class=pipeline_class or PIPELINE_CLASSES[task], device=device,
+                        batch_size=batch_size)
 
     from .modeling import load_processing
     from .onnx_model import OnnxLayoutModel, onnx_path
@@ -68,5 +70,6 @@ def load_predictor(model: str | os.PathLike, backend: str = "torch", task: str |
     task = task or task_of(json.loads(config_path.read_text(encoding="utf-8")), str(config_path))
     onnx_model = OnnxLayoutModel(model, num_threads=num_threads)
     tokenizer, image_processor, _ = load_processing(model)
-    return PIPELINE_CLASSES[task](model=onnx_model, tokenizer=tokenizer, image_processor=image_processor, task=task,
-                                  device="cpu", batch_size=batch_size)
+    return (pipeline_class or PIPELINE_CLASSES[task])(model=onnx_model, tokenizer=tokenizer,
+                                                      image_processor=image_processor, task=task, device="cpu",
+                                                      batch_size=batch_size)

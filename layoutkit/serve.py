@@ -75,6 +75,8 @@ def parse_args(argv=None):
     parser.add_argument("--model", dest="model_name_or_path", required=True, help="checkpoint folder or Hub id")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                        help="onnx: --model is a folder from `python -m layoutkit.export_onnx` (CPU, ONNX Runtime)")
     parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     parser.add_argument("--mixed_precision", choices=["no", "bf16"], default="no", help="bf16 autocast")
     parser.add_argument("--max_batch_size", type=int, default=16, help="windows per forward pass, across requests")
@@ -103,6 +105,8 @@ def parse_args(argv=None):
             parser.error(f"--{name} must be positive")
     if args.max_upload_mb <= 0 or args.max_wait_ms < 0:
         parser.error("--max_upload_mb must be positive and --max_wait_ms not negative")
+    if args.backend == "onnx" and (args.device == "cuda" or args.mixed_precision != "no"):
+        parser.error("--backend onnx runs the exported fp32 graph on the CPU; drop --device cuda / --mixed_precision")
     try:
         args.rule_config = RuleConfig.from_value(args.rules)
         args.field_schema = FieldSchema.load(args.schema)
@@ -118,11 +122,12 @@ def build_extractor(args) -> BatchedTokenClassificationPipeline:
     The model backend is the `run_windows` the batcher drives (`WindowedLayoutPipeline._run_windows` contract:
     windows in, (positions, logits) batches out); another backend (ONNX Runtime) plugs in by passing its own."""
     import torch
-    from transformers import pipeline
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    extractor = pipeline("token-classification", model=args.model_name_or_path, device=device,
-                         pipeline_class=BatchedTokenClassificationPipeline)
+    from .predictor import load_predictor
+
+    device = "cpu" if args.backend == "onnx" else args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    extractor = load_predictor(args.model_name_or_path, backend=args.backend, task="token-classification",
+                               device=device, pipeline_class=BatchedTokenClassificationPipeline)
     extractor.attach_batcher(WindowBatcher(extractor.model_run_windows(), args.max_batch_size, args.max_wait_ms,
                                            args.mixed_precision))
     return extractor

@@ -2,6 +2,7 @@
 other batch sizes and sequence lengths than the traced ones, the pipeline and predict.py on the ONNX backend, and
 LayoutLMv2 refused with its reason."""
 
+import base64
 import json
 import shutil
 
@@ -114,6 +115,18 @@ def test_predict_onnx_backend_gives_the_torch_output(trained_ner_checkpoint, syn
     assert without_scores({**onnx_out, "model": None}) == without_scores({**torch_out, "model": None})
     assert onnx_out["entities"] and onnx_out["fields"]
     assert [w["score"] for w in onnx_out["words"]] == pytest.approx([w["score"] for w in torch_out["words"]], abs=2e-4)
+
+    # The HTTP service on the ONNX backend answers with predict.py's JSON for the same page.
+    requests = pytest.importorskip("requests")
+    from serve_helpers import ServerProcess
+
+    words = json.loads(annotation.read_text())
+    payload = {"words": words["words"], "boxes": words["boxes"], "image": base64.b64encode(image.read_bytes()).decode()}
+    options = ("--backend", "onnx", "--log_level", "warning")
+    with ServerProcess(export, *options, log_path=tmp_path / "serve.log") as server:
+        answer = requests.post(server.url + "/v1/extract", json=payload, timeout=120)
+    assert answer.status_code == 200, answer.text
+    assert {**answer.json(), "source": None} == {**onnx_out, "source": None}
 
     with pytest.raises(SystemExit):
         predict.parse_args(["--model_name_or_path", str(export), "--input", str(image), "--output_dir",

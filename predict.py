@@ -96,6 +96,11 @@ def parse_args(argv=None):
     parser.add_argument("--relation_model", help="a run_relation_extraction.py checkpoint: adds `pairs`, the key -> "
                         "value links between the predicted entities (docs/relations.md)")
     parser.add_argument(
+        "--line_item_grouping", choices=["rule", "relations"], default="rule",
+        help="rows of `line_items` by the row rule, or by --relation_model's description -> quantity / unit price / "
+        "amount links (docs/line_items.md: with the scratch models measured there the rule is better)",
+    )
+    parser.add_argument(
         "--backend", choices=BACKENDS, default="torch",
         help="torch, or onnx: ONNX Runtime (CPU) on a folder written by `python -m layoutkit.export_onnx`",
     )
@@ -112,6 +117,8 @@ def parse_args(argv=None):
         parser.error("--device cuda: no CUDA device is available")
     if args.backend == "onnx" and args.device == "cuda":
         parser.error("--backend onnx runs on the CPU; drop --device cuda")
+    if args.line_item_grouping == "relations" and not args.relation_model:
+        parser.error("--line_item_grouping relations needs --relation_model")
     if args.backend == "onnx" and args.mixed_precision != "no":
         parser.error("--mixed_precision is torch autocast; the ONNX backend runs the exported fp32 graph")
     try:

@@ -15,11 +15,12 @@ def predict_document(extractor, source: Path | None, pages, words_pages, args, l
     """Run the pipeline on each page; entities and words carry their 1-based page number. Returns the document's
     JSON and, with --draw, its pages with words and entities drawn. `line_items` are the item table's rows
     (layoutkit/line_items.py). With `linker` (a relation-extraction pipeline) the JSON gains `pairs`: key -> value
-    links between each page's predicted entities, which also group the line items.
+    links between each page's predicted entities, which also group the line items with `args.line_item_grouping`
+    "relations".
 
     `args` carries the settings of predict.py's command line (the service builds the same): model_name_or_path,
     ocr_engine, ocr_lang, ocr_config, ocr_options, batch_size, mixed_precision, rule_config, draw, words_json,
-    field_schema."""
+    field_schema, line_item_grouping."""
     result = {"model": args.model_name_or_path, "source": str(source) if source else None, "status": "ok",
               "pages": [], "fields": {}, "line_items": [], "entities": [], "words": []}
     drawings = []
@@ -62,8 +63,9 @@ def predict_document(extractor, source: Path | None, pages, words_pages, args, l
             f"{args.ocr_lang or 'eng'!r} does not match)"
         )
     result["fields"] = extract_fields(result["entities"], args.field_schema)
-    # Rows of the item table: by the relation model's links where it gave some, by the row rule otherwise.
-    links = links_from_pairs(result["entities"], result["pairs"]) if result.get("pairs") else None
+    # Rows of the item table: by the row rule, or (line_item_grouping "relations") by the relation model's links.
+    by_links = args.line_item_grouping == "relations" and result.get("pairs")
+    links = links_from_pairs(result["entities"], result["pairs"]) if by_links else None
     result["line_items"] = group_line_items(result["entities"], links=links)
     return result, drawings
 

@@ -146,7 +146,7 @@ class ExtractionService:
             model_name_or_path=args.model_name_or_path, ocr_engine=args.ocr_engine, ocr_lang=args.ocr_lang,
             ocr_config=args.ocr_config, ocr_options=args.ocr_options, batch_size=args.max_batch_size,
             mixed_precision=args.mixed_precision, rule_config=args.rule_config, draw=False, words_json="request",
-            field_schema=args.field_schema,
+            field_schema=args.field_schema, line_item_grouping="rule",
         )
         self.pool = ThreadPoolExecutor(max_workers=args.workers, thread_name_prefix="extract")
 

@@ -251,3 +251,12 @@ def test_predict_and_pipeline_return_line_items(amount_checkpoint, tmp_path):
     only = extractor(inputs, return_line_items=True)
     assert only["line_items"] == items and "fields" not in only
     assert isinstance(extractor(inputs), list)  # plain calls still return the entities only
+
+
+def test_grouping_by_relations_needs_a_relation_model(tmp_path, capsys):
+    import predict
+
+    with pytest.raises(SystemExit):
+        predict.parse_args(["--model_name_or_path", "model", "--input", str(tmp_path), "--output_dir",
+                            str(tmp_path / "out"), "--line_item_grouping", "relations"])
+    assert "--line_item_grouping relations needs --relation_model" in capsys.readouterr().err

@@ -74,6 +74,8 @@ def test_json_export_builds_the_typed_dataset_with_links(images, tmp_path):
     assert links["task-11"]["entity_ids"] == [0, 0, 1, 1, 1, 2, 3]
     assert links["task-11"]["relations"] == [[2, 3]]
     assert [e["region"] for e in links["task-11"]["entities"]] == ["v1", "n1", "q1", "a1"]
+    # The links are dataset columns too (the annotation format's entity_ids / relations), for relation extraction.
+    assert first["entity_ids"] == [0, 0, 1, 1, 1, 2, 3] and first["relations"] == [[2, 3]]
 
     # Task 12 (local-files path into a sub-folder): a rotated region, a two-line transcription, a polygon and a
     # bidirectional relation.

@@ -63,8 +63,7 @@ def measure(args, windows, label_names, padding: str, precision: str, levers: li
     collator = LayoutCollator(args.pad_token_id, multiple, family.image_input)
     order = dict(shuffle=True)
     if "grouped" in levers:
-        lengths = [len(ids) for ids in windows.with_format(None)["input_ids"]]
-        order = dict(sampler=LengthGroupedEpochSampler(args.batch_size, lengths, args.seed))
+        order = dict(sampler=LengthGroupedEpochSampler.for_windows(windows, args.batch_size, args.seed))
     dataloader = DataLoader(windows, batch_size=args.batch_size, **order, collate_fn=collator,
                             generator=torch.Generator().manual_seed(args.seed))
     optimizer = create_optimizer(model, 5e-5, 0.0)

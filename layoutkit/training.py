@@ -283,6 +283,11 @@ class LengthGroupedEpochSampler(LengthGroupedSampler):
         super().__init__(batch_size, lengths=lengths)
         self.seed, self.epoch = seed, 0
 
+    @classmethod
+    def for_windows(cls, windows, batch_size: int, seed: int) -> "LengthGroupedEpochSampler":
+        """The sampler over encoded windows (a dataset with `input_ids`), grouped by their token counts."""
+        return cls(batch_size, [len(ids) for ids in windows.with_format(None)["input_ids"]], seed)
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
@@ -301,8 +306,8 @@ def build_dataloaders(args, windows: dict, collator):
 
     order = dict(shuffle=True)
     if args.group_by_length:
-        lengths = [len(ids) for ids in windows["train"].with_format(None)["input_ids"]]
-        order = dict(sampler=LengthGroupedEpochSampler(args.per_device_train_batch_size, lengths, args.seed))
+        order = dict(sampler=LengthGroupedEpochSampler.for_windows(windows["train"], args.per_device_train_batch_size,
+                                                                   args.seed))
     train_dataloader = DataLoader(
         windows["train"], **order, collate_fn=collator, batch_size=args.per_device_train_batch_size,
         num_workers=args.dataloader_num_workers,

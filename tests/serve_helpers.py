@@ -23,6 +23,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def stop_process(process: subprocess.Popen | None, timeout: float) -> None:
+    """Terminate a still-running process, killing it if it has not exited after `timeout` seconds."""
+    if process and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 class ServerProcess:
     """`python -m layoutkit.serve --model MODEL ...` on 127.0.0.1, started and waited for (GET /health) on enter,
     stopped on exit; its log is kept in `log_path`."""
@@ -58,13 +69,7 @@ class ServerProcess:
         return self.log_path.read_text(encoding="utf-8", errors="replace")[-6000:]
 
     def __exit__(self, *exc):
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout=20)
         self.log.close()
 
 
@@ -109,13 +114,7 @@ class HeadlessChromium:
         raise RuntimeError("Chromium's DevTools endpoint did not come up within 60 s")
 
     def __exit__(self, *exc):
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout=10)
 
     def run(self, script):
         """Run `script(session)` (a coroutine function) with a DevTools session on the page."""

@@ -13,7 +13,9 @@ Each run is its own process, measured alone, one after the other: training docum
 evaluation excluded, as both scripts report it), peak resident memory of the process (`wait4`), test F1.
 The research recipe trains on train + validation (the 149 FUNSD training forms, as the example does) and
 scores seqeval on the first sub-token of each word of the truncated test windows, as its `compute_metrics`
-does; ours trains on the 134 forms left after the 15 kept for choosing the epoch, and scores every word.
+does; ours trains on the 134 forms left after the 15 kept for choosing the epoch, and scores every word. So that
+both train on as many documents, ours runs the research recipe's number of optimizer steps (`--max_train_steps`:
+ceil(149 / batch) x epochs), a little over 16 epochs of its 134 forms; `--equal_epochs` runs the epochs instead.
 
     python -m dataset_loader funsd --input ../shared/datasets/funsd --output data/funsd
     python -m layoutkit.scratch --model_type layoutlmv3 --dataset_path data/funsd --output_dir runs/scratch-v3
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shlex
 import subprocess
@@ -123,6 +126,8 @@ def main() -> None:
         help='a run_invoice_ner.py setting to measure: a name, "=", extra flags (repeatable); default: defaults=',
     )
     parser.add_argument("--skip_research", action="store_true", help="measure only our settings")
+    parser.add_argument("--equal_epochs", action="store_true",
+                        help="run ours for --epochs over its 134 forms, not the research recipe's step count")
     parser.add_argument("--output_dir", help="keep the runs here (default: a temporary folder)")
     parser.add_argument("--research_recipe", action="store_true", help=argparse.SUPPRESS)  # the child process
     args = parser.parse_args()
@@ -142,13 +147,20 @@ def main() -> None:
         rows.append(("research example (pad to 512, fp32, Trainer)", result["train_documents_per_second"], peak,
                      result["test_f1"], seconds))
 
+    length = ["--num_train_epochs", args.epochs]
+    if not args.equal_epochs:
+        from datasets import load_from_disk
+
+        dataset = load_from_disk(args.dataset_path)
+        research_documents = len(dataset["train"]) + len(dataset["validation"])
+        length = ["--max_train_steps", math.ceil(research_documents / args.batch_size) * args.epochs]
     for setting in args.ours or ["defaults="]:
         name, _, flags = setting.partition("=")
         output = workdir / f"ours-{name}"
         command = [
             sys.executable, REPO_ROOT / "run_invoice_ner.py", "--dataset_path", args.dataset_path,
-            "--config_name", args.config_name, "--output_dir", output, "--box_level", "segment",
-            "--num_train_epochs", args.epochs, "--per_device_train_batch_size", args.batch_size,
+            "--config_name", args.config_name, "--output_dir", output, "--box_level", "segment", *length,
+            "--per_device_train_batch_size", args.batch_size,
             "--learning_rate", args.learning_rate, "--seed", args.seed, "--overwrite_cache", *shlex.split(flags),
         ]
         seconds, peak = run_measured(command, env={"PYTHONPATH": str(REPO_ROOT)})
@@ -157,7 +169,8 @@ def main() -> None:
                      result["train_documents_per_second"], peak, result["test_f1"], seconds))
 
     base_speed, base_peak = (rows[0][1], rows[0][2]) if not args.skip_research else (None, None)
-    print(f"\n{args.epochs} epochs, batch {args.batch_size}, learning rate {args.learning_rate:g}, seed {args.seed}\n")
+    budget = f"{args.epochs} epochs" if args.equal_epochs else f"{length[1]} steps ({args.epochs} research epochs)"
+    print(f"\n{budget}, batch {args.batch_size}, learning rate {args.learning_rate:g}, seed {args.seed}\n")
     print("| setting | train docs/s | peak RSS MiB | test F1 | wall s | speed vs research | memory vs research |")
     print("|---|---|---|---|---|---|---|")
     for name, speed, peak, f1, seconds in rows:

@@ -12,7 +12,6 @@ clamped to the page. Photometric changes touch the image only; box jitter touche
 
 from __future__ import annotations
 
-import argparse
 import io
 import math
 from dataclasses import dataclass
@@ -276,22 +275,10 @@ def augment_split(
     return concatenate_datasets([dataset, *augmented])
 
 
-def add_augment_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The --augment flags (see docs/training.md)."""
-    group = parser.add_argument_group("augmentation")
-    group.add_argument("--augment", action="store_true",
-                       help="add augmented copies of the training documents (training split only)")
-    group.add_argument("--augment_copies", type=int, default=2,
-                       help="augmented copies per training document with --augment (default 2)")
-    return parser
-
-
-def augment_training_split(accelerator, args, raw) -> None:
-    """With --augment, replace raw["train"] by the originals plus their augmented copies (cached; the main
-    process builds the cache first)."""
-    if not args.augment:
-        return
+def augment_training_split(accelerator, copies: int, raw, seed: int, num_proc: int | None = None,
+                           load_from_cache_file: bool = True) -> None:
+    """Replace raw["train"] by the originals plus `copies` augmented copies of each (cached; the main process
+    builds the cache first)."""
     with accelerator.main_process_first():
-        raw["train"] = augment_split(raw["train"], args.augment_copies, args.seed,
-                                     num_proc=args.preprocessing_num_workers,
-                                     load_from_cache_file=not args.overwrite_cache)
+        raw["train"] = augment_split(raw["train"], copies, seed, num_proc=num_proc,
+                                     load_from_cache_file=load_from_cache_file)

@@ -17,20 +17,16 @@ import numpy as np
 import torch
 from datasets import Dataset, Value
 
-from .boxes import normalize_boxes
-from .encoding import LayoutCollator, encode_documents, window_page_images
+from .arguments import DocumentClassificationArguments
+from .driver import Evaluation, Task
+from .encoding import LayoutCollator, document_words, encode_pages
+from .losses import build_loss, parse_class_weights
 from .modeling import ModelFamily
 from .ner import BOOKKEEPING, window_features
+from .training import log_figure
 
 CONFUSION_FILE = "confusion_matrix.png"
 MISCLASSIFIED_FILE = "misclassified.jsonl"
-
-
-def document_words(words: Sequence[str], boxes: Sequence[Sequence[float]]):
-    """A document with no words still gets one (empty) window: [CLS] [SEP] plus the page image."""
-    if len(words):
-        return list(words), [list(b) for b in boxes]
-    return [""], [[0, 0, 0, 0]]
 
 
 def encode_classification_split(
@@ -52,18 +48,12 @@ def encode_classification_split(
         features["labels"] = Value("int64")
 
     def encode(batch, indices):
-        images = batch["image"]
-        words, boxes = [], []
-        for doc_words, doc_boxes, image in zip(batch["words"], batch["bboxes"], images):
-            doc_words, doc_boxes = document_words(doc_words, doc_boxes)
-            words.append(doc_words)
-            boxes.append(normalize_boxes(doc_boxes, image.width, image.height))
-        columns = encode_documents(words, boxes, tokenizer, family, max_length, stride, doc_indices=indices)
-        position = {doc: i for i, doc in enumerate(indices)}
-        positions = [position[d] for d in columns["doc_index"]]
+        words, boxes = zip(*(document_words(w, b) for w, b in zip(batch["words"], batch["bboxes"])))
+        columns = encode_pages(batch["image"], words, boxes, tokenizer, image_processor, family, max_length, stride,
+                               doc_indices=indices)
         if with_labels:
-            columns["labels"] = [int(batch[label_column][p]) for p in positions]
-        columns.update(window_page_images(images, image_processor, family, positions))
+            position = {doc: i for i, doc in enumerate(indices)}
+            columns["labels"] = [int(batch[label_column][position[d]]) for d in columns["doc_index"]]
         return columns
 
     windows = dataset.map(
@@ -226,3 +216,105 @@ def write_reports(output_dir: str, records: Sequence[dict], matrix: np.ndarray, 
     figure = confusion_figure(matrix, label_names, f"Confusion matrix ({split_name}, documents)")
     figure.savefig(os.path.join(output_dir, CONFUSION_FILE))
     return figure
+
+
+def add_ocr_words(raw, lang: str, num_proc=None):
+    """Words and pixel boxes for datasets that come without them (plain image folders): Tesseract, once."""
+    from .boxes import load_page
+    from .ocr import ocr_page
+
+    def ocr(example):
+        result = ocr_page(load_page(example["image"]), lang=lang)
+        return {"words": result.words, "bboxes": result.boxes}
+
+    return raw.map(ocr, num_proc=num_proc, desc="OCR (once; cached)")
+
+
+# ------------------------------------------------------------------------------------------ the training task
+class DocumentClassificationTask(Task):
+    """Fine-tune a LayoutLM-family model for document image classification: one class per document. Documents
+    longer than one window are classified by the mean of their windows' logits; every metric is on documents."""
+
+    pipeline_task = "image-classification"
+    script_name = "run_doc_classification"
+    arguments_class = DocumentClassificationArguments
+    model_inputs = staticmethod(model_inputs)
+
+    @property
+    def metric_name(self) -> str:
+        return self.args.task.metric_for_best_model
+
+    @property
+    def label_column(self) -> str:
+        return self.args.task.label_column_name
+
+    @property
+    def stratify_column(self) -> str:
+        return self.label_column
+
+    def prepare_dataset(self, accelerator, raw):
+        if self.label_column not in raw["train"].column_names:
+            raise ValueError(f"no {self.label_column!r} column in the dataset ({raw['train'].column_names}); "
+                             "pass --label_column_name")
+        if "words" not in raw["train"].column_names:
+            with accelerator.main_process_first():
+                raw = add_ocr_words(raw, self.args.task.ocr_lang, self.args.data.preprocessing_num_workers)
+        return raw
+
+    def read_labels(self, raw) -> None:
+        self.label_names = raw["train"].features[self.label_column].names
+
+    def model_class(self):
+        from transformers import AutoModelForSequenceClassification
+
+        return AutoModelForSequenceClassification
+
+    def recorded_preprocessing(self) -> dict:
+        return {"document_aggregation": "mean_window_logits"}
+
+    def encode(self, raw, split: str, processing):
+        data = self.args.data
+        return encode_classification_split(
+            raw[split], processing.tokenizer, processing.image_processor, processing.family, data.max_seq_length,
+            data.stride, label_column=self.label_column, num_proc=data.preprocessing_num_workers,
+            load_from_cache_file=not data.overwrite_cache,
+        )
+
+    def collator(self, processing, pad_to_multiple_of: int):
+        return ClassificationCollator(processing.tokenizer.pad_token_id, pad_to_multiple_of,
+                                      processing.family.image_input)
+
+    def loss_function(self, raw):
+        class_weights = parse_class_weights(self.args.objective.class_weights, self.label_names,
+                                            lambda: raw["train"][self.label_column])
+        return build_loss(self.args.objective, class_weights)
+
+    def describe(self, raw, windows) -> str:
+        return f"{super().describe(raw, windows)}, {len(self.label_names)} classes"
+
+    def evaluate(self, accelerator, model, dataloader, raw, split: str, final: bool) -> Evaluation:
+        metrics, records, matrix = evaluate_classification(accelerator, model, dataloader, raw[split],
+                                                           self.label_names, self.label_column)
+        return Evaluation(metrics, records, matrix)
+
+    def headline(self, metrics: dict) -> str:
+        return (f"accuracy={metrics['accuracy']:.4f} f1_macro={metrics['f1_macro']:.4f} "
+                f"f1_weighted={metrics['f1_weighted']:.4f}")
+
+    def run_results(self) -> dict:
+        return {"metric_for_best_model": self.metric_name}
+
+    def report(self, accelerator, model, raw, split: str, prefix: str, evaluation: Evaluation,
+               output_dir: str) -> dict:
+        baseline = majority_baseline(raw["train"][self.label_column], raw[split][self.label_column])
+        accelerator.print(f"{split}: majority baseline accuracy={baseline:.4f}")
+        if accelerator.is_main_process:
+            figure = write_reports(output_dir, evaluation.records, evaluation.extra, self.label_names, split)
+            log_figure(accelerator, figure, "confusion_matrix.png")
+        return {f"{prefix}_majority_baseline_accuracy": baseline}
+
+
+def main(argv=None, description: str | None = None) -> dict:
+    from .driver import main as run
+
+    return run(DocumentClassificationTask, argv, description)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 
-from datasets import DatasetDict, load_dataset, load_from_disk
+from datasets import ClassLabel, DatasetDict, load_dataset, load_from_disk
+
+from .arguments import DataArguments
 
 
-def load_raw_datasets(args) -> DatasetDict:
+def load_raw_datasets(args: DataArguments, cache_dir: str | None = None) -> DatasetDict:
     """A saved dataset (`--dataset_path`) or a Hub dataset (`--dataset_name`), optionally truncated."""
     if args.dataset_path:
         if not os.path.isdir(args.dataset_path):
@@ -18,7 +20,7 @@ def load_raw_datasets(args) -> DatasetDict:
             )
         raw = load_from_disk(args.dataset_path)
     else:
-        raw = load_dataset(args.dataset_name, args.dataset_config_name, cache_dir=args.cache_dir)
+        raw = load_dataset(args.dataset_name, args.dataset_config_name, cache_dir=cache_dir)
     if not isinstance(raw, DatasetDict) or "train" not in raw:
         raise ValueError(f"{args.dataset_path or args.dataset_name}: expected a DatasetDict with a 'train' split")
     raw = standardize_text_column(raw, args.text_column_name)
@@ -68,14 +70,16 @@ def standardize_label_column(raw: DatasetDict, label_column: str | None, canonic
 VALIDATION_FRACTION = 0.1
 
 
-def carve_validation_split(raw: DatasetDict, seed: int, fraction: float = VALIDATION_FRACTION) -> str:
+def carve_validation_split(raw: DatasetDict, seed: int, fraction: float = VALIDATION_FRACTION,
+                           stratify_by_column: str | None = None) -> str:
     """Make sure the model is selected on a validation split, never on test; returns where it came from.
 
     The epoch kept (and early stopping) follows the validation score, so a dataset without a "validation"
     split gets one carved from train: `fraction` of its documents (at least 1), shuffled with `seed`, taken
     out of train. With fewer than 2 training documents nothing can be carved; there is then no validation
     split and the training scripts keep the last epoch. The returned text goes into the log and into
-    all_results.json ("validation_split").
+    all_results.json ("validation_split"). With `stratify_by_column` (a ClassLabel column: document classes) the
+    carve keeps the classes' proportions, unless a class has too few documents to be split.
     """
     if "validation" in raw:
         return "the dataset's validation split"
@@ -83,17 +87,26 @@ def carve_validation_split(raw: DatasetDict, seed: int, fraction: float = VALIDA
     if documents < 2:
         return (f"none: train has {documents} document, too few to carve a validation split from; the last "
                 "epoch's model is kept, no epoch is selected")
-    carved = raw["train"].train_test_split(test_size=max(1, round(fraction * documents)), seed=seed)
+    size = max(1, round(fraction * documents))
+    stratified = ""
+    if stratify_by_column and isinstance(raw["train"].features.get(stratify_by_column), ClassLabel):
+        try:
+            carved = raw["train"].train_test_split(test_size=size, seed=seed, stratify_by_column=stratify_by_column)
+            stratified = f", stratified by {stratify_by_column}"
+        except ValueError:  # a class with a single document, or fewer documents than classes in the carve
+            stratified = f", not stratified (too few documents per {stratify_by_column})"
+    if not stratified.startswith(", stratified"):
+        carved = raw["train"].train_test_split(test_size=size, seed=seed)
     raw["train"], raw["validation"] = carved["train"], carved["test"]
-    return (f"carved from train ({fraction:.0%}, seed {seed}): {len(carved['test'])} of {documents} documents; "
-            "the dataset has no validation split")
+    return (f"carved from train ({fraction:.0%}, seed {seed}{stratified}): {len(carved['test'])} of {documents} "
+            "documents; the dataset has no validation split")
 
 
-def dataset_preprocessing(args) -> dict:
+def dataset_preprocessing(dataset_path: str | None) -> dict:
     """The page resize the dataset was built with (`preprocessing.json` beside a saved dataset), so
     inference can repeat it; Hub datasets carry none and inference then keeps pages as they are."""
-    if args.dataset_path:
-        path = os.path.join(args.dataset_path, "preprocessing.json")
+    if dataset_path:
+        path = os.path.join(dataset_path, "preprocessing.json")
         if os.path.isfile(path):
             with open(path, encoding="utf-8") as handle:
                 return json.load(handle)

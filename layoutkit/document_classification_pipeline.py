@@ -36,6 +36,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .encoding import document_words
 from .pipeline_inputs import DEFAULT_WINDOW_BATCH_SIZE, WindowedLayoutPipeline, input_parameters, read_document
 
 DEFAULT_TOP_K = 5
@@ -65,9 +66,8 @@ class LayoutDocumentClassificationPipeline(WindowedLayoutPipeline):
         document = read_document(inputs, self.ocr_engine(ocr))
         words = document["words"]
         resized, scaled = self._resize(document["page"], document["boxes"])
-        if not words:  # as in training: a page without words still gets one window ([CLS] [SEP] + image)
-            words, scaled = [""], [[0, 0, 0, 0]]
-        return {"windows": self._windows(resized, words, scaled)}
+        # As in training: a page without words still gets one window ([CLS] [SEP] + image).
+        return {"windows": self._windows(resized, *document_words(words, scaled))}
 
     # ---------------------------------------------------------------------------------------- forward
     def _forward(self, model_inputs, window_batch_size: int = DEFAULT_WINDOW_BATCH_SIZE, mixed_precision: str = "no"):

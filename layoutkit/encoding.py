@@ -15,6 +15,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .boxes import normalize_boxes
 from .modeling import ModelFamily, tokenizer_takes_boxes
 
 IGNORE_INDEX = -100
@@ -94,6 +95,38 @@ def encode_documents(
                 previous = w
             columns["labels"].append(labels)
     return columns
+
+
+def encode_pages(
+    images: Sequence,
+    words: Sequence[Sequence[str]],
+    pixel_boxes: Sequence[Sequence[Sequence[float]]],
+    tokenizer,
+    image_processor,
+    family: ModelFamily,
+    max_length: int = 512,
+    stride: int = 128,
+    doc_indices: Sequence[int] | None = None,
+    **label_options,
+) -> dict[str, list]:
+    """Pages (PIL images with their words and boxes in the image's pixels) into model windows: boxes onto the
+    0-1000 grid, tokens into overlapping windows (`encode_documents`, which takes the `label_options`), and each
+    window's page pixels. The one encoding path of training (`Dataset.map` in ner.py, classification.py,
+    relation_extraction.py) and inference (the pipelines)."""
+    boxes = [normalize_boxes(b, image.width, image.height) for b, image in zip(pixel_boxes, images)]
+    doc_indices = list(range(len(words))) if doc_indices is None else list(doc_indices)
+    columns = encode_documents(words, boxes, tokenizer, family, max_length, stride, doc_indices=doc_indices,
+                               **label_options)
+    position = {doc: i for i, doc in enumerate(doc_indices)}
+    columns.update(window_page_images(images, image_processor, family, [position[d] for d in columns["doc_index"]]))
+    return columns
+
+
+def document_words(words: Sequence[str], boxes: Sequence[Sequence[float]]) -> tuple[list, list]:
+    """A document classified with no words still gets one (empty) window: [CLS] [SEP] plus the page image."""
+    if len(words):
+        return list(words), [list(b) for b in boxes]
+    return [""], [[0, 0, 0, 0]]
 
 
 def window_page_images(images, image_processor, family: ModelFamily, positions: Sequence[int]) -> dict:

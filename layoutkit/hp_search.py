@@ -11,8 +11,6 @@ pruning, and broadcasts both, so every process trains the same trial.
 
 from __future__ import annotations
 
-import argparse
-import copy
 import json
 import os
 from typing import Callable
@@ -32,20 +30,6 @@ BEST_FILE = "best_hyperparameters.json"
 # Flags a trial must not inherit from the search's command line.
 SEARCH_ONLY_FLAGS = ("hp_search", "n_trials", "hp_space", "hp_pruner", "push_to_hub", "push_every_epoch",
                      "resume_from_checkpoint", "config_file")
-
-
-def add_hp_search_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    group = parser.add_argument_group("hyperparameter search")
-    group.add_argument("--hp_search", choices=["optuna"], help="search hyperparameters instead of one run")
-    group.add_argument("--n_trials", type=int, default=10, help="trials of --hp_search")
-    group.add_argument(
-        "--hp_space",
-        help='JSON file: {"flag": {"type": "float"|"int"|"categorical", "low", "high", "log"|"choices"}}; '
-        "default: learning rate, batch size, epochs, warmup ratio, weight decay",
-    )
-    group.add_argument("--hp_pruner", choices=["median", "none"], default="median",
-                       help="stop trials whose validation metric trails the median of earlier trials")
-    return parser
 
 
 def load_search_space(args) -> dict:
@@ -126,13 +110,10 @@ def run_hp_search(args, train_and_evaluate: Callable, metric_name: str, experime
 
 
 def trial_arguments(args, values: dict, number: int):
-    trial_args = copy.copy(args)
-    for flag in SEARCH_ONLY_FLAGS:
-        setattr(trial_args, flag, None if flag != "push_to_hub" else False)
-    vars(trial_args).update(values)
-    trial_args.output_dir = os.path.join(args.output_dir, f"trial_{number}")
-    trial_args.with_tracking = True  # every trial is an MLflow child run
-    return trial_args
+    """The run arguments (arguments.RunArguments) of trial `number`: the search's, with the trial's values."""
+    reset = {flag: None if flag != "push_to_hub" else False for flag in SEARCH_ONLY_FLAGS if flag in args.flags()}
+    return args.replace(**reset, **values, output_dir=os.path.join(args.output_dir, f"trial_{number}"),
+                        with_tracking=True)  # every trial is an MLflow child run
 
 
 def write_best(args, study, metric_name: str) -> dict:
@@ -141,7 +122,7 @@ def write_best(args, study, metric_name: str) -> dict:
     if not completed:
         raise RuntimeError(f"all {len(study.trials)} trials were pruned; raise --n_trials or use --hp_pruner none")
     best_trial = study.best_trial
-    flags = {k: v for k, v in vars(args).items() if k not in SEARCH_ONLY_FLAGS and k != "output_dir"}
+    flags = {k: v for k, v in args.flags().items() if k not in SEARCH_ONLY_FLAGS and k != "output_dir"}
     flags.update(best_trial.params)
     best = {
         "flags": flags,

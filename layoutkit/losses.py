@@ -9,25 +9,12 @@ over those weights, as `torch.nn.functional.cross_entropy(weight=...)` does, so 
 
 from __future__ import annotations
 
-import argparse
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
 IGNORE_INDEX = -100
-
-
-def add_loss_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    group = parser.add_argument_group("loss")
-    group.add_argument("--loss", choices=["cross_entropy", "focal"], default="cross_entropy")
-    group.add_argument("--focal_gamma", type=float, default=2.0, help="focusing parameter of --loss focal")
-    group.add_argument(
-        "--class_weights",
-        help='"auto" (inverse label frequency in the training split, normalised to mean 1) or one weight per '
-        "label, comma-separated in label-id order",
-    )
-    return parser
 
 
 def focal_loss(
@@ -84,11 +71,12 @@ def parse_class_weights(value: str | None, label_names: Sequence[str], train_lab
     return weights
 
 
-def build_loss(args, class_weights: Sequence[float] | None):
-    """A `loss(logits, labels)` for the training loop, or None to use the model's own cross-entropy."""
-    if args.loss == "cross_entropy" and class_weights is None:
+def build_loss(objective, class_weights: Sequence[float] | None):
+    """A `loss(logits, labels)` for the training loop (`objective`: the --loss flags, arguments.LossArguments), or
+    None to use the model's own cross-entropy."""
+    if objective.loss == "cross_entropy" and class_weights is None:
         return None
-    gamma = args.focal_gamma if args.loss == "focal" else 0.0
+    gamma = objective.focal_gamma if objective.loss == "focal" else 0.0
     weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
 
     def loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -46,6 +46,15 @@ def flatten_scores(scores: dict) -> dict[str, float]:
     return flat
 
 
+# The overall scores among flat metrics (flatten_scores + field_exact_match); the rest are per entity type / field.
+OVERALL_METRICS = ("precision", "recall", "f1", "accuracy", "em", "em_no_space")
+
+
+def overall_metrics(metrics: dict) -> dict:
+    """Only the overall scores of flat metrics (without --return_entity_level_metrics)."""
+    return {name: value for name, value in metrics.items() if name in OVERALL_METRICS}
+
+
 def field_values(words: Sequence[str], tags: Sequence[str]) -> dict[str, list[str]]:
     """The text of every entity in a document, per entity type, in reading order."""
     values: dict[str, list[str]] = {}

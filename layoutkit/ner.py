@@ -1,17 +1,22 @@
-"""Token classification over documents: dataset windows, distributed word-level prediction, evaluation."""
+"""Token classification over documents: dataset windows, distributed word-level prediction, evaluation, and the
+training task (`TokenClassificationTask`, run by driver.py; `main` is `run_invoice_ner.py` / `layoutkit train-ner`)."""
 
 from __future__ import annotations
 
 from typing import Sequence
 
 import torch
-from datasets import Array3D, Dataset, Features, Sequence as SequenceFeature, Value
+from datasets import Array3D, Dataset, Features, Value
+from datasets import Sequence as SequenceFeature
 from PIL import Image
 
-from .boxes import normalize_boxes
-from .encoding import b_to_i_label_ids, encode_documents, window_page_images
+from .arguments import TokenClassificationArguments
+from .data import standardize_label_column
+from .driver import Evaluation, Task
+from .encoding import LayoutCollator, b_to_i_label_ids, encode_pages
 from .labels import OUTSIDE
-from .metrics import field_exact_match, flatten_scores, seqeval_scores
+from .losses import build_loss, parse_class_weights
+from .metrics import field_exact_match, flatten_scores, overall_metrics, seqeval_scores
 from .modeling import ModelFamily
 from .windows import WordPredictionMerger
 
@@ -63,18 +68,11 @@ def encode_ner_split(
     with_labels = "ner_tags" in dataset.column_names
 
     def encode(batch, indices):
-        images = batch["image"]
-        boxes = [normalize_boxes(b, image.width, image.height) for b, image in zip(batch[box_column], images)]
-        columns = encode_documents(
-            batch["words"], boxes, tokenizer, family, max_length, stride,
-            word_labels=batch["ner_tags"] if with_labels else None,
-            label_all_tokens=label_all_tokens, b_to_i=b_to_i, doc_indices=indices,
+        return encode_pages(
+            batch["image"], batch["words"], batch[box_column], tokenizer, image_processor, family, max_length,
+            stride, doc_indices=indices, word_labels=batch["ner_tags"] if with_labels else None,
+            label_all_tokens=label_all_tokens, b_to_i=b_to_i,
         )
-        position = {doc: i for i, doc in enumerate(indices)}
-        columns.update(
-            window_page_images(images, image_processor, family, [position[d] for d in columns["doc_index"]])
-        )
-        return columns
 
     windows = dataset.map(
         encode,
@@ -137,3 +135,58 @@ def evaluate_ner(accelerator, model, dataloader, documents: Dataset, label_names
     metrics = flatten_scores(seqeval_scores(gold, predicted))
     metrics.update(field_exact_match(words, gold, predicted))
     return metrics, records
+
+
+# ------------------------------------------------------------------------------------------ the training task
+class TokenClassificationTask(Task):
+    """Fine-tune a LayoutLM-family model for key-information extraction: one BIO label per word."""
+
+    pipeline_task = "token-classification"
+    script_name = "run_invoice_ner"
+    arguments_class = TokenClassificationArguments
+    model_inputs = staticmethod(model_inputs)
+
+    def prepare_dataset(self, accelerator, raw):
+        return standardize_label_column(raw, self.args.task.label_column_name, "ner_tags")
+
+    def read_labels(self, raw) -> None:
+        self.label_names = raw["train"].features["ner_tags"].feature.names
+
+    def model_class(self):
+        from transformers import AutoModelForTokenClassification
+
+        return AutoModelForTokenClassification
+
+    def recorded_preprocessing(self) -> dict:
+        return {"box_level": self.args.task.box_level}
+
+    def encode(self, raw, split: str, processing):
+        data = self.args.data
+        return encode_ner_split(
+            raw[split], processing.tokenizer, processing.image_processor, processing.family, self.label_names,
+            data.max_seq_length, data.stride, label_all_tokens=self.args.task.label_all_tokens,
+            box_level=self.args.task.box_level, num_proc=data.preprocessing_num_workers,
+            load_from_cache_file=not data.overwrite_cache,
+        )
+
+    def collator(self, processing, pad_to_multiple_of: int):
+        return LayoutCollator(processing.tokenizer.pad_token_id, pad_to_multiple_of, processing.family.image_input)
+
+    def loss_function(self, raw):
+        class_weights = parse_class_weights(
+            self.args.objective.class_weights, self.label_names,
+            lambda: [t for tags in raw["train"]["ner_tags"] for t in tags],
+        )
+        return build_loss(self.args.objective, class_weights)
+
+    def evaluate(self, accelerator, model, dataloader, raw, split: str, final: bool) -> Evaluation:
+        metrics, records = evaluate_ner(accelerator, model, dataloader, raw[split], self.label_names)
+        if not (final or self.args.task.return_entity_level_metrics):
+            metrics = overall_metrics(metrics)
+        return Evaluation(metrics, records)
+
+
+def main(argv=None, description: str | None = None) -> dict:
+    from .driver import main as run
+
+    return run(TokenClassificationTask, argv, description)

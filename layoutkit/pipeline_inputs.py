@@ -18,8 +18,8 @@ import torch
 from PIL import Image
 from transformers import Pipeline
 
-from .boxes import load_page, normalize_boxes, resize_document
-from .encoding import LayoutCollator, encode_documents, window_page_images
+from .boxes import load_page, resize_document
+from .encoding import LayoutCollator, encode_pages
 from .modeling import model_family, pil_image_processor
 from .ocr import DEFAULT_OCR_ENGINE, OcrEngine, get_ocr_engine
 from .validation import FieldError, check_box, is_blank_word, normalised_boxes_problem
@@ -204,13 +204,9 @@ class WindowedLayoutPipeline(Pipeline):
         """The model inputs of one resized page: overlapping windows of `max_seq_length` tokens, with the page
         image each window reads."""
         settings = self.preprocessing
-        normalized = normalize_boxes(scaled, resized.width, resized.height)
-        columns = encode_documents(
-            [words], [normalized], self.tokenizer, self.family, settings["max_seq_length"], settings["stride"]
-        )
-        count = len(columns["input_ids"])
-        columns.update(window_page_images([resized], self.image_processor, self.family, [0] * count))
-        return [{key: values[i] for key, values in columns.items()} for i in range(count)]
+        columns = encode_pages([resized], [words], [scaled], self.tokenizer, self.image_processor, self.family,
+                               settings["max_seq_length"], settings["stride"])
+        return [{key: values[i] for key, values in columns.items()} for i in range(len(columns["input_ids"]))]
 
     # ---------------------------------------------------------------------------------------- forward
     def _run_windows(self, windows: list[dict], window_batch_size: int, mixed_precision: str,

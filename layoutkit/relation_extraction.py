@@ -6,10 +6,13 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-from datasets import Dataset, Features, Sequence as SequenceFeature, Value
+from datasets import Dataset, Features, Value
+from datasets import Sequence as SequenceFeature
 
-from .boxes import normalize_boxes
-from .encoding import LayoutCollator, RelationCollator, encode_documents, window_page_images  # noqa: F401
+from .arguments import RelationExtractionArguments
+from .data import standardize_label_column
+from .driver import Evaluation, Task
+from .encoding import LayoutCollator, RelationCollator, encode_pages  # noqa: F401
 from .labels import OUTSIDE
 from .modeling import ModelFamily
 from .ner import BOX_COLUMNS, window_features
@@ -129,17 +132,14 @@ def encode_relation_split(
     entities, pairs = list(entities), [sorted(p) for p in pairs]
 
     def encode(batch, indices):
-        images = batch["image"]
-        boxes = [normalize_boxes(b, image.width, image.height) for b, image in zip(batch[box_column], images)]
-        columns = encode_documents(batch["words"], boxes, tokenizer, family, max_length, stride, doc_indices=indices)
+        columns = encode_pages(batch["image"], batch["words"], batch[box_column], tokenizer, image_processor, family,
+                               max_length, stride, doc_indices=indices)
         for name in ENTITY_COLUMNS:
             columns[name] = []
         for word_ids, doc in zip(columns["word_ids"], columns["doc_index"]):
             window = window_entity_columns(word_ids, entities[doc], type_ids, pairs[doc])
             for name in ENTITY_COLUMNS:
                 columns[name].append(window[name])
-        position = {doc: i for i, doc in enumerate(indices)}
-        columns.update(window_page_images(images, image_processor, family, [position[d] for d in columns["doc_index"]]))
         return columns
 
     features = Features({
@@ -162,9 +162,11 @@ def model_inputs(batch: dict) -> dict:
     return {k: v for k, v in batch.items() if k not in BOOKKEEPING}
 
 
-def predicted_entities(accelerator, args, ner_name_or_path: str, dataset: Dataset) -> list[dict[int, Entity]]:
+def predicted_entities(accelerator, ner_name_or_path: str, dataset: Dataset, max_seq_length: int, stride: int,
+                       pad_to_multiple_of: int | None, batch_size: int) -> list[dict[int, Entity]]:
     """The entities a token-classification checkpoint (run_invoice_ner.py) finds in each document of `dataset`,
-    with the windows and box level it was trained with: the entities of the end-to-end evaluation."""
+    with the windows and box level it was trained with (the given window settings when it recorded none): the
+    entities of the end-to-end evaluation."""
     from torch.utils.data import DataLoader
     from transformers import AutoModelForTokenClassification
 
@@ -178,13 +180,11 @@ def predicted_entities(accelerator, args, ner_name_or_path: str, dataset: Datase
     label_names = [ner.config.id2label[i] for i in range(len(ner.config.id2label))]
     documents = dataset.remove_columns([c for c in ("ner_tags",) if c in dataset.column_names])
     windows = encode_ner_split(
-        documents, tokenizer, image_processor, family, label_names, settings.get("max_seq_length", args.max_seq_length),
-        settings.get("stride", args.stride), box_level=settings.get("box_level", "word"),
+        documents, tokenizer, image_processor, family, label_names, settings.get("max_seq_length", max_seq_length),
+        settings.get("stride", stride), box_level=settings.get("box_level", "word"),
     )
-    collator = LayoutCollator(tokenizer.pad_token_id, args.pad_to_multiple_of, family.image_input)
-    dataloader = accelerator.prepare(
-        DataLoader(windows, collate_fn=collator, batch_size=args.per_device_eval_batch_size)
-    )
+    collator = LayoutCollator(tokenizer.pad_token_id, pad_to_multiple_of, family.image_input)
+    dataloader = accelerator.prepare(DataLoader(windows, collate_fn=collator, batch_size=batch_size))
     merger = predict_words(accelerator, ner, dataloader, [len(w) for w in dataset["words"]],
                            label_names.index(OUTSIDE))
     return [span_entities([label_names[i] for i in merger.result(doc)[0]]) for doc in range(len(dataset))]
@@ -231,3 +231,104 @@ def evaluate_relations(accelerator, model, dataloader, documents: Dataset, entit
             "gold_links": len(gold_links[doc]),
         })
     return relation_scores(gold_links, predicted), records
+
+
+# ------------------------------------------------------------------------------------------ the training task
+class RelationExtractionTask(Task):
+    """Train a LayoutLM-family encoder with a biaffine pair head to link entities: which answer belongs to which
+    question, which value to which key. Metrics are link precision/recall/F1 on gold entities, and end to end on
+    the entities of --ner_model_name_or_path."""
+
+    pipeline_task = "relation-extraction"
+    script_name = "run_relation_extraction"
+    arguments_class = RelationExtractionArguments
+    optional_groups = ()
+    model_inputs = staticmethod(model_inputs)
+
+    def prepare_dataset(self, accelerator, raw):
+        raw = standardize_label_column(raw, self.args.task.label_column_name, "ner_tags")
+        for split in raw:
+            check_relation_columns(raw[split], split)
+        return raw
+
+    def read_labels(self, raw) -> None:
+        """Entity types, candidate links, and each split's gold entities and links."""
+        self.label_names = raw["train"].features["ner_tags"].feature.names
+        self.entity_types = entity_types_of(self.label_names)
+        self.candidates = (parse_relation_types(self.args.task.relation_types, self.entity_types)
+                           or relation_types_in(raw["train"], self.label_names))
+        self.entities = {split: document_entities(raw[split], self.label_names) for split in raw}
+        self.pairs = {split: [oriented_pairs(e, r, self.candidates)
+                              for e, r in zip(self.entities[split], raw[split]["relations"])] for split in raw}
+        self.gold_links = {split: [link_keys(e, p) for e, p in zip(self.entities[split], self.pairs[split])]
+                           for split in raw}
+
+    def model_class(self):
+        return RelationModelLoader(self.entity_types, self.candidates, self.args.task.pooling)
+
+    def config_kwargs(self) -> dict:
+        return {}
+
+    def recorded_preprocessing(self) -> dict:
+        return {"box_level": self.args.task.box_level}
+
+    def configure_model(self, config) -> None:
+        config.threshold = self.args.task.threshold
+        config.one_head_per_tail = not self.args.task.all_heads_per_tail
+
+    def encode(self, raw, split: str, processing, entities=None, pairs=None):
+        data = self.args.data
+        return encode_relation_split(
+            raw[split], self.entities[split] if entities is None else entities,
+            self.pairs[split] if pairs is None else pairs, processing.tokenizer, processing.image_processor,
+            processing.family, self.entity_types, data.max_seq_length, data.stride, box_level=self.args.task.box_level,
+            num_proc=data.preprocessing_num_workers, load_from_cache_file=not data.overwrite_cache,
+        )
+
+    def collator(self, processing, pad_to_multiple_of: int):
+        self.processing, self.pad_to_multiple_of = processing, pad_to_multiple_of  # for the end-to-end test
+        return RelationCollator(processing.tokenizer.pad_token_id, pad_to_multiple_of, processing.family.image_input)
+
+    def describe(self, raw, windows) -> str:
+        return (f"{super().describe(raw, windows)}, {sum(len(p) for p in self.pairs['train'])} links; candidate links "
+                f"{', '.join(f'{h} -> {t}' for h, t in self.candidates)}")
+
+    def card_labels(self) -> list[str]:
+        return self.entity_types
+
+    def evaluate(self, accelerator, model, dataloader, raw, split: str, final: bool, entities=None) -> Evaluation:
+        metrics, records = evaluate_relations(
+            accelerator, model, dataloader, raw[split], self.entities[split] if entities is None else entities,
+            self.gold_links[split], threshold=self.args.task.threshold,
+            one_head_per_tail=not self.args.task.all_heads_per_tail,
+        )
+        return Evaluation(metrics, records)
+
+    def run_results(self) -> dict:
+        return {"relation_types": [f"{h}:{t}" for h, t in self.candidates]}
+
+    def report(self, accelerator, model, raw, split: str, prefix: str, evaluation: Evaluation,
+               output_dir: str) -> dict:
+        """With --ner_model_name_or_path, the links found among the entities that model predicts (end to end)."""
+        ner_model = self.args.task.ner_model_name_or_path
+        if not ner_model:
+            return {}
+        from torch.utils.data import DataLoader
+
+        data, training = self.args.data, self.args.training
+        predicted = predicted_entities(accelerator, ner_model, raw[split], data.max_seq_length, data.stride,
+                                       data.pad_to_multiple_of, training.per_device_eval_batch_size)
+        windows = self.encode(raw, split, self.processing, entities=predicted, pairs=[set()] * len(predicted))
+        dataloader = accelerator.prepare(DataLoader(
+            windows, collate_fn=self.collator(self.processing, self.pad_to_multiple_of),
+            batch_size=training.per_device_eval_batch_size,
+        ))
+        end_to_end = self.evaluate(accelerator, model, dataloader, raw, split, final=True, entities=predicted).metrics
+        accelerator.print(f"{split} (predicted entities): {self.headline(end_to_end)}")
+        return {f"{prefix}_end_to_end_{k}": v for k, v in end_to_end.items()}
+
+
+def main(argv=None, description: str | None = None) -> dict:
+    from .driver import main as run
+
+    return run(RelationExtractionTask, argv, description)

@@ -1,13 +1,10 @@
-"""Training-loop pieces shared by run_invoice_ner.py, run_doc_classification.py and run_relation_extraction.py.
-
-The scripts keep the examples' top-down shape (arguments, data, model, loop, save); what is the same in
-both lives here once: the common command-line flags, the Accelerator set-up, the resumable training
-state with early stopping, the step loop with checkpointing, and saving.
+"""Training-loop pieces of the task-agnostic driver (driver.py): the Accelerator set-up, tracking, optimizer and
+schedule, dataloaders, the resumable training state with early stopping, the step loop with checkpointing, model
+loading and saving. Each function takes the argument group (arguments.py) or the values it needs.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -20,202 +17,53 @@ from typing import Callable
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs
+from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, ProjectConfiguration
 from tqdm.auto import tqdm
 from transformers import get_scheduler
-from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
+from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices, get_parameter_names
 
 from model_card import write_model_card
 
+from .arguments import ModelArguments, TrainingArguments
+
 logger = get_logger(__name__)
-
-DEFAULT_MODEL = "microsoft/layoutlmv3-base"
-
-
-# ----------------------------------------------------------------------------------------------- flags
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """`--help` keeps the docstring's layout and shows every flag's default."""
-
-
-def parse_bool(value: str) -> bool:
-    """A flag's true/false value; anything else is an error, not silently False."""
-    lowered = str(value).strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true/false (or yes/no, on/off, 1/0), got {value!r}")
-
-
-def parse_checkpointing_steps(value: str) -> str:
-    """`--checkpointing_steps`: a positive number of steps or "epoch" (a typo would silently never save)."""
-    if value == "epoch" or (value.isdigit() and int(value) > 0):
-        return value
-    raise argparse.ArgumentTypeError(f'expected a positive number of steps or "epoch", got {value!r}')
-
-
-def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Flags both training scripts take, named as in transformers' `*_no_trainer.py` examples."""
-    data = parser.add_argument_group("data")
-    data.add_argument("--dataset_name", help="a dataset on the Hub (parquet, e.g. pushed by dataset_loader)")
-    data.add_argument("--dataset_config_name", help="the Hub dataset's configuration, if it has several")
-    data.add_argument("--dataset_path", help="a dataset saved with `python -m dataset_loader ... --output`")
-    data.add_argument("--max_train_samples", type=int, help="truncate the training split (debugging)")
-    data.add_argument("--max_eval_samples", type=int, help="truncate the validation and test splits")
-    data.add_argument("--preprocessing_num_workers", type=int, help="processes for dataset.map")
-    data.add_argument("--overwrite_cache", action="store_true", help="redo the cached preprocessing")
-    data.add_argument(
-        "--text_column_name",
-        help='the column of words per document; default "words", or "tokens" when there is no "words" column '
-        "(as in LayoutLMv3 datasets on the Hub)",
-    )
-
-    windows = parser.add_argument_group("windows (long documents are split, not truncated)")
-    windows.add_argument("--max_seq_length", type=int, default=512, help="tokens per window, special tokens included")
-    windows.add_argument("--stride", type=int, default=128, help="tokens shared by consecutive windows")
-    windows.add_argument("--pad_to_multiple_of", type=int, default=8, help="round padded lengths up to this")
-
-    model = parser.add_argument_group("model")
-    model.add_argument(
-        "--model_name_or_path",
-        help=f"checkpoint to fine-tune (Hub id or folder); default {DEFAULT_MODEL} unless --config_name "
-        "is given, in which case the model is trained from scratch from that config",
-    )
-    model.add_argument("--config_name", help="config to train from scratch (or override the checkpoint's)")
-    model.add_argument("--tokenizer_name", help="processor/tokenizer if not the checkpoint's")
-    model.add_argument("--cache_dir", help="where to cache downloads from the Hub")
-    model.add_argument("--revision", default="main", help="checkpoint revision on the Hub")
-    model.add_argument("--trust_remote_code", action="store_true", help="allow code from the checkpoint's repo")
-    model.add_argument(
-        "--attention_dropout", type=float,
-        help="dropout on the attention probabilities (the config's attention_probs_dropout_prob, 0.1 in the "
-        "published checkpoints); 0 lets PyTorch's fused attention kernels run (see README, Speed)",
-    )
-    model.add_argument(
-        "--ignore_mismatched_sizes", action="store_true",
-        help="load a checkpoint whose classification head has another number of labels (the head is then "
-        "trained anew)",
-    )
-
-    train = parser.add_argument_group("training")
-    train.add_argument("--output_dir", required=True, help="where the model, results and checkpoints go")
-    train.add_argument("--per_device_train_batch_size", type=int, default=8, help="training windows per process")
-    train.add_argument("--per_device_eval_batch_size", type=int, default=16, help="evaluation windows per process")
-    train.add_argument("--learning_rate", type=float, default=5e-5, help="peak learning rate of AdamW")
-    train.add_argument("--weight_decay", type=float, default=0.0, help="AdamW weight decay (not on biases, norms)")
-    train.add_argument("--max_grad_norm", type=float, default=1.0, help="clip gradients to this norm; 0: no clipping")
-    train.add_argument("--num_train_epochs", type=int, default=3, help="passes over the training windows")
-    train.add_argument("--max_train_steps", type=int, help="overrides --num_train_epochs")
-    train.add_argument("--gradient_accumulation_steps", type=int, default=1, help="batches per optimizer step")
-    train.add_argument(
-        "--lr_scheduler_type",
-        default="linear",
-        choices=["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"],
-    )
-    train.add_argument("--num_warmup_steps", type=int, default=0, help="linear warm-up steps of the schedule")
-    train.add_argument("--warmup_ratio", type=float, default=0.0, help="used when --num_warmup_steps is 0")
-    train.add_argument("--seed", type=int, default=42, help="seeds the model init, shuffling and validation carve")
-    train.add_argument(
-        "--mixed_precision",
-        choices=["no", "fp16", "bf16"],
-        help="autocast precision; default: what `accelerate launch`/`accelerate config` set",
-    )
-    train.add_argument("--early_stopping_patience", type=int, help="epochs without improvement before stopping")
-    train.add_argument(
-        "--checkpointing_steps", type=parse_checkpointing_steps,
-        help='save the training state every N steps, or "epoch"',
-    )
-    train.add_argument("--resume_from_checkpoint", help='a checkpoint folder, or "latest" in --output_dir')
-    train.add_argument("--logging_steps", type=int, default=10, help="log loss and learning rate every N steps")
-    train.add_argument("--dataloader_num_workers", type=int, default=0, help="DataLoader worker processes")
-    train.add_argument(
-        "--group_by_length", action="store_true",
-        help="batch training windows of similar length together (shuffled in groups, as transformers' Trainer "
-        "does), so dynamic padding pads little",
-    )
-    train.add_argument(
-        "--ddp_find_unused_parameters",
-        type=parse_bool,
-        help="let DistributedDataParallel search for parameters without gradient each step; default: on for "
-        "LayoutLMv2/LayoutXLM (its detectron2 backbone has unused FPN levels), off otherwise",
-    )
-
-    track = parser.add_argument_group("tracking and sharing")
-    track.add_argument("--with_tracking", action="store_true", help="log to the trackers of --report_to")
-    track.add_argument(
-        "--report_to",
-        default="mlflow",
-        help='Accelerate tracker(s): "mlflow" (default; local store unless MLFLOW_TRACKING_URI), '
-        '"tensorboard", "wandb", ... or "all"',
-    )
-    track.add_argument("--experiment_name", help="MLflow experiment; default: the script's name")
-    track.add_argument("--push_to_hub", action="store_true", help="upload the final model folder to the Hub")
-    track.add_argument("--hub_model_id", help="repo to push to; default: the output folder's name")
-    track.add_argument("--hub_private_repo", action="store_true", help="create the Hub repo as private")
-    track.add_argument("--hub_token", help="default: the HF_TOKEN environment variable / cached login")
-    track.add_argument("--push_every_epoch", action="store_true", help="also upload after each epoch")
-    return parser
-
-
-def load_config_file(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse the command line; `--config_file run.json` supplies defaults that explicit flags override."""
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config_file")
-    known, _ = pre.parse_known_args(argv)
-    parser.add_argument("--config_file", help="a JSON file of flag values (flags given on the command line win)")
-    if known.config_file:
-        with open(known.config_file, encoding="utf-8") as handle:
-            values = json.load(handle)
-        valid = {action.dest for action in parser._actions}
-        unknown = sorted(set(values) - valid)
-        if unknown:
-            parser.error(f"{known.config_file}: unknown keys {unknown}")
-        parser.set_defaults(**values)
-    args = parser.parse_args(argv)
-    if args.dataset_name is None and args.dataset_path is None:
-        parser.error("give --dataset_path (a saved dataset) or --dataset_name (a Hub dataset)")
-    if args.stride >= args.max_seq_length - 2:
-        parser.error("--stride must be smaller than --max_seq_length minus the two special tokens")
-    if args.model_name_or_path is None and args.config_name is None:
-        args.model_name_or_path = DEFAULT_MODEL
-    return args
 
 
 # ----------------------------------------------------------------------------------------- accelerator
-def build_accelerator(args) -> Accelerator:
-    find_unused = args.ddp_find_unused_parameters
+def build_accelerator(training: TrainingArguments, model_type: str) -> Accelerator:
+    find_unused = training.ddp_find_unused_parameters
     if find_unused is None:
-        find_unused = configured_model_type(args) in ("layoutlmv2", "layoutxlm")
+        find_unused = model_type in ("layoutlmv2", "layoutxlm")
+    mixed_precision, why = training.mixed_precision, None
+    if mixed_precision == "auto":
+        from accelerate import PartialState
+
+        from .precision import choose_mixed_precision
+
+        mixed_precision, why = choose_mixed_precision(PartialState().device)
     accelerator = Accelerator(
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused)],
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        mixed_precision=args.mixed_precision,
-        log_with=args.report_to if args.with_tracking else None,
-        project_dir=args.output_dir,
+        gradient_accumulation_steps=training.gradient_accumulation_steps,
+        mixed_precision=mixed_precision,
+        log_with=training.report_to if training.with_tracking else None,
+        project_config=ProjectConfiguration(project_dir=training.output_dir),
         # The same shuffle order on every run with the same seed, which resuming mid-epoch relies on.
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
     )
+    if why:
+        accelerator.print(f"--mixed_precision auto: {accelerator.mixed_precision} ({why})")
     return accelerator
 
 
-def configured_model_type(args) -> str | None:
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(
-        args.config_name or args.model_name_or_path, cache_dir=args.cache_dir, revision=args.revision,
-        trust_remote_code=args.trust_remote_code,
-    )
-    return config.model_type
-
-
-def init_tracking(accelerator: Accelerator, args, default_experiment: str) -> None:
-    if not args.with_tracking:
+def init_tracking(accelerator: Accelerator, training: TrainingArguments, flags: dict, default_experiment: str) -> None:
+    """Start the trackers' run, with every flag of the run (`flags`, the token left out) as its parameters."""
+    if not training.with_tracking:
         return
-    config = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool)) and k != "hub_token"}
+    config = {k: v for k, v in flags.items() if isinstance(v, (int, float, str, bool)) and k != "hub_token"}
     accelerator.init_trackers(
-        args.experiment_name or default_experiment,
+        training.experiment_name or default_experiment,
         config,
-        init_kwargs={"mlflow": {"run_name": os.path.basename(os.path.normpath(args.output_dir)),
+        init_kwargs={"mlflow": {"run_name": os.path.basename(os.path.normpath(training.output_dir)),
                                 # In a hyperparameter search, each trial is a child of the search's run.
                                 "nested_run": mlflow_run_active()}},
     )
@@ -245,29 +93,33 @@ def log_figure(accelerator: Accelerator, figure, name: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------- optimizer
+# Normalisation layers whose weights get no weight decay (biases get none either), as in transformers' Trainer.
+NORM_LAYERS = (torch.nn.LayerNorm, torch.nn.GroupNorm, torch.nn.modules.batchnorm._BatchNorm)
+
+
 def create_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: float) -> torch.optim.Optimizer:
-    """AdamW without weight decay on biases and normalisation weights, as in the transformers examples."""
-    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+    """AdamW without weight decay on biases and normalisation weights (transformers' `get_parameter_names`)."""
+    decay_names = set(get_parameter_names(model, list(NORM_LAYERS), ["bias"]))
     decay, rest = [], []
     for name, parameter in model.named_parameters():
         if parameter.requires_grad:
-            (rest if name.endswith(no_decay) else decay).append(parameter)
+            (decay if name in decay_names else rest).append(parameter)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=learning_rate)
 
 
-def schedule(args, steps_per_epoch: int) -> tuple[int, int]:
+def schedule(training: TrainingArguments, steps_per_epoch: int) -> tuple[int, int]:
     """(max_train_steps, num_train_epochs) from the flags: --max_train_steps wins over epochs."""
-    if args.max_train_steps is None:
-        return args.num_train_epochs * steps_per_epoch, args.num_train_epochs
-    return args.max_train_steps, math.ceil(args.max_train_steps / steps_per_epoch)
+    if training.max_train_steps is None:
+        return training.num_train_epochs * steps_per_epoch, training.num_train_epochs
+    return training.max_train_steps, math.ceil(training.max_train_steps / steps_per_epoch)
 
 
-def create_scheduler(args, optimizer, max_train_steps: int, num_processes: int):
-    warmup = args.num_warmup_steps or int(args.warmup_ratio * max_train_steps)
+def create_scheduler(training: TrainingArguments, optimizer, max_train_steps: int, num_processes: int):
+    warmup = training.num_warmup_steps or int(training.warmup_ratio * max_train_steps)
     # The prepared scheduler steps once per process for each optimizer step, hence the scaling.
     return get_scheduler(
-        args.lr_scheduler_type,
+        training.lr_scheduler_type,
         optimizer=optimizer,
         num_warmup_steps=warmup * num_processes,
         num_training_steps=max_train_steps * num_processes,
@@ -296,7 +148,7 @@ class LengthGroupedEpochSampler(LengthGroupedSampler):
         return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
 
 
-def build_dataloaders(args, windows: dict, collator):
+def build_dataloaders(training: TrainingArguments, windows: dict, collator):
     """(train dataloader, {"validation"/"test": dataloader}, the split evaluated after each epoch).
 
     The split evaluated after each epoch picks the model that is kept, so it is "validation" or None (no
@@ -305,37 +157,40 @@ def build_dataloaders(args, windows: dict, collator):
     from torch.utils.data import DataLoader
 
     order = dict(shuffle=True)
-    if args.group_by_length:
-        order = dict(sampler=LengthGroupedEpochSampler.for_windows(windows["train"], args.per_device_train_batch_size,
-                                                                   args.seed))
+    if training.group_by_length:
+        order = dict(sampler=LengthGroupedEpochSampler.for_windows(
+            windows["train"], training.per_device_train_batch_size, training.seed))
     train_dataloader = DataLoader(
-        windows["train"], **order, collate_fn=collator, batch_size=args.per_device_train_batch_size,
-        num_workers=args.dataloader_num_workers,
+        windows["train"], **order, collate_fn=collator, batch_size=training.per_device_train_batch_size,
+        num_workers=training.dataloader_num_workers,
         # Creating an iterator draws the workers' base seed from this generator; without one it is drawn from
         # the global torch RNG, the stream dropout uses. A run resumed mid-epoch creates one iterator more
         # than an uninterrupted run at that point, and its dropout masks would all be shifted by one draw.
-        generator=torch.Generator().manual_seed(args.seed),
+        generator=torch.Generator().manual_seed(training.seed),
     )
     eval_dataloaders = {
-        split: DataLoader(windows[split], collate_fn=collator, batch_size=args.per_device_eval_batch_size)
+        split: DataLoader(windows[split], collate_fn=collator, batch_size=training.per_device_eval_batch_size)
         for split in ("validation", "test") if split in windows
     }
     eval_split = "validation" if "validation" in windows else None
     return train_dataloader, eval_dataloaders, eval_split
 
 
-def prepare_training(accelerator: Accelerator, args, model, train_dataloader, eval_dataloaders: dict):
+def prepare_training(accelerator: Accelerator, training: TrainingArguments, model, train_dataloader,
+                     eval_dataloaders: dict):
     """Optimizer, accelerate's prepare and the LR schedule, in the order that sizes the schedule right.
 
     Returns (model, optimizer, lr_scheduler, train_dataloader, eval_dataloaders, steps_per_epoch,
     max_train_steps). The schedule is sized from the prepared (per-process) dataloader, so N processes
     take N times fewer steps of an N times larger global batch.
     """
-    optimizer = create_optimizer(model, args.learning_rate, args.weight_decay)
+    optimizer = create_optimizer(model, training.learning_rate, training.weight_decay)
     model, optimizer, train_dataloader = accelerator.prepare(model, optimizer, train_dataloader)
-    steps_per_epoch = math.ceil(len(train_dataloader) / args.gradient_accumulation_steps)
-    max_train_steps, _ = schedule(args, steps_per_epoch)
-    lr_scheduler = accelerator.prepare(create_scheduler(args, optimizer, max_train_steps, accelerator.num_processes))
+    steps_per_epoch = math.ceil(len(train_dataloader) / training.gradient_accumulation_steps)
+    max_train_steps, _ = schedule(training, steps_per_epoch)
+    lr_scheduler = accelerator.prepare(
+        create_scheduler(training, optimizer, max_train_steps, accelerator.num_processes)
+    )
     eval_dataloaders = {split: accelerator.prepare(dl) for split, dl in eval_dataloaders.items()}
     return model, optimizer, lr_scheduler, train_dataloader, eval_dataloaders, steps_per_epoch, max_train_steps
 
@@ -418,9 +273,14 @@ class TrainingDivergedError(RuntimeError):
 
 
 # ------------------------------------------------------------------------------------------ checkpoints
-def save_checkpoint(accelerator: Accelerator, output_dir: str, name: str, state: TrainingState) -> None:
+def save_checkpoint(accelerator: Accelerator, output_dir: str, name: str, state: TrainingState,
+                    total_limit: int | None = None) -> None:
     """`save_state` plus our training state into a temporary folder renamed into place, so a run killed while
-    saving never leaves a half-written checkpoint for `--resume_from_checkpoint latest` to pick."""
+    saving never leaves a half-written checkpoint for `--resume_from_checkpoint latest` to pick; then, with
+    `total_limit`, the oldest checkpoints beyond it are deleted.
+
+    (accelerate's `ProjectConfiguration(automatic_checkpoint_naming=True, total_limit=N)` would number the folders
+    by save count in a folder it writes in place; the step/epoch names and the atomic rename are kept instead.)"""
     final = os.path.join(output_dir, name)
     partial = final + ".partial"
     accelerator.save_state(partial)
@@ -431,7 +291,17 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str, name: str, state:
         if os.path.isdir(final):
             shutil.rmtree(final)
         os.replace(partial, final)
+        if total_limit:
+            for old in checkpoint_folders(output_dir)[:-total_limit]:
+                shutil.rmtree(old)
     accelerator.wait_for_everyone()
+
+
+def checkpoint_folders(output_dir: str) -> list[str]:
+    """The step_N / epoch_N checkpoint folders in `output_dir`, oldest first."""
+    names = os.listdir(output_dir) if os.path.isdir(output_dir) else []
+    folders = [os.path.join(output_dir, n) for n in names if re.fullmatch(r"(step|epoch)_\d+", n)]
+    return sorted(folders, key=os.path.getmtime)
 
 
 def find_checkpoint(output_dir: str, requested: str) -> str:
@@ -440,17 +310,16 @@ def find_checkpoint(output_dir: str, requested: str) -> str:
         if not os.path.isdir(requested):
             raise FileNotFoundError(f"--resume_from_checkpoint {requested}: no such checkpoint folder")
         return requested
-    names = os.listdir(output_dir) if os.path.isdir(output_dir) else []
-    candidates = [os.path.join(output_dir, n) for n in names if re.fullmatch(r"(step|epoch)_\d+", n)]
+    candidates = checkpoint_folders(output_dir)
     if not candidates:
         raise FileNotFoundError(f"--resume_from_checkpoint latest: no step_N or epoch_N checkpoint in {output_dir}")
-    return max(candidates, key=os.path.getmtime)
+    return candidates[-1]
 
 
 # ------------------------------------------------------------------------------------------- the loop
 def fit(
     accelerator: Accelerator,
-    args,
+    training: TrainingArguments,
     model: torch.nn.Module,
     optimizer,
     lr_scheduler,
@@ -472,29 +341,30 @@ def fit(
     the host only at logging steps, checkpoints and epoch ends, so the step loop does not wait for the device;
     a non-finite value stops training with TrainingDivergedError before anything is saved or selected.
     """
-    steps_per_epoch = math.ceil(len(train_dataloader) / args.gradient_accumulation_steps)
-    max_train_steps, num_epochs = schedule(args, steps_per_epoch)
-    checkpoint_every = int(args.checkpointing_steps) if str(args.checkpointing_steps).isdigit() else None
+    steps_per_epoch = math.ceil(len(train_dataloader) / training.gradient_accumulation_steps)
+    max_train_steps, num_epochs = schedule(training, steps_per_epoch)
+    checkpoint_every = training.checkpoint_every
 
-    if args.resume_from_checkpoint:
-        path = find_checkpoint(args.output_dir, args.resume_from_checkpoint)
+    if training.resume_from_checkpoint:
+        path = find_checkpoint(training.output_dir, training.resume_from_checkpoint)
         accelerator.print(f"Resuming from {path}")
         accelerator.load_state(path)
         state.load(path)
     start_epoch = state.completed_steps // steps_per_epoch
-    skip_batches = (state.completed_steps - start_epoch * steps_per_epoch) * args.gradient_accumulation_steps
+    skip_batches = (state.completed_steps - start_epoch * steps_per_epoch) * training.gradient_accumulation_steps
     stop = state.completed_steps >= max_train_steps or (
-        args.early_stopping_patience is not None and state.epochs_without_improvement >= args.early_stopping_patience
+        training.early_stopping_patience is not None
+        and state.epochs_without_improvement >= training.early_stopping_patience
     )
 
-    if evaluate is None and args.early_stopping_patience is not None:
+    if evaluate is None and training.early_stopping_patience is not None:
         accelerator.print("--early_stopping_patience is ignored: there is no validation split to stop on")
     progress = tqdm(
         total=max_train_steps, initial=state.completed_steps, disable=not accelerator.is_local_main_process
     )
     running_loss = torch.zeros((), device=accelerator.device)
     running_batches = 0
-    divergence = DivergenceCheck(accelerator, args, first_step=state.completed_steps + 1)
+    divergence = DivergenceCheck(accelerator, training, first_step=state.completed_steps + 1)
     clock = time.perf_counter()
 
     def save(name: str) -> None:
@@ -503,7 +373,7 @@ def fit(
         now = time.perf_counter()
         # Elapsed time goes into the checkpoint, so a resumed run's train_seconds covers the steps before it.
         state.train_seconds, clock = state.train_seconds + now - clock, now
-        save_checkpoint(accelerator, args.output_dir, name, state)
+        save_checkpoint(accelerator, training.output_dir, name, state, training.checkpoints_total_limit)
 
     for epoch in range(start_epoch, num_epochs):
         if stop:
@@ -522,8 +392,8 @@ def fit(
                 running_batches += 1
                 divergence.add(loss.detach())
                 accelerator.backward(loss)
-                if accelerator.sync_gradients and args.max_grad_norm:
-                    grad_norm = accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                if accelerator.sync_gradients and training.max_grad_norm:
+                    grad_norm = accelerator.clip_grad_norm_(model.parameters(), training.max_grad_norm)
                     # With fp16's loss scaling an infinite norm is routine: the scaler skips that step itself.
                     if isinstance(grad_norm, torch.Tensor) and accelerator.scaler is None:
                         divergence.add(grad_norm)
@@ -534,7 +404,7 @@ def fit(
                 continue
             state.completed_steps += 1
             progress.update(1)
-            if state.completed_steps % args.logging_steps == 0:
+            if state.completed_steps % training.logging_steps == 0:
                 divergence.check(state.completed_steps)
                 mean_loss = accelerator.reduce(running_loss, "mean").item() / running_batches
                 accelerator.log(
@@ -557,14 +427,15 @@ def fit(
         state.train_seconds, clock = state.train_seconds + now - clock, now
 
         metrics = evaluate() if evaluate is not None else {}
-        should_stop = state.record_epoch(epoch, metrics, accelerator.unwrap_model(model), args.early_stopping_patience)
+        should_stop = state.record_epoch(epoch, metrics, accelerator.unwrap_model(model),
+                                         training.early_stopping_patience)
         headline = {k: v for k, v in metrics.items() if "_" not in k and isinstance(v, float)}
         if headline:
             accelerator.print(f"epoch {epoch}: " + ", ".join(f"{k}={v:.4f}" for k, v in headline.items()))
         accelerator.log({f"eval_{k}": v for k, v in metrics.items() if isinstance(v, (int, float))},
                         step=state.completed_steps)
         clock = time.perf_counter()  # evaluation is not training time
-        if args.checkpointing_steps == "epoch":
+        if training.checkpointing_steps == "epoch":
             save(f"epoch_{epoch}")
         elif checkpoint_every and state.completed_steps % checkpoint_every == 0:
             save(f"step_{state.completed_steps}")
@@ -586,8 +457,8 @@ class DivergenceCheck:
     of every process, and raises TrainingDivergedError naming the steps since the previous check.
     """
 
-    def __init__(self, accelerator: Accelerator, args, first_step: int):
-        self.accelerator, self.args, self.first_step = accelerator, args, first_step
+    def __init__(self, accelerator: Accelerator, training: TrainingArguments, first_step: int):
+        self.accelerator, self.training, self.first_step = accelerator, training, first_step
         self.nonfinite = torch.zeros((), dtype=torch.bool, device=accelerator.device)
 
     def add(self, value: torch.Tensor) -> None:
@@ -600,8 +471,8 @@ class DivergenceCheck:
             raise TrainingDivergedError(
                 f"training diverged: the loss or the gradient norm became NaN or infinite in {steps}. Stopped: "
                 "nothing from there on is checkpointed, saved or selected as the best model. Lower --learning_rate "
-                f"(now {self.args.learning_rate:g}) or clip gradients with --max_grad_norm (now "
-                f"{self.args.max_grad_norm:g}){fp16}"
+                f"(now {self.training.learning_rate:g}) or clip gradients with --max_grad_norm (now "
+                f"{self.training.max_grad_norm:g}){fp16}"
             )
         self.first_step = last_step + 1
 
@@ -644,32 +515,39 @@ def write_jsonl(path: str, records) -> None:
 
 
 # ------------------------------------------------------------------------------------- model and saving
-def load_model_and_processing(args, model_class, **config_kwargs):
-    """(config, model, tokenizer, image_processor, processor) from the flags.
+def load_config(model_args: ModelArguments):
+    """The run's model config (--config_name, else the checkpoint's), with --attention_dropout applied."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model_args.config_name or model_args.model_name_or_path,
+                                        **model_args.hub_kwargs)
+    if model_args.attention_dropout is not None:
+        config.attention_probs_dropout_prob = model_args.attention_dropout
+    return config
+
+
+def load_model_and_processing(model_args: ModelArguments, config, max_seq_length: int, model_class, **config_kwargs):
+    """(model, tokenizer, image_processor, processor) from the model flags and the run's `config` (`load_config`),
+    updated with `config_kwargs` (the task's labels).
 
     With --model_name_or_path the checkpoint's weights are loaded; with only --config_name the model is
     built from the config with random weights (training from scratch).
     """
-    from transformers import AutoConfig
-
     from .modeling import load_processing
 
-    hub = dict(cache_dir=args.cache_dir, revision=args.revision, trust_remote_code=args.trust_remote_code)
-    if args.attention_dropout is not None:
-        config_kwargs["attention_probs_dropout_prob"] = args.attention_dropout
-    config = AutoConfig.from_pretrained(args.config_name or args.model_name_or_path, **config_kwargs, **hub)
-    check_window_fits(config, args.max_seq_length)
-    processing_source = args.tokenizer_name or args.model_name_or_path or args.config_name
+    hub = model_args.hub_kwargs
+    config.update(config_kwargs)
+    check_window_fits(config, max_seq_length)
+    processing_source = model_args.tokenizer_name or model_args.model_name_or_path or model_args.config_name
     tokenizer, image_processor, processor = load_processing(processing_source, **hub)
-    if args.model_name_or_path:
-        model = model_class.from_pretrained(
-            args.model_name_or_path, config=config, ignore_mismatched_sizes=args.ignore_mismatched_sizes, **hub
-        )
+    if model_args.model_name_or_path:
+        model = model_class.from_pretrained(model_args.model_name_or_path, config=config,
+                                            ignore_mismatched_sizes=model_args.ignore_mismatched_sizes, **hub)
     else:
-        model = model_class.from_config(config, trust_remote_code=args.trust_remote_code)
+        model = model_class.from_config(config, trust_remote_code=model_args.trust_remote_code)
         init_scratch_classification_heads(model)
     freeze_parameters_without_gradient(model)
-    return config, model, tokenizer, image_processor, processor
+    return model, tokenizer, image_processor, processor
 
 
 def init_scratch_classification_heads(model: torch.nn.Module) -> list[str]:
@@ -770,52 +648,54 @@ def save_model(accelerator: Accelerator, model, processor, output_dir: str) -> N
         processor.save_pretrained(output_dir)
 
 
-def epoch_end_hook(accelerator: Accelerator, args, model, processor, task: str, on_epoch_end=None):
+def epoch_end_hook(accelerator: Accelerator, training: TrainingArguments, model, processor, task: str,
+                   on_epoch_end=None):
     """The `fit(on_epoch_end=...)` callback: with --push_every_epoch, save and upload the model; then
     `on_epoch_end(epoch, metrics)` (a hyperparameter search's pruning report), if given."""
     from .export import attach_pipeline
 
     def end_of_epoch(epoch: int, metrics: dict) -> None:
-        if args.push_to_hub and args.push_every_epoch:
-            save_model(accelerator, model, processor, args.output_dir)  # every process: it waits for all
+        if training.push_to_hub and training.push_every_epoch:
+            save_model(accelerator, model, processor, training.output_dir)  # every process: it waits for all
             if accelerator.is_main_process:
-                attach_pipeline(args.output_dir, task)
-                push_folder(args, args.output_dir, f"epoch {epoch}")
+                attach_pipeline(training.output_dir, task)
+                push_folder(training, training.output_dir, f"epoch {epoch}")
         if on_epoch_end is not None and metrics:  # a search prunes on validation metrics; none, nothing to report
             on_epoch_end(epoch, metrics)
 
     return end_of_epoch
 
 
-def save_run(accelerator: Accelerator, args, model, processor, task: str, label_names, results: dict,
-             state: TrainingState) -> None:
+def save_run(accelerator: Accelerator, training: TrainingArguments, flags: dict, model, processor, task: str,
+             label_names, results: dict, state: TrainingState) -> None:
     """The final model folder: weights and processor, the task's custom pipeline, all_results.json,
     training_history.json and the model card; logged to MLflow and pushed with --push_to_hub.
-    Task-specific reports must be written into args.output_dir before, so they are logged and pushed too."""
+    `flags` (every flag of the run) fill the card's hyperparameters. Task-specific reports must be written into
+    the output folder before, so they are logged and pushed too."""
     from .export import attach_pipeline
 
     if accelerator.is_main_process:
         # The results first: a failure in a later, optional step (pipeline files, card, upload) cannot lose them.
-        write_json(os.path.join(args.output_dir, "all_results.json"), results)
-        write_json(os.path.join(args.output_dir, "training_history.json"), state.history)
-    save_model(accelerator, model, processor, args.output_dir)
+        write_json(os.path.join(training.output_dir, "all_results.json"), results)
+        write_json(os.path.join(training.output_dir, "training_history.json"), state.history)
+    save_model(accelerator, model, processor, training.output_dir)
     if accelerator.is_main_process:
-        write_model_card(args.output_dir, task=task, labels=label_names, metrics=results, history=state.history,
-                         args=args)
-        attach_pipeline(args.output_dir, task)  # pipeline(task, model=output_dir, trust_remote_code=True)
-        log_artifacts(accelerator, args.output_dir, "model")
-        if args.push_to_hub:
-            repo_id = push_folder(args, args.output_dir, "End of training")
+        write_model_card(training.output_dir, task=task, labels=label_names, metrics=results, history=state.history,
+                         args=flags)
+        attach_pipeline(training.output_dir, task)  # pipeline(task, model=output_dir, trust_remote_code=True)
+        log_artifacts(accelerator, training.output_dir, "model")
+        if training.push_to_hub:
+            repo_id = push_folder(training, training.output_dir, "End of training")
             accelerator.print(f"pushed to https://huggingface.co/{repo_id}")
 
 
-def push_folder(args, folder: str, commit_message: str) -> str:
+def push_folder(training: TrainingArguments, folder: str, commit_message: str) -> str:
     """Create the Hub repo if needed and upload `folder` (the token comes from --hub_token or HF_TOKEN)."""
     from huggingface_hub import HfApi
 
-    api = HfApi(token=args.hub_token)
-    repo_id = args.hub_model_id or os.path.basename(os.path.normpath(args.output_dir))
-    repo_id = api.create_repo(repo_id, private=args.hub_private_repo, exist_ok=True).repo_id
+    api = HfApi(token=training.hub_token)
+    repo_id = training.hub_model_id or os.path.basename(os.path.normpath(training.output_dir))
+    repo_id = api.create_repo(repo_id, private=training.hub_private_repo, exist_ok=True).repo_id
     api.upload_folder(
         repo_id=repo_id,
         folder_path=folder,

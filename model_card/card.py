@@ -18,7 +18,6 @@ import json
 import os
 import re
 from pathlib import Path
-from string import Template
 from typing import Mapping, Sequence
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -84,8 +83,9 @@ def is_hub_id(name: str | None) -> bool:
 
 
 def card_inputs_from_args(args) -> dict:
-    """base_model, dataset, model_name, repo_id and hyperparameters from a training script's flags."""
-    values = vars(args)
+    """base_model, dataset, model_name, repo_id and hyperparameters from a training script's flags (a mapping of
+    flag names to values, or a namespace)."""
+    values = args if isinstance(args, Mapping) else vars(args)
     base = values.get("model_name_or_path")
     dataset = values.get("dataset_name") or values.get("dataset_path")
     repo_id = values.get("hub_model_id")
@@ -368,7 +368,9 @@ def build_model_card(
         curve += f"\n\n![Validation metrics per epoch]({curve_file})"
 
     labels = list(labels)
-    body = Template(TEMPLATE.read_text(encoding="utf-8")).substitute(
+    return ModelCard.from_template(
+        data,
+        template_path=TEMPLATE,
         title=model_name,
         summary=summary,
         details="\n".join(f"| {k} | {v} |" for k, v in details),
@@ -383,7 +385,6 @@ def build_model_card(
         evaluation=_evaluation(metrics, labels, prefix, split_name),
         curve=curve,
     )
-    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
 
 
 def write_model_card(

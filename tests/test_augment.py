@@ -1,13 +1,12 @@
 """Augmentation: boxes follow the ink through the affine warp, runs are seeded, augment_split keeps the data."""
 
-import argparse
 
 import numpy as np
 import pytest
 from datasets import ClassLabel, Dataset, Features, Image as ImageFeature, Sequence, Value
 from PIL import Image, ImageDraw
 
-from layoutkit.augment import AugmentConfig, add_augment_args, augment_page, augment_split
+from layoutkit.augment import AugmentConfig, augment_page, augment_split
 
 PAGE_SIZE = (320, 220)
 # Word boxes [x0, y0, x1, y1] in pixels, kept clear of the page edges so a small warp keeps them on the page.
@@ -217,7 +216,15 @@ def test_zero_copies_returns_the_dataset_unchanged():
         augment_split(dataset, copies=-1, seed=0)
 
 
-def test_add_augment_args():
-    parser = add_augment_args(argparse.ArgumentParser())
-    assert vars(parser.parse_args([])) == {"augment": False, "augment_copies": 2}
-    assert vars(parser.parse_args(["--augment", "--augment_copies", "3"])) == {"augment": True, "augment_copies": 3}
+def test_augment_flags():
+    from dataclasses import asdict
+
+    from transformers import HfArgumentParser
+
+    from layoutkit.arguments import AugmentArguments
+
+    parser = HfArgumentParser(AugmentArguments)
+    (defaults,) = parser.parse_args_into_dataclasses([])
+    assert asdict(defaults) == {"augment": False, "augment_copies": 2}
+    (given,) = parser.parse_args_into_dataclasses(["--augment", "--augment_copies", "3"])
+    assert asdict(given) == {"augment": True, "augment_copies": 3}

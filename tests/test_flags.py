@@ -48,8 +48,8 @@ def test_help_shows_defaults():
 
 def test_classification_label_column_keeps_its_old_name():
     args = run_doc_classification.parse_args(REQUIRED + ["--label_column", "doc_type"])
-    assert args.label_column == "doc_type"
-    assert run_doc_classification.parse_args(REQUIRED + ["--label_column_name", "kind"]).label_column == "kind"
+    assert args.label_column_name == "doc_type"
+    assert run_doc_classification.parse_args(REQUIRED + ["--label_column_name", "kind"]).label_column_name == "kind"
 
 
 @pytest.fixture(scope="module")
@@ -128,3 +128,53 @@ def test_results_are_written_before_the_optional_steps(invoice_dataset, scratch_
     assert "test_f1" in results(output)
     assert (output / "training_history.json").exists() and (output / "README.md").exists()
 
+
+
+def test_yaml_config_entity_level_metrics_and_checkpoint_limit(invoice_dataset, scratch_checkpoint, tmp_path):
+    """--config_file takes YAML too; --return_entity_level_metrics puts per-type scores into each epoch's record
+    (without it only the overall ones are there, and the final evaluation has them either way);
+    --checkpoints_total_limit keeps the newest checkpoints only."""
+    config = tmp_path / "run.yaml"
+    config.write_text("num_train_epochs: 2\nmax_train_samples: 8\nmax_eval_samples: 4\n"
+                      "checkpointing_steps: epoch\ncheckpoints_total_limit: 1\n")
+    with_types, overall = tmp_path / "with-types", tmp_path / "overall"
+    for output, extra in ((with_types, ["--return_entity_level_metrics"]), (overall, [])):
+        subprocess.run([str(c) for c in [sys.executable, SCRIPT, "--dataset_path", invoice_dataset, "--config_name",
+                                         scratch_checkpoint("layoutlm"), "--output_dir", output, "--config_file",
+                                         config, *FAST, *extra]], check=True, capture_output=True, cwd=REPO_ROOT)
+    history = json.loads((with_types / "training_history.json").read_text())
+    assert len(history) == 2 and any(key.endswith("_f1") for key in history[0])
+    plain = json.loads((overall / "training_history.json").read_text())
+    assert {key for key in plain[0] if key != "epoch"} == {"precision", "recall", "f1", "accuracy", "em",
+                                                           "em_no_space"}
+    assert any(key.startswith("test_") and key.endswith("_f1") and key != "test_f1" for key in results(overall))
+    assert sorted(path.name for path in overall.glob("epoch_*")) == ["epoch_1"]
+
+
+def test_a_carved_validation_split_keeps_the_class_proportions():
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+
+    from layoutkit.data import carve_validation_split
+
+    labels = [0] * 30 + [1] * 10
+    features = Features({"id": Value("string"), "label": ClassLabel(names=["invoice", "letter"])})
+    raw = DatasetDict(train=Dataset.from_dict({"id": [str(i) for i in range(40)], "label": labels}, features=features))
+    assert "stratified by label" in carve_validation_split(raw, seed=0, stratify_by_column="label")
+    assert sorted(raw["validation"]["label"]) == [0, 0, 0, 1]  # 10% of 40, in the 3:1 proportion
+    few = DatasetDict(train=Dataset.from_dict({"id": ["a", "b", "c"], "label": [0, 0, 1]}, features=features))
+    assert "not stratified" in carve_validation_split(few, seed=0, stratify_by_column="label")
+
+
+def test_mixed_precision_auto_picks_bf16_only_where_it_is_faster(monkeypatch):
+    import torch
+
+    from layoutkit import precision
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(precision, "matmul_seconds", lambda dtype: 1.0 if dtype == torch.float32 else 25.0)
+    choice, why = precision.choose_mixed_precision(cpu)
+    assert choice == "no" and "25.00x the fp32 time" in why
+    monkeypatch.setattr(precision, "matmul_seconds", lambda dtype: 1.0 if dtype == torch.float32 else 0.3)
+    assert precision.choose_mixed_precision(cpu)[0] == "bf16"
+    monkeypatch.undo()
+    assert precision.choose_mixed_precision(cpu)[0] in ("no", "bf16")  # this machine's own measurement

@@ -1,6 +1,5 @@
 """Training-quality options of the scripts: focal loss with class weights, augmentation, Optuna search."""
 
-import argparse
 import json
 
 import pytest
@@ -76,12 +75,13 @@ def test_hp_search_prunes_trials_that_trail_the_median(tmp_path):
     """Five start-up trials complete; later trials whose first epochs trail their median are pruned."""
     from layoutkit.hp_search import run_hp_search
 
-    args = argparse.Namespace(
-        output_dir=str(tmp_path), seed=0, n_trials=8, hp_space=None, hp_pruner="median", hp_search="optuna",
-        report_to="none", with_tracking=False, push_to_hub=False, push_every_epoch=False,
-        resume_from_checkpoint=None, config_file=None, learning_rate=1e-3, per_device_train_batch_size=8,
-        num_train_epochs=3, warmup_ratio=0.0, weight_decay=0.0,
-    )
+    from run_invoice_ner import parse_args
+
+    args = parse_args([
+        "--dataset_path", "unused", "--output_dir", str(tmp_path), "--seed", "0", "--n_trials", "8",
+        "--hp_pruner", "median", "--hp_search", "optuna", "--report_to", "none", "--learning_rate", "1e-3",
+        "--per_device_train_batch_size", "8", "--num_train_epochs", "3",
+    ])
     calls = []
 
     def fake_training(trial_args, on_epoch_end):

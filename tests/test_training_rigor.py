@@ -59,7 +59,7 @@ def test_without_validation_split_the_model_is_selected_on_a_carved_split_never_
 ):
     from datasets import DatasetDict, load_from_disk
 
-    import run_invoice_ner
+    from layoutkit import ner
 
     full = load_from_disk(str(invoice_dataset))
     no_validation = tmp_path / "train-test"
@@ -67,13 +67,13 @@ def test_without_validation_split_the_model_is_selected_on_a_carved_split_never_
     test_ids = set(full["test"]["id"])
 
     evaluated = []  # the document ids of every evaluate_ner call, in order
-    real_evaluate = run_invoice_ner.evaluate_ner
+    real_evaluate = ner.evaluate_ner
 
     def watched_evaluate(accelerator, model, dataloader, documents, label_names):
         evaluated.append(set(documents["id"]))
         return real_evaluate(accelerator, model, dataloader, documents, label_names)
 
-    monkeypatch.setattr(run_invoice_ner, "evaluate_ner", watched_evaluate)
+    monkeypatch.setattr(ner, "evaluate_ner", watched_evaluate)
     output = tmp_path / "run"
     run_in_process(no_validation, scratch_checkpoint("layoutlm"), output, *TINY_RUN, "--num_train_epochs", 2)
 

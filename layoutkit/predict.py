@@ -1,7 +1,7 @@
-#!/usr/bin/env python
 """Extract fields from invoices with a token-classification checkpoint trained by run_invoice_ner.py.
 
-    python predict.py --model_name_or_path runs/invoices --input scans/ --output_dir predictions/
+    layoutkit predict --model_name_or_path runs/invoices --input scans/ --output_dir predictions/
+    python predict.py ...            (the same, from a checkout)
 
 --input is an image (PNG, JPEG, TIFF including multi-page TIFF, BMP, WebP), a PDF (every page, rendered at
 --dpi) or a folder of them (its top level). Words come from OCR (--ocr_engine: by default the engine and
@@ -14,8 +14,9 @@ LayoutTokenClassificationPipeline), so preprocessing is exactly the training pre
 checkpoint's config.json; a page's windows run in batches of --batch_size with dynamic padding. --backend onnx runs
 the model with ONNX Runtime from a folder written by `python -m layoutkit.export_onnx` (same pipeline otherwise).
 
-Many processes or GPUs: `accelerate launch --num_processes N predict.py ...` gives each process its share of the
-documents (each document once); the main process merges the shares into one summary.jsonl, in input order.
+Many processes or GPUs: `accelerate launch --num_processes N predict.py ...` (or `... -m layoutkit predict ...`)
+gives each process its share of the documents (each document once); the main process merges the shares into one
+summary.jsonl, in input order.
 
 Output: one JSON per document in --output_dir (see docs/inference.md): `fields` holds one typed value per field
 (normalised by --schema: dates to ISO 8601, amounts to a decimal string and currency) with its candidates,

@@ -8,6 +8,7 @@ state with early stopping, the step loop with checkpointing, and saving.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -183,6 +184,7 @@ def load_config_file(parser: argparse.ArgumentParser, argv: list[str] | None = N
 
 # ----------------------------------------------------------------------------------------- accelerator
 def build_accelerator(args) -> Accelerator:
+    require_trackers(args)
     find_unused = args.ddp_find_unused_parameters
     if find_unused is None:
         find_unused = configured_model_type(args) in ("layoutlmv2", "layoutxlm")
@@ -196,6 +198,12 @@ def build_accelerator(args) -> Accelerator:
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
     )
     return accelerator
+
+
+def require_trackers(args) -> None:
+    """Accelerate drops a tracker whose package is missing without a word (a run would log nothing): stop instead."""
+    if args.with_tracking and "mlflow" in str(args.report_to) and importlib.util.find_spec("mlflow") is None:
+        raise SystemExit("--with_tracking --report_to mlflow needs mlflow: pip install 'layoutkit[tracking]'")
 
 
 def configured_model_type(args) -> str | None:

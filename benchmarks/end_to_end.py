@@ -29,16 +29,14 @@ import time
 from collections import Counter
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from transformers import pipeline
 
-from transformers import pipeline  # noqa: E402
-
-from dataset_loader.annotations import read_annotation  # noqa: E402
-from dataset_loader.funsd import read_funsd  # noqa: E402
-from dataset_loader.ocr_build import OcrBuild  # noqa: E402
-from layoutkit.labels import bio_spans  # noqa: E402
-from layoutkit.pipeline_inputs import recorded_preprocessing, resolve_ocr_engine  # noqa: E402
-from layoutkit.token_classification_pipeline import LayoutTokenClassificationPipeline  # noqa: E402
+from dataset_loader.annotations import read_annotation
+from dataset_loader.funsd import read_funsd
+from dataset_loader.ocr_build import OcrBuild
+from layoutkit.labels import bio_spans
+from layoutkit.pipeline_inputs import recorded_preprocessing, resolve_ocr_engine
+from layoutkit.token_classification_pipeline import LayoutTokenClassificationPipeline
 
 
 def squeeze(text: str) -> str:

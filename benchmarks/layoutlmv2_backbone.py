@@ -16,17 +16,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
+from transformers import AutoConfig, AutoModelForTokenClassification, LayoutLMv2Config
 
-import torch  # noqa: E402
-from transformers import AutoConfig, AutoModelForTokenClassification, LayoutLMv2Config  # noqa: E402
-
-from layoutkit.scratch import build_scratch_checkpoint  # noqa: E402
+from layoutkit.scratch import build_scratch_checkpoint
 
 WORDS = ["Invoice", "Total", "Date:", "Due", "Amount", "2024-01-03", "$1,250.00", "ACME", "Corp", "Qty"] * 50
 

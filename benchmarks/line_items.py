@@ -31,12 +31,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from layoutkit.boxes import union_box  # noqa: E402
-from layoutkit.fields import parse_amount, parse_number  # noqa: E402
-from layoutkit.labels import bio_spans  # noqa: E402
-from layoutkit.line_items import column_of, group_line_items, links_from_pairs  # noqa: E402
+from layoutkit.boxes import union_box
+from layoutkit.fields import parse_amount, parse_number
+from layoutkit.labels import bio_spans
+from layoutkit.line_items import column_of, group_line_items, links_from_pairs
 
 
 def parse_args(argv=None):

@@ -23,13 +23,11 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from PIL import Image
 
-from PIL import Image  # noqa: E402
-
-from layoutkit.boxes import load_page  # noqa: E402
-from layoutkit.ocr import get_ocr_engine  # noqa: E402
-from layoutkit.ocr_alignment import QualityCounts, ocr_quality  # noqa: E402
+from layoutkit.boxes import load_page
+from layoutkit.ocr import get_ocr_engine
+from layoutkit.ocr_alignment import QualityCounts, ocr_quality
 
 # name -> (engine, options)
 SETTINGS = {

@@ -21,10 +21,9 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from layoutkit.export_onnx import export_onnx  # noqa: E402
-from layoutkit.predictor import load_predictor  # noqa: E402
-from layoutkit.scratch import SIZES, build_scratch_checkpoint  # noqa: E402
+from layoutkit.export_onnx import export_onnx
+from layoutkit.predictor import load_predictor
+from layoutkit.scratch import SIZES, build_scratch_checkpoint
 
 LABELS = ["O"] + [f"{p}-{t}" for t in ("vendor", "invoice_number", "invoice_date", "due_date", "item_description",
                                        "item_amount", "subtotal", "tax", "total") for p in "BI"]

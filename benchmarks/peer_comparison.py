@@ -67,7 +67,6 @@ def research_recipe(args) -> None:
         default_data_collator,
     )
 
-    sys.path.insert(0, str(REPO_ROOT))
     from layoutkit.boxes import normalize_boxes
 
     dataset = load_from_disk(args.dataset_path)

@@ -19,7 +19,6 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import torch
 from accelerate import Accelerator
@@ -28,11 +27,10 @@ from datasets import load_from_disk
 from torch.utils.data import DataLoader
 from transformers import AutoConfig, AutoModelForTokenClassification
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from layoutkit.encoding import LayoutCollator  # noqa: E402
-from layoutkit.modeling import load_processing, model_family  # noqa: E402
-from layoutkit.ner import encode_ner_split, model_inputs  # noqa: E402
-from layoutkit.training import LengthGroupedEpochSampler, create_optimizer  # noqa: E402
+from layoutkit.encoding import LayoutCollator
+from layoutkit.modeling import load_processing, model_family
+from layoutkit.ner import encode_ner_split, model_inputs
+from layoutkit.training import LengthGroupedEpochSampler, create_optimizer
 
 
 def peak_memory_mib(device: torch.device) -> float:

@@ -13,6 +13,7 @@ from dataset_loader.annotations import AnnotationError
 from dataset_loader.preprocessing import DEFAULT_SIZE
 from dataset_loader.writer import BuildError
 from layoutkit.boxes import RESIZE_MODES, parse_size
+from layoutkit.cli import program_name
 from layoutkit.ocr import parse_engine_option
 
 
@@ -27,7 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m dataset_loader",
+        prog=program_name("python -m dataset_loader"),
         description="Build LayoutLM-ready Hugging Face datasets from annotated document images.",
     )
     commands = parser.add_subparsers(dest="command", required=True)

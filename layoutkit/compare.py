@@ -21,6 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .cli import program_name
 from .postprocess import read_predictions
 
 TOKEN_TASK = "token-classification"
@@ -361,7 +362,7 @@ def write_report(runs: Sequence[RunSummary], output_dir: str) -> str:
 # ------------------------------------------------------------------------------------------------------ CLI
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m layoutkit.compare",
+        prog=program_name("python -m layoutkit.compare"),
         description="Compare finished runs of run_invoice_ner.py / run_doc_classification.py: a Markdown table "
                     "of metrics, size and training cost, and a confusion matrix per run.",
     )

@@ -61,6 +61,15 @@ def image_pages(path: Path, max_pixels: int):
                 raise DocumentError(f"{path}: page {number} could not be decoded ({error})") from None
 
 
+def import_pdfium(path: Path):
+    """pypdfium2, an optional dependency (the ocr extra); DocumentError naming what to install when it is missing."""
+    try:
+        import pypdfium2
+    except ImportError:
+        raise DocumentError(f"{path}: reading PDFs needs pypdfium2: pip install 'layoutkit[ocr]'") from None
+    return pypdfium2
+
+
 def open_pdf(path: Path):
     """The PDF as a pypdfium2 document; DocumentError when it cannot be used (encrypted, malformed, no pages).
 
@@ -68,7 +77,7 @@ def open_pdf(path: Path):
     failure with PDFium's last error code, which is global and not reset by a successful load, so an empty PDF
     would take the error of the previous bad file ("Data format error", "encrypted"). Here "no pages" is read from
     the opened document, and the error code only after this file's own failed load, which always sets it."""
-    import pypdfium2 as pdfium
+    pdfium = import_pdfium(path)
     import pypdfium2.raw as pdfium_c
 
     raw = pdfium_c.FPDF_LoadDocument(os.fsencode(path), None)
@@ -89,7 +98,7 @@ def open_pdf(path: Path):
 
 def pdf_pages(path: Path, dpi: int, max_pixels: int):
     """Every page of a PDF rendered at `dpi`, one at a time."""
-    import pypdfium2 as pdfium
+    pdfium = import_pdfium(path)
 
     pdf = open_pdf(path)
     try:

@@ -22,6 +22,7 @@ export is refused with that reason.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import shutil
 import sys
@@ -122,6 +123,9 @@ def max_abs_difference(model, onnx_model: OnnxLayoutModel, batch: dict[str, torc
 def export_onnx(model_name_or_path: str, output_dir: str | Path, opset: int = DEFAULT_OPSET,
                 atol: float = DEFAULT_ATOL) -> dict:
     """Write the export folder (see the module docstring) and return what `onnx_export.json` records."""
+    missing = [name for name in ("onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise RuntimeError(f"the ONNX export needs {' and '.join(missing)}: pip install 'layoutkit[onnx]'")
     output_dir = Path(output_dir)
     model, config = load_classification_model(model_name_or_path)
     family = model_family(config)

@@ -65,7 +65,10 @@ def broadcast(value):
 def run_hp_search(args, train_and_evaluate: Callable, metric_name: str, experiment_name: str) -> dict:
     """Run the search; returns the best trial's flag values. `train_and_evaluate(args, on_epoch_end)`
     is one training run; `on_epoch_end(epoch, metrics)` may raise optuna.TrialPruned."""
-    import optuna
+    try:
+        import optuna
+    except ImportError as error:
+        raise SystemExit(f"--hp_search needs optuna: pip install 'layoutkit[hpo]' ({error})") from error
 
     state = PartialState()
     space = load_search_space(args)

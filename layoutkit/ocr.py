@@ -176,7 +176,8 @@ class TesseractEngine(OcrEngine):
     """
 
     name = "tesseract"
-    requirement = "`pip install pytesseract` and `apt-get install tesseract-ocr` (plus tesseract-ocr-LANG)"
+    requirement = ("`pip install pytesseract` (`pip install 'layoutkit[ocr]'` with layoutkit) and "
+                   "`apt-get install tesseract-ocr` (plus tesseract-ocr-LANG)")
 
     def __init__(self, lang: str = "eng", min_confidence: float = 0.0, psm: int = 3,
                  fallback_psms: tuple[int, ...] | list[int] = (6,), min_height: int = 2000, preprocess: str = "none",
@@ -308,7 +309,7 @@ class RapidOcrEngine(OcrEngine):
     """
 
     name = "rapidocr"
-    requirement = "`pip install rapidocr onnxruntime`"
+    requirement = "`pip install rapidocr onnxruntime` (`pip install 'layoutkit[ocr]'` with layoutkit)"
 
     def __init__(self, lang: str = "eng", min_confidence: float = 0.0, params: dict | None = None):
         super().__init__(lang, min_confidence)

@@ -24,6 +24,15 @@ ONNX_FILE = "model.onnx"
 EXPORT_INFO_FILE = "onnx_export.json"
 
 
+def import_onnxruntime():
+    """onnxruntime, an optional dependency (the onnx extra); ImportError naming what to install when it is missing."""
+    try:
+        import onnxruntime
+    except ImportError as error:
+        raise ImportError(f"the ONNX backend needs onnxruntime: pip install 'layoutkit[onnx]' ({error})") from error
+    return onnxruntime
+
+
 def onnx_path(model_dir: str | os.PathLike) -> Path:
     """The ONNX graph of an export folder; FileNotFoundError saying how to make one when it is missing."""
     path = Path(model_dir) / ONNX_FILE
@@ -43,8 +52,7 @@ class OnnxLayoutModel:
 
     def __init__(self, model_dir: str | os.PathLike, num_threads: int | None = None,
                  providers: list[str] | None = None):
-        import onnxruntime
-
+        onnxruntime = import_onnxruntime()
         path = onnx_path(model_dir)
         self.config = AutoConfig.from_pretrained(str(model_dir))
         options = onnxruntime.SessionOptions()

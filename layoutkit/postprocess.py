@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import re
+import sys
 from dataclasses import asdict, dataclass, field, fields
 from typing import Iterable, Sequence
 
@@ -354,7 +355,9 @@ def read_predictions(path: str) -> list[dict]:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m layoutkit.postprocess",
+        # "layoutkit postprocess" through the `layoutkit` command (layoutkit/cli.py, which this module, shipped in
+        # checkpoints, does not import).
+        prog=sys.argv[0] if sys.argv[0].startswith("layoutkit ") else "python -m layoutkit.postprocess",
         description="Measure the post-processing rules on a run's test predictions: entity precision and "
         "recall per label before and after, as a Markdown table.",
     )

@@ -264,14 +264,14 @@ def dataset_words(dataset_path: str) -> Iterable[str]:
             yield from words
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model_type", choices=MODEL_TYPES, default="layoutlmv3")
     parser.add_argument("--dataset_path", required=True, help="a dataset saved by `python -m dataset_loader`")
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--size", choices=sorted(SIZES), default="small")
     parser.add_argument("--vocab_size", type=int, default=8000)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     build_scratch_checkpoint(
         args.output_dir, args.model_type, dataset_words(args.dataset_path), args.size, args.vocab_size)
     print(f"from-scratch config and tokenizer written to {args.output_dir}")

@@ -13,7 +13,7 @@ Endpoints (see docs/serving.md):
 How a request runs: the event loop only reads the body; decoding, OCR, tokenization and postprocessing run in a
 thread pool of `--workers` threads, and every page's windows go to one `WindowBatcher` thread that fills a forward
 batch from concurrent requests (up to `--max_batch_size` windows, waiting at most `--max_wait_ms` after the first).
-Requires the `serve` extra: `pip install -r requirements-serve.txt` (FastAPI, uvicorn, python-multipart).
+Requires the `serve` extra: `pip install 'layoutkit[serve]'` (FastAPI, uvicorn, python-multipart).
 """
 
 import argparse
@@ -353,7 +353,7 @@ def main(argv=None) -> int:
     try:
         import uvicorn
     except ImportError:
-        print("error: the service needs the serve extra: pip install -r requirements-serve.txt", file=sys.stderr)
+        print("error: the service needs the serve extra: pip install 'layoutkit[serve]'", file=sys.stderr)
         return 2
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # PIL refuses (above 2x) or warns about (above 1x) images over this size when opening them, as in predict.py.

@@ -5,6 +5,7 @@ loading and saving. Each function takes the argument group (arguments.py) or the
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -31,6 +32,7 @@ logger = get_logger(__name__)
 
 # ----------------------------------------------------------------------------------------- accelerator
 def build_accelerator(training: TrainingArguments, model_type: str) -> Accelerator:
+    require_trackers(training)
     find_unused = training.ddp_find_unused_parameters
     if find_unused is None:
         find_unused = model_type in ("layoutlmv2", "layoutxlm")
@@ -53,6 +55,12 @@ def build_accelerator(training: TrainingArguments, model_type: str) -> Accelerat
     if why:
         accelerator.print(f"--mixed_precision auto: {accelerator.mixed_precision} ({why})")
     return accelerator
+
+
+def require_trackers(training: TrainingArguments) -> None:
+    """Accelerate drops a tracker whose package is missing without a word (a run would log nothing): stop instead."""
+    if training.with_tracking and "mlflow" in str(training.report_to) and importlib.util.find_spec("mlflow") is None:
+        raise SystemExit("--with_tracking --report_to mlflow needs mlflow: pip install 'layoutkit[tracking]'")
 
 
 def init_tracking(accelerator: Accelerator, training: TrainingArguments, flags: dict, default_experiment: str) -> None:

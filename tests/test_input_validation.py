@@ -302,7 +302,7 @@ def test_two_documents_of_one_image_are_not_split_apart(tmp_path):
 
 def test_predict_names_page_and_box_field(tmp_path):
     """predict.py turns the pipeline's ValueError into the document's error: file, page, box field, problem."""
-    import predict
+    from layoutkit import predict
 
     def extractor(inputs, **call):  # the pipeline's input side, without a model
         read_document(inputs, ocr_engine=None)

@@ -178,7 +178,7 @@ def test_prediction_tasks_import_back_to_the_same_words_and_labels(images, tmp_p
 def test_predict_labelstudio_round_trip(vendor_ner_checkpoint, synthetic_invoices, tmp_path):
     """predict.py --labelstudio on an invoice; the tasks, submitted unchanged, import back to the predicted words
     and entities."""
-    import predict
+    from layoutkit import predict
 
     annotation = synthetic_invoices / "annotations" / "invoice_00000.json"
     tasks_file = tmp_path / "tasks.json"

@@ -145,7 +145,7 @@ def vendor_lilt(lilt_ner_run, tmp_path_factory):
 
 
 def test_predict_on_an_image(vendor_lilt, synthetic_invoices, tmp_path):
-    import predict
+    from layoutkit import predict
 
     annotation_path = synthetic_invoices / "annotations" / "invoice_00000.json"
     annotation = json.loads(annotation_path.read_text())

@@ -230,7 +230,7 @@ def amount_checkpoint(trained_ner_checkpoint, tmp_path_factory):
 
 def test_predict_and_pipeline_return_line_items(amount_checkpoint, tmp_path):
     """Every word an amount: two visual rows; the row with two amounts keeps the higher-scoring one."""
-    import predict
+    from layoutkit import predict
     from transformers import pipeline
 
     from layoutkit.token_classification_pipeline import LayoutTokenClassificationPipeline
@@ -254,7 +254,7 @@ def test_predict_and_pipeline_return_line_items(amount_checkpoint, tmp_path):
 
 
 def test_grouping_by_relations_needs_a_relation_model(tmp_path, capsys):
-    import predict
+    from layoutkit import predict
 
     with pytest.raises(SystemExit):
         predict.parse_args(["--model_name_or_path", "model", "--input", str(tmp_path), "--output_dir",

@@ -101,7 +101,7 @@ def test_predict_onnx_backend_gives_the_torch_output(trained_ner_checkpoint, syn
     assert "max |ONNX Runtime - PyTorch|" in log.stdout
     annotation = synthetic_invoices / "annotations" / "invoice_00002.json"
     image = synthetic_invoices / "images" / json.loads(annotation.read_text())["image"]
-    import predict
+    from layoutkit import predict
 
     outputs = {}
     for backend, model in (("torch", trained_ner_checkpoint), ("onnx", export)):

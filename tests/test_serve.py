@@ -13,7 +13,7 @@ import pytest
 
 from serve_helpers import HeadlessChromium, ServerProcess, find_chromium
 
-SERVE_EXTRA = "the serve extra is not installed (pip install -r requirements-serve.txt)"
+SERVE_EXTRA = "the serve extra is not installed (pip install '.[serve]')"
 for module in ("fastapi", "uvicorn", "python_multipart"):
     pytest.importorskip(module, reason=SERVE_EXTRA)
 requests = pytest.importorskip("requests")
@@ -72,7 +72,7 @@ def test_concurrent_requests_match_predict_py_and_survive_a_corrupt_upload(serve
 
     # predict.py on the same documents (its main(), in this process): the same JSON, the source being the upload's
     # name rather than a path.
-    import predict
+    from layoutkit import predict
 
     folder = tmp_path / "uploads"
     folder.mkdir()

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -28,15 +29,25 @@ def run_command(args, cwd=None, env=None, timeout=600) -> subprocess.CompletedPr
     return result
 
 
-def run_fresh_python(script: str, args, workdir: Path):
-    """Run `script` in a `python -I` process and return the JSON its last stdout line prints.
+# site-packages without its .pth files: scripts/setup.sh installs this project editable, which registers it through
+# one, and a fresh process must see the libraries a checkpoint's user has, not the project.
+# (`-S` leaves the venv's site-packages out altogether, so this process's are added by name.)
+SITE_PACKAGES_WITHOUT_PTH = (
+    f"import sys\nsys.path += {sorted({sysconfig.get_paths()['purelib'], sysconfig.get_paths()['platlib']})!r}\n"
+)
 
-    No PYTHONPATH, no user site, cwd `workdir` outside the project and offline, with its own Hugging Face
-    caches there: the process sees only what a user of a saved checkpoint has, not this repository.
+
+def run_fresh_python(script: str, args, workdir: Path):
+    """Run `script` in a `python -I -S` process and return the JSON its last stdout line prints.
+
+    No PYTHONPATH, no user site, site-packages without .pth files, cwd `workdir` outside the project and offline,
+    with its own Hugging Face caches there: the process sees only what a user of a saved checkpoint has, not this
+    repository (installed or not).
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "HF_", "TRANSFORMERS_"))}
     env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(workdir / "modules"), HF_HOME=str(workdir / "hf"))
-    result = subprocess.run([sys.executable, "-I", "-c", script, *map(str, args)], cwd=workdir, env=env,
+    result = subprocess.run([sys.executable, "-I", "-S", "-c", SITE_PACKAGES_WITHOUT_PTH + script, *map(str, args)],
+                            cwd=workdir, env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-6000:]
     return json.loads(result.stdout.strip().splitlines()[-1])

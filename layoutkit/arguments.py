@@ -220,37 +220,34 @@ class RunArguments:
     augmentation: AugmentArguments | None = None
     search: HpSearchArguments | None = None
 
+    def groups(self) -> dict[str, Any]:
+        """The groups this run has, by field name (optional groups the script does not take are left out)."""
+        # Read from __dict__: `__getattr__` below calls this, and must not recurse on a half-built instance.
+        return {f.name: self.__dict__[f.name] for f in dataclasses.fields(RunArguments)
+                if self.__dict__.get(f.name) is not None}
+
     def __getattr__(self, name: str):
         # Only called when `name` is not one of the groups: look the flag up in them.
-        for group_field in dataclasses.fields(RunArguments):
-            group = self.__dict__.get(group_field.name)
-            if group is not None and name in {f.name for f in dataclasses.fields(group)}:
+        for group in self.groups().values():
+            if name in {f.name for f in dataclasses.fields(group)}:
                 return getattr(group, name)
         raise AttributeError(f"no flag {name!r}")
 
     def flags(self) -> dict[str, Any]:
         """Every flag's value by name (tracking parameters, the model card, a search's best values)."""
-        values = {}
-        for group_field in dataclasses.fields(self):
-            group = getattr(self, group_field.name)
-            if group is not None:
-                values.update({f.name: getattr(group, f.name) for f in dataclasses.fields(group)})
-        return values
+        return {f.name: getattr(group, f.name) for group in self.groups().values() for f in dataclasses.fields(group)}
 
     def replace(self, **values) -> RunArguments:
         """A copy with some flags changed (a search trial's), each in the group that holds it."""
-        groups = {}
-        for group_field in dataclasses.fields(self):
-            group = getattr(self, group_field.name)
-            if group is not None:
-                names = {f.name for f in dataclasses.fields(group)}
-                changes = {k: v for k, v in values.items() if k in names}
-                group = dataclasses.replace(group, **changes) if changes else group
-            groups[group_field.name] = group
         unknown = set(values) - set(self.flags())
         if unknown:
             raise ValueError(f"not flags of this script: {sorted(unknown)}")
-        return RunArguments(**groups)
+        changed = {}
+        for name, group in self.groups().items():
+            changes = {k: v for k, v in values.items() if k in {f.name for f in dataclasses.fields(group)}}
+            if changes:
+                changed[name] = dataclasses.replace(group, **changes)
+        return dataclasses.replace(self, **changed)
 
 
 GROUP_CLASSES = {"data": DataArguments, "model": ModelArguments, "training": TrainingArguments}

@@ -20,7 +20,6 @@ from datasets import Dataset, Value
 from .arguments import DocumentClassificationArguments
 from .driver import Evaluation, Task
 from .encoding import LayoutCollator, document_words, encode_pages
-from .losses import build_loss, parse_class_weights
 from .modeling import ModelFamily
 from .ner import BOOKKEEPING, window_features
 from .training import log_figure
@@ -238,6 +237,7 @@ class DocumentClassificationTask(Task):
     pipeline_task = "image-classification"
     script_name = "run_doc_classification"
     arguments_class = DocumentClassificationArguments
+    collator_class = ClassificationCollator
     model_inputs = staticmethod(model_inputs)
 
     @property
@@ -280,14 +280,8 @@ class DocumentClassificationTask(Task):
             load_from_cache_file=not data.overwrite_cache,
         )
 
-    def collator(self, processing, pad_to_multiple_of: int):
-        return ClassificationCollator(processing.tokenizer.pad_token_id, pad_to_multiple_of,
-                                      processing.family.image_input)
-
-    def loss_function(self, raw):
-        class_weights = parse_class_weights(self.args.objective.class_weights, self.label_names,
-                                            lambda: raw["train"][self.label_column])
-        return build_loss(self.args.objective, class_weights)
+    def training_label_ids(self, raw) -> list[int]:
+        return raw["train"][self.label_column]
 
     def describe(self, raw, windows) -> str:
         return f"{super().describe(raw, windows)}, {len(self.label_names)} classes"
@@ -305,11 +299,12 @@ class DocumentClassificationTask(Task):
         return {"metric_for_best_model": self.metric_name}
 
     def report(self, accelerator, model, raw, split: str, prefix: str, evaluation: Evaluation,
-               output_dir: str) -> dict:
+               processing) -> dict:
         baseline = majority_baseline(raw["train"][self.label_column], raw[split][self.label_column])
         accelerator.print(f"{split}: majority baseline accuracy={baseline:.4f}")
         if accelerator.is_main_process:
-            figure = write_reports(output_dir, evaluation.records, evaluation.extra, self.label_names, split)
+            figure = write_reports(self.args.training.output_dir, evaluation.records, evaluation.extra,
+                                   self.label_names, split)
             log_figure(accelerator, figure, "confusion_matrix.png")
         return {f"{prefix}_majority_baseline_accuracy": baseline}
 

@@ -88,17 +88,17 @@ def carve_validation_split(raw: DatasetDict, seed: int, fraction: float = VALIDA
         return (f"none: train has {documents} document, too few to carve a validation split from; the last "
                 "epoch's model is kept, no epoch is selected")
     size = max(1, round(fraction * documents))
-    stratified = ""
+    carved, how = None, ""
     if stratify_by_column and isinstance(raw["train"].features.get(stratify_by_column), ClassLabel):
         try:
             carved = raw["train"].train_test_split(test_size=size, seed=seed, stratify_by_column=stratify_by_column)
-            stratified = f", stratified by {stratify_by_column}"
+            how = f", stratified by {stratify_by_column}"
         except ValueError:  # a class with a single document, or fewer documents than classes in the carve
-            stratified = f", not stratified (too few documents per {stratify_by_column})"
-    if not stratified.startswith(", stratified"):
+            how = f", not stratified (too few documents per {stratify_by_column})"
+    if carved is None:
         carved = raw["train"].train_test_split(test_size=size, seed=seed)
     raw["train"], raw["validation"] = carved["train"], carved["test"]
-    return (f"carved from train ({fraction:.0%}, seed {seed}{stratified}): {len(carved['test'])} of {documents} "
+    return (f"carved from train ({fraction:.0%}, seed {seed}{how}): {len(carved['test'])} of {documents} "
             "documents; the dataset has no validation split")
 
 

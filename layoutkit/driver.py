@@ -14,9 +14,11 @@ from typing import Any, Callable
 
 from accelerate.utils import set_seed
 
-from .arguments import RunArguments, parse_run_arguments
+from .arguments import ALL_OPTIONAL_GROUPS, RunArguments, parse_run_arguments
 from .augment import augment_training_split
 from .data import carve_validation_split, dataset_preprocessing, load_raw_datasets
+from .encoding import LayoutCollator
+from .losses import build_loss, parse_class_weights
 from .modeling import model_family
 from .training import (
     TrainingState,
@@ -56,12 +58,13 @@ class Processing:
 
 class Task:
     """What one kind of training run supplies to the driver. Subclasses set the class attributes and implement
-    `read_labels`, `encode`, `collator` and `evaluate`; the other methods have defaults."""
+    `read_labels`, `model_class`, `encode` and `evaluate`; the other methods have defaults."""
 
     pipeline_task: str  # the custom pipeline saved with the model, e.g. "token-classification"
     script_name: str  # the default MLflow experiment
     arguments_class: type  # the task's flags (a dataclass in arguments.py)
-    optional_groups: tuple = ("objective", "augmentation", "search")  # shared flag groups the task takes
+    optional_groups: tuple = ALL_OPTIONAL_GROUPS  # shared flag groups the task takes
+    collator_class = LayoutCollator  # batches windows with dynamic padding
     model_inputs: Callable[[dict], dict] = staticmethod(lambda batch: batch)
 
     def __init__(self, args: RunArguments):
@@ -109,12 +112,22 @@ class Task:
         """Split `split` of `raw` as windows (a `Dataset.map`, cached)."""
         raise NotImplementedError
 
-    def collator(self, processing: Processing, pad_to_multiple_of: int):
+    def collator(self, processing: Processing):
+        return self.collator_class(processing.tokenizer.pad_token_id, self.args.data.pad_to_multiple_of,
+                                   processing.family.image_input)
+
+    def training_label_ids(self, raw) -> list[int]:
+        """Every label id of the training split (for `--class_weights auto`)."""
         raise NotImplementedError
 
     def loss_function(self, raw):
-        """A `loss(logits, labels)` replacing the model's own, or None."""
-        return None
+        """A `loss(logits, labels)` replacing the model's own (`--loss`, `--class_weights`), or None."""
+        objective = self.args.objective
+        if objective is None:
+            return None
+        class_weights = parse_class_weights(objective.class_weights, self.label_names,
+                                            lambda: self.training_label_ids(raw))
+        return build_loss(objective, class_weights)
 
     def describe(self, raw, windows) -> str:
         return f"{len(raw['train'])} training documents in {len(windows['train'])} windows"
@@ -137,9 +150,9 @@ class Task:
         return {}
 
     def report(self, accelerator, model, raw, split: str, prefix: str, evaluation: Evaluation,
-               output_dir: str) -> dict:
+               processing: Processing) -> dict:
         """Further results of the final evaluation (written into all_results.json) and report files; runs on
-        every process (files only on the main one)."""
+        every process (files, into the output folder, only on the main one)."""
         return {}
 
 
@@ -194,9 +207,7 @@ def train_and_evaluate(task: Task, on_epoch_end=None) -> dict:
 
     with accelerator.main_process_first():
         windows = {split: task.encode(raw, split, processing) for split in raw}
-    train_dataloader, eval_dataloaders, eval_split = build_dataloaders(
-        training, windows, task.collator(processing, data.pad_to_multiple_of)
-    )
+    train_dataloader, eval_dataloaders, eval_split = build_dataloaders(training, windows, task.collator(processing))
     loss_function = task.loss_function(raw)
 
     # ---- optimizer, schedule, accelerate
@@ -233,7 +244,7 @@ def train_and_evaluate(task: Task, on_epoch_end=None) -> dict:
         prefix = "test" if report_split == "test" else "eval"
         results.update({f"{prefix}_{k}": v for k, v in evaluation.metrics.items()})
         accelerator.print(f"{report_split}: {task.headline(evaluation.metrics)}")
-        results.update(task.report(accelerator, model, raw, report_split, prefix, evaluation, training.output_dir))
+        results.update(task.report(accelerator, model, raw, report_split, prefix, evaluation, processing))
         accelerator.log({k: v for k, v in results.items() if k.startswith(f"{prefix}_")
                          and isinstance(v, (int, float))}, step=state.completed_steps)
         if accelerator.is_main_process:

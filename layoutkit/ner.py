@@ -13,9 +13,8 @@ from PIL import Image
 from .arguments import TokenClassificationArguments
 from .data import standardize_label_column
 from .driver import Evaluation, Task
-from .encoding import LayoutCollator, b_to_i_label_ids, encode_pages
+from .encoding import b_to_i_label_ids, encode_pages
 from .labels import OUTSIDE
-from .losses import build_loss, parse_class_weights
 from .metrics import field_exact_match, flatten_scores, overall_metrics, seqeval_scores
 from .modeling import ModelFamily
 from .windows import WordPredictionMerger
@@ -169,15 +168,8 @@ class TokenClassificationTask(Task):
             load_from_cache_file=not data.overwrite_cache,
         )
 
-    def collator(self, processing, pad_to_multiple_of: int):
-        return LayoutCollator(processing.tokenizer.pad_token_id, pad_to_multiple_of, processing.family.image_input)
-
-    def loss_function(self, raw):
-        class_weights = parse_class_weights(
-            self.args.objective.class_weights, self.label_names,
-            lambda: [t for tags in raw["train"]["ner_tags"] for t in tags],
-        )
-        return build_loss(self.args.objective, class_weights)
+    def training_label_ids(self, raw) -> list[int]:
+        return [t for tags in raw["train"]["ner_tags"] for t in tags]
 
     def evaluate(self, accelerator, model, dataloader, raw, split: str, final: bool) -> Evaluation:
         metrics, records = evaluate_ner(accelerator, model, dataloader, raw[split], self.label_names)

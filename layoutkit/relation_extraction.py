@@ -243,6 +243,7 @@ class RelationExtractionTask(Task):
     script_name = "run_relation_extraction"
     arguments_class = RelationExtractionArguments
     optional_groups = ()
+    collator_class = RelationCollator
     model_inputs = staticmethod(model_inputs)
 
     def prepare_dataset(self, accelerator, raw):
@@ -285,10 +286,6 @@ class RelationExtractionTask(Task):
             num_proc=data.preprocessing_num_workers, load_from_cache_file=not data.overwrite_cache,
         )
 
-    def collator(self, processing, pad_to_multiple_of: int):
-        self.processing, self.pad_to_multiple_of = processing, pad_to_multiple_of  # for the end-to-end test
-        return RelationCollator(processing.tokenizer.pad_token_id, pad_to_multiple_of, processing.family.image_input)
-
     def describe(self, raw, windows) -> str:
         return (f"{super().describe(raw, windows)}, {sum(len(p) for p in self.pairs['train'])} links; candidate links "
                 f"{', '.join(f'{h} -> {t}' for h, t in self.candidates)}")
@@ -308,7 +305,7 @@ class RelationExtractionTask(Task):
         return {"relation_types": [f"{h}:{t}" for h, t in self.candidates]}
 
     def report(self, accelerator, model, raw, split: str, prefix: str, evaluation: Evaluation,
-               output_dir: str) -> dict:
+               processing) -> dict:
         """With --ner_model_name_or_path, the links found among the entities that model predicts (end to end)."""
         ner_model = self.args.task.ner_model_name_or_path
         if not ner_model:
@@ -318,11 +315,9 @@ class RelationExtractionTask(Task):
         data, training = self.args.data, self.args.training
         predicted = predicted_entities(accelerator, ner_model, raw[split], data.max_seq_length, data.stride,
                                        data.pad_to_multiple_of, training.per_device_eval_batch_size)
-        windows = self.encode(raw, split, self.processing, entities=predicted, pairs=[set()] * len(predicted))
-        dataloader = accelerator.prepare(DataLoader(
-            windows, collate_fn=self.collator(self.processing, self.pad_to_multiple_of),
-            batch_size=training.per_device_eval_batch_size,
-        ))
+        windows = self.encode(raw, split, processing, entities=predicted, pairs=[set()] * len(predicted))
+        dataloader = accelerator.prepare(DataLoader(windows, collate_fn=self.collator(processing),
+                                                    batch_size=training.per_device_eval_batch_size))
         end_to_end = self.evaluate(accelerator, model, dataloader, raw, split, final=True, entities=predicted).metrics
         accelerator.print(f"{split} (predicted entities): {self.headline(end_to_end)}")
         return {f"{prefix}_end_to_end_{k}": v for k, v in end_to_end.items()}

@@ -12,8 +12,8 @@ logits. Every metric (accuracy, macro/weighted F1, per-class precision/recall/F1
 The output folder gets confusion_matrix.png, misclassified.jsonl and all_results.json besides the model.
 """
 
-from layoutkit import driver
-from layoutkit.classification import DocumentClassificationTask
+from layoutkit.train import driver
+from layoutkit.train.classification_task import DocumentClassificationTask
 
 
 def parse_args(argv=None):
@@ -22,7 +22,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> dict:
-    """Data, model, training loop with validation each epoch, test of the kept model, save (layoutkit/driver.py)."""
+    """Data, model, training loop with validation each epoch, test of the kept model, save (layoutkit/train/driver.py)."""
     return driver.main(DocumentClassificationTask, argv, __doc__)
 
 

@@ -12,9 +12,9 @@ from typing import Callable, Sequence
 from dataset_loader.annotations import AnnotationError
 from dataset_loader.preprocessing import DEFAULT_SIZE
 from dataset_loader.writer import BuildError
-from layoutkit.boxes import RESIZE_MODES, parse_size
 from layoutkit.cli import program_name
-from layoutkit.ocr import parse_engine_option
+from layoutkit.pipelines.boxes import RESIZE_MODES, parse_size
+from layoutkit.pipelines.ocr import parse_engine_option
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -190,7 +190,7 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_ocr_options(parser: argparse.ArgumentParser) -> None:
-    from layoutkit.ocr import OCR_ENGINES
+    from layoutkit.pipelines.ocr import OCR_ENGINES
 
     group = parser.add_argument_group("OCR (train on the words inference will see)")
     group.add_argument(

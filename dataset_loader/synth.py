@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
 from tqdm.auto import tqdm
 
-from layoutkit.boxes import union_box
+from layoutkit.pipelines.boxes import union_box
 
 ENTITY_TYPES = (
     "vendor",

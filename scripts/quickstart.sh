@@ -28,7 +28,7 @@ OCR_FLAGS=()
 python -m dataset_loader build --data-dir "$DATA/sample_invoices" --output "$DATA/invoices" --seed 0 --overwrite \
     "${OCR_FLAGS[@]}"
 MODEL_TYPE=${MODEL_TYPE:-layoutlm}
-python -m layoutkit.scratch --model_type "$MODEL_TYPE" --size small --vocab_size 4000 \
+python -m layoutkit.apps.scratch --model_type "$MODEL_TYPE" --size small --vocab_size 4000 \
     --dataset_path "$DATA/invoices" --output_dir "$RUNS/scratch-$MODEL_TYPE-small"
 accelerate launch --num_processes 1 --num_machines 1 --dynamo_backend no --mixed_precision "${MIXED_PRECISION:-no}" \
     run_invoice_ner.py \

@@ -13,7 +13,7 @@ RUNS=${RUNS:-runs}
 python -m dataset_loader synth-classes --output "$DATA/sample_doctypes" --num-docs "${NUM_DOCS:-300}" --seed 42
 python -m dataset_loader classify --data-dir "$DATA/sample_doctypes" --output "$DATA/doctypes" --seed 0 --overwrite
 MODEL_TYPE=${MODEL_TYPE:-layoutlm}
-python -m layoutkit.scratch --model_type "$MODEL_TYPE" --size small --vocab_size 3000 \
+python -m layoutkit.apps.scratch --model_type "$MODEL_TYPE" --size small --vocab_size 3000 \
     --dataset_path "$DATA/doctypes" --output_dir "$RUNS/scratch-doctypes-$MODEL_TYPE-small"
 accelerate launch --num_processes 1 --num_machines 1 --dynamo_backend no --mixed_precision "${MIXED_PRECISION:-bf16}" \
     run_doc_classification.py \

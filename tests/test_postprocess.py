@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from layoutkit.postprocess import (
+from layoutkit.pipelines.postprocess import (
     RuleConfig,
     apply_rules,
     company_first_lines_rule,

@@ -541,7 +541,7 @@ def load_model_and_processing(model_args: ModelArguments, config, max_seq_length
     With --model_name_or_path the checkpoint's weights are loaded; with only --config_name the model is
     built from the config with random weights (training from scratch).
     """
-    from .modeling import load_processing
+    from ..pipelines.modeling import load_processing
 
     hub = model_args.hub_kwargs
     config.update(config_kwargs)
@@ -660,7 +660,7 @@ def epoch_end_hook(accelerator: Accelerator, training: TrainingArguments, model,
                    on_epoch_end=None):
     """The `fit(on_epoch_end=...)` callback: with --push_every_epoch, save and upload the model; then
     `on_epoch_end(epoch, metrics)` (a hyperparameter search's pruning report), if given."""
-    from .export import attach_pipeline
+    from ..pipelines.attach import attach_pipeline
 
     def end_of_epoch(epoch: int, metrics: dict) -> None:
         if training.push_to_hub and training.push_every_epoch:
@@ -680,7 +680,7 @@ def save_run(accelerator: Accelerator, training: TrainingArguments, flags: dict,
     training_history.json and the model card; logged to MLflow and pushed with --push_to_hub.
     `flags` (every flag of the run) fill the card's hyperparameters. Task-specific reports must be written into
     the output folder before, so they are logged and pushed too."""
-    from .export import attach_pipeline
+    from ..pipelines.attach import attach_pipeline
 
     if accelerator.is_main_process:
         # The results first: a failure in a later, optional step (pipeline files, card, upload) cannot lose them.

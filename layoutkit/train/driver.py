@@ -14,12 +14,12 @@ from typing import Any, Callable
 
 from accelerate.utils import set_seed
 
+from ..pipelines.encoding import LayoutCollator
+from ..pipelines.modeling import model_family
 from .arguments import ALL_OPTIONAL_GROUPS, RunArguments, parse_run_arguments
 from .augment import augment_training_split
 from .data import carve_validation_split, dataset_preprocessing, load_raw_datasets
-from .encoding import LayoutCollator
 from .losses import build_loss, parse_class_weights
-from .modeling import model_family
 from .training import (
     TrainingState,
     build_accelerator,

@@ -1,7 +1,7 @@
 """`relation-extraction` pipeline for checkpoints trained with run_relation_extraction.py: which value belongs to
 which key (which answer to which question) on a page.
 
-Saved into every relation checkpoint (see `layoutkit/export.py`; the model's own code, relation_model.py, is saved
+Saved into every relation checkpoint (see `layoutkit/pipelines/attach.py`; the model's own code, relation_model.py, is saved
 beside it by `save_pretrained`), so a trained model runs with:
 
     from transformers import pipeline
@@ -40,6 +40,7 @@ import torch
 
 from .boxes import union_box
 from .encoding import RelationCollator
+from .entity_links import Entity, PairScoreMerger, gold_entities, select_links, window_entity_columns
 from .labels import is_bio_tag
 from .pipeline_inputs import (
     DEFAULT_WINDOW_BATCH_SIZE,
@@ -49,7 +50,6 @@ from .pipeline_inputs import (
     read_document,
     recorded_preprocessing,
 )
-from .relations import Entity, PairScoreMerger, gold_entities, select_links, window_entity_columns
 
 DEFAULT_THRESHOLD = 0.5
 

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..pipelines.fields import extract_fields
+from ..pipelines.line_items import group_line_items, links_from_pairs
+from ..pipelines.ocr import OcrError
 from .documents import DocumentError
-from .fields import extract_fields
-from .line_items import group_line_items, links_from_pairs
-from .ocr import OcrError
 
 
 def predict_document(extractor, source: Path | None, pages, words_pages, args, linker=None) -> tuple[dict, list]:
     """Run the pipeline on each page; entities and words carry their 1-based page number. Returns the document's
     JSON and, with --draw, its pages with words and entities drawn. `line_items` are the item table's rows
-    (layoutkit/line_items.py). With `linker` (a relation-extraction pipeline) the JSON gains `pairs`: key -> value
+    (layoutkit/pipelines/line_items.py). With `linker` (a relation-extraction pipeline) the JSON gains `pairs`: key -> value
     links between each page's predicted entities, which also group the line items with `args.line_item_grouping`
     "relations".
 

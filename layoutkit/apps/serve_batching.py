@@ -21,8 +21,8 @@ from typing import Callable, Iterator
 
 import torch
 
-from .pipeline_inputs import WindowedLayoutPipeline
-from .token_classification_pipeline import LayoutTokenClassificationPipeline
+from ..pipelines.pipeline_inputs import WindowedLayoutPipeline
+from ..pipelines.token_classification_pipeline import LayoutTokenClassificationPipeline
 
 # run_windows(windows, batch_size, mixed_precision) yields (positions, logits) per forward batch, as
 # `WindowedLayoutPipeline._run_windows` does: the model backend the batcher drives.

@@ -1,13 +1,13 @@
-"""A LayoutLM-family model exported by `python -m layoutkit.export_onnx`, run with ONNX Runtime behind the call
+"""A LayoutLM-family model exported by `python -m layoutkit.apps.export_onnx`, run with ONNX Runtime behind the call
 signature the pipelines use for the torch model: `model(input_ids=..., attention_mask=..., bbox=...,
 [pixel_values=...]).logits`, with `config`, `device` and `dtype`. So the same pipeline classes (and their
 preprocessing, window merging and post-processing) run either backend:
 
-    from layoutkit.onnx_model import OnnxLayoutModel
+    from layoutkit.apps.onnx_model import OnnxLayoutModel
     model = OnnxLayoutModel.from_pretrained("exports/invoices-onnx")
     logits = model(**batch).logits  # a torch tensor, like the torch model's
 
-`layoutkit.predictor.load_predictor(folder, backend="onnx")` builds the whole pipeline around it.
+`layoutkit.apps.pipeline_loader.load_predictor(folder, backend="onnx")` builds the whole pipeline around it.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def onnx_path(model_dir: str | os.PathLike) -> Path:
     if not path.is_file():
         raise FileNotFoundError(
             f"{path} not found: the ONNX backend reads a folder written by "
-            f"`python -m layoutkit.export_onnx --model CHECKPOINT --output {model_dir}`"
+            f"`python -m layoutkit.apps.export_onnx --model CHECKPOINT --output {model_dir}`"
         )
     return path
 

@@ -9,15 +9,8 @@ import torch
 from datasets import Dataset, Features, Value
 from datasets import Sequence as SequenceFeature
 
-from .arguments import RelationExtractionArguments
-from .data import standardize_label_column
-from .driver import Evaluation, Task
-from .encoding import LayoutCollator, RelationCollator, encode_pages  # noqa: F401
-from .labels import OUTSIDE
-from .modeling import ModelFamily
-from .ner import BOX_COLUMNS, window_features
-from .relation_model import LayoutRelationConfig, LayoutRelationModel
-from .relations import (
+from ..pipelines.encoding import LayoutCollator, RelationCollator, encode_pages  # noqa: F401
+from ..pipelines.entity_links import (
     Entity,
     PairScoreMerger,
     gold_entities,
@@ -27,6 +20,13 @@ from .relations import (
     span_entities,
     window_entity_columns,
 )
+from ..pipelines.labels import OUTSIDE
+from ..pipelines.modeling import ModelFamily
+from ..pipelines.relation_model import LayoutRelationConfig, LayoutRelationModel
+from .arguments import RelationExtractionArguments
+from .data import standardize_label_column
+from .driver import Evaluation, Task
+from .ner_task import BOX_COLUMNS, window_features
 
 ENTITY_COLUMNS = ("entity_index", "entity_labels", "entity_ids", "relation_pairs")
 BOOKKEEPING = ("word_ids", "doc_index", "entity_ids")
@@ -96,8 +96,8 @@ class RelationModelLoader:
 
 def load_relation_pipeline(name_or_path: str, device=None):
     """The relation-extraction pipeline of a checkpoint, built from layoutkit's own classes (no remote code runs)."""
-    from .modeling import load_processing
-    from .relation_extraction_pipeline import LayoutRelationExtractionPipeline
+    from ..pipelines.modeling import load_processing
+    from ..pipelines.relation_extraction_pipeline import LayoutRelationExtractionPipeline
 
     model = LayoutRelationModel.from_pretrained(name_or_path)
     tokenizer, image_processor, _ = load_processing(name_or_path)
@@ -170,8 +170,8 @@ def predicted_entities(accelerator, ner_name_or_path: str, dataset: Dataset, max
     from torch.utils.data import DataLoader
     from transformers import AutoModelForTokenClassification
 
-    from .modeling import load_processing, model_family
-    from .ner import encode_ner_split, predict_words
+    from ..pipelines.modeling import load_processing, model_family
+    from .ner_task import encode_ner_split, predict_words
 
     ner = AutoModelForTokenClassification.from_pretrained(ner_name_or_path).to(accelerator.device)
     tokenizer, image_processor, _ = load_processing(ner_name_or_path)

@@ -1,6 +1,6 @@
 """`image-classification` pipeline for LayoutLM-family checkpoints trained with run_doc_classification.py.
 
-Saved into every checkpoint (see `layoutkit/export.py`), so a trained model runs with two lines:
+Saved into every checkpoint (see `layoutkit/pipelines/attach.py`), so a trained model runs with two lines:
 
     from transformers import pipeline
     classifier = pipeline("image-classification", model="runs/doctypes", trust_remote_code=True)

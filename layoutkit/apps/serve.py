@@ -1,6 +1,6 @@
 """HTTP service for a token-classification checkpoint: the JSON predict.py writes, for documents sent over HTTP.
 
-    python -m layoutkit.serve --model runs/invoices --host 127.0.0.1 --port 8000
+    python -m layoutkit.apps.serve --model runs/invoices --host 127.0.0.1 --port 8000
 
 Endpoints (see docs/serving.md):
 - `POST /v1/extract`: a multipart upload (field `file`: an image or a PDF), a raw image/PDF body, or JSON words and
@@ -34,7 +34,10 @@ from types import SimpleNamespace
 
 from PIL import Image
 
-from .batching import BatchedTokenClassificationPipeline, WindowBatcher
+from ..pipelines.fields import FieldSchema
+from ..pipelines.ocr import DEFAULT_OCR_ENGINE, OCR_ENGINES, parse_engine_option
+from ..pipelines.postprocess import RULES, RuleConfig
+from .document_prediction import predict_document
 from .documents import (
     DEFAULT_MAX_PIXELS,
     IMAGE_SUFFIXES,
@@ -47,12 +50,9 @@ from .documents import (
     image_pages,
     pdf_pages,
 )
-from .fields import FieldSchema
-from .ocr import DEFAULT_OCR_ENGINE, OCR_ENGINES, parse_engine_option
-from .postprocess import RULES, RuleConfig
-from .prediction import predict_document
+from .serve_batching import BatchedTokenClassificationPipeline, WindowBatcher
 
-logger = logging.getLogger("layoutkit.serve")
+logger = logging.getLogger("layoutkit.apps.serve")
 PAGE_HTML = Path(__file__).with_name("static") / "serve.html"
 
 
@@ -76,7 +76,7 @@ def parse_args(argv=None):
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--backend", choices=["torch", "onnx"], default="torch",
-                        help="onnx: --model is a folder from `python -m layoutkit.export_onnx` (CPU, ONNX Runtime)")
+                        help="onnx: --model is a folder from `python -m layoutkit.apps.export_onnx` (CPU, ONNX Runtime)")
     parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     parser.add_argument("--mixed_precision", choices=["no", "bf16"], default="no", help="bf16 autocast")
     parser.add_argument("--max_batch_size", type=int, default=16, help="windows per forward pass, across requests")
@@ -123,7 +123,7 @@ def build_extractor(args) -> BatchedTokenClassificationPipeline:
     windows in, (positions, logits) batches out); another backend (ONNX Runtime) plugs in by passing its own."""
     import torch
 
-    from .predictor import load_predictor
+    from .pipeline_loader import load_predictor
 
     device = "cpu" if args.backend == "onnx" else args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     extractor = load_predictor(args.model_name_or_path, backend=args.backend, task="token-classification",

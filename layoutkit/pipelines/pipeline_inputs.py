@@ -2,7 +2,7 @@
 image or `{"image", "words", "boxes"}` input (OCR when no words are given), the preprocessing settings the
 training script recorded, the page's windows, and the batched forward pass over them.
 
-Copied into every checkpoint beside the pipeline that imports it (see `layoutkit/export.py`), so, like the
+Copied into every checkpoint beside the pipeline that imports it (see `layoutkit/pipelines/attach.py`), so, like the
 pipelines, it imports only the standard library, PIL, torch, transformers and sibling modules (pytesseract only
 when OCR runs, inside `ocr.py`).
 """
@@ -20,9 +20,9 @@ from transformers import Pipeline
 
 from .boxes import load_page, resize_document
 from .encoding import LayoutCollator, encode_pages
+from .input_validation import FieldError, check_box, is_blank_word, normalised_boxes_problem
 from .modeling import model_family, pil_image_processor
 from .ocr import DEFAULT_OCR_ENGINE, OcrEngine, get_ocr_engine
-from .validation import FieldError, check_box, is_blank_word, normalised_boxes_problem
 
 DEFAULT_WINDOW_BATCH_SIZE = 8
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}

@@ -1,8 +1,8 @@
 """One way to build the inference pipeline of a checkpoint, on either backend:
 
-    from layoutkit.predictor import load_predictor
+    from layoutkit.apps.pipeline_loader import load_predictor
     extractor = load_predictor("runs/invoices")                          # PyTorch
-    extractor = load_predictor("exports/invoices-onnx", backend="onnx")  # python -m layoutkit.export_onnx
+    extractor = load_predictor("exports/invoices-onnx", backend="onnx")  # python -m layoutkit.apps.export_onnx
     extractor("invoice.png", return_words=True)
 
 Both return the layoutkit pipeline of the checkpoint's task (`LayoutTokenClassificationPipeline` for
@@ -16,8 +16,8 @@ import json
 import os
 from pathlib import Path
 
-from .document_classification_pipeline import LayoutDocumentClassificationPipeline
-from .token_classification_pipeline import LayoutTokenClassificationPipeline
+from ..pipelines.document_classification_pipeline import LayoutDocumentClassificationPipeline
+from ..pipelines.token_classification_pipeline import LayoutTokenClassificationPipeline
 
 PIPELINE_CLASSES = {
     "token-classification": LayoutTokenClassificationPipeline,
@@ -60,7 +60,7 @@ def load_predictor(model: str | os.PathLike, backend: str = "torch", task: str |
         return pipeline(task, model=model, pipeline_class=pipeline_class or PIPELINE_CLASSES[task], device=device,
                         batch_size=batch_size)
 
-    from .modeling import load_processing
+    from ..pipelines.modeling import load_processing
     from .onnx_model import OnnxLayoutModel, onnx_path
 
     onnx_path(model)  # a clear error before anything else is loaded

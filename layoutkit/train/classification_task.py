@@ -17,11 +17,11 @@ import numpy as np
 import torch
 from datasets import Dataset, Value
 
+from ..pipelines.encoding import LayoutCollator, document_words, encode_pages
+from ..pipelines.modeling import ModelFamily
 from .arguments import DocumentClassificationArguments
 from .driver import Evaluation, Task
-from .encoding import LayoutCollator, document_words, encode_pages
-from .modeling import ModelFamily
-from .ner import BOOKKEEPING, window_features
+from .ner_task import BOOKKEEPING, window_features
 from .training import log_figure
 
 CONFUSION_FILE = "confusion_matrix.png"
@@ -219,8 +219,8 @@ def write_reports(output_dir: str, records: Sequence[dict], matrix: np.ndarray, 
 
 def add_ocr_words(raw, lang: str, num_proc=None):
     """Words and pixel boxes for datasets that come without them (plain image folders): Tesseract, once."""
-    from .boxes import load_page
-    from .ocr import ocr_page
+    from ..pipelines.boxes import load_page
+    from ..pipelines.ocr import ocr_page
 
     def ocr(example):
         result = ocr_page(load_page(example["image"]), lang=lang)

@@ -1,7 +1,7 @@
 """Compare finished training runs side by side: one Markdown report with a metrics table and a confusion matrix
 per run.
 
-    python -m layoutkit.compare runs/layoutlm runs/layoutlmv3 --output reports/compare --names v1 v3
+    python -m layoutkit.apps.compare runs/layoutlm runs/layoutlmv3 --output reports/compare --names v1 v3
 
 A run folder is the `--output_dir` of `run_invoice_ner.py` (token classification) or `run_doc_classification.py`
 (document classification). Everything is read from the files the training scripts write at the end
@@ -21,8 +21,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .cli import program_name
-from .postprocess import read_predictions
+from ..cli import program_name
+from ..pipelines.postprocess import read_predictions
 
 TOKEN_TASK = "token-classification"
 DOCUMENT_TASK = "document-classification"
@@ -318,7 +318,7 @@ def comparison_tables(runs: Sequence[RunSummary]) -> str:
 
 
 def save_confusion_figure(run: RunSummary, path: str) -> None:
-    from .classification import confusion_figure  # the same figure style as the training scripts' report
+    from ..train.classification_task import confusion_figure  # the same figure style as the training scripts' report
 
     confusion = run.confusion
     figure = confusion_figure(confusion.matrix, confusion.labels,
@@ -362,7 +362,7 @@ def write_report(runs: Sequence[RunSummary], output_dir: str) -> str:
 # ------------------------------------------------------------------------------------------------------ CLI
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=program_name("python -m layoutkit.compare"),
+        prog=program_name("python -m layoutkit.apps.compare"),
         description="Compare finished runs of run_invoice_ner.py / run_doc_classification.py: a Markdown table "
                     "of metrics, size and training cost, and a confusion matrix per run.",
     )

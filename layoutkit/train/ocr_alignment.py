@@ -19,7 +19,7 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from .labels import OUTSIDE, bio_spans
+from ..pipelines.labels import OUTSIDE, bio_spans
 
 # An OCR box and a gold box belong together when their intersection covers this share of the smaller box.
 MIN_OVERLAP = 0.5

@@ -1,6 +1,6 @@
 """Reading documents into page images: image files (every frame of a multi-page TIFF) and PDFs (rendered with
 PDFium), with the decompression-bomb guard checked before a page is decoded, and the words-and-boxes input of
-the annotation format. Shared by predict.py and the HTTP service (`layoutkit/serve.py`)."""
+the annotation format. Shared by predict.py and the HTTP service (`layoutkit/apps/serve.py`)."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ After a rule removes words, an entity that lost its first word starts again with
 Used by predict.py (`--rules total_keyword,company_first_lines` or `--rules rules.json`) and by the
 pipeline (`pipe(image, rules="total_keyword")`). Measure the effect on a test set:
 
-    python -m layoutkit.postprocess --predictions RUN/test_predictions.jsonl --dataset_path DATA
+    python -m layoutkit.pipelines.postprocess --predictions RUN/test_predictions.jsonl --dataset_path DATA
 
 Copied into saved checkpoints beside the custom pipeline: the rules import only the standard library.
 The measurement command reads the dataset with `datasets`, imported inside `main()`.
@@ -357,7 +357,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
         # "layoutkit postprocess" through the `layoutkit` command (layoutkit/cli.py, which this module, shipped in
         # checkpoints, does not import).
-        prog=sys.argv[0] if sys.argv[0].startswith("layoutkit ") else "python -m layoutkit.postprocess",
+        prog=sys.argv[0] if sys.argv[0].startswith("layoutkit ") else "python -m layoutkit.pipelines.postprocess",
         description="Measure the post-processing rules on a run's test predictions: entity precision and "
         "recall per label before and after, as a Markdown table.",
     )

@@ -1,12 +1,12 @@
 """Export a LayoutLM v1 or LayoutLMv3 checkpoint (token classification or document classification) to ONNX.
 
-    python -m layoutkit.export_onnx --model runs/invoices --output exports/invoices-onnx
+    python -m layoutkit.apps.export_onnx --model runs/invoices --output exports/invoices-onnx
 
 The output folder holds `model.onnx` (inputs `input_ids`, `attention_mask`, `bbox` and, for LayoutLMv3 with its
 visual embedding, `pixel_values`; output `logits`; batch and sequence axes dynamic), the model's `config.json`
 (label maps and the `document_preprocessing` training recorded), its tokenizer / processor files, and
 `onnx_export.json` (inputs, opset, versions and the parity measured at export). `predict.py --backend onnx` and
-`layoutkit.predictor.load_predictor(folder, backend="onnx")` run it with ONNX Runtime through the same pipeline.
+`layoutkit.apps.pipeline_loader.load_predictor(folder, backend="onnx")` run it with ONNX Runtime through the same pipeline.
 
 Exporter: `torch.onnx.export(..., dynamo=False)`, the TorchScript-based exporter. Measured with torch 2.13: the
 dynamo exporter exports LayoutLM v1 (in about 20 s against 1.5 s) but fails on LayoutLMv3 (a view over the
@@ -33,8 +33,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .encoding import LayoutCollator, encode_documents, window_page_images
-from .modeling import load_processing, model_family
+from ..pipelines.encoding import LayoutCollator, encode_documents, window_page_images
+from ..pipelines.modeling import load_processing, model_family
 from .onnx_model import EXPORT_INFO_FILE, ONNX_FILE, OnnxLayoutModel
 
 DEFAULT_OPSET = 17

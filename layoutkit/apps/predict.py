@@ -12,7 +12,7 @@ pages), in which case OCR is skipped.
 Inference goes through the same pipeline class the checkpoint ships (layoutkit's
 LayoutTokenClassificationPipeline), so preprocessing is exactly the training preprocessing recorded in the
 checkpoint's config.json; a page's windows run in batches of --batch_size with dynamic padding. --backend onnx runs
-the model with ONNX Runtime from a folder written by `python -m layoutkit.export_onnx` (same pipeline otherwise).
+the model with ONNX Runtime from a folder written by `python -m layoutkit.apps.export_onnx` (same pipeline otherwise).
 
 Many processes or GPUs: `accelerate launch --num_processes N predict.py ...` (or `... -m layoutkit predict ...`)
 gives each process its share of the documents (each document once); the main process merges the shares into one
@@ -20,7 +20,7 @@ summary.jsonl, in input order.
 
 Output: one JSON per document in --output_dir (see docs/inference.md): `fields` holds one typed value per field
 (normalised by --schema: dates to ISO 8601, amounts to a decimal string and currency) with its candidates,
-`line_items` the rows of the item table (layoutkit/line_items.py: description, quantity, unit price,
+`line_items` the rows of the item table (layoutkit/pipelines/line_items.py: description, quantity, unit price,
 amount), `entities` every predicted span, `words` every word; --draw also writes one PNG per page with the words and
 entities drawn on it; --labelstudio writes the predictions as Label Studio pre-annotations (docs/labelstudio.md). And
 --output_dir/summary.jsonl with one line per document, status "ok" or "error". A document that cannot be
@@ -41,7 +41,8 @@ from accelerate import PartialState
 from accelerate.utils import gather_object
 from PIL import Image
 
-from layoutkit.documents import (
+from layoutkit.apps.document_prediction import predict_document
+from layoutkit.apps.documents import (
     DEFAULT_MAX_PIXELS,
     IMAGE_SUFFIXES,
     PDF_SUFFIXES,
@@ -50,13 +51,12 @@ from layoutkit.documents import (
     image_pages,
     pdf_pages,
 )
-from layoutkit.fields import FieldSchema
-from layoutkit.labelstudio import document_tasks
-from layoutkit.ocr import OCR_ENGINES, parse_engine_option
-from layoutkit.postprocess import RULES, RuleConfig
-from layoutkit.prediction import predict_document
-from layoutkit.predictor import BACKENDS, load_predictor
-from layoutkit.relation_extraction import load_relation_pipeline
+from layoutkit.apps.labelstudio_format import document_tasks
+from layoutkit.apps.pipeline_loader import BACKENDS, load_predictor
+from layoutkit.pipelines.fields import FieldSchema
+from layoutkit.pipelines.ocr import OCR_ENGINES, parse_engine_option
+from layoutkit.pipelines.postprocess import RULES, RuleConfig
+from layoutkit.train.relation_task import load_relation_pipeline
 
 
 def parse_args(argv=None):
@@ -103,7 +103,7 @@ def parse_args(argv=None):
     )
     parser.add_argument(
         "--backend", choices=BACKENDS, default="torch",
-        help="torch, or onnx: ONNX Runtime (CPU) on a folder written by `python -m layoutkit.export_onnx`",
+        help="torch, or onnx: ONNX Runtime (CPU) on a folder written by `python -m layoutkit.apps.export_onnx`",
     )
     parser.add_argument(
         "--rules", default=None,

@@ -1,6 +1,6 @@
 """`token-classification` pipeline for LayoutLM-family checkpoints trained with run_invoice_ner.py.
 
-Saved into every checkpoint (see `layoutkit/export.py`), so a trained model runs with two lines:
+Saved into every checkpoint (see `layoutkit/pipelines/attach.py`), so a trained model runs with two lines:
 
     from transformers import pipeline
     extractor = pipeline("token-classification", model="runs/invoices", trust_remote_code=True)

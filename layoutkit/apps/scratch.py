@@ -3,7 +3,7 @@ your own words, saved as a folder that `--config_name`/`--tokenizer_name` accept
 
 Used by the offline quick start and the tests, where no pretrained checkpoint can be downloaded.
 
-    python -m layoutkit.scratch --model_type layoutlmv3 --dataset_path data/invoices --output_dir runs/scratch-v3
+    python -m layoutkit.apps.scratch --model_type layoutlmv3 --dataset_path data/invoices --output_dir runs/scratch-v3
 
 `layoutxlm` is a LayoutLMv2 config with an XLM-RoBERTa-style SentencePiece (Unigram) tokenizer and a
 LayoutXLM processor, like `microsoft/layoutxlm-base`. LayoutLMv2/LayoutXLM `tiny` and `small` also get a

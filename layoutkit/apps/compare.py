@@ -318,7 +318,7 @@ def comparison_tables(runs: Sequence[RunSummary]) -> str:
 
 
 def save_confusion_figure(run: RunSummary, path: str) -> None:
-    from ..train.classification_task import confusion_figure  # the same figure style as the training scripts' report
+    from ..figures import confusion_figure  # the same figure style as the training scripts' report
 
     confusion = run.confusion
     figure = confusion_figure(confusion.matrix, confusion.labels,

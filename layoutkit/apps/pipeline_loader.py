@@ -8,6 +8,9 @@
 Both return the layoutkit pipeline of the checkpoint's task (`LayoutTokenClassificationPipeline` for
 token classification, `LayoutDocumentClassificationPipeline` for document classification), so inputs, options and
 outputs are the same; with the ONNX backend the model call goes to `OnnxLayoutModel`.
+
+`load_relation_pipeline(folder)` builds a relation checkpoint's `LayoutRelationExtractionPipeline` (predict.py's
+--relation_model) the same way, from layoutkit's own classes.
 """
 
 from __future__ import annotations
@@ -73,3 +76,15 @@ def load_predictor(model: str | os.PathLike, backend: str = "torch", task: str |
     return (pipeline_class or PIPELINE_CLASSES[task])(model=onnx_model, tokenizer=tokenizer,
                                                       image_processor=image_processor, task=task, device="cpu",
                                                       batch_size=batch_size)
+
+
+def load_relation_pipeline(name_or_path: str, device=None):
+    """The relation-extraction pipeline of a checkpoint, built from layoutkit's own classes (no remote code runs)."""
+    from ..pipelines.modeling import load_processing
+    from ..pipelines.relation_extraction_pipeline import LayoutRelationExtractionPipeline
+    from ..pipelines.relation_model import LayoutRelationModel
+
+    model = LayoutRelationModel.from_pretrained(name_or_path)
+    tokenizer, image_processor, _ = load_processing(name_or_path)
+    return LayoutRelationExtractionPipeline(model=model, tokenizer=tokenizer, image_processor=image_processor,
+                                            device=device)

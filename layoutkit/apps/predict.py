@@ -52,11 +52,10 @@ from layoutkit.apps.documents import (
     pdf_pages,
 )
 from layoutkit.apps.labelstudio_format import document_tasks
-from layoutkit.apps.pipeline_loader import BACKENDS, load_predictor
+from layoutkit.apps.pipeline_loader import BACKENDS, load_predictor, load_relation_pipeline
 from layoutkit.pipelines.fields import FieldSchema
 from layoutkit.pipelines.ocr import OCR_ENGINES, parse_engine_option
 from layoutkit.pipelines.postprocess import RULES, RuleConfig
-from layoutkit.train.relation_task import load_relation_pipeline
 
 
 def parse_args(argv=None):

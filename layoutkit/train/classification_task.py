@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from datasets import Dataset, Value
 
+from ..figures import confusion_figure
 from ..pipelines.encoding import LayoutCollator, document_words, encode_pages
 from ..pipelines.modeling import ModelFamily
 from .arguments import DocumentClassificationArguments
@@ -137,32 +138,6 @@ def confusion(gold: Sequence[int], predicted: Sequence[int], num_labels: int) ->
     from sklearn.metrics import confusion_matrix
 
     return confusion_matrix(gold, predicted, labels=list(range(num_labels)))
-
-
-def confusion_figure(matrix: np.ndarray, label_names: Sequence[str], title: str = "Confusion matrix"):
-    """A matplotlib Figure (Agg canvas, no display) of the counts, rows = true class, columns = predicted."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    n = len(label_names)
-    side = max(4.0, 0.6 * n + 2.5)
-    figure = Figure(figsize=(side, side), dpi=100)
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    image = axes.imshow(matrix, cmap="Blues")
-    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
-    axes.set_xticks(range(n), labels=list(label_names), rotation=45, ha="right")
-    axes.set_yticks(range(n), labels=list(label_names))
-    axes.set_xlabel("predicted class")
-    axes.set_ylabel("true class")
-    threshold = matrix.max() / 2 if matrix.size and matrix.max() else 0
-    for i in range(n):
-        for j in range(n):
-            axes.text(j, i, str(int(matrix[i, j])), ha="center", va="center",
-                      color="white" if matrix[i, j] > threshold else "black")
-    axes.set_title(title)
-    figure.tight_layout()
-    return figure
 
 
 def prediction_records(ids: Sequence[str], gold: Sequence[int], probabilities: np.ndarray,

@@ -94,17 +94,6 @@ class RelationModelLoader:
         return model
 
 
-def load_relation_pipeline(name_or_path: str, device=None):
-    """The relation-extraction pipeline of a checkpoint, built from layoutkit's own classes (no remote code runs)."""
-    from ..pipelines.modeling import load_processing
-    from ..pipelines.relation_extraction_pipeline import LayoutRelationExtractionPipeline
-
-    model = LayoutRelationModel.from_pretrained(name_or_path)
-    tokenizer, image_processor, _ = load_processing(name_or_path)
-    return LayoutRelationExtractionPipeline(model=model, tokenizer=tokenizer, image_processor=image_processor,
-                                            device=device)
-
-
 # ----------------------------------------------------------------------------------------- data windows
 def document_entities(dataset: Dataset, label_names: Sequence[str]) -> list[dict[int, Entity]]:
     return [gold_entities(ids, [label_names[t] for t in tags])

@@ -29,8 +29,9 @@ from transformers import AutoConfig, AutoModelForTokenClassification
 
 from layoutkit.pipelines.encoding import LayoutCollator
 from layoutkit.pipelines.modeling import load_processing, model_family
+from layoutkit.train.dataloaders import LengthGroupedEpochSampler
 from layoutkit.train.ner_task import encode_ner_split, model_inputs
-from layoutkit.train.training import LengthGroupedEpochSampler, create_optimizer
+from layoutkit.train.optimization import create_optimizer
 
 
 def peak_memory_mib(device: torch.device) -> float:

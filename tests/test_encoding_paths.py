@@ -14,7 +14,7 @@ def task_and_model(task_class, dataset_path, checkpoint, tmp_path, *flags):
     from layoutkit.pipelines.modeling import model_family
     from layoutkit.train import driver
     from layoutkit.train.data import load_raw_datasets
-    from layoutkit.train.training import load_config, load_model_and_processing
+    from layoutkit.train.model_setup import load_config, load_model_and_processing
 
     args = driver.parse_args(task_class, ["--dataset_path", str(dataset_path), "--output_dir", str(tmp_path / "run"),
                                           "--config_name", str(checkpoint), *WINDOWS, *flags])

@@ -87,7 +87,7 @@ def test_every_trainable_parameter_gets_a_gradient(head, scratch_checkpoint):
     stream feeds nothing and is frozen; everything else trains."""
     import transformers
 
-    from layoutkit.train.training import freeze_parameters_without_gradient
+    from layoutkit.train.model_setup import freeze_parameters_without_gradient
 
     config = transformers.AutoConfig.from_pretrained(scratch_checkpoint("lilt"), num_labels=3)
     model = getattr(transformers, head).from_config(config)

@@ -116,7 +116,7 @@ def test_both_scripts_take_the_window_flags_and_refuse_a_stride_that_leaves_no_n
 def test_length_grouped_batches_pad_less_and_change_every_epoch():
     import torch
 
-    from layoutkit.train.training import LengthGroupedEpochSampler
+    from layoutkit.train.dataloaders import LengthGroupedEpochSampler
 
     lengths = [int(n) for n in torch.randint(20, 512, (400,), generator=torch.Generator().manual_seed(0))]
     sampler = LengthGroupedEpochSampler(8, lengths, seed=3)

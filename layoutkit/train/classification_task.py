@@ -20,10 +20,10 @@ from datasets import Dataset, Value
 from ..figures import confusion_figure
 from ..pipelines.encoding import LayoutCollator, document_words, encode_pages
 from ..pipelines.modeling import ModelFamily
+from .accelerator_setup import log_figure
 from .arguments import DocumentClassificationArguments
 from .driver import Evaluation, Task
 from .ner_task import BOOKKEEPING, window_features
-from .training import log_figure
 
 CONFUSION_FILE = "confusion_matrix.png"
 MISCLASSIFIED_FILE = "misclassified.jsonl"

@@ -1,7 +1,7 @@
 """One training run for any task: arguments, data, model, loop, test, save.
 
-The driver is the same for every task; a `Task` (token classification in ner.py, document classification in
-classification.py, relation extraction in relation_extraction.py) supplies only what differs: its flags, the checks
+The driver is the same for every task; a `Task` (token classification in ner_task.py, document classification in
+classification_task.py, relation extraction in relation_task.py) supplies only what differs: its flags, the checks
 and labels of its data, how documents become windows, how windows are batched, how a split is evaluated and what
 is reported. The scripts (`run_invoice_ner.py`, ...) and the `layoutkit train-*` commands call `main` with a task.
 """
@@ -16,25 +16,17 @@ from accelerate.utils import set_seed
 
 from ..pipelines.encoding import LayoutCollator
 from ..pipelines.modeling import model_family
+from .accelerator_setup import build_accelerator, init_tracking
 from .arguments import ALL_OPTIONAL_GROUPS, RunArguments, parse_run_arguments
 from .augment import augment_training_split
+from .checkpoints import TrainingState, restore_best, training_summary
 from .data import carve_validation_split, dataset_preprocessing, load_raw_datasets
+from .dataloaders import build_dataloaders
+from .loop import LoopHooks, fit
 from .losses import build_loss, parse_class_weights
-from .training import (
-    TrainingState,
-    build_accelerator,
-    build_dataloaders,
-    epoch_end_hook,
-    fit,
-    init_tracking,
-    load_config,
-    load_model_and_processing,
-    prepare_training,
-    restore_best,
-    save_run,
-    training_summary,
-    write_jsonl,
-)
+from .model_setup import load_config, load_model_and_processing
+from .optimization import prepare_training
+from .publishing import epoch_end_hook, save_run, write_jsonl
 
 
 @dataclass
@@ -211,14 +203,13 @@ def train_and_evaluate(task: Task, on_epoch_end=None) -> dict:
     loss_function = task.loss_function(raw)
 
     # ---- optimizer, schedule, accelerate
-    model, optimizer, lr_scheduler, train_dataloader, eval_dataloaders, steps_per_epoch, max_train_steps = (
-        prepare_training(accelerator, training, model, train_dataloader, eval_dataloaders)
-    )
+    prepared = prepare_training(accelerator, training, model, train_dataloader, eval_dataloaders)
+    model, eval_dataloaders = prepared.model, prepared.eval_dataloaders
     state = TrainingState(metric_name=task.metric_name)
     init_tracking(accelerator, training, args.flags(), task.script_name)
     accelerator.print(
         f"{task.describe(raw, windows)}; model {processing.family.model_type}, "
-        f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters; {max_train_steps} steps on "
+        f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters; {prepared.max_train_steps} steps on "
         f"{accelerator.num_processes} processes"
     )
 
@@ -226,17 +217,18 @@ def train_and_evaluate(task: Task, on_epoch_end=None) -> dict:
     def evaluate_validation() -> dict:
         return task.evaluate(accelerator, model, eval_dataloaders[eval_split], raw, eval_split, final=False).metrics
 
-    fit(accelerator, training, model, optimizer, lr_scheduler, train_dataloader,
-        evaluate_validation if eval_split else None, state, model_inputs=task.model_inputs,
-        loss_function=loss_function,
-        on_epoch_end=epoch_end_hook(accelerator, training, model, processor, task.pipeline_task, on_epoch_end))
+    hooks = LoopHooks(evaluate=evaluate_validation if eval_split else None, model_inputs=task.model_inputs,
+                      loss_function=loss_function,
+                      on_epoch_end=epoch_end_hook(accelerator, training, model, processor, task.pipeline_task,
+                                                  on_epoch_end))
+    fit(accelerator, training, prepared, state, hooks)
 
     # ---- final model = best validation epoch (the last one without validation); report on test
     restore_best(accelerator, model, state)
     results = {f"eval_{k}": v for k, v in state.best_metrics.items()}
     results.update(task.run_results())
     results["validation_split"] = validation_split
-    results.update(training_summary(state, len(raw["train"]), steps_per_epoch))
+    results.update(training_summary(state, len(raw["train"]), prepared.steps_per_epoch))
     # Without a test split the kept model is reported on validation (its numbers are then not a test score).
     report_split = "test" if "test" in eval_dataloaders else eval_split
     if report_split is not None:

@@ -240,21 +240,21 @@ def test_pdf_errors_do_not_leak_between_files(tmp_path):
     """PDFium keeps its last error code across files: a PDF without pages read after a malformed or an encrypted
     PDF must still be reported as having no pages, each file with its own problem (no model needed)."""
     from pathlib import Path
-    from types import SimpleNamespace
 
     from layoutkit.apps import predict
+    from layoutkit.apps.settings import InferenceSettings
 
     (tmp_path / "malformed.pdf").write_bytes(b"%PDF-1.4\nthis is not a PDF body\n%%EOF\n")
     (tmp_path / "encrypted.pdf").write_bytes(encrypted_pdf())
     (tmp_path / "empty.pdf").write_bytes(pdf_file(["<< /Type /Catalog /Pages 2 0 R >>",
                                                    "<< /Type /Pages /Kids [] /Count 0 >>"]))
     text_page("Total 12.00").save(tmp_path / "good.pdf", resolution=100)
-    args = SimpleNamespace(dpi=100, max_image_pixels=predict.DEFAULT_MAX_PIXELS)
+    settings = InferenceSettings(model_name_or_path="unused", dpi=100)
 
     def problem(name: str) -> str:
         path = Path(tmp_path / name)
         try:
-            pages = list(predict.document_pages(path, args))
+            pages = list(predict.document_pages(path, settings))
         except predict.DocumentError as error:
             assert str(error).startswith(f"{path}: ")
             return str(error)[len(f"{path}: "):]

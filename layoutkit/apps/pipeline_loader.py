@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ..pipelines.document_classification_pipeline import LayoutDocumentClassificationPipeline
 from ..pipelines.token_classification_pipeline import LayoutTokenClassificationPipeline
+from .settings import BACKENDS
 
 PIPELINE_CLASSES = {
     "token-classification": LayoutTokenClassificationPipeline,
@@ -29,7 +30,6 @@ PIPELINE_CLASSES = {
 # Architecture name suffix -> task (config.json `architectures`).
 ARCHITECTURE_TASKS = {"ForTokenClassification": "token-classification",
                       "ForSequenceClassification": "image-classification"}
-BACKENDS = ("torch", "onnx")
 
 
 def task_of(config: dict, where: str = "config.json") -> str:

@@ -29,21 +29,22 @@ any page) is reported in the summary and the others are still processed. Exit co
 document succeeded, 1 when every document failed or none was found, 2 for invalid arguments.
 """
 
-import argparse
 import json
 import os
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 from accelerate import PartialState
 from accelerate.utils import gather_object
 from PIL import Image
+from transformers import HfArgumentParser
 
 from layoutkit.apps.document_prediction import predict_document
 from layoutkit.apps.documents import (
-    DEFAULT_MAX_PIXELS,
     IMAGE_SUFFIXES,
     PDF_SUFFIXES,
     DocumentError,
@@ -52,89 +53,45 @@ from layoutkit.apps.documents import (
     pdf_pages,
 )
 from layoutkit.apps.labelstudio_format import document_tasks
-from layoutkit.apps.pipeline_loader import BACKENDS, load_predictor, load_relation_pipeline
-from layoutkit.pipelines.fields import FieldSchema
-from layoutkit.pipelines.ocr import OCR_ENGINES, parse_engine_option
-from layoutkit.pipelines.postprocess import RULES, RuleConfig
+from layoutkit.apps.pipeline_loader import load_predictor, load_relation_pipeline
+from layoutkit.apps.settings import InferenceSettings
+from layoutkit.flags import HelpFormatter, flag, parse_dataclasses
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model_name_or_path", required=True, help="checkpoint folder or Hub id")
-    parser.add_argument("--input", help="an image, a PDF or a folder of them (optional with --words_json)")
-    parser.add_argument("--output_dir", required=True, help="where the JSON files and summary.jsonl go")
-    parser.add_argument("--words_json", help="words and pixel boxes in the annotation format; skips OCR")
-    parser.add_argument(
-        "--ocr_engine", choices=sorted(OCR_ENGINES),
-        help="OCR engine (default: the one the model's training data was read with, else rapidocr)",
-    )
-    parser.add_argument("--ocr_lang", help='OCR language(s), e.g. "eng", "deu+eng" (default eng)')
-    parser.add_argument("--ocr_config", help='extra tesseract options, e.g. "--oem 1"')
-    parser.add_argument(
-        "--ocr_option", action="append", default=[], metavar="KEY=VALUE",
-        help="an OCR engine setting, repeatable, e.g. min_height=0 (values read as JSON when they parse)",
-    )
-    parser.add_argument("--schema", help="JSON file of field types (date, amount, number, text); see docs/inference.md")
-    parser.add_argument("--draw", action="store_true", help="also write <name>.page<N>.png with words and entities")
-    parser.add_argument(
-        "--labelstudio", metavar="TASKS.json",
-        help="also write the predictions as Label Studio tasks with pre-annotations (one-page images; see "
-        "docs/labelstudio.md)",
-    )
-    parser.add_argument(
-        "--labelstudio_image_prefix", default="/data/local-files/?d=",
-        help="prefix of the tasks' image references, before the file name (default: Label Studio local files)",
-    )
-    parser.add_argument("--dpi", type=int, default=200, help="resolution PDF pages are rendered at")
-    parser.add_argument(
-        "--max_image_pixels", type=int, default=DEFAULT_MAX_PIXELS,
-        help="pages above this many pixels are refused (decompression-bomb guard; default PIL's limit)",
-    )
-    parser.add_argument("--batch_size", type=int, default=8, help="windows per forward pass")
-    parser.add_argument("--mixed_precision", choices=["no", "bf16"], default="no", help="bf16 autocast (CPU or GPU)")
-    parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
-    parser.add_argument("--relation_model", help="a run_relation_extraction.py checkpoint: adds `pairs`, the key -> "
-                        "value links between the predicted entities (docs/relations.md)")
-    parser.add_argument(
-        "--line_item_grouping", choices=["rule", "relations"], default="rule",
-        help="rows of `line_items` by the row rule, or by --relation_model's description -> quantity / unit price / "
-        "amount links (docs/line_items.md: with the scratch models measured there the rule is better)",
-    )
-    parser.add_argument(
-        "--backend", choices=BACKENDS, default="torch",
-        help="torch, or onnx: ONNX Runtime (CPU) on a folder written by `python -m layoutkit.apps.export_onnx`",
-    )
-    parser.add_argument(
-        "--rules", default=None,
-        help=f"post-processing rules: comma-separated ({', '.join(RULES)}, or all) or a JSON file of settings",
-    )
-    args = parser.parse_args(argv)
-    if args.input is None and args.words_json is None:
-        parser.error("give --input (image, PDF or folder) or --words_json")
-    if args.batch_size < 1 or args.dpi < 1 or args.max_image_pixels < 1:
-        parser.error("--batch_size, --dpi and --max_image_pixels must be positive")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: no CUDA device is available")
-    if args.backend == "onnx" and args.device == "cuda":
-        parser.error("--backend onnx runs on the CPU; drop --device cuda")
-    if args.line_item_grouping == "relations" and not args.relation_model:
-        parser.error("--line_item_grouping relations needs --relation_model")
-    if args.backend == "onnx" and args.mixed_precision != "no":
-        parser.error("--mixed_precision is torch autocast; the ONNX backend runs the exported fp32 graph")
-    try:
-        args.rule_config = RuleConfig.from_value(args.rules)
-    except (ValueError, TypeError, OSError) as error:
-        parser.error(f"--rules: {error}")
-    try:
-        args.field_schema = FieldSchema.load(args.schema)
-    except ValueError as error:
-        parser.error(f"--schema: {error}")
-    try:
-        args.ocr_options = dict(parse_engine_option(text) for text in args.ocr_option)
-    except ValueError as error:
-        parser.error(f"--ocr_option: {error}")
-    return args
+@dataclass
+class PredictArguments:
+    _argument_group_name = "documents in, JSON out"
 
+    output_dir: str = field(metadata={"help": "where the JSON files and summary.jsonl go"})
+    input: str | None = flag("an image, a PDF or a folder of them (optional with --words_json)")
+    words_json: str | None = flag("words and pixel boxes in the annotation format; skips OCR")
+    batch_size: int = flag("windows per forward pass", 8)
+    draw: bool = flag("also write <name>.page<N>.png with words and entities", False)
+    labelstudio: str | None = flag("also write the predictions as Label Studio tasks with pre-annotations (one-page "
+                                   "images; see docs/labelstudio.md)", metavar="TASKS.json")
+    labelstudio_image_prefix: str = flag("prefix of the tasks' image references, before the file name (default: "
+                                         "Label Studio local files)", "/data/local-files/?d=")
+    relation_model: str | None = flag("a run_relation_extraction.py checkpoint: adds `pairs`, the key -> value links "
+                                      "between the predicted entities (docs/relations.md)")
+    line_item_grouping: Literal["rule", "relations"] = flag(
+        "rows of `line_items` by the row rule, or by --relation_model's description -> quantity / unit price / "
+        "amount links (docs/line_items.md: with the scratch models measured there the rule is better)", "rule"
+    )
+
+    def __post_init__(self):
+        if self.input is None and self.words_json is None:
+            raise ValueError("give --input (image, PDF or folder) or --words_json")
+        if self.batch_size < 1:
+            raise ValueError("--batch_size must be positive")
+        if self.line_item_grouping == "relations" and not self.relation_model:
+            raise ValueError("--line_item_grouping relations needs --relation_model")
+
+
+def parse_args(argv=None) -> tuple[InferenceSettings, PredictArguments]:
+    parser = HfArgumentParser([InferenceSettings, PredictArguments], description=__doc__,
+                              formatter_class=HelpFormatter)
+    settings, args = parse_dataclasses(parser, argv)
+    return settings, args
 
 
 # ------------------------------------------------------------------------------------------- inputs
@@ -145,14 +102,14 @@ def find_documents(path: Path) -> list[Path]:
     return [path]
 
 
-def document_pages(path: Path, args):
+def document_pages(path: Path, settings: InferenceSettings):
     if not path.exists():
         raise DocumentError(f"{path}: no such file")
     suffix = path.suffix.lower()
     if suffix in PDF_SUFFIXES:
-        return pdf_pages(path, args.dpi, args.max_image_pixels)
+        return pdf_pages(path, settings.dpi, settings.max_image_pixels)
     if suffix in IMAGE_SUFFIXES or path.is_file():
-        return image_pages(path, args.max_image_pixels)
+        return image_pages(path, settings.max_image_pixels)
     raise DocumentError(f"{path}: unsupported input (expected an image or a PDF)")
 
 
@@ -184,11 +141,11 @@ def output_names(sources: list[Path]) -> dict[Path, str]:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    settings, args = parse_args(argv)
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     # PIL refuses (above 2x) or warns about (above 1x) images over this size when opening them.
-    Image.MAX_IMAGE_PIXELS = args.max_image_pixels
+    Image.MAX_IMAGE_PIXELS = settings.max_image_pixels
 
     # ---- documents
     words_pages = None
@@ -216,13 +173,13 @@ def main(argv=None) -> int:
 
     # ---- model: the pipeline class the checkpoint ships, imported from layoutkit (no remote code runs); under
     # `accelerate launch`, each process on its own device
-    on_cpu = args.backend == "onnx" or args.device == "cpu" or not torch.cuda.is_available()
+    on_cpu = settings.backend == "onnx" or settings.device == "cpu" or not torch.cuda.is_available()
     state = PartialState(cpu=on_cpu or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes"))
-    if args.backend == "onnx":
+    if settings.backend == "onnx":
         device = "cpu"
     else:
-        device = state.device if args.device in (None, state.device.type) else torch.device(args.device)
-    extractor = load_predictor(args.model_name_or_path, backend=args.backend, task="token-classification",
+        device = state.device if settings.device in (None, state.device.type) else torch.device(settings.device)
+    extractor = load_predictor(settings.model_name_or_path, backend=settings.backend, task="token-classification",
                                device=device)
 
     linker = load_relation_pipeline(args.relation_model, device) if args.relation_model else None
@@ -240,10 +197,12 @@ def main(argv=None) -> int:
             row = {"source": str(source)}
             try:
                 if words_pages is not None and not args.input:
-                    pages = (next(image_pages(p["image_path"], args.max_image_pixels)) for p in words_pages)
+                    pages = (next(image_pages(p["image_path"], settings.max_image_pixels)) for p in words_pages)
                 else:
-                    pages = document_pages(source, args)
-                result, drawings = predict_document(extractor, source, pages, words_pages, args, linker)
+                    pages = document_pages(source, settings)
+                result, drawings = predict_document(
+                    extractor, source, pages, words_pages, settings, args.batch_size, draw=args.draw, linker=linker,
+                    line_item_grouping=args.line_item_grouping, words_source=args.words_json)
                 path = output_dir / names[source]
                 path.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
                 for number, drawing in enumerate(drawings, start=1):
@@ -255,7 +214,7 @@ def main(argv=None) -> int:
                            fields=found)
                 if args.labelstudio and len(result["pages"]) == 1 and source.suffix.lower() in IMAGE_SUFFIXES:
                     labelstudio_tasks.append((str(source), document_tasks(
-                        result, args.labelstudio_image_prefix + source.name, args.model_name_or_path)))
+                        result, args.labelstudio_image_prefix + source.name, settings.model_name_or_path)))
                 elif args.labelstudio:
                     row["labelstudio"] = "not exported: Label Studio tasks are one image; convert the pages to images"
             except DocumentError as error:

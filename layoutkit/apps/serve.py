@@ -16,7 +16,6 @@ batch from concurrent requests (up to `--max_batch_size` windows, waiting at mos
 Requires the `serve` extra: `pip install 'layoutkit[serve]'` (FastAPI, uvicorn, python-multipart).
 """
 
-import argparse
 import asyncio
 import base64
 import binascii
@@ -29,17 +28,17 @@ import sys
 import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
+from typing import Literal
 
 from PIL import Image
+from transformers import HfArgumentParser
 
-from ..pipelines.fields import FieldSchema
-from ..pipelines.ocr import DEFAULT_OCR_ENGINE, OCR_ENGINES, parse_engine_option
-from ..pipelines.postprocess import RULES, RuleConfig
+from ..flags import HelpFormatter, flag, parse_dataclasses
+from ..pipelines.ocr import DEFAULT_OCR_ENGINE
 from .document_prediction import predict_document
 from .documents import (
-    DEFAULT_MAX_PIXELS,
     IMAGE_SUFFIXES,
     PDF_SUFFIXES,
     DocumentError,
@@ -51,6 +50,7 @@ from .documents import (
     pdf_pages,
 )
 from .serve_batching import BatchedTokenClassificationPipeline, WindowBatcher
+from .settings import InferenceSettings
 
 logger = logging.getLogger("layoutkit.apps.serve")
 PAGE_HTML = Path(__file__).with_name("static") / "serve.html"
@@ -70,53 +70,35 @@ class ApiError(Exception):
         return {"error": error}
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", dest="model_name_or_path", required=True, help="checkpoint folder or Hub id")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--backend", choices=["torch", "onnx"], default="torch",
-                        help="onnx: --model is a folder from `python -m layoutkit.apps.export_onnx` (CPU, ONNX Runtime)")
-    parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
-    parser.add_argument("--mixed_precision", choices=["no", "bf16"], default="no", help="bf16 autocast")
-    parser.add_argument("--max_batch_size", type=int, default=16, help="windows per forward pass, across requests")
-    parser.add_argument("--max_wait_ms", type=float, default=5.0,
-                        help="how long the first page of a batch waits for others to join it")
-    parser.add_argument("--workers", type=int, default=4,
-                        help="threads that decode, OCR and postprocess documents (requests in flight at once)")
-    parser.add_argument("--max_upload_mb", type=float, default=20.0, help="largest request body, in MB")
-    parser.add_argument("--max_image_pixels", type=int, default=DEFAULT_MAX_PIXELS,
-                        help="pages above this many pixels are refused (decompression-bomb guard)")
-    parser.add_argument("--max_pages", type=int, default=20, help="most pages per document")
-    parser.add_argument("--dpi", type=int, default=200, help="resolution PDF pages are rendered at")
-    parser.add_argument("--ocr_engine", choices=sorted(OCR_ENGINES),
-                        help="OCR engine (default: the one the model's training data was read with, else rapidocr)")
-    parser.add_argument("--ocr_lang", help='OCR language(s), e.g. "eng", "deu+eng" (default eng)')
-    parser.add_argument("--ocr_config", help='extra tesseract options, e.g. "--oem 1"')
-    parser.add_argument("--ocr_option", action="append", default=[], metavar="KEY=VALUE",
-                        help="an OCR engine setting, repeatable (values read as JSON when they parse)")
-    parser.add_argument("--schema", help="JSON file of field types (date, amount, number, text)")
-    parser.add_argument("--rules",
-                        help=f"post-processing rules: comma-separated ({', '.join(RULES)}, or all) or a JSON file")
-    parser.add_argument("--log_level", default="info", choices=["critical", "error", "warning", "info", "debug"])
-    args = parser.parse_args(argv)
-    for name in ("max_batch_size", "workers", "max_pages", "dpi", "max_image_pixels"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be positive")
-    if args.max_upload_mb <= 0 or args.max_wait_ms < 0:
-        parser.error("--max_upload_mb must be positive and --max_wait_ms not negative")
-    if args.backend == "onnx" and (args.device == "cuda" or args.mixed_precision != "no"):
-        parser.error("--backend onnx runs the exported fp32 graph on the CPU; drop --device cuda / --mixed_precision")
-    try:
-        args.rule_config = RuleConfig.from_value(args.rules)
-        args.field_schema = FieldSchema.load(args.schema)
-        args.ocr_options = dict(parse_engine_option(text) for text in args.ocr_option)
-    except (ValueError, TypeError, OSError) as error:
-        parser.error(str(error))
-    return args
+@dataclass
+class ServiceArguments:
+    _argument_group_name = "the service"
+
+    host: str = flag("address to listen on (default: loopback only)", "127.0.0.1")
+    port: int = flag("port to listen on", 8000)
+    max_batch_size: int = flag("windows per forward pass, across requests", 16)
+    max_wait_ms: float = flag("how long the first page of a batch waits for others to join it", 5.0)
+    workers: int = flag("threads that decode, OCR and postprocess documents (requests in flight at once)", 4)
+    max_upload_mb: float = flag("largest request body, in MB", 20.0)
+    max_pages: int = flag("most pages per document", 20)
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = flag("log level", "info")
+
+    def __post_init__(self):
+        for name in ("max_batch_size", "workers", "max_pages"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be positive")
+        if self.max_upload_mb <= 0 or self.max_wait_ms < 0:
+            raise ValueError("--max_upload_mb must be positive and --max_wait_ms not negative")
 
 
-def build_extractor(args) -> BatchedTokenClassificationPipeline:
+def parse_args(argv=None) -> tuple[InferenceSettings, ServiceArguments]:
+    parser = HfArgumentParser([InferenceSettings, ServiceArguments], description=__doc__,
+                              formatter_class=HelpFormatter)
+    settings, args = parse_dataclasses(parser, argv)
+    return settings, args
+
+
+def build_extractor(settings: InferenceSettings, args: ServiceArguments) -> BatchedTokenClassificationPipeline:
     """The checkpoint's pipeline with its window forward passes batched across requests.
 
     The model backend is the `run_windows` the batcher drives (`WindowedLayoutPipeline._run_windows` contract:
@@ -125,11 +107,12 @@ def build_extractor(args) -> BatchedTokenClassificationPipeline:
 
     from .pipeline_loader import load_predictor
 
-    device = "cpu" if args.backend == "onnx" else args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    extractor = load_predictor(args.model_name_or_path, backend=args.backend, task="token-classification",
+    device = ("cpu" if settings.backend == "onnx"
+              else settings.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    extractor = load_predictor(settings.model_name_or_path, backend=settings.backend, task="token-classification",
                                device=device, pipeline_class=BatchedTokenClassificationPipeline)
     extractor.attach_batcher(WindowBatcher(extractor.model_run_windows(), args.max_batch_size, args.max_wait_ms,
-                                           args.mixed_precision))
+                                           settings.mixed_precision))
     return extractor
 
 
@@ -137,17 +120,10 @@ class ExtractionService:
     """The documents side of the service: turns an upload or a words payload into predict.py's JSON. Its methods
     block (decoding, OCR, waiting for the forward batch) and run in the worker pool, never on the event loop."""
 
-    def __init__(self, extractor, args):
+    def __init__(self, extractor, settings: InferenceSettings, args: ServiceArguments):
         self.extractor = extractor
-        self.args = args
+        self.settings, self.args = settings, args
         self.max_upload_bytes = int(args.max_upload_mb * 1_000_000)
-        # predict_document's settings, as predict.py's command line gives them.
-        self.settings = SimpleNamespace(
-            model_name_or_path=args.model_name_or_path, ocr_engine=args.ocr_engine, ocr_lang=args.ocr_lang,
-            ocr_config=args.ocr_config, ocr_options=args.ocr_options, batch_size=args.max_batch_size,
-            mixed_precision=args.mixed_precision, rule_config=args.rule_config, draw=False, words_json="request",
-            field_schema=args.field_schema, line_item_grouping="rule",
-        )
         self.pool = ThreadPoolExecutor(max_workers=args.workers, thread_name_prefix="extract")
 
     # ------------------------------------------------------------------------------------------- files
@@ -165,10 +141,11 @@ class ExtractionService:
             try:
                 self._check_pages(count_pages(path, is_pdf), name)
                 if is_pdf:
-                    pages = pdf_pages(path, self.args.dpi, self.args.max_image_pixels)
+                    pages = pdf_pages(path, self.settings.dpi, self.settings.max_image_pixels)
                 else:
-                    pages = image_pages(path, self.args.max_image_pixels)
-                result, _ = predict_document(self.extractor, Path(name), pages, None, self.settings)
+                    pages = image_pages(path, self.settings.max_image_pixels)
+                result, _ = predict_document(self.extractor, Path(name), pages, None, self.settings,
+                                             self.args.max_batch_size)
             except DocumentError as error:
                 # Messages name the file: the upload's name, not the temporary copy's.
                 error.args = (str(error).replace(str(path), name),)
@@ -181,13 +158,14 @@ class ExtractionService:
         self._check_pages(len(words_pages), "request")
         images = [self._page_image(page, number) for number, page in enumerate(words_pages, start=1)]
         source = payload.get("source") if isinstance(payload, dict) else None
-        result, _ = predict_document(self.extractor, source, iter(images), words_pages, self.settings)
+        result, _ = predict_document(self.extractor, source, iter(images), words_pages, self.settings,
+                                     self.args.max_batch_size, words_source="request")
         return result
 
     def _page_image(self, page: dict, number: int) -> Image.Image:
         """The page image a words payload gives (base64), or for a model that reads no pixels a blank page of its
         `width` x `height` (the boxes are checked against it)."""
-        limit = self.args.max_image_pixels
+        limit = self.settings.max_image_pixels
         if page.get("image"):
             try:
                 data = base64.b64decode(page["image"], validate=True)
@@ -222,22 +200,22 @@ class ExtractionService:
         labels = [config.id2label[i] for i in range(config.num_labels)]
         recorded_ocr = dict(self.extractor.recorded_ocr or {})
         return {
-            "model": self.args.model_name_or_path,
+            "model": self.settings.model_name_or_path,
             "model_type": config.model_type,
             "labels": labels,
             "entity_types": sorted({label[2:] for label in labels if label[:2] in ("B-", "I-")}),
             "reads_page_image": bool(self.extractor.family.image_input),
             "preprocessing": {key: list(value) if isinstance(value, tuple) else value
                               for key, value in self.extractor.preprocessing.items()},
-            "ocr": {"engine": self.args.ocr_engine or recorded_ocr.pop("engine", DEFAULT_OCR_ENGINE),
-                    "recorded_in_training": self.extractor.recorded_ocr, "lang": self.args.ocr_lang,
-                    "options": self.args.ocr_options},
-            "schema": self.args.field_schema.to_dict() if self.args.schema else None,
+            "ocr": {"engine": self.settings.ocr_engine or recorded_ocr.pop("engine", DEFAULT_OCR_ENGINE),
+                    "recorded_in_training": self.extractor.recorded_ocr, "lang": self.settings.ocr_lang,
+                    "options": self.settings.ocr_options},
+            "schema": self.settings.field_schema.to_dict() if self.settings.schema else None,
             "device": str(self.extractor.device),
             "batching": {"max_batch_size": self.args.max_batch_size, "max_wait_ms": self.args.max_wait_ms,
                          "workers": self.args.workers},
-            "limits": {"max_upload_mb": self.args.max_upload_mb, "max_image_pixels": self.args.max_image_pixels,
-                       "max_pages": self.args.max_pages, "dpi": self.args.dpi},
+            "limits": {"max_upload_mb": self.args.max_upload_mb, "max_image_pixels": self.settings.max_image_pixels,
+                       "max_pages": self.args.max_pages, "dpi": self.settings.dpi},
         }
 
 
@@ -333,7 +311,7 @@ def create_app(service: ExtractionService):
     async def health():
         batcher = service.extractor.batcher
         alive = batcher is not None and batcher.is_alive()
-        body = {"status": "ok" if alive else "error", "model": service.args.model_name_or_path,
+        body = {"status": "ok" if alive else "error", "model": service.settings.model_name_or_path,
                 "batching": dict(batcher.stats) if batcher else None}
         return JSONResponse(body, status_code=200 if alive else 503)
 
@@ -349,7 +327,7 @@ def create_app(service: ExtractionService):
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    settings, args = parse_args(argv)
     try:
         import uvicorn
     except ImportError:
@@ -357,10 +335,10 @@ def main(argv=None) -> int:
         return 2
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # PIL refuses (above 2x) or warns about (above 1x) images over this size when opening them, as in predict.py.
-    Image.MAX_IMAGE_PIXELS = args.max_image_pixels
+    Image.MAX_IMAGE_PIXELS = settings.max_image_pixels
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    service = ExtractionService(build_extractor(args), args)
-    logger.info("model %s loaded (%s); serving on http://%s:%d", args.model_name_or_path,
+    service = ExtractionService(build_extractor(settings, args), settings, args)
+    logger.info("model %s loaded (%s); serving on http://%s:%d", settings.model_name_or_path,
                 service.extractor.model.config.model_type, args.host, args.port)
     uvicorn.run(create_app(service), host=args.host, port=args.port, log_level=args.log_level)
     return 0

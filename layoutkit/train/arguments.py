@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 from transformers import HfArgumentParser
 
+from ..flags import HelpFormatter, flag, parse_dataclasses
+
 DEFAULT_MODEL = "microsoft/layoutlmv3-base"
 
 
@@ -38,10 +40,6 @@ def check_checkpointing_steps(value: str | None) -> str | None:
     if value is None or value == "epoch" or (str(value).isdigit() and int(value) > 0):
         return None if value is None else str(value)
     raise ValueError(f'--checkpointing_steps: expected a positive number of steps or "epoch", got {value!r}')
-
-
-def flag(help: str, default: Any = None, **metadata) -> Any:
-    return field(default=default, metadata={"help": help, **metadata})
 
 
 @dataclass
@@ -255,10 +253,6 @@ OPTIONAL_GROUPS = {"objective": LossArguments, "augmentation": AugmentArguments,
 ALL_OPTIONAL_GROUPS = tuple(OPTIONAL_GROUPS)
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """`--help` keeps the docstring's layout and shows every flag's default."""
-
-
 def build_parser(task_arguments, optional_groups=ALL_OPTIONAL_GROUPS, description=None) -> HfArgumentParser:
     """The HfArgumentParser of a training script: the shared groups, the task's dataclass, `--config_file`."""
     classes = [*GROUP_CLASSES.values(), task_arguments, *(OPTIONAL_GROUPS[name] for name in optional_groups)]
@@ -294,15 +288,7 @@ def parse_run_arguments(task_arguments, argv=None, description=None,
         for action in parser._actions:  # a value from the file satisfies a required flag (--output_dir)
             if action.dest in values:
                 action.required = False
-    try:
-        *groups, remaining = parser.parse_args_into_dataclasses(
-            argv, return_remaining_strings=True, look_for_args_file=False
-        )
-    except ValueError as error:  # a __post_init__ check
-        parser.error(str(error))
-    if remaining:
-        parser.error(f"unrecognized arguments: {' '.join(remaining)}")
-    groups = [g for g in groups if dataclasses.is_dataclass(g)]  # drop the namespace of --config_file
+    groups = [g for g in parse_dataclasses(parser, argv) if dataclasses.is_dataclass(g)]  # drop the namespace of --config_file
     data, model, training, task, *optional = groups
     return RunArguments(data=data, model=model, training=training, task=task, **dict(zip(optional_groups, optional)))
 

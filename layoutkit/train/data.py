@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 from datasets import ClassLabel, DatasetDict, load_dataset, load_from_disk
+
+from dataset_loader.preprocessing import load_preprocessing
 
 from .arguments import DataArguments
 
@@ -103,11 +104,7 @@ def carve_validation_split(raw: DatasetDict, seed: int, fraction: float = VALIDA
 
 
 def dataset_preprocessing(dataset_path: str | None) -> dict:
-    """The page resize the dataset was built with (`preprocessing.json` beside a saved dataset), so
-    inference can repeat it; Hub datasets carry none and inference then keeps pages as they are."""
-    if dataset_path:
-        path = os.path.join(dataset_path, "preprocessing.json")
-        if os.path.isfile(path):
-            with open(path, encoding="utf-8") as handle:
-                return json.load(handle)
-    return {"resize": None, "keep_aspect": False}
+    """The page resize the dataset was built with (`preprocessing.json` beside a saved dataset, read by
+    dataset_loader's `load_preprocessing`), so inference can repeat it; Hub datasets carry none and inference then
+    keeps pages as they are."""
+    return (load_preprocessing(dataset_path) if dataset_path else None) or {"resize": None, "keep_aspect": False}

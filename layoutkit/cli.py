@@ -43,7 +43,7 @@ COMMANDS: dict[str, Command] = {
                            "export a checkpoint to ONNX, checked against PyTorch (needs the onnx extra)"),
     "compare": Command("layoutkit.apps.compare:main",
                        "compare finished training runs: a Markdown report with metrics and confusion matrices"),
-    "postprocess": Command("layoutkit.pipelines.postprocess:main",
+    "postprocess": Command("layoutkit.apps.rule_measurement:main",
                            "measure the post-processing rules on a run's test predictions"),
 }
 

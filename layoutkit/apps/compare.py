@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from ..cli import program_name
-from ..pipelines.postprocess import read_predictions
+from .rule_measurement import read_predictions
 
 TOKEN_TASK = "token-classification"
 DOCUMENT_TASK = "document-classification"

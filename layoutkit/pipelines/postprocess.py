@@ -1,4 +1,4 @@
-"""Optional layout rules applied to word predictions, and a measurement of their effect.
+"""Optional layout rules applied to word predictions.
 
 Two rules, both off by default and configurable (`RuleConfig`):
 
@@ -12,26 +12,22 @@ Two rules, both off by default and configurable (`RuleConfig`):
 After a rule removes words, an entity that lost its first word starts again with B-.
 
 Used by predict.py (`--rules total_keyword,company_first_lines` or `--rules rules.json`) and by the
-pipeline (`pipe(image, rules="total_keyword")`). Measure the effect on a test set:
-
-    python -m layoutkit.pipelines.postprocess --predictions RUN/test_predictions.jsonl --dataset_path DATA
+pipeline (`pipe(image, rules="total_keyword")`). Measure the effect on a test set with `layoutkit postprocess`
+(layoutkit/apps/rule_measurement.py).
 
 Copied into saved checkpoints beside the custom pipeline: the rules import only the standard library.
-The measurement command reads the dataset with `datasets`, imported inside `main()`.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
-import sys
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Iterable, Sequence
 
 from .boxes import group_lines, union_box
-from .labels import OUTSIDE, bio_spans, entity_type
+from .labels import OUTSIDE, entity_type
 
 RULES = ("total_keyword", "company_first_lines")
 DEFAULT_TOTAL_KEYWORDS = ("total", "amount", "rm", "$")
@@ -237,168 +233,3 @@ def apply_rules(words, boxes, tags, config=None, line_ids=None) -> list[str]:
                 boxes, tags, line_ids, config.company_lines, config.types_for(rule, present)
             )
     return tags
-
-
-# ----------------------------------------------------------------------------------------- measurement
-@dataclass
-class Counts:
-    true_positives: int = 0
-    false_positives: int = 0
-    false_negatives: int = 0
-
-    @property
-    def precision(self) -> float:
-        found = self.true_positives + self.false_positives
-        return self.true_positives / found if found else 0.0
-
-    @property
-    def recall(self) -> float:
-        gold = self.true_positives + self.false_negatives
-        return self.true_positives / gold if gold else 0.0
-
-    @property
-    def f1(self) -> float:
-        p, r = self.precision, self.recall
-        return 2 * p * r / (p + r) if p + r else 0.0
-
-
-def entity_counts(references: Sequence[Sequence[str]], predictions: Sequence[Sequence[str]]) -> dict[str, Counts]:
-    """Exact-span entity counts per type (conlleval reading, as seqeval's default mode), plus "overall"."""
-    counts: dict[str, Counts] = {}
-    overall = Counts()
-    for gold_tags, pred_tags in zip(references, predictions):
-        gold = {(s.label, s.start, s.end) for s in bio_spans(gold_tags)}
-        pred = {(s.label, s.start, s.end) for s in bio_spans(pred_tags)}
-        for label, *_ in gold | pred:
-            counts.setdefault(label, Counts())
-        for span in gold & pred:
-            counts[span[0]].true_positives += 1
-        for span in pred - gold:
-            counts[span[0]].false_positives += 1
-        for span in gold - pred:
-            counts[span[0]].false_negatives += 1
-    for value in counts.values():
-        overall.true_positives += value.true_positives
-        overall.false_positives += value.false_positives
-        overall.false_negatives += value.false_negatives
-    return {**dict(sorted(counts.items())), "overall": overall}
-
-
-@dataclass
-class RuleEffect:
-    """Entity precision/recall per type before and after the rules, and how many words they changed."""
-
-    before: dict[str, Counts] = field(default_factory=dict)
-    after: dict[str, Counts] = field(default_factory=dict)
-    words_changed: int = 0
-    documents: int = 0
-
-    def to_dict(self) -> dict:
-        table = {}
-        for label in self.before:
-            b, a = self.before[label], self.after.get(label, Counts())
-            table[label] = {
-                "support": b.true_positives + b.false_negatives,
-                "precision_before": b.precision, "precision_after": a.precision,
-                "recall_before": b.recall, "recall_after": a.recall,
-                "f1_before": b.f1, "f1_after": a.f1,
-            }
-        return {"documents": self.documents, "words_changed": self.words_changed, "labels": table}
-
-    def to_markdown(self) -> str:
-        rows = [
-            "| label | support | precision before | precision after | recall before | recall after "
-            "| F1 before | F1 after |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        for label, v in self.to_dict()["labels"].items():
-            name = f"**{label}**" if label == "overall" else label
-            rows.append(
-                f"| {name} | {v['support']} | {v['precision_before']:.4f} | {v['precision_after']:.4f} "
-                f"| {v['recall_before']:.4f} | {v['recall_after']:.4f} | {v['f1_before']:.4f} | {v['f1_after']:.4f} |"
-            )
-        rows.append("")
-        rows.append(f"{self.documents} documents, {self.words_changed} word predictions changed by the rules.")
-        return "\n".join(rows)
-
-
-def measure_rules(records: Iterable[dict], boxes_by_id: dict, config=None, line_ids_by_id: dict | None = None) -> RuleEffect:
-    """Apply the rules to prediction records (`{"id", "words", "labels", "predictions"}` as in
-    test_predictions.jsonl) and compare entity precision/recall before and after.
-
-    `boxes_by_id[id]` gives the words' boxes of each document (e.g. the dataset's `bboxes`).
-    """
-    config = RuleConfig.from_value(config)
-    gold, before, after = [], [], []
-    changed = 0
-    for record in records:
-        if record["id"] not in boxes_by_id:
-            raise KeyError(f"document {record['id']!r} of the predictions is not in the dataset")
-        boxes = boxes_by_id[record["id"]]
-        if len(boxes) != len(record["words"]):
-            raise ValueError(
-                f"document {record['id']!r}: {len(record['words'])} predicted words but {len(boxes)} boxes in the dataset"
-            )
-        lines = (line_ids_by_id or {}).get(record["id"])
-        new = apply_rules(record["words"], boxes, record["predictions"], config, lines)
-        changed += sum(a != b for a, b in zip(new, record["predictions"]))
-        gold.append(record["labels"])
-        before.append(record["predictions"])
-        after.append(new)
-    return RuleEffect(entity_counts(gold, before), entity_counts(gold, after), changed, len(gold))
-
-
-def read_predictions(path: str) -> list[dict]:
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
-
-
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(
-        # "layoutkit postprocess" through the `layoutkit` command (layoutkit/cli.py, which this module, shipped in
-        # checkpoints, does not import).
-        prog=sys.argv[0] if sys.argv[0].startswith("layoutkit ") else "python -m layoutkit.pipelines.postprocess",
-        description="Measure the post-processing rules on a run's test predictions: entity precision and "
-        "recall per label before and after, as a Markdown table.",
-    )
-    parser.add_argument("--predictions", required=True, help="test_predictions.jsonl written by run_invoice_ner.py")
-    parser.add_argument("--dataset_path", required=True, help="the saved dataset the run was tested on (for boxes)")
-    parser.add_argument(
-        "--rules", default="all",
-        help='comma-separated rules ("all" = %s) or a JSON file of RuleConfig fields' % ",".join(RULES),
-    )
-    parser.add_argument("--total_keywords", help="comma-separated keywords for total_keyword")
-    parser.add_argument("--total_types", help="comma-separated entity types total_keyword applies to")
-    parser.add_argument("--company_lines", type=int, help="lines company_first_lines allows (default 2)")
-    parser.add_argument("--company_types", help="comma-separated entity types company_first_lines applies to")
-    parser.add_argument("--box_column", default="bboxes", help="dataset column holding the word boxes")
-    parser.add_argument("--output_json", help="also write the numbers to this JSON file")
-    args = parser.parse_args(argv)
-
-    def split(text):
-        return None if text is None else tuple(part.strip() for part in text.split(",") if part.strip())
-
-    config = RuleConfig.from_value(
-        args.rules, total_keywords=split(args.total_keywords), total_types=split(args.total_types),
-        company_lines=args.company_lines, company_types=split(args.company_types),
-    )
-    try:  # only the measurement needs `datasets`; inside `try` so checkpoints never require it
-        from datasets import DatasetDict, load_from_disk
-    except ImportError as error:
-        raise SystemExit(f"measuring the rules needs the datasets package: {error}")
-    dataset = load_from_disk(args.dataset_path)
-    splits = dataset.values() if isinstance(dataset, DatasetDict) else [dataset]
-    boxes_by_id = {}
-    for part in splits:
-        for row_id, boxes in zip(part["id"], part[args.box_column]):
-            boxes_by_id[row_id] = boxes
-    effect = measure_rules(read_predictions(args.predictions), boxes_by_id, config)
-    print(f"Rules: {', '.join(config.rules) or 'none'}\n")
-    print(effect.to_markdown())
-    if args.output_json:
-        with open(args.output_json, "w", encoding="utf-8") as handle:
-            json.dump({"config": asdict(config), **effect.to_dict()}, handle, indent=2)
-
-
-if __name__ == "__main__":
-    main()

@@ -10,6 +10,7 @@ from datasets import Array3D, Dataset, Features, Value
 from datasets import Sequence as SequenceFeature
 from PIL import Image
 
+from ..metrics import field_exact_match, flatten_scores, overall_metrics, seqeval_scores
 from ..pipelines.encoding import b_to_i_label_ids, encode_pages
 from ..pipelines.labels import OUTSIDE
 from ..pipelines.modeling import ModelFamily
@@ -17,7 +18,6 @@ from ..pipelines.windows import WordPredictionMerger
 from .arguments import TokenClassificationArguments
 from .data import standardize_label_column
 from .driver import Evaluation, Task
-from .metrics import field_exact_match, flatten_scores, overall_metrics, seqeval_scores
 
 BOX_COLUMNS = {"word": "bboxes", "segment": "segment_bboxes"}
 BOOKKEEPING = ("word_ids", "doc_index")

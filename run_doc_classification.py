@@ -2,7 +2,7 @@
 """Fine-tune a LayoutLM-family model (LayoutLM v1, LayoutLMv2, LayoutXLM, LayoutLMv3, LiLT) for document image
 classification: one class per document, such as invoice, receipt or letter.
 
-    python -m dataset_loader classify --data-dir data/ --output datasets/doctypes [--ocr]
+    python -m dataset_loader classify --data_dir data/ --output datasets/doctypes [--ocr]
     accelerate launch run_doc_classification.py --dataset_path datasets/doctypes --output_dir runs/doctypes \
         --model_name_or_path microsoft/layoutlmv3-base
 

@@ -104,7 +104,7 @@ def main(argv=None) -> None:
     parser.add_argument("--funsd", type=Path, help="FUNSD root instead (testing_data)")
     parser.add_argument("--engines", default="given,tesseract", help="comma-separated: given and/or OCR engine names")
     parser.add_argument("--max_docs", type=int)
-    parser.add_argument("--ocr_cache", type=Path, help="reuse OCR results of `dataset_loader build --ocr-cache DIR`")
+    parser.add_argument("--ocr_cache", type=Path, help="reuse OCR results of `dataset_loader build --ocr_cache DIR`")
     parser.add_argument("--output_json", type=Path)
     args = parser.parse_args(argv)
     if not args.funsd and not (args.data_dir and args.dataset_path):

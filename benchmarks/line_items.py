@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Line items: row-level exact match on held-out synthetic invoices, for the row-grouping rule and for links.
 
-    python -m dataset_loader synth --output data/heldout_invoices --num-docs 200 --seed 1001 --links --multi-page 0.2
+    python -m dataset_loader synth --output data/heldout_invoices --num_docs 200 --seed 1001 --links --multi_page 0.2
     python benchmarks/line_items.py --data_dir data/heldout_invoices --model runs/invoices-layoutlm-small
 
 Documents: every annotation of `--data_dir` (pages of one document share "document_id" and are ordered by

@@ -61,7 +61,7 @@ def synthetic_pages(folder: Path, count: int) -> list[dict]:
 
     from PIL import Image
 
-    subprocess.run([sys.executable, "-m", "dataset_loader", "synth", "--output", str(folder), "--num-docs", str(count),
+    subprocess.run([sys.executable, "-m", "dataset_loader", "synth", "--output", str(folder), "--num_docs", str(count),
                     "--seed", "0", "--overwrite"], check=True, capture_output=True)
     pages = []
     for path in sorted((folder / "annotations").glob("*.json")):

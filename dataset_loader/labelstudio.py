@@ -311,7 +311,7 @@ class Converter:
         reference = image_reference(task, self.image_key)
         if reference is None:
             keys = ", ".join(sorted(task.data)) or "none"
-            raise self.error(task, f"no image reference in the task data (keys: {keys}); pass --image-key KEY",
+            raise self.error(task, f"no image reference in the task data (keys: {keys}); pass --image_key KEY",
                              where="data")
         image_file, why = self.images.find(reference)
         if image_file is None:
@@ -384,7 +384,7 @@ class Converter:
         if not labels:
             if self.unlabeled == "error":
                 raise self.error(task, "the rectangle has no label; pick a label in Label Studio (or build with "
-                                 "--unlabeled-regions outside to read unlabelled regions as O)", region)
+                                 "--unlabeled_regions outside to read unlabelled regions as O)", region)
             return None
         if len(labels) > 1:
             raise self.error(task, f"the region has {len(labels)} labels {labels}; a word takes one label: keep "

@@ -5,9 +5,9 @@ onto the OCR words (`layoutkit.train.ocr_alignment.transfer_labels`): the model 
 order, its line boxes (the segment boxes of OCR-built datasets) and its typical errors. The settings go into
 preprocessing.json, and from there into the trained checkpoint, so the pipeline reads pages the same way.
 
-OCR results are cached on disk by image content and engine settings (`--ocr-cache`, default
+OCR results are cached on disk by image content and engine settings (`--ocr_cache`, default
 ~/.cache/layoutkit/ocr), so a rebuild with another resize or split does not read the pages again; pages are
-read by `--ocr-workers` threads before the dataset is written.
+read by `--ocr_workers` threads before the dataset is written.
 """
 
 from __future__ import annotations

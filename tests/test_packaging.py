@@ -127,7 +127,7 @@ def test_installed_wheel_works_outside_the_checkout(installed, tmp_path):
 
 @pytest.mark.parametrize(("command", "expected"), [
     (["dataset", "--help"], "synth"),
-    (["dataset", "synth", "--help"], "--num-docs"),
+    (["dataset", "synth", "--help"], "--num_docs"),
     (["predict", "--help"], "--model_name_or_path"),
 ])
 def test_installed_command_dispatches(installed, tmp_path, command, expected):

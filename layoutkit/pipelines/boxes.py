@@ -16,7 +16,7 @@ Box = Sequence[float]
 GRID = 1000
 
 
-RESIZE_MODES = {  # --resize-mode -> (keep_aspect, pad)
+RESIZE_MODES = {  # --resize_mode -> (keep_aspect, pad)
     "fit": (True, False),  # scaled to fit inside WIDTHxHEIGHT, aspect and orientation kept
     "pad": (True, True),  # fit, then padded with white to exactly WIDTHxHEIGHT
     "stretch": (False, True),  # stretched to exactly WIDTHxHEIGHT

@@ -17,7 +17,7 @@ def load_raw_datasets(args: DataArguments, cache_dir: str | None = None) -> Data
         if not os.path.isdir(args.dataset_path):
             raise FileNotFoundError(
                 f"--dataset_path {args.dataset_path}: no such folder; build one with "
-                "`python -m dataset_loader build --data-dir DIR --output OUT`"
+                "`python -m dataset_loader build --data_dir DIR --output OUT`"
             )
         raw = load_from_disk(args.dataset_path)
     else:

@@ -37,9 +37,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import torch
-from accelerate import PartialState
-from accelerate.utils import gather_object
 from PIL import Image
 from transformers import HfArgumentParser
 
@@ -53,7 +50,6 @@ from layoutkit.apps.documents import (
     pdf_pages,
 )
 from layoutkit.apps.labelstudio_format import document_tasks
-from layoutkit.apps.pipeline_loader import load_predictor, load_relation_pipeline
 from layoutkit.apps.settings import InferenceSettings
 from layoutkit.flags import HelpFormatter, flag, parse_dataclasses
 
@@ -142,6 +138,13 @@ def output_names(sources: list[Path]) -> dict[Path, str]:
 
 def main(argv=None) -> int:
     settings, args = parse_args(argv)
+    # Imported once the command line is read, so that `--help` and flag errors answer without loading torch.
+    import torch
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
+    from layoutkit.apps.pipeline_loader import load_predictor, load_relation_pipeline
+
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     # PIL refuses (above 2x) or warns about (above 1x) images over this size when opening them.

@@ -30,7 +30,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from PIL import Image
 from transformers import HfArgumentParser
@@ -49,8 +49,10 @@ from .documents import (
     image_pages,
     pdf_pages,
 )
-from .serve_batching import BatchedTokenClassificationPipeline, WindowBatcher
 from .settings import InferenceSettings
+
+if TYPE_CHECKING:
+    from .serve_batching import BatchedTokenClassificationPipeline
 
 logger = logging.getLogger("layoutkit.apps.serve")
 PAGE_HTML = Path(__file__).with_name("static") / "serve.html"
@@ -98,7 +100,7 @@ def parse_args(argv=None) -> tuple[InferenceSettings, ServiceArguments]:
     return settings, args
 
 
-def build_extractor(settings: InferenceSettings, args: ServiceArguments) -> BatchedTokenClassificationPipeline:
+def build_extractor(settings: InferenceSettings, args: ServiceArguments) -> "BatchedTokenClassificationPipeline":
     """The checkpoint's pipeline with its window forward passes batched across requests.
 
     The model backend is the `run_windows` the batcher drives (`WindowedLayoutPipeline._run_windows` contract:
@@ -106,6 +108,7 @@ def build_extractor(settings: InferenceSettings, args: ServiceArguments) -> Batc
     import torch
 
     from .pipeline_loader import load_predictor
+    from .serve_batching import BatchedTokenClassificationPipeline, WindowBatcher
 
     device = ("cpu" if settings.backend == "onnx"
               else settings.device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Literal
 
 from PIL import Image
-from transformers import HfArgumentParser
 
 from layoutkit.apps.document_prediction import predict_document
 from layoutkit.apps.documents import (
@@ -50,8 +49,8 @@ from layoutkit.apps.documents import (
     pdf_pages,
 )
 from layoutkit.apps.labelstudio_format import document_tasks
-from layoutkit.apps.settings import InferenceSettings
-from layoutkit.flags import HelpFormatter, flag, parse_dataclasses
+from layoutkit.apps.settings import InferenceSettings, parse_inference_args
+from layoutkit.flags import flag
 
 
 @dataclass
@@ -84,10 +83,7 @@ class PredictArguments:
 
 
 def parse_args(argv=None) -> tuple[InferenceSettings, PredictArguments]:
-    parser = HfArgumentParser([InferenceSettings, PredictArguments], description=__doc__,
-                              formatter_class=HelpFormatter)
-    settings, args = parse_dataclasses(parser, argv)
-    return settings, args
+    return parse_inference_args(PredictArguments, argv, __doc__)
 
 
 # ------------------------------------------------------------------------------------------- inputs

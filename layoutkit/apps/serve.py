@@ -33,9 +33,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from PIL import Image
-from transformers import HfArgumentParser
 
-from ..flags import HelpFormatter, flag, parse_dataclasses
+from ..flags import flag
 from ..pipelines.ocr import DEFAULT_OCR_ENGINE
 from .document_prediction import predict_document
 from .documents import (
@@ -49,7 +48,7 @@ from .documents import (
     image_pages,
     pdf_pages,
 )
-from .settings import InferenceSettings
+from .settings import InferenceSettings, parse_inference_args
 
 if TYPE_CHECKING:
     from .serve_batching import BatchedTokenClassificationPipeline
@@ -94,10 +93,7 @@ class ServiceArguments:
 
 
 def parse_args(argv=None) -> tuple[InferenceSettings, ServiceArguments]:
-    parser = HfArgumentParser([InferenceSettings, ServiceArguments], description=__doc__,
-                              formatter_class=HelpFormatter)
-    settings, args = parse_dataclasses(parser, argv)
-    return settings, args
+    return parse_inference_args(ServiceArguments, argv, __doc__)
 
 
 def build_extractor(settings: InferenceSettings, args: ServiceArguments) -> "BatchedTokenClassificationPipeline":

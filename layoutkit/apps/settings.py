@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ..flags import flag
+from transformers import HfArgumentParser
+
+from ..flags import HelpFormatter, flag, parse_dataclasses
 from ..pipelines.fields import FieldSchema
 from ..pipelines.ocr import OCR_ENGINES, parse_engine_option
 from ..pipelines.postprocess import RULES, RuleConfig
@@ -74,3 +76,12 @@ class InferenceSettings:
             self.ocr_options = dict(parse_engine_option(text) for text in self.ocr_option)
         except ValueError as error:
             raise ValueError(f"--ocr_option: {error}") from None
+
+
+def parse_inference_args(program_arguments: type, argv=None, description: str | None = None) -> tuple:
+    """(InferenceSettings, the program's own flags as `program_arguments`) from a command line; a value a check
+    refuses exits with argparse's usage message."""
+    parser = HfArgumentParser([InferenceSettings, program_arguments], description=description,
+                              formatter_class=HelpFormatter)
+    settings, args = parse_dataclasses(parser, argv)
+    return settings, args

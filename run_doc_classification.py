@@ -2,7 +2,7 @@
 """Fine-tune a LayoutLM-family model (LayoutLM v1, LayoutLMv2, LayoutXLM, LayoutLMv3, LiLT) for document image
 classification: one class per document, such as invoice, receipt or letter.
 
-    python -m dataset_loader classify --data-dir data/ --output datasets/doctypes [--ocr]
+    python -m dataset_loader classify --data_dir data/ --output datasets/doctypes [--ocr]
     accelerate launch run_doc_classification.py --dataset_path datasets/doctypes --output_dir runs/doctypes \
         --model_name_or_path microsoft/layoutlmv3-base
 
@@ -12,8 +12,8 @@ logits. Every metric (accuracy, macro/weighted F1, per-class precision/recall/F1
 The output folder gets confusion_matrix.png, misclassified.jsonl and all_results.json besides the model.
 """
 
-from layoutkit import driver
-from layoutkit.classification import DocumentClassificationTask
+from layoutkit.train import driver
+from layoutkit.train.classification_task import DocumentClassificationTask
 
 
 def parse_args(argv=None):
@@ -22,7 +22,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> dict:
-    """Data, model, training loop with validation each epoch, test of the kept model, save (layoutkit/driver.py)."""
+    """Data, model, training loop with validation each epoch, test of the kept model, save (layoutkit/train/driver.py)."""
     return driver.main(DocumentClassificationTask, argv, __doc__)
 
 

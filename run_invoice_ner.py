@@ -10,8 +10,8 @@ Documents longer than --max_seq_length are split into overlapping windows; predi
 to one label per word, and every metric is computed on words, not tokens.
 """
 
-from layoutkit import driver
-from layoutkit.ner import TokenClassificationTask
+from layoutkit.train import driver
+from layoutkit.train.ner_task import TokenClassificationTask
 
 
 def parse_args(argv=None):
@@ -20,7 +20,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> dict:
-    """Data, model, training loop with validation each epoch, test of the kept model, save (layoutkit/driver.py)."""
+    """Data, model, training loop with validation each epoch, test of the kept model, save (layoutkit/train/driver.py)."""
     return driver.main(TokenClassificationTask, argv, __doc__)
 
 

@@ -8,7 +8,7 @@
 Documents: the `--split` (default test) of the dataset built from `--data_dir` (its ids; the words, labels and
 images are read from the annotation folder, before any resize), or FUNSD's testing_data. For each model and each
 word source (`given`: the annotated words and boxes; an engine name: that OCR engine with the settings the model
-records, or the engine's defaults) the page goes through the model's pipeline and `layoutkit.fields.extract_fields`
+records, or the engine's defaults) the page goes through the model's pipeline and `layoutkit.pipelines.fields.extract_fields`
 (one value per single-valued field, every value of a multiple one).
 
 Gold values are the annotated entities' texts. A gold value is extracted exactly when a predicted value of the same
@@ -34,9 +34,9 @@ from transformers import pipeline
 from dataset_loader.annotations import read_annotation
 from dataset_loader.funsd import read_funsd
 from dataset_loader.ocr_build import OcrBuild
-from layoutkit.labels import bio_spans
-from layoutkit.pipeline_inputs import recorded_preprocessing, resolve_ocr_engine
-from layoutkit.token_classification_pipeline import LayoutTokenClassificationPipeline
+from layoutkit.pipelines.labels import bio_spans
+from layoutkit.pipelines.pipeline_inputs import recorded_preprocessing, resolve_ocr_engine
+from layoutkit.pipelines.token_classification_pipeline import LayoutTokenClassificationPipeline
 
 
 def squeeze(text: str) -> str:
@@ -104,7 +104,7 @@ def main(argv=None) -> None:
     parser.add_argument("--funsd", type=Path, help="FUNSD root instead (testing_data)")
     parser.add_argument("--engines", default="given,tesseract", help="comma-separated: given and/or OCR engine names")
     parser.add_argument("--max_docs", type=int)
-    parser.add_argument("--ocr_cache", type=Path, help="reuse OCR results of `dataset_loader build --ocr-cache DIR`")
+    parser.add_argument("--ocr_cache", type=Path, help="reuse OCR results of `dataset_loader build --ocr_cache DIR`")
     parser.add_argument("--output_json", type=Path)
     args = parser.parse_args(argv)
     if not args.funsd and not (args.data_dir and args.dataset_path):

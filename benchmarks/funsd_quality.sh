@@ -20,7 +20,7 @@ mkdir -p "$OUT"
 
 # Built once; a re-run reuses the dataset, the from-scratch config and the cached encodings.
 [ -d "$OUT/data" ] || python -m dataset_loader funsd --input "$FUNSD" --output "$OUT/data"
-[ -d "$OUT/scratch-layoutlmv3-small" ] || python -m layoutkit.scratch --model_type layoutlmv3 --size small --vocab_size 8000 \
+[ -d "$OUT/scratch-layoutlmv3-small" ] || python -m layoutkit.apps.scratch --model_type layoutlmv3 --size small --vocab_size 8000 \
     --dataset_path "$OUT/data" --output_dir "$OUT/scratch-layoutlmv3-small"
 
 launch() {
@@ -48,5 +48,5 @@ launch "${DEFAULTS[@]}" --max_train_steps "$SEARCH_STEPS" --output_dir "$OUT/sea
 launch --config_file "$OUT/search/best_hyperparameters.json" --max_train_steps "$STEPS" \
     --output_dir "$OUT/best_trial"
 
-python -m layoutkit.compare "$OUT/cross_entropy" "$OUT/focal" "$OUT/augment" "$OUT/best_trial" \
+python -m layoutkit.apps.compare "$OUT/cross_entropy" "$OUT/focal" "$OUT/augment" "$OUT/best_trial" \
     --output "$OUT/report" --names cross-entropy focal augment search-best

@@ -4,7 +4,7 @@
     python benchmarks/layoutlmv2_backbone.py                       # tiny-resnext101, tiny, small
     python benchmarks/layoutlmv2_backbone.py --variants tiny,small,base --steps 5
 
-Variants are `layoutkit.scratch` sizes (`tiny`, `small`, `base`), and `tiny-resnext101`: the tiny transformer
+Variants are `layoutkit.apps.scratch` sizes (`tiny`, `small`, `base`), and `tiny-resnext101`: the tiny transformer
 with transformers' default detectron2 backbone (the ResNeXt-101 32x8d FPN of the published checkpoints), which
 is what `--size tiny` gave before it sized the backbone. A step is forward + backward + AdamW on a batch of
 --batch_size windows of --seq_len tokens with 224x224 page images (random ids and boxes: the speed does not
@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForTokenClassification, LayoutLMv2Config
 
-from layoutkit.scratch import build_scratch_checkpoint
+from layoutkit.apps.scratch import build_scratch_checkpoint
 
 WORDS = ["Invoice", "Total", "Date:", "Due", "Amount", "2024-01-03", "$1,250.00", "ACME", "Corp", "Qty"] * 50
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Line items: row-level exact match on held-out synthetic invoices, for the row-grouping rule and for links.
 
-    python -m dataset_loader synth --output data/heldout_invoices --num-docs 200 --seed 1001 --links --multi-page 0.2
+    python -m dataset_loader synth --output data/heldout_invoices --num_docs 200 --seed 1001 --links --multi_page 0.2
     python benchmarks/line_items.py --data_dir data/heldout_invoices --model runs/invoices-layoutlm-small
 
 Documents: every annotation of `--data_dir` (pages of one document share "document_id" and are ordered by
@@ -31,10 +31,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from layoutkit.boxes import union_box
-from layoutkit.fields import parse_amount, parse_number
-from layoutkit.labels import bio_spans
-from layoutkit.line_items import column_of, group_line_items, links_from_pairs
+from layoutkit.pipelines.boxes import union_box
+from layoutkit.pipelines.fields import parse_amount, parse_number
+from layoutkit.pipelines.labels import bio_spans
+from layoutkit.pipelines.line_items import column_of, group_line_items, links_from_pairs
 
 
 def parse_args(argv=None):
@@ -181,7 +181,7 @@ def main(argv=None) -> int:
             tally.add(gold, row_tuples(group_line_items(entities, links=links)))
             tally.seconds += time.perf_counter() - started
 
-    from layoutkit.token_classification_pipeline import LayoutTokenClassificationPipeline
+    from layoutkit.pipelines.token_classification_pipeline import LayoutTokenClassificationPipeline
 
     for model in args.model:
         extractor = pipeline("token-classification", model=model, pipeline_class=LayoutTokenClassificationPipeline)

@@ -25,9 +25,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from layoutkit.boxes import load_page
-from layoutkit.ocr import get_ocr_engine
-from layoutkit.ocr_alignment import QualityCounts, ocr_quality
+from layoutkit.pipelines.boxes import load_page
+from layoutkit.pipelines.ocr import get_ocr_engine
+from layoutkit.train.ocr_alignment import QualityCounts, ocr_quality
 
 # name -> (engine, options)
 SETTINGS = {

@@ -4,7 +4,7 @@
     python benchmarks/onnx_latency.py --pages 20 --threads 2
 
 For each model type and size: a model from scratch (random weights: latency does not depend on them) on a
-tokenizer trained on synthetic invoices' words, exported with `python -m layoutkit.export_onnx`'s `export_onnx`, then
+tokenizer trained on synthetic invoices' words, exported with `python -m layoutkit.apps.export_onnx`'s `export_onnx`, then
 the same pages through `load_predictor(..., backend="torch")` and `backend="onnx"`: the whole pipeline per page
 (resize, windows, forward, word merging, entities) with the invoices' given words (no OCR, which costs the same on
 both backends), and the model calls alone. Torch and ONNX Runtime use `--threads` intra-op threads each. Prints a
@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
-from layoutkit.export_onnx import export_onnx
-from layoutkit.predictor import load_predictor
-from layoutkit.scratch import SIZES, build_scratch_checkpoint
+from layoutkit.apps.export_onnx import export_onnx
+from layoutkit.apps.pipeline_loader import load_predictor
+from layoutkit.apps.scratch import SIZES, build_scratch_checkpoint
 
 LABELS = ["O"] + [f"{p}-{t}" for t in ("vendor", "invoice_number", "invoice_date", "due_date", "item_description",
                                        "item_amount", "subtotal", "tax", "total") for p in "BI"]
@@ -61,7 +61,7 @@ def synthetic_pages(folder: Path, count: int) -> list[dict]:
 
     from PIL import Image
 
-    subprocess.run([sys.executable, "-m", "dataset_loader", "synth", "--output", str(folder), "--num-docs", str(count),
+    subprocess.run([sys.executable, "-m", "dataset_loader", "synth", "--output", str(folder), "--num_docs", str(count),
                     "--seed", "0", "--overwrite"], check=True, capture_output=True)
     pages = []
     for path in sorted((folder / "annotations").glob("*.json")):

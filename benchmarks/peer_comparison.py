@@ -18,7 +18,7 @@ both train on as many documents, ours runs the research recipe's number of optim
 ceil(149 / batch) x epochs), a little over 16 epochs of its 134 forms; `--equal_epochs` runs the epochs instead.
 
     python -m dataset_loader funsd --input ../shared/datasets/funsd --output data/funsd
-    python -m layoutkit.scratch --model_type layoutlmv3 --dataset_path data/funsd --output_dir runs/scratch-v3
+    python -m layoutkit.apps.scratch --model_type layoutlmv3 --dataset_path data/funsd --output_dir runs/scratch-v3
     python benchmarks/peer_comparison.py --dataset_path data/funsd --config_name runs/scratch-v3 --epochs 15 \
         --ours "defaults=" --ours "fast=--attention_dropout 0 --group_by_length"
 
@@ -67,7 +67,7 @@ def research_recipe(args) -> None:
         default_data_collator,
     )
 
-    from layoutkit.boxes import normalize_boxes
+    from layoutkit.pipelines.boxes import normalize_boxes
 
     dataset = load_from_disk(args.dataset_path)
     train = concatenate_datasets([dataset["train"], dataset["validation"]])
@@ -115,7 +115,7 @@ def research_recipe(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset_path", required=True, help="FUNSD saved by `python -m dataset_loader funsd`")
-    parser.add_argument("--config_name", required=True, help="a LayoutLMv3 folder from `python -m layoutkit.scratch`")
+    parser.add_argument("--config_name", required=True, help="a LayoutLMv3 folder from `python -m layoutkit.apps.scratch`")
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--learning_rate", type=float, default=5e-5, help="Trainer's default; used by both")

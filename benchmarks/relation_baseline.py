@@ -1,6 +1,6 @@
 """A geometric reference for relation extraction: link each tail entity (answer, value) to the nearest head entity
 (question, key) that sits to its left on the same line or above it, on gold entities, scored with the same metric
-as run_relation_extraction.py (layoutkit/relations.py). Prints a Markdown table per split.
+as run_relation_extraction.py (layoutkit/pipelines/entity_links.py). Prints a Markdown table per split.
 
     python benchmarks/relation_baseline.py --dataset_path data/funsd --relation_types QUESTION:ANSWER
 """
@@ -11,9 +11,9 @@ import argparse
 
 from datasets import load_from_disk
 
-from layoutkit.boxes import union_box
-from layoutkit.relation_extraction import document_entities, entity_types_of, parse_relation_types
-from layoutkit.relations import link_keys, oriented_pairs, relation_scores
+from layoutkit.pipelines.boxes import union_box
+from layoutkit.pipelines.entity_links import link_keys, oriented_pairs, relation_scores
+from layoutkit.train.relation_task import document_entities, entity_types_of, parse_relation_types
 
 
 def nearest_head_links(entities, boxes, candidates) -> set[tuple[int, int]]:

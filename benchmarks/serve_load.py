@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Load test of the HTTP service on loopback: N concurrent clients send M requests in all to a server this script
-starts (`python -m layoutkit.serve` on 127.0.0.1, a free port) and stops; bounded by --max_seconds.
+starts (`python -m layoutkit.apps.serve` on 127.0.0.1, a free port) and stops; bounded by --max_seconds.
 
     python benchmarks/serve_load.py --model runs/invoices --words_json data/sample/annotations/invoice_0001.json \
         --clients 4 --requests 40

@@ -6,7 +6,7 @@ The baseline is what the transformers LayoutLMv3 research example does: every wi
 tokens, fp32. Our default is dynamic padding (to the longest window in the batch, rounded up to 8).
 
     python -m dataset_loader funsd --input ../shared/datasets/funsd --output data/funsd
-    python -m layoutkit.scratch --model_type layoutlmv3 --dataset_path data/funsd --output_dir runs/scratch-v3
+    python -m layoutkit.apps.scratch --model_type layoutlmv3 --dataset_path data/funsd --output_dir runs/scratch-v3
     python benchmarks/train_throughput.py --dataset_path data/funsd --config_name runs/scratch-v3
 
 Prints a Markdown table. Pass --model_name_or_path to measure a real checkpoint instead (e.g.
@@ -27,10 +27,11 @@ from datasets import load_from_disk
 from torch.utils.data import DataLoader
 from transformers import AutoConfig, AutoModelForTokenClassification
 
-from layoutkit.encoding import LayoutCollator
-from layoutkit.modeling import load_processing, model_family
-from layoutkit.ner import encode_ner_split, model_inputs
-from layoutkit.training import LengthGroupedEpochSampler, create_optimizer
+from layoutkit.pipelines.encoding import LayoutCollator
+from layoutkit.pipelines.modeling import load_processing, model_family
+from layoutkit.train.dataloaders import LengthGroupedEpochSampler
+from layoutkit.train.ner_task import encode_ner_split, model_inputs
+from layoutkit.train.optimization import create_optimizer
 
 
 def peak_memory_mib(device: torch.device) -> float:

@@ -10,15 +10,17 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from dataset_loader.annotations import AnnotationError
+from dataset_loader.deprecated_flags import snake_case_options
 from dataset_loader.preprocessing import DEFAULT_SIZE
 from dataset_loader.writer import BuildError
-from layoutkit.boxes import RESIZE_MODES, parse_size
 from layoutkit.cli import program_name
-from layoutkit.ocr import parse_engine_option
+from layoutkit.pipelines.boxes import RESIZE_MODES, parse_size
+from layoutkit.pipelines.ocr import parse_engine_option
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(snake_case_options(sys.argv[1:] if argv is None else argv, parser))
     try:
         return args.run(args)
     except (AnnotationError, BuildError) as error:
@@ -51,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     funsd = commands.add_parser("funsd", help="import FUNSD (training_data -> train+validation, testing_data -> test)")
     funsd.add_argument("--input", required=True, type=Path, help="FUNSD root with training_data/ and testing_data/")
     _add_output_options(funsd)
-    funsd.add_argument("--validation-ratio", type=float, default=0.1, help="share of training_data for validation")
-    funsd.add_argument("--max-docs", type=int, help="use only the first N documents of each folder (quick tests)")
+    funsd.add_argument("--validation_ratio", type=float, default=0.1, help="share of training_data for validation")
+    funsd.add_argument("--max_docs", type=int, help="use only the first N documents of each folder (quick tests)")
     _add_ocr_options(funsd)
     funsd.set_defaults(run=_run_funsd)
 
@@ -60,14 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     synth = commands.add_parser("synth", help="write synthetic invoices in the annotation format")
     synth.add_argument("--output", required=True, type=Path, help="folder to write images/ and annotations/ into")
-    synth.add_argument("--num-docs", type=int, default=200, help="number of invoices (default 200)")
+    synth.add_argument("--num_docs", type=int, default=200, help="number of invoices (default 200)")
     synth.add_argument("--seed", type=int, default=42, help="same seed, same invoices (default 42)")
     synth.add_argument("--workers", type=int, help="processes (default: all CPU cores)")
     synth.add_argument("--overwrite", action="store_true", help="replace invoices already in --output")
     synth.add_argument("--links", action="store_true",
                        help="also write entity_ids, relations (keyword -> value, description -> quantity, unit price, "
                        "amount) and line-item row_ids into each annotation")
-    synth.add_argument("--multi-page", type=float, default=0.0, metavar="SHARE",
+    synth.add_argument("--multi_page", type=float, default=0.0, metavar="SHARE",
                        help="share of invoices (0-1) whose item table continues on a second page image "
                        "(<name>_p2.png; both pages carry document_id and page); default 0")
     synth.set_defaults(run=_run_synth)
@@ -95,11 +97,11 @@ def _add_labelstudio_command(commands) -> None:
                         help="TRAIN,VALIDATION,TEST ratios (default 0.8,0.1,0.1)")
     studio.add_argument("--labels", type=_argument(_labels),
                         help="label list (as for build); a region whose label is not in it is reported")
-    studio.add_argument("--image-key", help="task data key of the image (default: image, ocr, ... or the one image "
+    studio.add_argument("--image_key", help="task data key of the image (default: image, ocr, ... or the one image "
                         "path in the data)")
-    studio.add_argument("--textarea-name", default="transcription",
+    studio.add_argument("--textarea_name", default="transcription",
                         help="JSON-MIN: the TextArea tag's name (default transcription, the OCR template's)")
-    studio.add_argument("--unlabeled-regions", choices=["outside", "error"], default="outside",
+    studio.add_argument("--unlabeled_regions", choices=["outside", "error"], default="outside",
                         help="a region without a label: its words are O (default), or the task is reported")
     _add_ocr_options(studio)
     studio.set_defaults(run=_run_labelstudio)
@@ -125,12 +127,12 @@ def _add_classification_commands(commands) -> None:
         split_help="TRAIN,VALIDATION,TEST ratios, applied per class (stratified; default 0.8,0.1,0.1)",
     )
     classify.add_argument("--ocr", action="store_true", help="run Tesseract once on images without a words JSON")
-    classify.add_argument("--ocr-lang", default="eng", help="Tesseract language(s) for --ocr (default eng)")
+    classify.add_argument("--ocr_lang", default="eng", help="Tesseract language(s) for --ocr (default eng)")
     classify.set_defaults(run=_run_classify)
 
     sample = commands.add_parser("synth-classes", help="write a synthetic invoice/receipt/letter sample (imagefolder)")
     sample.add_argument("--output", required=True, type=Path, help="folder to write <class>/ subfolders into")
-    sample.add_argument("--num-docs", type=int, default=60, help="documents, classes in turn (default 60)")
+    sample.add_argument("--num_docs", type=int, default=60, help="documents, classes in turn (default 60)")
     sample.add_argument("--seed", type=int, default=42, help="same seed, same documents (default 42)")
     sample.set_defaults(run=_run_synth_classes)
 
@@ -162,9 +164,9 @@ def _run_synth_classes(args: argparse.Namespace) -> int:
 def _add_folder_command(
     commands, name: str, *, help: str, data_dir_help: str, split_help: str
 ) -> argparse.ArgumentParser:
-    """A command that builds a DatasetDict from --data-dir cut by --split ratios (build, classify)."""
+    """A command that builds a DatasetDict from --data_dir cut by --split ratios (build, classify)."""
     parser = commands.add_parser(name, help=help)
-    parser.add_argument("--data-dir", required=True, type=Path, help=data_dir_help)
+    parser.add_argument("--data_dir", required=True, type=Path, help=data_dir_help)
     _add_output_options(parser)
     parser.add_argument("--split", default="0.8,0.1,0.1", type=_argument(_ratios), help=split_help)
     return parser
@@ -174,36 +176,36 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, type=Path, help="folder to save the DatasetDict to")
     parser.add_argument(
         "--resize", default="x".join(map(str, DEFAULT_SIZE)), type=_argument(parse_size),
-        help="page size WIDTHxHEIGHT in pixels, width first (default 1000x1000, see --resize-mode)",
+        help="page size WIDTHxHEIGHT in pixels, width first (default 1000x1000, see --resize_mode)",
     )
     parser.add_argument(
-        "--resize-mode", choices=list(RESIZE_MODES), default="fit",
+        "--resize_mode", choices=list(RESIZE_MODES), default="fit",
         help="fit: scale to fit inside --resize keeping the aspect ratio (default: the longest side becomes 1000); "
         "pad: fit, then pad with white to exactly --resize; stretch: stretch to exactly --resize",
     )
-    parser.add_argument("--keep-aspect", action="store_true", help="same as --resize-mode pad (earlier versions)")
+    parser.add_argument("--keep_aspect", action="store_true", help="same as --resize_mode pad (earlier versions)")
     parser.add_argument("--seed", type=int, default=42, help="seed of the split assignment (default 42)")
     parser.add_argument("--strict", action="store_true", help="stop at the first invalid document (exit code 1)")
     parser.add_argument("--overwrite", action="store_true", help="replace a dataset already saved in --output")
-    parser.add_argument("--push-to-hub", metavar="REPO", help="also push the dataset and its card to this Hub repo")
-    parser.add_argument("--private", action="store_true", help="with --push-to-hub: create a private repo")
+    parser.add_argument("--push_to_hub", metavar="REPO", help="also push the dataset and its card to this Hub repo")
+    parser.add_argument("--private", action="store_true", help="with --push_to_hub: create a private repo")
 
 
 def _add_ocr_options(parser: argparse.ArgumentParser) -> None:
-    from layoutkit.ocr import OCR_ENGINES
+    from layoutkit.pipelines.ocr import OCR_ENGINES
 
     group = parser.add_argument_group("OCR (train on the words inference will see)")
     group.add_argument(
         "--ocr", metavar="ENGINE", choices=sorted(OCR_ENGINES),
         help="read every page with this OCR engine (%(choices)s) and carry the gold labels onto its words",
     )
-    group.add_argument("--ocr-lang", help="the engine's language(s), e.g. eng, deu+eng (default: eng)")
+    group.add_argument("--ocr_lang", help="the engine's language(s), e.g. eng, deu+eng (default: eng)")
     group.add_argument(
-        "--ocr-option", action="append", default=[], metavar="KEY=VALUE", type=_argument(parse_engine_option),
+        "--ocr_option", action="append", default=[], metavar="KEY=VALUE", type=_argument(parse_engine_option),
         help="an engine setting, repeatable, e.g. min_height=2000 psm=6 (values read as JSON when they parse)",
     )
-    group.add_argument("--ocr-workers", type=int, help="pages read at once (default: CPU cores)")
-    group.add_argument("--ocr-cache", type=Path, help="OCR result cache (default ~/.cache/layoutkit/ocr)")
+    group.add_argument("--ocr_workers", type=int, help="pages read at once (default: CPU cores)")
+    group.add_argument("--ocr_cache", type=Path, help="OCR result cache (default ~/.cache/layoutkit/ocr)")
 
 
 def _ocr_build(args: argparse.Namespace):

@@ -14,10 +14,10 @@ from typing import Any, Sequence
 
 from PIL import ExifTags, Image
 
-from layoutkit.boxes import load_page
-from layoutkit.labels import is_bio_tag
-from layoutkit.validation import BOX_TOLERANCE  # noqa: F401 (re-exported: the builder's tolerance is inference's)
-from layoutkit.validation import FieldError, check_box, is_blank_word, normalised_boxes_problem
+from layoutkit.pipelines.boxes import load_page
+from layoutkit.pipelines.labels import is_bio_tag
+from layoutkit.pipelines.input_validation import BOX_TOLERANCE  # noqa: F401 (re-exported: the builder's tolerance is inference's)
+from layoutkit.pipelines.input_validation import FieldError, check_box, is_blank_word, normalised_boxes_problem
 
 REQUIRED_FIELDS = ("image", "words", "boxes", "labels")
 OPTIONAL_FIELDS = ("segment_boxes", "entity_ids", "relations", "row_ids")
@@ -284,7 +284,7 @@ def _image_path(name: str, images_dir: Path, annotation_file: Path) -> Path:
 
 
 def _check_box(value: Any, field: str, width: int, height: int, file: Path) -> list[float]:
-    """The shared box rule (layoutkit.validation, also applied at inference), reported against `file`."""
+    """The shared box rule (layoutkit.pipelines.input_validation, also applied at inference), reported against `file`."""
     try:
         return check_box(value, field, width, height)
     except FieldError as error:

@@ -24,7 +24,7 @@ from dataset_loader.writer import (
     start_build,
     write_dataset,
 )
-from layoutkit.labels import OUTSIDE, is_bio_tag, label_list_from_tags, label_list_from_types
+from layoutkit.pipelines.labels import OUTSIDE, is_bio_tag, label_list_from_tags, label_list_from_types
 
 
 def build_dataset(

@@ -16,7 +16,7 @@ from huggingface_hub import DatasetCard, DatasetCardData, get_token
 from dataset_loader.features import label_names_of
 from dataset_loader.preprocessing import load_preprocessing
 from dataset_loader.report import read_report
-from layoutkit.labels import bio_spans
+from layoutkit.pipelines.labels import bio_spans
 
 FORMAT_FILE = Path(__file__).with_name("FORMAT.md")
 

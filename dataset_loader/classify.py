@@ -31,7 +31,7 @@ from dataset_loader.preprocessing import DEFAULT_KEEP_ASPECT, DEFAULT_PAD, DEFAU
 from dataset_loader.report import BuildReport
 from dataset_loader.splits import DEFAULT_RATIOS, assign_splits
 from dataset_loader.writer import BuildError, abort_with_report, save_splits, start_build
-from layoutkit.boxes import load_page, resize_document
+from layoutkit.pipelines.boxes import load_page, resize_document
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
 
@@ -219,7 +219,7 @@ def page_example(ref: PageRef, label_ids: dict[str, int], size, keep_aspect: boo
     if ref.words_file is not None:
         words, boxes = read_words(ref.words_file, page.width, page.height)
     elif ocr:
-        from layoutkit.ocr import OcrError, ocr_page
+        from layoutkit.pipelines.ocr import OcrError, ocr_page
 
         try:
             result = ocr_page(page, lang=ocr_lang)

@@ -10,7 +10,7 @@ Each task becomes an annotation record of the folder format (words, pixel boxes,
 word's segment box), checked by the same `validate_document` and written by the same build path
 (`build.build_documents`), so a Label Studio dataset has the folder builder's features, splits, resize, `--ocr` and
 report. A region's transcription is split into words, each taking a share of the region box
-(`layoutkit.labelstudio.word_boxes`); the first word of a labelled region is `B-<label>`, the rest `I-<label>`, the
+(`layoutkit.apps.labelstudio_format.word_boxes`); the first word of a labelled region is `B-<label>`, the rest `I-<label>`, the
 words of an unlabelled region `O`. Relations are kept as links: every region is an entity, `entity_ids` gives each
 word its entity and `relations` lists `[head, tail]` entity ids; they are written to `OUT/labelstudio_links.json`.
 """
@@ -32,10 +32,10 @@ from dataset_loader.ocr_build import OcrBuild
 from dataset_loader.preprocessing import DEFAULT_KEEP_ASPECT, DEFAULT_PAD, DEFAULT_SIZE
 from dataset_loader.splits import DEFAULT_RATIOS
 from dataset_loader.writer import BuildError, start_build
-from layoutkit.labels import OUTSIDE, is_bio_tag
-from layoutkit.labelstudio import bounding_box, region_corners, word_boxes
-from layoutkit.ocr_alignment import overlap
-from layoutkit.validation import is_blank_word
+from layoutkit.apps.labelstudio_format import bounding_box, region_corners, word_boxes
+from layoutkit.pipelines.input_validation import is_blank_word
+from layoutkit.pipelines.labels import OUTSIDE, is_bio_tag
+from layoutkit.train.ocr_alignment import overlap
 
 LINKS_FILE = "labelstudio_links.json"
 SHAPE_TYPES = ("rectangle", "polygon", "rectanglelabels", "polygonlabels", "labels", "textarea")
@@ -311,7 +311,7 @@ class Converter:
         reference = image_reference(task, self.image_key)
         if reference is None:
             keys = ", ".join(sorted(task.data)) or "none"
-            raise self.error(task, f"no image reference in the task data (keys: {keys}); pass --image-key KEY",
+            raise self.error(task, f"no image reference in the task data (keys: {keys}); pass --image_key KEY",
                              where="data")
         image_file, why = self.images.find(reference)
         if image_file is None:
@@ -384,7 +384,7 @@ class Converter:
         if not labels:
             if self.unlabeled == "error":
                 raise self.error(task, "the rectangle has no label; pick a label in Label Studio (or build with "
-                                 "--unlabeled-regions outside to read unlabelled regions as O)", region)
+                                 "--unlabeled_regions outside to read unlabelled regions as O)", region)
             return None
         if len(labels) > 1:
             raise self.error(task, f"the region has {len(labels)} labels {labels}; a word takes one label: keep "
@@ -548,7 +548,7 @@ def write_links(output: Path, dataset: DatasetDict, converted: dict[str, Convert
 
 
 def ocr_entity_ids(ocr_boxes: Sequence[Sequence[float]], region_boxes: Sequence[Sequence[float]]) -> list[int | None]:
-    """The entity (region) of each OCR word: the region it overlaps most (layoutkit.ocr_alignment's overlap:
+    """The entity (region) of each OCR word: the region it overlaps most (layoutkit.train.ocr_alignment's overlap:
     intersection over the smaller box, so 1.0 for a word inside its region), None when none covers half of it."""
     ids: list[int | None] = []
     for box in ocr_boxes:

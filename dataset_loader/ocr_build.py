@@ -1,13 +1,13 @@
 """`--ocr ENGINE` for the builders: train on the words inference will see.
 
 Every page is read with the OCR engine (and settings) that inference will use, and the gold labels are carried
-onto the OCR words (`layoutkit.ocr_alignment.transfer_labels`): the model then learns the engine's reading
+onto the OCR words (`layoutkit.train.ocr_alignment.transfer_labels`): the model then learns the engine's reading
 order, its line boxes (the segment boxes of OCR-built datasets) and its typical errors. The settings go into
 preprocessing.json, and from there into the trained checkpoint, so the pipeline reads pages the same way.
 
-OCR results are cached on disk by image content and engine settings (`--ocr-cache`, default
+OCR results are cached on disk by image content and engine settings (`--ocr_cache`, default
 ~/.cache/layoutkit/ocr), so a rebuild with another resize or split does not read the pages again; pages are
-read by `--ocr-workers` threads before the dataset is written.
+read by `--ocr_workers` threads before the dataset is written.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from typing import Any, Callable, Sequence
 from tqdm.auto import tqdm
 
 from dataset_loader.annotations import AnnotationError, Document
-from layoutkit.boxes import segment_boxes
-from layoutkit.ocr import OcrEngine, OcrError, OcrResult, get_ocr_engine
-from layoutkit.ocr_alignment import TransferStats, overlapping_pairs, transfer_labels
+from layoutkit.pipelines.boxes import segment_boxes
+from layoutkit.pipelines.ocr import OcrEngine, OcrError, OcrResult, get_ocr_engine
+from layoutkit.train.ocr_alignment import TransferStats, overlapping_pairs, transfer_labels
 
 
 def default_cache_dir() -> Path:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 PREPROCESSING_FILE = "preprocessing.json"
-# Every page is scaled to fit inside (width, height), keeping its aspect ratio and orientation (--resize-mode fit):
+# Every page is scaled to fit inside (width, height), keeping its aspect ratio and orientation (--resize_mode fit):
 # the longest side becomes 1000 px. LayoutLMv2/v3 image processors then resize to 224x224 themselves, as in
 # pretraining; the stored page stays undistorted (for viewing, augmentation's rotations and drawing).
 DEFAULT_SIZE = (1000, 1000)

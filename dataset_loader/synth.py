@@ -14,7 +14,7 @@ and amount) and `row_ids` (the line-item row of each table word, null elsewhere)
 some tables on a second page image (see `make_pages`).
 
 Deterministic: document i depends only on (seed, i), so the same seed writes byte-identical
-annotations, whatever --num-docs or the number of worker processes (on the same installed fonts).
+annotations, whatever --num_docs or the number of worker processes (on the same installed fonts).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
 from tqdm.auto import tqdm
 
-from layoutkit.boxes import union_box
+from layoutkit.pipelines.boxes import union_box
 
 ENTITY_TYPES = (
     "vendor",
@@ -772,7 +772,7 @@ def scan_effects(image: Image.Image, rng: random.Random) -> Image.Image:
 
 
 def document_rng(seed: int, index: int, purpose: str = "") -> random.Random:
-    """Document i's own generator: independent of --num-docs, of worker order and of PYTHONHASHSEED. A
+    """Document i's own generator: independent of --num_docs, of worker order and of PYTHONHASHSEED. A
     `purpose` gives an independent generator for one more decision (which invoices run over two pages)."""
     suffix = f":{purpose}" if purpose else ""
     digest = hashlib.sha256(f"dataset_loader.synth:{seed}:{index}{suffix}".encode()).digest()
@@ -838,9 +838,9 @@ def generate(
     """Write `num_docs` invoices to OUTPUT/images/*.png and OUTPUT/annotations/*.json (`links`, `multi_page`:
     see `make_pages`)."""
     if num_docs < 1:
-        raise ValueError("--num-docs must be at least 1")
+        raise ValueError("--num_docs must be at least 1")
     if not 0.0 <= multi_page <= 1.0:
-        raise ValueError(f"--multi-page must be a share between 0 and 1, got {multi_page}")
+        raise ValueError(f"--multi_page must be a share between 0 and 1, got {multi_page}")
     output = Path(output)
     (output / "images").mkdir(parents=True, exist_ok=True)
     (output / "annotations").mkdir(parents=True, exist_ok=True)

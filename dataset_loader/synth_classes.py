@@ -1,6 +1,6 @@
 """Synthetic multi-class documents for document classification: the built-in sample of the classify quick start.
 
-`python -m dataset_loader synth-classes --output DIR --num-docs N --seed S` writes, in the `imagefolder`
+`python -m dataset_loader synth-classes --output DIR --num_docs N --seed S` writes, in the `imagefolder`
 layout (one subfolder per class),
 
     DIR/invoice/invoice_00000.png  + invoice_00000.json   (synth.py's invoice renderer)
@@ -166,7 +166,7 @@ def make_class_document(seed: int, index: int) -> tuple[str, str, object, dict]:
 def generate_classes(output: str | Path, num_docs: int, seed: int = 42) -> dict[str, int]:
     """Write `num_docs` documents (classes in turn) to OUTPUT/<class>/; returns documents per class."""
     if num_docs < len(CLASSES):
-        raise ValueError(f"--num-docs must be at least {len(CLASSES)} (one document per class)")
+        raise ValueError(f"--num_docs must be at least {len(CLASSES)} (one document per class)")
     output = Path(output)
     counts = {name: 0 for name in CLASSES}
     for index in range(num_docs):

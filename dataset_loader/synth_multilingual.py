@@ -5,7 +5,7 @@ A test page for multilingual models (LayoutXLM): the same entity types as the En
 `dataset_loader.synth` so boxes, BIO tags and line boxes follow the same rules. DejaVu Sans (Debian's
 fonts-dejavu-core, already needed by the English generator) has the Cyrillic glyphs.
 
-    python -m dataset_loader.synth_multilingual --output data/invoices-ru --num-docs 10
+    python -m dataset_loader.synth_multilingual --output data/invoices-ru --num_docs 10
 """
 
 from __future__ import annotations
@@ -14,10 +14,12 @@ import argparse
 import json
 import os
 import random
+import sys
 from pathlib import Path
 
 from PIL import ImageFont
 
+from .deprecated_flags import snake_case_options
 from .synth import FONT_DIRS, Page, document_rng, scan_effects
 
 CYRILLIC_FONTS = ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf")
@@ -101,7 +103,7 @@ def make_russian_document(seed: int, index: int):
 def generate_russian(output: str | Path, num_docs: int, seed: int = 42) -> Path:
     """Write `num_docs` Russian invoices to OUTPUT/images/*.png and OUTPUT/annotations/*.json."""
     if num_docs < 1:
-        raise ValueError("--num-docs must be at least 1")
+        raise ValueError("--num_docs must be at least 1")
     output = Path(output)
     (output / "images").mkdir(parents=True, exist_ok=True)
     (output / "annotations").mkdir(parents=True, exist_ok=True)
@@ -117,9 +119,9 @@ def generate_russian(output: str | Path, num_docs: int, seed: int = 42) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", required=True, type=Path, help="folder to write images/ and annotations/ into")
-    parser.add_argument("--num-docs", type=int, default=20)
+    parser.add_argument("--num_docs", type=int, default=20)
     parser.add_argument("--seed", type=int, default=42)
-    args = parser.parse_args()
+    args = parser.parse_args(snake_case_options(sys.argv[1:], parser))
     generate_russian(args.output, args.num_docs, args.seed)
     print(f"{args.num_docs} Russian invoices written to {args.output}")
 

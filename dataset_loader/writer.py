@@ -26,7 +26,7 @@ from dataset_loader.features import encoded_page, ner_features, optional_columns
 from dataset_loader.ocr_build import OcrBuild
 from dataset_loader.preprocessing import save_preprocessing
 from dataset_loader.report import BuildReport
-from layoutkit.boxes import group_lines, resize_document, segment_boxes
+from layoutkit.pipelines.boxes import group_lines, resize_document, segment_boxes
 
 # Reads one annotation file into a checked Document, raising AnnotationError.
 Reader = Callable[[Path], Document]

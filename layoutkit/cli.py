@@ -26,24 +26,24 @@ class Command:
 
 
 COMMANDS: dict[str, Command] = {
-    "train-ner": Command("layoutkit.ner:main",
+    "train-ner": Command("layoutkit.train.ner_task:main",
                          "fine-tune for key-information extraction (one BIO label per word); run_invoice_ner.py"),
-    "train-classifier": Command("layoutkit.classification:main",
+    "train-classifier": Command("layoutkit.train.classification_task:main",
                                 "fine-tune for document-image classification; run_doc_classification.py"),
-    "train-relations": Command("layoutkit.relation_extraction:main",
+    "train-relations": Command("layoutkit.train.relation_task:main",
                                "fine-tune key -> value linking between entities; run_relation_extraction.py"),
-    "predict": Command("layoutkit.predict:main",
+    "predict": Command("layoutkit.apps.predict:main",
                        "images, PDFs or a folder into structured JSON (fields, line items, words, boxes)"),
     "dataset": Command("dataset_loader.__main__:main",
                        "build datasets: build, funsd, labelstudio, synth, classify, synth-classes, push"),
-    "scratch": Command("layoutkit.scratch:main",
+    "scratch": Command("layoutkit.apps.scratch:main",
                        "a from-scratch model config and a tokenizer trained on a dataset's words (offline start)"),
-    "serve": Command("layoutkit.serve:main", "the HTTP service over a checkpoint (needs the serve extra)"),
-    "export-onnx": Command("layoutkit.export_onnx:main",
+    "serve": Command("layoutkit.apps.serve:main", "the HTTP service over a checkpoint (needs the serve extra)"),
+    "export-onnx": Command("layoutkit.apps.export_onnx:main",
                            "export a checkpoint to ONNX, checked against PyTorch (needs the onnx extra)"),
-    "compare": Command("layoutkit.compare:main",
+    "compare": Command("layoutkit.apps.compare:main",
                        "compare finished training runs: a Markdown report with metrics and confusion matrices"),
-    "postprocess": Command("layoutkit.postprocess:main",
+    "postprocess": Command("layoutkit.apps.rule_measurement:main",
                            "measure the post-processing rules on a run's test predictions"),
 }
 

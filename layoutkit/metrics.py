@@ -6,7 +6,7 @@ from typing import Sequence
 
 from seqeval.metrics import accuracy_score, classification_report
 
-from .labels import bio_spans
+from .pipelines.labels import bio_spans
 
 
 def seqeval_scores(references: Sequence[Sequence[str]], predictions: Sequence[Sequence[str]]) -> dict:

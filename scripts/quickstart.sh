@@ -22,13 +22,13 @@ source .venv/bin/activate
 
 DATA=${DATA:-data}
 RUNS=${RUNS:-runs}
-python -m dataset_loader synth --output "$DATA/sample_invoices" --num-docs "${NUM_DOCS:-2000}" --seed 0
+python -m dataset_loader synth --output "$DATA/sample_invoices" --num_docs "${NUM_DOCS:-2000}" --seed 0
 OCR_FLAGS=()
 [ -n "${OCR:-}" ] && OCR_FLAGS=(--ocr "$OCR")
-python -m dataset_loader build --data-dir "$DATA/sample_invoices" --output "$DATA/invoices" --seed 0 --overwrite \
+python -m dataset_loader build --data_dir "$DATA/sample_invoices" --output "$DATA/invoices" --seed 0 --overwrite \
     "${OCR_FLAGS[@]}"
 MODEL_TYPE=${MODEL_TYPE:-layoutlm}
-python -m layoutkit.scratch --model_type "$MODEL_TYPE" --size small --vocab_size 4000 \
+python -m layoutkit.apps.scratch --model_type "$MODEL_TYPE" --size small --vocab_size 4000 \
     --dataset_path "$DATA/invoices" --output_dir "$RUNS/scratch-$MODEL_TYPE-small"
 accelerate launch --num_processes 1 --num_machines 1 --dynamo_backend no --mixed_precision "${MIXED_PRECISION:-no}" \
     run_invoice_ner.py \
@@ -39,7 +39,7 @@ accelerate launch --num_processes 1 --num_machines 1 --dynamo_backend no --mixed
     --per_device_train_batch_size 8 --early_stopping_patience 3 --with_tracking
 
 # An invoice the model has never seen, with its words and boxes given (no OCR needed).
-python -m dataset_loader synth --output "$DATA/unseen_invoice" --num-docs 1 --seed 12345
+python -m dataset_loader synth --output "$DATA/unseen_invoice" --num_docs 1 --seed 12345
 python predict.py --model_name_or_path "$RUNS/invoices-$MODEL_TYPE-small" \
     --input "$DATA/unseen_invoice/images/invoice_00000.png" \
     --words_json "$DATA/unseen_invoice/annotations/invoice_00000.json" \

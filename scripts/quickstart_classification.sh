@@ -10,10 +10,10 @@ source .venv/bin/activate
 
 DATA=${DATA:-data}
 RUNS=${RUNS:-runs}
-python -m dataset_loader synth-classes --output "$DATA/sample_doctypes" --num-docs "${NUM_DOCS:-300}" --seed 42
-python -m dataset_loader classify --data-dir "$DATA/sample_doctypes" --output "$DATA/doctypes" --seed 0 --overwrite
+python -m dataset_loader synth-classes --output "$DATA/sample_doctypes" --num_docs "${NUM_DOCS:-300}" --seed 42
+python -m dataset_loader classify --data_dir "$DATA/sample_doctypes" --output "$DATA/doctypes" --seed 0 --overwrite
 MODEL_TYPE=${MODEL_TYPE:-layoutlm}
-python -m layoutkit.scratch --model_type "$MODEL_TYPE" --size small --vocab_size 3000 \
+python -m layoutkit.apps.scratch --model_type "$MODEL_TYPE" --size small --vocab_size 3000 \
     --dataset_path "$DATA/doctypes" --output_dir "$RUNS/scratch-doctypes-$MODEL_TYPE-small"
 accelerate launch --num_processes 1 --num_machines 1 --dynamo_backend no --mixed_precision "${MIXED_PRECISION:-bf16}" \
     run_doc_classification.py \
@@ -35,7 +35,7 @@ print(f"confusion matrix: {run}/confusion_matrix.png; misclassified test documen
 PY
 # Documents the model has never seen, classified by the saved pipeline in a fresh interpreter that does
 # not see this repository (-I: isolated mode). Their words come with them (no OCR needed).
-python -m dataset_loader synth-classes --output "$DATA/unseen_doctypes" --num-docs 6 --seed 12345
+python -m dataset_loader synth-classes --output "$DATA/unseen_doctypes" --num_docs 6 --seed 12345
 model=$(realpath "$RUNS/doctypes-$MODEL_TYPE-small")
 for image in $(ls "$DATA"/unseen_doctypes/*/*.png | head -n 3); do
     image=$(realpath "$image")

@@ -77,7 +77,7 @@ def invoice_dataset(synthetic_invoices, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def scratch_checkpoint(invoice_dataset, tmp_path_factory):
     """A factory of tiny from-scratch config + tokenizer folders, one per model type."""
-    from layoutkit.scratch import build_scratch_checkpoint, dataset_words
+    from layoutkit.apps.scratch import build_scratch_checkpoint, dataset_words
 
     made = {}
 

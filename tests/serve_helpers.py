@@ -1,4 +1,4 @@
-"""Helpers of the service tests and the load benchmark: start `python -m layoutkit.serve` on a free loopback
+"""Helpers of the service tests and the load benchmark: start `python -m layoutkit.apps.serve` on a free loopback
 port in a subprocess, and drive a headless Chromium through the DevTools protocol."""
 
 from __future__ import annotations
@@ -35,13 +35,13 @@ def stop_process(process: subprocess.Popen | None, timeout: float) -> None:
 
 
 class ServerProcess:
-    """`python -m layoutkit.serve --model MODEL ...` on 127.0.0.1, started and waited for (GET /health) on enter,
+    """`python -m layoutkit.apps.serve --model MODEL ...` on 127.0.0.1, started and waited for (GET /health) on enter,
     stopped on exit; its log is kept in `log_path`."""
 
     def __init__(self, model, *options, log_path: Path, startup_timeout: float = 180):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.command = [sys.executable, "-m", "layoutkit.serve", "--model", str(model), "--host", "127.0.0.1",
+        self.command = [sys.executable, "-m", "layoutkit.apps.serve", "--model", str(model), "--host", "127.0.0.1",
                         "--port", str(self.port), *map(str, options)]
         self.log_path = log_path
         self.startup_timeout = startup_timeout

@@ -6,7 +6,7 @@ import pytest
 from datasets import ClassLabel, Dataset, Features, Image as ImageFeature, Sequence, Value
 from PIL import Image, ImageDraw
 
-from layoutkit.augment import AugmentConfig, augment_page, augment_split
+from layoutkit.train.augment import AugmentConfig, augment_page, augment_split
 
 PAGE_SIZE = (320, 220)
 # Word boxes [x0, y0, x1, y1] in pixels, kept clear of the page edges so a small warp keeps them on the page.
@@ -221,7 +221,7 @@ def test_augment_flags():
 
     from transformers import HfArgumentParser
 
-    from layoutkit.arguments import AugmentArguments
+    from layoutkit.train.arguments import AugmentArguments
 
     parser = HfArgumentParser(AugmentArguments)
     (defaults,) = parser.parse_args_into_dataclasses([])

@@ -1,4 +1,4 @@
-"""layoutkit.compare on hand-made run folders: real tiny models saved with save_pretrained (so the config and
+"""layoutkit.apps.compare on hand-made run folders: real tiny models saved with save_pretrained (so the config and
 safetensors are what training writes) plus hand-written metrics and predictions with known counts."""
 
 import json
@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from layoutkit.compare import RunFolderError, load_run, main
+from layoutkit.apps.compare import RunFolderError, load_run, main
 
 NER_LABELS = ["O", "B-date", "B-total", "I-total"]
 # Two documents, 7 words. Hand count of (gold, predicted): (O, O) 2, (O, B-date) 1, (B-date, B-date) 1,
@@ -126,7 +126,7 @@ def test_report_table_parameters_and_word_confusion(ner_runs, tmp_path, capsys):
 def test_classification_run_next_to_ner_run(ner_runs, tmp_path):
     from transformers import AutoModelForSequenceClassification
 
-    from layoutkit.classification import prediction_records
+    from layoutkit.train.classification_task import prediction_records
 
     root, _, _ = ner_runs
     labels = ["invoice", "letter", "receipt"]

@@ -26,8 +26,8 @@ from dataset_loader.funsd import FUNSD_LABELS, import_funsd, read_funsd
 from dataset_loader.preprocessing import load_preprocessing
 from dataset_loader.splits import assign_splits, parse_ratios, split_counts
 from dataset_loader.synth import ENTITY_TYPES, generate
-from layoutkit.boxes import group_lines, resize_document, segment_boxes
-from layoutkit.labels import bio_spans, label_list_from_types
+from layoutkit.pipelines.boxes import group_lines, resize_document, segment_boxes
+from layoutkit.pipelines.labels import bio_spans, label_list_from_types
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FUNSD_DIR = Path(os.environ.get("FUNSD_DIR", REPO_ROOT.parent / "shared" / "datasets" / "funsd"))

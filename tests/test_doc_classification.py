@@ -40,7 +40,7 @@ def class_dataset(class_folder, tmp_path_factory):
 def trained(class_dataset, tmp_path_factory):
     """A 2-layer, 128-wide LayoutLM trained from scratch for 3 epochs (the 32-wide "tiny" preset cannot tell
     letters from invoices in a few epochs)."""
-    from layoutkit.scratch import build_scratch_checkpoint, dataset_words
+    from layoutkit.apps.scratch import build_scratch_checkpoint, dataset_words
 
     checkpoint = tmp_path_factory.mktemp("scratch-cls")
     build_scratch_checkpoint(str(checkpoint), "layoutlm", dataset_words(str(class_dataset)), size="small",
@@ -76,11 +76,11 @@ def test_outputs_and_document_level_metrics(trained):
         "document_classification_pipeline.LayoutDocumentClassificationPipeline")
     assert config["document_preprocessing"]["resize"] == [1000, 1000]
     assert config["document_preprocessing"]["keep_aspect"] and not config["document_preprocessing"]["pad"]
-    from layoutkit.export import ALLOWED_IMPORTS, third_party_imports
+    from layoutkit.pipelines.attach import ALLOWED_IMPORTS, third_party_imports
 
     assert third_party_imports("image-classification") <= ALLOWED_IMPORTS
     shipped = trained / "document_classification_pipeline.py"
-    assert shipped.read_bytes() == (REPO_ROOT / "layoutkit" / shipped.name).read_bytes()
+    assert shipped.read_bytes() == (REPO_ROOT / "layoutkit" / "pipelines" / shipped.name).read_bytes()
     assert (trained / "epoch_2").is_dir() and "image-classification" in (trained / "README.md").read_text()
 
 
@@ -96,7 +96,7 @@ def test_beats_majority_class_baseline(trained, class_dataset):
 
 
 def test_mean_of_window_logits_and_misclassification_report(tmp_path):
-    from layoutkit.classification import mean_window_logits, prediction_records, softmax, write_reports
+    from layoutkit.train.classification_task import mean_window_logits, prediction_records, softmax, write_reports
 
     logits = np.array([[2.0, 0.0], [0.0, 4.0], [1.0, 0.0]])
     means = mean_window_logits(np.array([0, 0, 1]), logits, 2)
@@ -147,9 +147,9 @@ def test_window_encoding_with_page_images_v2_v3(class_dataset, tmp_path):
     v3: `pixel_values`); batches collate scalar labels. (The LayoutLMv2 model itself needs detectron2.)"""
     from datasets import load_from_disk
 
-    from layoutkit.classification import ClassificationCollator, encode_classification_split
-    from layoutkit.modeling import FAMILIES, load_processing
-    from layoutkit.scratch import build_scratch_checkpoint
+    from layoutkit.train.classification_task import ClassificationCollator, encode_classification_split
+    from layoutkit.pipelines.modeling import FAMILIES, load_processing
+    from layoutkit.apps.scratch import build_scratch_checkpoint
 
     docs = load_from_disk(str(class_dataset))["test"].select(range(3))
     words = [w for row in docs["words"] for w in row]

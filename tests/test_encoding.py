@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from layoutkit.boxes import group_lines, normalize_box, resize_document, segment_boxes
-from layoutkit.encoding import IGNORE_INDEX, LayoutCollator, b_to_i_label_ids, encode_documents
-from layoutkit.modeling import FAMILIES, load_processing
-from layoutkit.scratch import build_scratch_checkpoint
-from layoutkit.windows import WordPredictionMerger
+from layoutkit.pipelines.boxes import group_lines, normalize_box, resize_document, segment_boxes
+from layoutkit.pipelines.encoding import IGNORE_INDEX, LayoutCollator, b_to_i_label_ids, encode_documents
+from layoutkit.pipelines.modeling import FAMILIES, load_processing
+from layoutkit.apps.scratch import build_scratch_checkpoint
+from layoutkit.pipelines.windows import WordPredictionMerger
 from PIL import Image
 
 LABELS = ["O", "B-total", "I-total", "B-vendor", "I-vendor"]

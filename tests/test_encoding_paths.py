@@ -11,10 +11,10 @@ WINDOWS = ["--max_seq_length", "48", "--stride", "12"]
 
 def task_and_model(task_class, dataset_path, checkpoint, tmp_path, *flags):
     """The task as the driver builds it, with its data read and a model loaded as for training (from scratch)."""
-    from layoutkit import driver
-    from layoutkit.data import load_raw_datasets
-    from layoutkit.modeling import model_family
-    from layoutkit.training import load_config, load_model_and_processing
+    from layoutkit.pipelines.modeling import model_family
+    from layoutkit.train import driver
+    from layoutkit.train.data import load_raw_datasets
+    from layoutkit.train.model_setup import load_config, load_model_and_processing
 
     args = driver.parse_args(task_class, ["--dataset_path", str(dataset_path), "--output_dir", str(tmp_path / "run"),
                                           "--config_name", str(checkpoint), *WINDOWS, *flags])
@@ -53,16 +53,16 @@ def assert_one_encoding(task_class, pipeline_class, dataset_path, checkpoint, tm
 
 
 def test_token_classification_encodes_a_page_once(invoice_dataset, scratch_checkpoint, tmp_path):
-    from layoutkit.ner import TokenClassificationTask
-    from layoutkit.token_classification_pipeline import LayoutTokenClassificationPipeline
+    from layoutkit.pipelines.token_classification_pipeline import LayoutTokenClassificationPipeline
+    from layoutkit.train.ner_task import TokenClassificationTask
 
     assert_one_encoding(TokenClassificationTask, LayoutTokenClassificationPipeline, invoice_dataset,
                         scratch_checkpoint("layoutlmv3"), tmp_path)
 
 
 def test_document_classification_encodes_a_page_once(invoice_dataset, scratch_checkpoint, tmp_path):
-    from layoutkit.classification import DocumentClassificationTask
-    from layoutkit.document_classification_pipeline import LayoutDocumentClassificationPipeline
+    from layoutkit.pipelines.document_classification_pipeline import LayoutDocumentClassificationPipeline
+    from layoutkit.train.classification_task import DocumentClassificationTask
 
     classes = tmp_path / "classes"
     dataset = load_from_disk(str(invoice_dataset))
@@ -74,8 +74,8 @@ def test_document_classification_encodes_a_page_once(invoice_dataset, scratch_ch
 
 
 def test_relation_extraction_encodes_a_page_once(invoice_dataset, scratch_checkpoint, tmp_path):
-    from layoutkit.relation_extraction import RelationExtractionTask
-    from layoutkit.relation_extraction_pipeline import LayoutRelationExtractionPipeline
+    from layoutkit.pipelines.relation_extraction_pipeline import LayoutRelationExtractionPipeline
+    from layoutkit.train.relation_task import RelationExtractionTask
 
     # Entities from the word labels (a new entity at each B-), no links: the encoding is what is compared.
     linked = tmp_path / "entities"

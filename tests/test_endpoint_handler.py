@@ -44,9 +44,9 @@ print(json.dumps(out))
 
 
 def test_checkpoint_carries_handler_and_requirements(trained_ner_checkpoint):
-    from layoutkit.export import ALLOWED_IMPORTS, ENDPOINT_REQUIREMENTS, third_party_imports
+    from layoutkit.pipelines.attach import ALLOWED_IMPORTS, ENDPOINT_REQUIREMENTS, third_party_imports
 
-    handler = (REPO_ROOT / "layoutkit" / "endpoint_handler.py").read_bytes()
+    handler = (REPO_ROOT / "layoutkit" / "pipelines" / "endpoint_handler.py").read_bytes()
     assert (trained_ner_checkpoint / "handler.py").read_bytes() == handler
     requirements = (trained_ner_checkpoint / "requirements.txt").read_text().splitlines()
     assert [line for line in requirements if not line.startswith("#")] == list(ENDPOINT_REQUIREMENTS)
@@ -57,7 +57,7 @@ def test_handler_in_a_fresh_process_answers_like_the_pipeline(vendor_ner_checkpo
     from PIL import Image
     from transformers import pipeline
 
-    from layoutkit.token_classification_pipeline import LayoutTokenClassificationPipeline
+    from layoutkit.pipelines.token_classification_pipeline import LayoutTokenClassificationPipeline
 
     annotation_path = synthetic_invoices / "annotations" / "invoice_00000.json"
     annotation = json.loads(annotation_path.read_text())

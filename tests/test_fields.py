@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from layoutkit.fields import (
+from layoutkit.pipelines.fields import (
     FIELD_TYPES,
     FieldSchema,
     FieldSpec,

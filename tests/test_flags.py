@@ -112,10 +112,10 @@ def test_results_are_written_before_the_optional_steps(invoice_dataset, scratch_
     breaker = tmp_path / "breaker.py"
     breaker.write_text(
         "import runpy, sys\n"
-        "import layoutkit.export\n"
+        "import layoutkit.pipelines.attach\n"
         "def broken(*args, **kwargs):\n"
         "    raise OSError('disk full while copying the pipeline files')\n"
-        "layoutkit.export.attach_pipeline = broken\n"
+        "layoutkit.pipelines.attach.attach_pipeline = broken\n"
         "sys.argv = sys.argv[1:]\n"
         "runpy.run_path(sys.argv[0], run_name='__main__')\n"
     )
@@ -154,7 +154,7 @@ def test_yaml_config_entity_level_metrics_and_checkpoint_limit(invoice_dataset, 
 def test_a_carved_validation_split_keeps_the_class_proportions():
     from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
-    from layoutkit.data import carve_validation_split
+    from layoutkit.train.data import carve_validation_split
 
     labels = [0] * 30 + [1] * 10
     features = Features({"id": Value("string"), "label": ClassLabel(names=["invoice", "letter"])})
@@ -168,7 +168,7 @@ def test_a_carved_validation_split_keeps_the_class_proportions():
 def test_mixed_precision_auto_picks_bf16_only_where_it_is_faster(monkeypatch):
     import torch
 
-    from layoutkit import precision
+    from layoutkit.train import precision
 
     cpu = torch.device("cpu")
     monkeypatch.setattr(precision, "matmul_seconds", lambda dtype: 1.0 if dtype == torch.float32 else 25.0)

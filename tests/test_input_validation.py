@@ -25,9 +25,9 @@ from PIL import Image
 from dataset_loader.annotations import AnnotationError, read_annotation
 from dataset_loader.build import build_dataset, parse_labels
 from dataset_loader.splits import assign_splits
-from layoutkit.labels import is_bio_tag
-from layoutkit.pipeline_inputs import check_words, read_document
-from layoutkit.validation import BOX_TOLERANCE, FieldError, check_box, is_blank_word
+from layoutkit.pipelines.labels import is_bio_tag
+from layoutkit.pipelines.pipeline_inputs import check_words, read_document
+from layoutkit.pipelines.input_validation import BOX_TOLERANCE, FieldError, check_box, is_blank_word
 from test_dataset_loader_validation import PAGE, SIZE, good_doc, write_annotation, write_image
 
 ZERO_WIDTH = ["\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u00ad", " \u200b\t\ufeff "]
@@ -117,7 +117,7 @@ def test_dict_input_clamps_within_tolerance():
 
 def token_pipeline_read(inputs: dict[str, Any]) -> dict[str, Any]:
     """`LayoutTokenClassificationPipeline._read_document` without a model (it only needs the OCR engine)."""
-    from layoutkit.token_classification_pipeline import LayoutTokenClassificationPipeline
+    from layoutkit.pipelines.token_classification_pipeline import LayoutTokenClassificationPipeline
 
     return LayoutTokenClassificationPipeline._read_document(SimpleNamespace(ocr_engine=lambda ocr: None), inputs, None)
 
@@ -302,7 +302,8 @@ def test_two_documents_of_one_image_are_not_split_apart(tmp_path):
 
 def test_predict_names_page_and_box_field(tmp_path):
     """predict.py turns the pipeline's ValueError into the document's error: file, page, box field, problem."""
-    from layoutkit import predict
+    from layoutkit.apps import predict
+    from layoutkit.apps.settings import InferenceSettings
 
     def extractor(inputs, **call):  # the pipeline's input side, without a model
         read_document(inputs, ocr_engine=None)
@@ -311,9 +312,8 @@ def test_predict_names_page_and_box_field(tmp_path):
     pages = [Image.new("RGB", PAGE, "white")] * 2
     words_pages = [{"words": ["ACME"], "boxes": [[10, 10, 60, 25]]},
                    {"words": ["ACME", "Total"], "boxes": [[10, 10, 60, 25], [float("nan"), 10, 60, 25]]}]
-    args = SimpleNamespace(model_name_or_path="model", ocr_engine=None, ocr_lang=None, ocr_config=None,
-                           ocr_options={}, batch_size=1, mixed_precision="no", rule_config=None, draw=False,
-                           words_json="words.json")
+    settings = InferenceSettings(model_name_or_path="model")
     with pytest.raises(predict.DocumentError) as caught:
-        predict.predict_document(extractor, Path("scan.png"), pages, words_pages, args)
+        predict.predict_document(extractor, Path("scan.png"), pages, words_pages, settings, 1,
+                                 words_source="words.json")
     assert str(caught.value).startswith("scan.png: page 2: boxes[1]: [nan, 10, 60, 25] is not a box")

@@ -18,9 +18,9 @@ from PIL import Image, ImageDraw
 from dataset_loader.__main__ import main as dataset_loader_main
 from dataset_loader.labelstudio import import_labelstudio, reference_names
 from dataset_loader.ocr_build import OcrBuild
-from layoutkit import ocr
-from layoutkit.labels import bio_spans
-from layoutkit.labelstudio import prediction_task, word_boxes
+from layoutkit.apps.labelstudio_format import prediction_task, word_boxes
+from layoutkit.pipelines import ocr
+from layoutkit.pipelines.labels import bio_spans
 
 DATA = Path(__file__).parent / "data" / "labelstudio"
 
@@ -178,7 +178,7 @@ def test_prediction_tasks_import_back_to_the_same_words_and_labels(images, tmp_p
 def test_predict_labelstudio_round_trip(vendor_ner_checkpoint, synthetic_invoices, tmp_path):
     """predict.py --labelstudio on an invoice; the tasks, submitted unchanged, import back to the predicted words
     and entities."""
-    from layoutkit import predict
+    from layoutkit.apps import predict
 
     annotation = synthetic_invoices / "annotations" / "invoice_00000.json"
     tasks_file = tmp_path / "tasks.json"

@@ -64,7 +64,7 @@ def multilingual_dataset(multilingual_folder, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def xlm_checkpoint(multilingual_dataset, tmp_path_factory):
-    from layoutkit.scratch import build_scratch_checkpoint, dataset_words
+    from layoutkit.apps.scratch import build_scratch_checkpoint, dataset_words
 
     folder = tmp_path_factory.mktemp("scratch-layoutxlm")
     return build_scratch_checkpoint(str(folder), "layoutxlm", dataset_words(str(multilingual_dataset)), size="tiny",
@@ -78,7 +78,7 @@ def test_scratch_layoutlmv2_config_widths(size, tmp_path):
     embeddings), and tiny/small get a small detectron2 backbone whose FPN width the pooled features use."""
     from transformers import AutoConfig
 
-    from layoutkit.scratch import build_scratch_checkpoint
+    from layoutkit.apps.scratch import build_scratch_checkpoint
 
     words = ["Invoice", "Total", "Date:", "2024-01-03", "€123.45"] * 20
     config = AutoConfig.from_pretrained(build_scratch_checkpoint(str(tmp_path), "layoutlmv2", words, size=size,
@@ -98,7 +98,7 @@ def test_layoutxlm_tokenizer_reads_cyrillic_words(xlm_checkpoint, multilingual_d
     from datasets import load_from_disk
     from transformers import AutoConfig, AutoProcessor, LayoutXLMProcessor, LayoutXLMTokenizerFast
 
-    from layoutkit.modeling import load_processing, model_family
+    from layoutkit.pipelines.modeling import load_processing, model_family
 
     tokenizer = LayoutXLMTokenizerFast.from_pretrained(xlm_checkpoint)
     assert type(LayoutXLMProcessor.from_pretrained(xlm_checkpoint).tokenizer) is type(tokenizer)
@@ -249,7 +249,7 @@ print(json.dumps({"class": type(classifier).__module__,
 @needs_detectron2
 def test_layoutlmv2_document_classification_and_fresh_pipeline(tmp_path):
     from dataset_loader.__main__ import main as dataset_loader
-    from layoutkit.scratch import build_scratch_checkpoint, dataset_words
+    from layoutkit.apps.scratch import build_scratch_checkpoint, dataset_words
 
     folder, dataset = tmp_path / "doctypes", tmp_path / "doctypes-dataset"
     assert dataset_loader(["synth-classes", "--output", str(folder), "--num-docs", "12", "--seed", "3"]) == 0

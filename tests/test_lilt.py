@@ -26,16 +26,16 @@ def lilt_ner_run(invoice_dataset, scratch_checkpoint, tmp_path_factory):
 
 
 def test_scratch_cli_and_sizes(invoice_dataset, tmp_path, monkeypatch):
-    """`python -m layoutkit.scratch --model_type lilt`: a LiltConfig whose layout widths fit (hidden divisible by 6
+    """`python -m layoutkit.apps.scratch --model_type lilt`: a LiltConfig whose layout widths fit (hidden divisible by 6
     and by heads x channel_shrink_ratio) and the LayoutLMv3-style tokenizer LiLT's published checkpoint ships."""
     from transformers import AutoConfig, AutoModelForTokenClassification
 
-    from layoutkit import scratch
-    from layoutkit.modeling import load_processing
+    from layoutkit.apps import scratch
+    from layoutkit.pipelines.modeling import load_processing
 
     output = tmp_path / "scratch-lilt"
     # The command line's own main(), in this process (a new interpreter would add its imports to the test time).
-    monkeypatch.setattr(sys, "argv", ["layoutkit.scratch", "--model_type", "lilt", "--dataset_path",
+    monkeypatch.setattr(sys, "argv", ["layoutkit.apps.scratch", "--model_type", "lilt", "--dataset_path",
                                       str(invoice_dataset), "--output_dir", str(output), "--size", "tiny",
                                       "--vocab_size", "500"])
     scratch.main()
@@ -61,8 +61,8 @@ def test_published_checkpoint_layout_and_a_plain_roberta_tokenizer(scratch_check
 
     from transformers import RobertaTokenizerFast
 
-    from layoutkit.encoding import encode_documents
-    from layoutkit.modeling import FAMILIES, load_processing
+    from layoutkit.pipelines.encoding import encode_documents
+    from layoutkit.pipelines.modeling import FAMILIES, load_processing
 
     published = tmp_path / "published"
     shutil.copytree(scratch_checkpoint("lilt"), published)
@@ -87,7 +87,7 @@ def test_every_trainable_parameter_gets_a_gradient(head, scratch_checkpoint):
     stream feeds nothing and is frozen; everything else trains."""
     import transformers
 
-    from layoutkit.training import freeze_parameters_without_gradient
+    from layoutkit.train.model_setup import freeze_parameters_without_gradient
 
     config = transformers.AutoConfig.from_pretrained(scratch_checkpoint("lilt"), num_labels=3)
     model = getattr(transformers, head).from_config(config)
@@ -105,7 +105,7 @@ def test_train_evaluate_save_reload(lilt_ner_run, invoice_dataset):
     from datasets import load_from_disk
     from transformers import AutoModelForTokenClassification
 
-    from layoutkit.modeling import load_processing, model_family, tokenizer_takes_boxes
+    from layoutkit.pipelines.modeling import load_processing, model_family, tokenizer_takes_boxes
 
     results = json.loads((lilt_ner_run / "all_results.json").read_text())
     assert 0.0 <= results["test_f1"] <= 1.0 and results["train_steps"] > 0
@@ -145,7 +145,7 @@ def vendor_lilt(lilt_ner_run, tmp_path_factory):
 
 
 def test_predict_on_an_image(vendor_lilt, synthetic_invoices, tmp_path):
-    from layoutkit import predict
+    from layoutkit.apps import predict
 
     annotation_path = synthetic_invoices / "annotations" / "invoice_00000.json"
     annotation = json.loads(annotation_path.read_text())

@@ -6,9 +6,9 @@ import json
 import pytest
 
 from dataset_loader.synth import ENTITY_TYPES, generate, make_pages
-from layoutkit.export import ALLOWED_IMPORTS, pipeline_files, third_party_imports
-from layoutkit.labels import bio_spans
-from layoutkit.line_items import group_line_items, links_from_pairs
+from layoutkit.pipelines.attach import ALLOWED_IMPORTS, pipeline_files, third_party_imports
+from layoutkit.pipelines.labels import bio_spans
+from layoutkit.pipelines.line_items import group_line_items, links_from_pairs
 
 
 # ------------------------------------------------------------------------------------------ generator
@@ -230,10 +230,10 @@ def amount_checkpoint(trained_ner_checkpoint, tmp_path_factory):
 
 def test_predict_and_pipeline_return_line_items(amount_checkpoint, tmp_path):
     """Every word an amount: two visual rows; the row with two amounts keeps the higher-scoring one."""
-    from layoutkit import predict
+    from layoutkit.apps import predict
     from transformers import pipeline
 
-    from layoutkit.token_classification_pipeline import LayoutTokenClassificationPipeline
+    from layoutkit.pipelines.token_classification_pipeline import LayoutTokenClassificationPipeline
 
     image, words, words_path = _table_words(tmp_path)
     assert predict.main(["--model_name_or_path", str(amount_checkpoint), "--words_json", str(words_path),
@@ -254,7 +254,7 @@ def test_predict_and_pipeline_return_line_items(amount_checkpoint, tmp_path):
 
 
 def test_grouping_by_relations_needs_a_relation_model(tmp_path, capsys):
-    from layoutkit import predict
+    from layoutkit.apps import predict
 
     with pytest.raises(SystemExit):
         predict.parse_args(["--model_name_or_path", "model", "--input", str(tmp_path), "--output_dir",

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from layoutkit.losses import build_loss, focal_loss, inverse_frequency_weights, parse_class_weights
+from layoutkit.train.losses import build_loss, focal_loss, inverse_frequency_weights, parse_class_weights
 
 # Two documents x three tokens x three classes; -100 marks a padding / non-first sub-token position.
 LOGITS = torch.tensor([

@@ -1,5 +1,5 @@
-from layoutkit.labels import Span, bio_spans, label_list_from_tags
 from layoutkit.metrics import field_exact_match, seqeval_scores
+from layoutkit.pipelines.labels import Span, bio_spans, label_list_from_tags
 
 
 def test_seqeval_scores_entity_level():

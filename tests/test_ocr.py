@@ -6,9 +6,9 @@ import sys
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from layoutkit import ocr
-from layoutkit.ocr import OcrEngine, OcrError, OcrResult, get_ocr_engine, register_ocr_engine
-from layoutkit.ocr_alignment import ocr_quality, transfer_labels
+from layoutkit.pipelines import ocr
+from layoutkit.pipelines.ocr import OcrEngine, OcrError, OcrResult, get_ocr_engine, register_ocr_engine
+from layoutkit.train.ocr_alignment import ocr_quality, transfer_labels
 
 needs_tesseract = pytest.mark.skipif(shutil.which("tesseract") is None,
                                      reason="tesseract is not installed (apt-get install tesseract-ocr)")

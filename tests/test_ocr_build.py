@@ -10,8 +10,8 @@ from datasets import load_from_disk
 from conftest import FUNSD_DIR, python_module, run_command
 from dataset_loader.build import build_dataset
 from dataset_loader.ocr_build import OcrBuild
-from layoutkit import ocr
-from layoutkit.boxes import segment_boxes
+from layoutkit.pipelines import ocr
+from layoutkit.pipelines.boxes import segment_boxes
 
 needs_tesseract = pytest.mark.skipif(shutil.which("tesseract") is None,
                                      reason="tesseract is not installed (apt-get install tesseract-ocr)")

@@ -1,4 +1,4 @@
-"""ONNX export (`python -m layoutkit.export_onnx`): parity of ONNX Runtime logits with PyTorch on tiny checkpoints at
+"""ONNX export (`python -m layoutkit.apps.export_onnx`): parity of ONNX Runtime logits with PyTorch on tiny checkpoints at
 other batch sizes and sequence lengths than the traced ones, the pipeline and predict.py on the ONNX backend, and
 LayoutLMv2 refused with its reason."""
 
@@ -51,9 +51,9 @@ def without_scores(value):
 def test_onnx_runtime_logits_match_pytorch(scratch_checkpoint, tmp_path, model_type, head):
     import onnxruntime
 
-    from layoutkit.export_onnx import example_batch, export_onnx, load_classification_model
-    from layoutkit.modeling import load_processing, model_family
-    from layoutkit.onnx_model import OnnxLayoutModel
+    from layoutkit.apps.export_onnx import example_batch, export_onnx, load_classification_model
+    from layoutkit.pipelines.modeling import load_processing, model_family
+    from layoutkit.apps.onnx_model import OnnxLayoutModel
 
     checkpoint = classification_checkpoint(scratch_checkpoint, tmp_path, model_type, head)
     info = export_onnx(str(checkpoint), tmp_path / "onnx")
@@ -86,7 +86,7 @@ def test_onnx_runtime_logits_match_pytorch(scratch_checkpoint, tmp_path, model_t
 
 
 def test_layoutlmv2_is_refused_with_its_reason(scratch_checkpoint, tmp_path, capsys):
-    from layoutkit.export_onnx import main
+    from layoutkit.apps.export_onnx import main
 
     assert main(["--model", str(scratch_checkpoint("layoutlmv2")), "--output", str(tmp_path / "v2")]) == 1
     assert "detectron2" in capsys.readouterr().err
@@ -97,11 +97,11 @@ def test_predict_onnx_backend_gives_the_torch_output(trained_ner_checkpoint, syn
     """The CLI export of the trained tiny LayoutLMv3, then predict.py on both backends: the same labels, entities
     and fields; scores within rounding."""
     export = tmp_path / "onnx"
-    log = run_command(python_module("layoutkit.export_onnx", "--model", trained_ner_checkpoint, "--output", export))
+    log = run_command(python_module("layoutkit.apps.export_onnx", "--model", trained_ner_checkpoint, "--output", export))
     assert "max |ONNX Runtime - PyTorch|" in log.stdout
     annotation = synthetic_invoices / "annotations" / "invoice_00002.json"
     image = synthetic_invoices / "images" / json.loads(annotation.read_text())["image"]
-    from layoutkit import predict
+    from layoutkit.apps import predict
 
     outputs = {}
     for backend, model in (("torch", trained_ner_checkpoint), ("onnx", export)):
@@ -131,7 +131,7 @@ def test_predict_onnx_backend_gives_the_torch_output(trained_ner_checkpoint, syn
     with pytest.raises(SystemExit):
         predict.parse_args(["--model_name_or_path", str(export), "--input", str(image), "--output_dir",
                             str(tmp_path / "x"), "--backend", "onnx", "--mixed_precision", "bf16"])
-    from layoutkit.predictor import load_predictor
+    from layoutkit.apps.pipeline_loader import load_predictor
 
-    with pytest.raises(FileNotFoundError, match="layoutkit.export_onnx"):
+    with pytest.raises(FileNotFoundError, match="layoutkit.apps.export_onnx"):
         load_predictor(trained_ner_checkpoint, backend="onnx")

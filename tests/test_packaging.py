@@ -21,7 +21,7 @@ pytest.importorskip("setuptools", minversion="70.1",
 
 PACKAGES = ("layoutkit", "dataset_loader", "model_card")
 # Files the packages read at runtime (pyproject.toml's package-data).
-DATA_FILES = ("layoutkit/static/serve.html", "dataset_loader/FORMAT.md", "model_card/template.md")
+DATA_FILES = ("layoutkit/apps/static/serve.html", "dataset_loader/FORMAT.md", "model_card/template.md")
 # What the wheel must not carry: the checkout's tests, benchmarks, scripts and top-level programs.
 NOT_PACKAGED = ("tests", "benchmarks", "scripts", "docs")
 TOP_LEVEL_SCRIPTS = ("predict.py", "run_invoice_ner.py", "run_doc_classification.py", "run_relation_extraction.py")
@@ -101,9 +101,9 @@ def test_installed_wheel_works_outside_the_checkout(installed, tmp_path):
         "import importlib.resources, json\n"
         "import dataset_loader, layoutkit, model_card\n"
         "from dataset_loader.card import FORMAT_FILE\n"
-        "from layoutkit.serve import PAGE_HTML\n"
+        "from layoutkit.apps.serve import PAGE_HTML\n"
         "from model_card.card import TEMPLATE\n"
-        "page = importlib.resources.files('layoutkit').joinpath('static/serve.html')\n"
+        "page = importlib.resources.files('layoutkit').joinpath('apps/static/serve.html')\n"
         "print(json.dumps({'modules': [m.__file__ for m in (dataset_loader, layoutkit, model_card)],\n"
         "                  'data': [str(p) for p in (PAGE_HTML, FORMAT_FILE, TEMPLATE)],\n"
         "                  'page': page.read_text(encoding='utf-8') == PAGE_HTML.read_text(encoding='utf-8')}))\n"
@@ -127,7 +127,7 @@ def test_installed_wheel_works_outside_the_checkout(installed, tmp_path):
 
 @pytest.mark.parametrize(("command", "expected"), [
     (["dataset", "--help"], "synth"),
-    (["dataset", "synth", "--help"], "--num-docs"),
+    (["dataset", "synth", "--help"], "--num_docs"),
     (["predict", "--help"], "--model_name_or_path"),
 ])
 def test_installed_command_dispatches(installed, tmp_path, command, expected):
@@ -175,9 +175,9 @@ def test_command_gets_the_rest_of_the_line_and_its_name(monkeypatch):
     assert cli.main(["missing"]) == 2
 
 
-@pytest.mark.parametrize(("command", "module"), [("train-ner", "layoutkit.ner"),
-                                                  ("train-classifier", "layoutkit.classification"),
-                                                  ("train-relations", "layoutkit.relation_extraction")])
+@pytest.mark.parametrize(("command", "module"), [("train-ner", "layoutkit.train.ner_task"),
+                                                  ("train-classifier", "layoutkit.train.classification_task"),
+                                                  ("train-relations", "layoutkit.train.relation_task")])
 def test_training_commands(command, module, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main([command, "--help"])
@@ -187,7 +187,7 @@ def test_training_commands(command, module, capsys):
 
 def test_missing_optional_dependency_names_the_extra(monkeypatch, tmp_path):
     """PDFs without pypdfium2 (the ocr extra): the document's error says what to install."""
-    from layoutkit.documents import DocumentError, pdf_pages
+    from layoutkit.apps.documents import DocumentError, pdf_pages
 
     monkeypatch.setitem(sys.modules, "pypdfium2", None)  # import pypdfium2 -> ImportError
     with pytest.raises(DocumentError, match=r"scan\.pdf: reading PDFs needs pypdfium2: pip install 'layoutkit\[ocr\]'"):

@@ -17,7 +17,7 @@ DEFAULT_OCR = importlib.util.find_spec("rapidocr") is not None
 needs_default_ocr = pytest.mark.skipif(not DEFAULT_OCR, reason="rapidocr, the default OCR engine, is not installed "
                                        "(pip install rapidocr onnxruntime)")
 PIPELINE_FILES = ["token_classification_pipeline.py", "boxes.py", "draw.py", "encoding.py", "fields.py", "labels.py",
-                  "line_items.py", "modeling.py", "ocr.py", "pipeline_inputs.py", "postprocess.py", "validation.py",
+                  "line_items.py", "modeling.py", "ocr.py", "pipeline_inputs.py", "postprocess.py", "input_validation.py",
                   "windows.py"]
 
 
@@ -31,7 +31,7 @@ def synth_document(invoice_dataset, split="test", index=0):
 def load_pipeline(checkpoint):
     from transformers import pipeline
 
-    from layoutkit.token_classification_pipeline import LayoutTokenClassificationPipeline
+    from layoutkit.pipelines.token_classification_pipeline import LayoutTokenClassificationPipeline
 
     return pipeline("token-classification", model=str(checkpoint), pipeline_class=LayoutTokenClassificationPipeline,
                     device="cpu")
@@ -39,7 +39,7 @@ def load_pipeline(checkpoint):
 
 # ------------------------------------------------------------------------------------------ the checkpoint
 def test_checkpoint_ships_pipeline(trained_ner_checkpoint):
-    from layoutkit.export import ALLOWED_IMPORTS, third_party_imports
+    from layoutkit.pipelines.attach import ALLOWED_IMPORTS, third_party_imports
 
     config = json.loads((trained_ner_checkpoint / "config.json").read_text())
     assert config["custom_pipelines"] == {
@@ -52,12 +52,12 @@ def test_checkpoint_ships_pipeline(trained_ner_checkpoint):
     assert config["document_preprocessing"]["max_seq_length"] == 128
     for name in PIPELINE_FILES:
         shipped = trained_ner_checkpoint / name
-        assert shipped.read_bytes() == (REPO_ROOT / "layoutkit" / name).read_bytes(), name
+        assert shipped.read_bytes() == (REPO_ROOT / "layoutkit" / "pipelines" / name).read_bytes(), name
     assert third_party_imports("token-classification") <= ALLOWED_IMPORTS
 
 
 def test_attach_pipeline_keeps_other_tasks(tmp_path):
-    from layoutkit.export import attach_pipeline, custom_pipeline_entry
+    from layoutkit.pipelines.attach import attach_pipeline, custom_pipeline_entry
 
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "layoutlmv3", "custom_pipelines": {
         "image-classification": {"impl": "x.Y", "pt": [], "type": "image"}}}))
@@ -162,7 +162,7 @@ def test_recorded_ocr_engine_is_the_default(vendor_ner_checkpoint, tmp_path):
     caller can still choose another engine per call."""
     from PIL import Image
 
-    from layoutkit.ocr import register_ocr_engine
+    from layoutkit.pipelines.ocr import register_ocr_engine
     from test_ocr import FixedEngine
 
     register_ocr_engine(FixedEngine)
@@ -235,7 +235,7 @@ def test_text_only_layoutlm_v1_with_segment_boxes(scratch_checkpoint, tmp_path):
     from PIL import Image
     from transformers import AutoConfig, AutoModelForTokenClassification, AutoTokenizer
 
-    from layoutkit.export import attach_pipeline
+    from layoutkit.pipelines.attach import attach_pipeline
 
     labels = ["O", "B-total", "I-total"]
     config = AutoConfig.from_pretrained(scratch_checkpoint("layoutlm"), num_labels=3,
@@ -312,7 +312,7 @@ def test_dict_input_is_checked_like_training_data(trained_ner_checkpoint):
 def test_ocr_page_words_boxes_lines():
     from PIL import Image, ImageDraw, ImageFont
 
-    from layoutkit.ocr import ocr_page
+    from layoutkit.pipelines.ocr import ocr_page
 
     image = Image.new("RGB", (640, 200), "white")
     draw = ImageDraw.Draw(image)
@@ -330,7 +330,7 @@ def test_ocr_page_words_boxes_lines():
 def test_ocr_error_is_clear_without_tesseract(monkeypatch):
     from PIL import Image
 
-    from layoutkit import ocr
+    from layoutkit.pipelines import ocr
 
     import pytesseract
 

@@ -4,14 +4,12 @@ import json
 
 import pytest
 
-from layoutkit.postprocess import (
+from layoutkit.apps.rule_measurement import entity_scores, main, measure_rules
+from layoutkit.pipelines.postprocess import (
     RuleConfig,
     apply_rules,
     company_first_lines_rule,
-    entity_counts,
-    main,
     matches_keyword,
-    measure_rules,
     repair_bio,
     total_keyword_rule,
     visual_rows,
@@ -151,10 +149,50 @@ def test_measure_rules_precision_recall_before_after():
         measure_rules(records, {}, "all")
 
 
-def test_entity_counts_conlleval_reading():
-    counts = entity_counts([["B-a", "I-a", "O", "B-b"]], [["B-a", "I-a", "O", "I-b"]])
-    assert counts["a"].true_positives == 1 and counts["b"].true_positives == 1  # a stray I- opens an entity
-    assert counts["overall"].precision == counts["overall"].recall == 1.0
+def test_entity_scores_conlleval_reading():
+    scores = entity_scores([["B-a", "I-a", "O", "B-b"]], [["B-a", "I-a", "O", "I-b"]])
+    assert scores["a"]["f1"] == scores["b"]["f1"] == 1.0  # a stray I- opens an entity
+    assert scores["overall"]["precision"] == scores["overall"]["recall"] == 1.0 and scores["overall"]["support"] == 2
+
+
+def exact_span_scores(references, predictions) -> dict:
+    """Precision/recall/F1 counted by hand from exact (type, start, end) spans (layoutkit's bio_spans, conlleval's
+    reading): what the measurement reported before it used seqeval."""
+    from layoutkit.pipelines.labels import bio_spans
+
+    counts = {}
+    for gold_tags, pred_tags in zip(references, predictions):
+        gold = {(s.label, s.start, s.end) for s in bio_spans(gold_tags)}
+        pred = {(s.label, s.start, s.end) for s in bio_spans(pred_tags)}
+        for label, *_ in gold | pred:
+            counts.setdefault(label, [0, 0, 0])
+        for group, index in ((gold & pred, 0), (pred - gold, 1), (gold - pred, 2)):
+            for span in group:
+                counts[span[0]][index] += 1
+    counts["overall"] = [sum(c[i] for c in counts.values()) for i in range(3)]
+    table = {}
+    for label, (tp, fp, fn) in counts.items():
+        precision, recall = tp / (tp + fp) if tp + fp else 0.0, tp / (tp + fn) if tp + fn else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        table[label] = {"precision": precision, "recall": recall, "f1": f1, "support": tp + fn}
+    return table
+
+
+def test_entity_scores_equal_exact_span_counting_on_random_tags():
+    """seqeval gives the numbers the hand-written counting gave, on tag sequences with every oddity BIO allows
+    (stray I-, type changes inside a span, types only predicted or only gold)."""
+    import random
+
+    generator = random.Random(0)
+    tags = ["O", "B-a", "I-a", "B-b", "I-b", "B-c", "I-c"]
+    for _ in range(200):
+        lengths = [generator.randint(0, 12) for _ in range(generator.randint(1, 4))]
+        references = [[generator.choice(tags[:5]) for _ in range(n)] for n in lengths]
+        predictions = [[generator.choice(tags) for _ in range(n)] for n in lengths]
+        expected, got = exact_span_scores(references, predictions), entity_scores(references, predictions)
+        assert got.keys() == expected.keys(), (references, predictions)
+        for label, values in expected.items():
+            assert got[label] == pytest.approx(values), (label, references, predictions)
 
 
 def test_measure_command_prints_markdown(tmp_path, capsys):

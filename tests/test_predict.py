@@ -147,7 +147,7 @@ def test_folder_with_bad_files(vendor_ner_checkpoint, mixed_folder, tmp_path):
 
 def test_words_json_with_rules(vendor_ner_checkpoint, synthetic_invoices, tmp_path):
     """Words and boxes from an annotation file (no OCR), image found next to it, rules and bf16 autocast."""
-    from layoutkit import predict
+    from layoutkit.apps import predict
 
     annotation_path = synthetic_invoices / "annotations" / "invoice_00000.json"
     annotation = json.loads(annotation_path.read_text())
@@ -166,7 +166,7 @@ def test_words_json_with_rules(vendor_ner_checkpoint, synthetic_invoices, tmp_pa
 
 
 def test_every_document_failing_exits_1(vendor_ner_checkpoint, tmp_path):
-    from layoutkit import predict
+    from layoutkit.apps import predict
 
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "bad.jpg").write_bytes(b"nope")
@@ -181,7 +181,7 @@ def test_every_document_failing_exits_1(vendor_ner_checkpoint, tmp_path):
 
 
 def test_page_mismatch_and_argument_errors(vendor_ner_checkpoint, synthetic_invoices, tmp_path):
-    from layoutkit import predict
+    from layoutkit.apps import predict
 
     words = tmp_path / "words.json"
     words.write_text(json.dumps({"words": ["a", "b"], "boxes": [[0, 0, 1, 1]]}))
@@ -195,7 +195,7 @@ def test_page_mismatch_and_argument_errors(vendor_ner_checkpoint, synthetic_invo
 
 
 def test_output_names_are_unique(tmp_path):
-    from layoutkit import predict
+    from layoutkit.apps import predict
 
     from pathlib import Path
 
@@ -208,7 +208,7 @@ def test_draw_and_typed_fields_with_a_schema(vendor_ner_checkpoint, synthetic_in
     cannot parse: the raw text stays, with the reason)."""
     from PIL import Image
 
-    from layoutkit import predict
+    from layoutkit.apps import predict
 
     annotation_path = synthetic_invoices / "annotations" / "invoice_00002.json"
     annotation = json.loads(annotation_path.read_text())
@@ -225,7 +225,7 @@ def test_draw_and_typed_fields_with_a_schema(vendor_ner_checkpoint, synthetic_in
     page = Image.open(synthetic_invoices / "images" / annotation["image"])
     assert drawing.size == page.size
     # The entity box is drawn in its label's colour over the page.
-    from layoutkit.draw import label_colour
+    from layoutkit.pipelines.draw import label_colour
 
     x0, y0 = document["entities"][0]["box"][:2]
     assert drawing.getpixel((x0 + 1, y0 + 1))[:3] == label_colour("vendor")
@@ -240,21 +240,21 @@ def test_pdf_errors_do_not_leak_between_files(tmp_path):
     """PDFium keeps its last error code across files: a PDF without pages read after a malformed or an encrypted
     PDF must still be reported as having no pages, each file with its own problem (no model needed)."""
     from pathlib import Path
-    from types import SimpleNamespace
 
-    from layoutkit import predict
+    from layoutkit.apps import predict
+    from layoutkit.apps.settings import InferenceSettings
 
     (tmp_path / "malformed.pdf").write_bytes(b"%PDF-1.4\nthis is not a PDF body\n%%EOF\n")
     (tmp_path / "encrypted.pdf").write_bytes(encrypted_pdf())
     (tmp_path / "empty.pdf").write_bytes(pdf_file(["<< /Type /Catalog /Pages 2 0 R >>",
                                                    "<< /Type /Pages /Kids [] /Count 0 >>"]))
     text_page("Total 12.00").save(tmp_path / "good.pdf", resolution=100)
-    args = SimpleNamespace(dpi=100, max_image_pixels=predict.DEFAULT_MAX_PIXELS)
+    settings = InferenceSettings(model_name_or_path="unused", dpi=100)
 
     def problem(name: str) -> str:
         path = Path(tmp_path / name)
         try:
-            pages = list(predict.document_pages(path, args))
+            pages = list(predict.document_pages(path, settings))
         except predict.DocumentError as error:
             assert str(error).startswith(f"{path}: ")
             return str(error)[len(f"{path}: "):]
@@ -275,7 +275,7 @@ def test_words_json_with_a_box_outside_the_page(vendor_ner_checkpoint, tmp_path)
     """Boxes of --words_json are checked like training annotations: the summary names the page and the box."""
     from PIL import Image
 
-    from layoutkit import predict
+    from layoutkit.apps import predict
 
     Image.new("RGB", (300, 200), "white").save(tmp_path / "scan.png")
     words = tmp_path / "words.json"

@@ -14,7 +14,7 @@ import torch
 from conftest import FUNSD_DIR, REPO_ROOT, run_command, run_fresh_python
 from dataset_loader.annotations import AnnotationError, read_annotation
 from dataset_loader.build import build_dataset
-from layoutkit.relations import (
+from layoutkit.pipelines.entity_links import (
     Entity,
     PairScoreMerger,
     gold_entities,
@@ -97,7 +97,7 @@ def test_funsd_import_keeps_linking_once_as_relations(tmp_path):
                                                                 if w["text"].strip()]
         question_answer = oriented_pairs(entities, row["relations"], [["QUESTION", "ANSWER"]])
         assert question_answer and all(entities[h].type == "QUESTION" for h, _ in question_answer)
-    from layoutkit.relation_extraction import relation_types_in
+    from layoutkit.train.relation_task import relation_types_in
 
     assert ["QUESTION", "ANSWER"] in relation_types_in(dataset["test"], names)  # the default candidates
 
@@ -133,7 +133,7 @@ def test_window_columns_and_merging_keep_the_best_window_score():
 def test_model_scores_candidate_pairs_only_and_reloads(tmp_path, pooling):
     from transformers import AutoModel, LayoutLMConfig
 
-    from layoutkit.relation_model import LayoutRelationConfig, LayoutRelationModel
+    from layoutkit.pipelines.relation_model import LayoutRelationConfig, LayoutRelationModel
 
     encoder = LayoutLMConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
                              vocab_size=50)
@@ -161,7 +161,7 @@ def funsd_links_run(tmp_path_factory):
         pytest.skip(f"FUNSD not found at {FUNSD_DIR}")
     import run_relation_extraction
     from dataset_loader.funsd import import_funsd
-    from layoutkit.scratch import build_scratch_checkpoint, dataset_words
+    from layoutkit.apps.scratch import build_scratch_checkpoint, dataset_words
 
     root = tmp_path_factory.mktemp("relations")
     import_funsd(FUNSD_DIR, root / "funsd", max_docs=3, validation_ratio=0.34)
@@ -260,7 +260,7 @@ def test_a_pretrained_encoder_is_loaded_into_the_relation_model(tmp_path):
     """`--model_name_or_path` path: the checkpoint's encoder weights end up in the relation model's encoder."""
     from transformers import LayoutLMConfig, LayoutLMModel
 
-    from layoutkit.relation_extraction import RelationModelLoader
+    from layoutkit.train.relation_task import RelationModelLoader
 
     config = LayoutLMConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
                             vocab_size=50)

@@ -59,9 +59,9 @@ def test_train_evaluate_save_reload(model_type, invoice_dataset, scratch_checkpo
     assert model.config.document_preprocessing["max_seq_length"] == 128
 
     # Reloaded model + processor predict on an encoded document.
-    from layoutkit.encoding import LayoutCollator
-    from layoutkit.modeling import load_processing, model_family
-    from layoutkit.ner import encode_ner_split, model_inputs
+    from layoutkit.pipelines.encoding import LayoutCollator
+    from layoutkit.pipelines.modeling import load_processing, model_family
+    from layoutkit.train.ner_task import encode_ner_split, model_inputs
 
     tokenizer, image_processor, _ = load_processing(str(output))
     assert type(getattr(processor, "tokenizer", processor)) is type(tokenizer)
@@ -159,7 +159,7 @@ def test_funsd_few_documents_with_segment_boxes(scratch_checkpoint, tmp_path):
     dataset = tmp_path / "funsd"
     run_command(python_module("dataset_loader", "funsd", "--input", FUNSD_DIR, "--output", dataset,
                               "--max-docs", 4))
-    from layoutkit.scratch import build_scratch_checkpoint, dataset_words
+    from layoutkit.apps.scratch import build_scratch_checkpoint, dataset_words
 
     checkpoint = build_scratch_checkpoint(str(tmp_path / "scratch"), "layoutlmv3", dataset_words(str(dataset)),
                                           size="tiny", vocab_size=600)
@@ -176,8 +176,8 @@ def test_layoutlmv2_encoding_without_detectron2(invoice_dataset, scratch_checkpo
     only the model itself needs detectron2."""
     from datasets import load_from_disk
 
-    from layoutkit.modeling import FAMILIES, load_processing
-    from layoutkit.ner import encode_ner_split
+    from layoutkit.pipelines.modeling import FAMILIES, load_processing
+    from layoutkit.train.ner_task import encode_ner_split
 
     tokenizer, image_processor, _ = load_processing(str(scratch_checkpoint("layoutlmv2")))
     assert image_processor.apply_ocr is False

@@ -1,4 +1,4 @@
-"""The HTTP service (layoutkit/serve.py): predict.py's JSON over HTTP for concurrent callers, with one corrupt
+"""The HTTP service (layoutkit/apps/serve.py): predict.py's JSON over HTTP for concurrent callers, with one corrupt
 upload among them; limits answered with 4xx JSON; the forward batcher; the upload page in headless Chromium."""
 
 import base64
@@ -72,7 +72,7 @@ def test_concurrent_requests_match_predict_py_and_survive_a_corrupt_upload(serve
 
     # predict.py on the same documents (its main(), in this process): the same JSON, the source being the upload's
     # name rather than a path.
-    from layoutkit import predict
+    from layoutkit.apps import predict
 
     folder = tmp_path / "uploads"
     folder.mkdir()
@@ -146,7 +146,7 @@ def test_limits_and_bad_requests_get_4xx_json(server, synthetic_invoices):
 def test_window_batcher_fills_one_forward_batch_from_several_callers():
     import torch
 
-    from layoutkit.batching import WindowBatcher
+    from layoutkit.apps.serve_batching import WindowBatcher
 
     batches = []
 
@@ -180,7 +180,7 @@ def test_window_batcher_fills_one_forward_batch_from_several_callers():
 
 
 def test_window_batcher_failure_fails_only_its_batch():
-    from layoutkit.batching import WindowBatcher
+    from layoutkit.apps.serve_batching import WindowBatcher
 
     def run_windows(windows, batch_size, mixed_precision):
         if any(w.get("poison") for w in windows):

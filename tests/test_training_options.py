@@ -73,7 +73,7 @@ def test_hp_search_runs_trials_as_mlflow_children_and_writes_a_rerunnable_config
 
 def test_hp_search_prunes_trials_that_trail_the_median(tmp_path):
     """Five start-up trials complete; later trials whose first epochs trail their median are pruned."""
-    from layoutkit.hp_search import run_hp_search
+    from layoutkit.train.hp_search import run_hp_search
 
     from run_invoice_ner import parse_args
 
@@ -116,7 +116,7 @@ def test_both_scripts_take_the_window_flags_and_refuse_a_stride_that_leaves_no_n
 def test_length_grouped_batches_pad_less_and_change_every_epoch():
     import torch
 
-    from layoutkit.training import LengthGroupedEpochSampler
+    from layoutkit.train.dataloaders import LengthGroupedEpochSampler
 
     lengths = [int(n) for n in torch.randint(20, 512, (400,), generator=torch.Generator().manual_seed(0))]
     sampler = LengthGroupedEpochSampler(8, lengths, seed=3)

@@ -28,7 +28,7 @@ def run_in_process(dataset, checkpoint, output_dir, *extra):
 def test_carve_validation_split_is_seeded_disjoint_and_only_when_needed():
     from datasets import Dataset, DatasetDict
 
-    from layoutkit.data import carve_validation_split
+    from layoutkit.train.data import carve_validation_split
 
     def documents(n):
         return Dataset.from_dict({"id": [f"doc{i}" for i in range(n)]})
@@ -59,7 +59,7 @@ def test_without_validation_split_the_model_is_selected_on_a_carved_split_never_
 ):
     from datasets import DatasetDict, load_from_disk
 
-    from layoutkit import ner
+    from layoutkit.train import ner_task as ner
 
     full = load_from_disk(str(invoice_dataset))
     no_validation = tmp_path / "train-test"
@@ -91,7 +91,7 @@ def test_without_validation_split_the_model_is_selected_on_a_carved_split_never_
 def test_window_capacity_counts_the_positions_before_roberta_style_position_ids():
     from transformers import LayoutLMConfig, LayoutLMv3Config
 
-    from layoutkit.training import check_window_fits, text_positions
+    from layoutkit.train.model_setup import check_window_fits, text_positions
 
     assert text_positions(LayoutLMv3Config(max_position_embeddings=514, pad_token_id=1)) == 512
     assert text_positions(LayoutLMConfig(max_position_embeddings=512)) == 512
@@ -102,7 +102,7 @@ def test_window_capacity_counts_the_positions_before_roberta_style_position_ids(
 
 
 def test_a_window_longer_than_the_position_embeddings_stops_before_training(invoice_dataset, tmp_path):
-    from layoutkit.scratch import build_scratch_checkpoint, dataset_words
+    from layoutkit.apps.scratch import build_scratch_checkpoint, dataset_words
 
     checkpoint = build_scratch_checkpoint(str(tmp_path / "short-v3"), "layoutlmv3", dataset_words(str(invoice_dataset)),
                                           size="tiny", vocab_size=600, max_position_embeddings=64)
@@ -141,7 +141,7 @@ def test_a_run_that_goes_nan_fails_and_saves_no_model(invoice_dataset, scratch_c
 
 
 def test_a_nan_metric_never_becomes_the_best():
-    from layoutkit.training import TrainingState
+    from layoutkit.train.checkpoints import TrainingState
 
     model = torch.nn.Linear(2, 2)
     state = TrainingState(metric_name="f1")
@@ -212,7 +212,7 @@ def test_scratch_layoutlmv3_with_many_labels_learns(invoice_dataset, scratch_che
     from datasets import load_from_disk
     from transformers import AutoConfig, AutoModelForTokenClassification
 
-    from layoutkit.training import init_scratch_classification_heads
+    from layoutkit.train.model_setup import init_scratch_classification_heads
 
     labels = load_from_disk(str(invoice_dataset))["train"].features["ner_tags"].feature.names
     assert len(labels) >= 10

@@ -1,0 +1,150 @@
+"""Reading documents into page images: image files (every frame of a multi-page TIFF) and PDFs (rendered with
+PDFium), with the decompression-bomb guard checked before a page is decoded, and the words-and-boxes input of
+the annotation format. Shared by predict.py and the HTTP service (`layoutkit/apps/serve.py`)."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+from PIL import Image, ImageSequence
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
+PDF_SUFFIXES = {".pdf"}
+DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+
+
+class DocumentError(Exception):
+    """A document that cannot be processed; the message names the file and the problem."""
+
+
+class LimitError(DocumentError):
+    """A document above a size limit (pixels, pages); the message names the limit, `option` the setting that
+    raises it."""
+
+    def __init__(self, message: str, option: str):
+        super().__init__(message)
+        self.option = option
+
+
+def check_pixels(path: Path, width: float, height: float, max_pixels: int, page: int) -> None:
+    if width * height > max_pixels:
+        raise LimitError(
+            f"{path}: page {page} is {int(width)}x{int(height)} = {int(width * height):,} pixels, above the limit of "
+            f"{max_pixels:,} (decompression-bomb guard); raise --max_image_pixels if the file is trusted",
+            "--max_image_pixels",
+        )
+
+
+def image_pages(path: Path, max_pixels: int):
+    """The frames of an image file (several for a multi-page TIFF), checked for size before decoding."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise LimitError(
+            f"{path}: image above the limit of {max_pixels:,} pixels (decompression-bomb guard: {error}); raise "
+            "--max_image_pixels if the file is trusted",
+            "--max_image_pixels",
+        ) from None
+    except (OSError, ValueError) as error:
+        raise DocumentError(f"{path}: not a readable image ({error})") from None
+    with image:
+        for number, frame in enumerate(ImageSequence.Iterator(image), start=1):
+            check_pixels(path, frame.width, frame.height, max_pixels, number)
+            try:
+                frame.load()
+                yield frame.copy()
+            except (OSError, ValueError, SyntaxError) as error:
+                raise DocumentError(f"{path}: page {number} could not be decoded ({error})") from None
+
+
+def import_pdfium(path: Path):
+    """pypdfium2, an optional dependency (the ocr extra); DocumentError naming what to install when it is missing."""
+    try:
+        import pypdfium2
+    except ImportError:
+        raise DocumentError(f"{path}: reading PDFs needs pypdfium2: pip install 'layoutkit[ocr]'") from None
+    return pypdfium2
+
+
+def open_pdf(path: Path):
+    """The PDF as a pypdfium2 document; DocumentError when it cannot be used (encrypted, malformed, no pages).
+
+    Opened through PDFium's own loader, not `PdfDocument(path)`: that one reports a PDF without pages as a load
+    failure with PDFium's last error code, which is global and not reset by a successful load, so an empty PDF
+    would take the error of the previous bad file ("Data format error", "encrypted"). Here "no pages" is read from
+    the opened document, and the error code only after this file's own failed load, which always sets it."""
+    pdfium = import_pdfium(path)
+    import pypdfium2.raw as pdfium_c
+
+    raw = pdfium_c.FPDF_LoadDocument(os.fsencode(path), None)
+    if not raw:
+        code = pdfium_c.FPDF_GetLastError()
+        if code in (pdfium_c.FPDF_ERR_PASSWORD, pdfium_c.FPDF_ERR_SECURITY):
+            raise DocumentError(f"{path}: the PDF is encrypted (password protected); decrypt it first")
+        reasons = {pdfium_c.FPDF_ERR_FILE: "the file cannot be opened", pdfium_c.FPDF_ERR_FORMAT: "data format error",
+                   pdfium_c.FPDF_ERR_PAGE: "page not found or content error"}
+        reason = reasons.get(code, f"PDFium error code {code}")
+        raise DocumentError(f"{path}: not a readable PDF ({reason}); re-export or repair it")
+    pdf = pdfium.PdfDocument(raw)
+    if len(pdf) == 0:
+        pdf.close()
+        raise DocumentError(f"{path}: the PDF has no pages")
+    return pdf
+
+
+def pdf_pages(path: Path, dpi: int, max_pixels: int):
+    """Every page of a PDF rendered at `dpi`, one at a time."""
+    pdfium = import_pdfium(path)
+
+    pdf = open_pdf(path)
+    try:
+        scale = dpi / 72
+        for index in range(len(pdf)):
+            page = pdf[index]
+            try:
+                width, height = page.get_size()
+                check_pixels(path, width * scale, height * scale, max_pixels, index + 1)
+                yield page.render(scale=scale).to_pil()
+            except pdfium.PdfiumError as error:
+                raise DocumentError(f"{path}: page {index + 1} could not be rendered ({error})") from None
+            finally:
+                page.close()
+    finally:
+        pdf.close()
+
+
+def count_pages(path: Path, is_pdf: bool) -> int:
+    """The number of pages of a PDF or frames of an image file, read without rendering or decoding them."""
+    if is_pdf:
+        pdf = open_pdf(path)
+        try:
+            return len(pdf)
+        finally:
+            pdf.close()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                return int(getattr(image, "n_frames", 1))
+    except Image.DecompressionBombError:
+        return 1  # refused with its own message when the page is read (image_pages)
+    except (OSError, ValueError) as error:
+        raise DocumentError(f"{path}: not a readable image ({error})") from None
+
+
+def check_words_pages(data, where: str) -> list[dict]:
+    """The pages of a words input: a dict, a list of dicts or {"pages": [...]}, each with 'words' and 'boxes'
+    lists of the same length (the boxes themselves are checked by the pipeline). `where` names the input."""
+    pages = data.get("pages", [data]) if isinstance(data, dict) else data
+    if not isinstance(pages, list) or not pages:
+        raise DocumentError(f"{where}: expected an object with words and boxes, or a list of them")
+    for number, page in enumerate(pages, start=1):
+        if not (isinstance(page, dict) and isinstance(page.get("words"), list) and isinstance(page.get("boxes"), list)):
+            raise DocumentError(f"{where}: page {number} needs 'words' and 'boxes' lists")
+        if len(page["words"]) != len(page["boxes"]):
+            raise DocumentError(f"{where}: page {number} has {len(page['words'])} words but {len(page['boxes'])} boxes")
+    return pages

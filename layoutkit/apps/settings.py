@@ -1,0 +1,87 @@
+"""How a checkpoint runs on documents: the settings predict.py and the HTTP service share, declared once.
+
+`InferenceSettings` holds the model and backend, how pages are read (PDF resolution, the pixel guard, the OCR engine
+and its options) and how predictions are post-processed (rules, field schema). Both programs parse it with
+`HfArgumentParser` beside their own group (predict.py's `PredictArguments`, serve.py's `ServiceArguments`), so a
+setting has one flag name and one help text everywhere; `predict_document` takes it as is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from transformers import HfArgumentParser
+
+from ..flags import HelpFormatter, flag, parse_dataclasses
+from ..pipelines.fields import FieldSchema
+from ..pipelines.ocr import OCR_ENGINES, parse_engine_option
+from ..pipelines.postprocess import RULES, RuleConfig
+from .documents import DEFAULT_MAX_PIXELS
+
+BACKENDS = ("torch", "onnx")  # PyTorch, or ONNX Runtime on an exported model (apps/pipeline_loader.py)
+
+
+@dataclass
+class InferenceSettings:
+    _argument_group_name = "model, pages and post-processing"
+
+    model_name_or_path: str = field(metadata={"help": "checkpoint folder or Hub id", "aliases": ["--model"]})
+    backend: Literal[BACKENDS] = flag(
+        "torch, or onnx: ONNX Runtime (CPU) on a folder written by `layoutkit export-onnx`", "torch"
+    )
+    device: str | None = flag("default: cuda when available", choices=["cpu", "cuda"])
+    mixed_precision: Literal["no", "bf16"] = flag("bf16 autocast (CPU or GPU)", "no")
+    dpi: int = flag("resolution PDF pages are rendered at", 200)
+    max_image_pixels: int = flag(
+        "pages above this many pixels are refused (decompression-bomb guard; default PIL's limit)", DEFAULT_MAX_PIXELS
+    )
+    ocr_engine: str | None = flag("OCR engine (default: the one the model's training data was read with, else "
+                                  "rapidocr)", choices=sorted(OCR_ENGINES))
+    ocr_lang: str | None = flag('OCR language(s), e.g. "eng", "deu+eng" (default eng)')
+    ocr_config: str | None = flag('extra tesseract options, e.g. "--oem 1"')
+    ocr_option: list[str] = field(default_factory=list, metadata={
+        "help": "OCR engine settings KEY=VALUE, repeatable, e.g. min_height=0 (values read as JSON when they parse)",
+        "action": "extend", "metavar": "KEY=VALUE"})
+    schema: str | None = flag("JSON file of field types (date, amount, number, text); see docs/inference.md")
+    rules: str | None = flag(f"post-processing rules: comma-separated ({', '.join(RULES)}, or all) or a JSON file "
+                             "of settings")
+
+    # Read from the flags above when the settings are made.
+    ocr_options: dict = field(init=False, repr=False)
+    rule_config: RuleConfig | None = field(init=False, repr=False)
+    field_schema: FieldSchema | None = field(init=False, repr=False)
+
+    def __post_init__(self):
+        if self.dpi < 1 or self.max_image_pixels < 1:
+            raise ValueError("--dpi and --max_image_pixels must be positive")
+        if self.backend == "onnx" and self.device == "cuda":
+            raise ValueError("--backend onnx runs on the CPU; drop --device cuda")
+        if self.backend == "onnx" and self.mixed_precision != "no":
+            raise ValueError("--mixed_precision is torch autocast; the ONNX backend runs the exported fp32 graph")
+        if self.device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise ValueError("--device cuda: no CUDA device is available")
+        try:
+            self.rule_config = RuleConfig.from_value(self.rules)
+        except (ValueError, TypeError, OSError) as error:
+            raise ValueError(f"--rules: {error}") from None
+        try:
+            self.field_schema = FieldSchema.load(self.schema)
+        except ValueError as error:
+            raise ValueError(f"--schema: {error}") from None
+        try:
+            self.ocr_options = dict(parse_engine_option(text) for text in self.ocr_option)
+        except ValueError as error:
+            raise ValueError(f"--ocr_option: {error}") from None
+
+
+def parse_inference_args(program_arguments: type, argv=None, description: str | None = None) -> tuple:
+    """(InferenceSettings, the program's own flags as `program_arguments`) from a command line; a value a check
+    refuses exits with argparse's usage message."""
+    parser = HfArgumentParser([InferenceSettings, program_arguments], description=description,
+                              formatter_class=HelpFormatter)
+    settings, args = parse_dataclasses(parser, argv)
+    return settings, args

@@ -10,9 +10,12 @@ import pytest
 import torch
 
 from conftest import FUNSD_DIR, REPO_ROOT, python_module, run_command
+from learning import assert_ner_learned
 
 SCRIPT = REPO_ROOT / "run_invoice_ner.py"
-FAST = ["--max_seq_length", 128, "--stride", 32, "--learning_rate", 2e-3, "--per_device_eval_batch_size", 8,
+# Learning rate 1e-2: tiny from-scratch models (hidden size 32) learn the synthetic invoices' cue -> value layout in
+# a few dozen steps at it; at 2e-3 a LayoutLM stayed on all-O (entity F1 0) after 52 steps.
+FAST = ["--max_seq_length", 128, "--stride", 32, "--learning_rate", 1e-2, "--per_device_eval_batch_size", 8,
         "--seed", 7]
 
 
@@ -44,8 +47,12 @@ def test_train_evaluate_save_reload(model_type, invoice_dataset, scratch_checkpo
     for key in ("eval_f1", "test_precision", "test_recall", "test_f1", "test_accuracy", "test_em", "test_em_no_space"):
         assert 0.0 <= scores[key] <= 1.0, key
     assert scores["train_steps"] > 0
-
     test_docs = load_from_disk(str(invoice_dataset))["test"]
+    # The model learned (2 epochs, ~60 steps): all-O scores entity F1 0 and word accuracy 0.64 on this test split;
+    # measured F1 0.43 (layoutlm) / 0.32 (layoutlmv3), accuracy 0.82 / 0.79; shuffled training labels: F1 0.0,
+    # accuracy 0.64 (all-O).
+    assert_ner_learned(scores, test_docs, f1_floor=0.2)
+
     rows = predictions(output)
     assert [row["id"] for row in rows] == test_docs["id"]
     for row, words in zip(rows, test_docs["words"]):
@@ -84,7 +91,7 @@ def test_tracking_logs_params_metrics_and_model_to_mlflow(invoice_dataset, scrat
     client = mlflow.MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("tracking-test")
     (run,) = client.search_runs([experiment.experiment_id])
-    assert run.data.params["learning_rate"] == "0.002"
+    assert run.data.params["learning_rate"] == "0.01"
     assert {"train_loss", "learning_rate", "eval_f1", "test_f1"} <= set(run.data.metrics)
     assert len(client.get_metric_history(run.info.run_id, "train_loss")) >= 2
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "model")}

@@ -114,7 +114,7 @@ def test_train_evaluate_save_reload(lilt_ner_run, invoice_dataset):
     assert 0.0 <= results["test_f1"] <= 1.0 and results["train_steps"] > 0
     test_docs = load_from_disk(str(invoice_dataset))["test"]
     # All-O scores entity F1 0 and word accuracy 0.64 on this test split; measured F1 0.23, accuracy 0.73;
-    # shuffled training labels: see the floors' note in tests/learning.py's users' report.
+    # shuffled training labels: F1 0.0, accuracy 0.64 (all-O).
     assert_ner_learned(results, test_docs, f1_floor=0.1, accuracy_margin=0.03)
     rows = [json.loads(line) for line in (lilt_ner_run / "test_predictions.jsonl").read_text().splitlines()]
     assert [row["id"] for row in rows] == test_docs["id"]
@@ -167,7 +167,7 @@ def test_predict_on_an_image(vendor_lilt, synthetic_invoices, tmp_path):
 
 @pytest.fixture(scope="module")
 def lilt_classifier(invoice_dataset, scratch_checkpoint, tmp_path_factory):
-    """run_doc_classification.py on a tiny LiLT: 15 synthetic documents of 3 classes, 1 epoch."""
+    """run_doc_classification.py on a tiny LiLT: 15 synthetic documents of 3 classes, 3 epochs."""
     from dataset_loader.__main__ import main as dataset_cli
 
     root = tmp_path_factory.mktemp("lilt-cls")
@@ -187,9 +187,10 @@ def test_doc_classification(lilt_classifier):
     root, output = lilt_classifier
     results = json.loads((output / "all_results.json").read_text())
     assert 0.0 <= results["test_accuracy"] <= 1.0 and results["train_steps"] > 0
-    # Majority class: 1 of 3 test documents; measured MEASURE; shuffled training labels: MEASURE.
+    # The three classes differ in every word and in layout: 3 epochs (30 steps) get all 3 test documents right; the
+    # majority class gets 1 of 3; shuffled training labels (5 of 9 still right by chance) got 2 of 3.
     test = load_from_disk(str(root / "data"))["test"]
-    assert_learned("test_accuracy", results["test_accuracy"], majority_class_accuracy(test), floor=0.6)
+    assert_learned("test_accuracy", results["test_accuracy"], majority_class_accuracy(test), floor=1.0)
     config = json.loads((output / "config.json").read_text())
     assert config["architectures"] == ["LiltForSequenceClassification"]
     assert "image-classification" in config["custom_pipelines"]

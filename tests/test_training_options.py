@@ -54,7 +54,8 @@ def test_hp_search_runs_trials_as_mlflow_children_and_writes_a_rerunnable_config
     assert [t["state"] for t in record["trials"]] == ["COMPLETE", "COMPLETE"]
     best = record["trials"][record["best_trial"]]
     assert record["best_eval_f1"] == max(t["value"] for t in record["trials"]) == best["value"]
-    # The best trial learned: all-O scores validation entity F1 0; measured MEASURE; shuffled labels: MEASURE.
+    # The best trial learned: all-O scores validation entity F1 0; measured 0.36 (trials 0.23 and 0.36, 52 steps
+    # each); shuffled training labels: 0.0 in both trials.
     assert_learned("best_eval_f1", record["best_eval_f1"], baseline=0.0, floor=0.15)
     for number in (0, 1):
         assert (output / f"trial_{number}" / "all_results.json").is_file()

@@ -10,9 +10,12 @@ import pytest
 import torch
 
 from conftest import FUNSD_DIR, REPO_ROOT, python_module, run_command
+from learning import assert_ner_learned
 
 SCRIPT = REPO_ROOT / "run_invoice_ner.py"
-FAST = ["--max_seq_length", 128, "--stride", 32, "--learning_rate", 2e-3, "--per_device_eval_batch_size", 8,
+# Learning rate 1e-2: tiny from-scratch models (hidden size 32) learn the synthetic invoices' cue -> value layout in
+# a few dozen steps at it; at 2e-3 a LayoutLM stayed on all-O (entity F1 0) after 52 steps.
+FAST = ["--max_seq_length", 128, "--stride", 32, "--learning_rate", 1e-2, "--per_device_eval_batch_size", 8,
         "--seed", 7]
 
 
@@ -44,8 +47,12 @@ def test_train_evaluate_save_reload(model_type, invoice_dataset, scratch_checkpo
     for key in ("eval_f1", "test_precision", "test_recall", "test_f1", "test_accuracy", "test_em", "test_em_no_space"):
         assert 0.0 <= scores[key] <= 1.0, key
     assert scores["train_steps"] > 0
-
     test_docs = load_from_disk(str(invoice_dataset))["test"]
+    # The model learned (2 epochs, ~60 steps): all-O scores entity F1 0 and word accuracy 0.64 on this test split;
+    # measured F1 0.43 (layoutlm) / 0.32 (layoutlmv3), accuracy 0.82 / 0.79; shuffled training labels: F1 0.0,
+    # accuracy 0.64 (all-O).
+    assert_ner_learned(scores, test_docs, f1_floor=0.2)
+
     rows = predictions(output)
     assert [row["id"] for row in rows] == test_docs["id"]
     for row, words in zip(rows, test_docs["words"]):
@@ -84,7 +91,7 @@ def test_tracking_logs_params_metrics_and_model_to_mlflow(invoice_dataset, scrat
     client = mlflow.MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("tracking-test")
     (run,) = client.search_runs([experiment.experiment_id])
-    assert run.data.params["learning_rate"] == "0.002"
+    assert run.data.params["learning_rate"] == "0.01"
     assert {"train_loss", "learning_rate", "eval_f1", "test_f1"} <= set(run.data.metrics)
     assert len(client.get_metric_history(run.info.run_id, "train_loss")) >= 2
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
@@ -192,6 +199,13 @@ def test_layoutlmv2_encoding_without_detectron2(invoice_dataset, scratch_checkpo
 @pytest.mark.skipif(importlib.util.find_spec("detectron2") is None,
                     reason="LayoutLMv2/LayoutXLM models need detectron2, which no package registry here provides")
 def test_layoutlmv2_train(invoice_dataset, scratch_checkpoint, tmp_path):
-    train(invoice_dataset, scratch_checkpoint("layoutlmv2"), tmp_path / "v2", "--num_train_epochs", 1,
-          "--per_device_train_batch_size", 4)
-    assert "test_f1" in results(tmp_path / "v2")
+    """LayoutLMv2 (the model class of LayoutXLM too) learns: 2 epochs of 16 documents in batches of 2 (46 steps)."""
+    from datasets import load_from_disk
+
+    train(invoice_dataset, scratch_checkpoint("layoutlmv2"), tmp_path / "v2", "--num_train_epochs", 2,
+          "--max_train_samples", 16, "--per_device_train_batch_size", 2)
+    # All-O: entity F1 0, word accuracy 0.64; measured F1 0.20, accuracy 0.71 (0.12 and 0.69 on another build of
+    # the same fixture; 1 epoch of 26 steps in batches of 4 gave F1 0.05 only); shuffled training labels: F1 0.0,
+    # accuracy 0.64 (all-O).
+    assert_ner_learned(results(tmp_path / "v2"), load_from_disk(str(invoice_dataset))["test"], f1_floor=0.08,
+                       accuracy_margin=0.025)

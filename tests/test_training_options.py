@@ -5,6 +5,7 @@ import json
 import pytest
 
 from conftest import REPO_ROOT
+from learning import assert_learned
 from test_run_invoice_ner import predictions, results, train
 
 
@@ -16,7 +17,9 @@ def test_focal_loss_class_weights_and_augmentation_train(invoice_dataset, scratc
     # 38 training documents plus one augmented copy of each; validation and test are left alone.
     assert "76 training documents" in log.stdout
     assert len(predictions(output)) == 5
-    assert 0.0 <= results(output)["test_f1"] <= 1.0
+    # All-O scores entity F1 0 (word accuracy is no yardstick here: class weights trade the O words' accuracy for
+    # the entities'); measured F1 0.36 after 26 steps; shuffled training labels: 0.03.
+    assert_learned("test_f1", results(output)["test_f1"], baseline=0.0, floor=0.15)
 
 
 def test_class_weights_must_match_the_labels(invoice_dataset, scratch_checkpoint, tmp_path):
@@ -37,8 +40,8 @@ def test_hp_search_runs_trials_as_mlflow_children_and_writes_a_rerunnable_config
 
     space = tmp_path / "space.json"
     space.write_text(json.dumps({
-        "learning_rate": {"type": "float", "low": 1e-3, "high": 5e-3, "log": True},
-        "per_device_train_batch_size": {"type": "categorical", "choices": [8, 16]},
+        "learning_rate": {"type": "float", "low": 5e-3, "high": 2e-2, "log": True},
+        "per_device_train_batch_size": {"type": "categorical", "choices": [2, 4]},
     }))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     output = tmp_path / "search"
@@ -51,6 +54,9 @@ def test_hp_search_runs_trials_as_mlflow_children_and_writes_a_rerunnable_config
     assert [t["state"] for t in record["trials"]] == ["COMPLETE", "COMPLETE"]
     best = record["trials"][record["best_trial"]]
     assert record["best_eval_f1"] == max(t["value"] for t in record["trials"]) == best["value"]
+    # The best trial learned: all-O scores validation entity F1 0; measured 0.36 (trials 0.23 and 0.36, 52 steps
+    # each); shuffled training labels: 0.0 in both trials.
+    assert_learned("best_eval_f1", record["best_eval_f1"], baseline=0.0, floor=0.15)
     for number in (0, 1):
         assert (output / f"trial_{number}" / "all_results.json").is_file()
 

@@ -23,11 +23,13 @@ Routing, per page (`route_page`), with `pdf_text`:
   word; when it is garbage (`garbage_share`: at least GARBAGE_SHARE of its characters have no usable unicode --
   PDFium's unicode-map error, control, private-use, unassigned or replacement characters, the text a font without
   a usable ToUnicode map gives; the page is then read by OCR with a warning naming the file and the page); and when
-  images cover at least SCAN_SHARE of the page while the text over them covers under TEXT_OVER_SCAN of their area
-  (a scan carrying a few born-digital words: a stamp, a page number, a header).
+  images cover at least SCAN_SHARE of the page and at least UNCOVERED_INK of the dark pixels of the rendered page
+  over them lie outside every text-layer word's box (a scan carrying a few born-digital words -- a stamp, a page
+  number -- whose own text only OCR can read; a letterhead image under the text, or a scan under its invisible OCR
+  layer, has its ink inside the words' boxes).
 
 Copied into saved checkpoints with the pipelines (the Endpoints handler reads PDFs through it), so it imports only
-the standard library, PIL and sibling modules at module level; pypdfium2 when a PDF is read.
+the standard library, numpy, PIL and sibling modules at module level; pypdfium2 when a PDF is read.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+import numpy as np
 from PIL import Image
 
 from .ocr import OcrEngine, OcrResult, get_ocr_engine
@@ -52,7 +55,7 @@ OCR_NEEDED = "ocr:needed"  # page_words without an engine, for a page that needs
 GARBAGE_SHARE = 0.10  # share of a page's characters without usable unicode above which its text layer is garbage
 MIN_GARBAGE_CHARS = 3  # ... and at least this many such characters
 SCAN_SHARE = 0.5  # images covering at least this share of the page make it a scan ...
-TEXT_OVER_SCAN = 0.01  # ... unless the text over them covers at least this share of their area
+UNCOVERED_INK = 0.5  # ... when at least this share of the ink drawn over them lies outside every word's box
 WORD_GAP = 0.35  # a gap wider than this many font sizes between two characters ends a word
 LINE_GAP = 2.0  # ... wider than this many font sizes ends a line (a text segment, as an OCR engine's line)
 INVISIBLE_RENDER_MODES = (3, 7)  # invisible, clip only
@@ -98,8 +101,12 @@ class TextLayer:
     garbage_chars: int = 0  # ... without usable unicode
     # characters left out: not drawn on the page (zero size, outside the crop box), or drawn without usable unicode
     dropped: dict[str, int] = field(default_factory=lambda: {"zero_size": 0, "off_page": 0, "no_unicode": 0})
-    image_share: float = 0.0  # share of the page covered by images
-    text_over_images: float = 0.0  # share of the images' area covered by character boxes
+    image_cells: list[list[bool]] | None = None  # GRID x GRID cells of the page image covered by images
+
+    @property
+    def image_share(self) -> float:
+        """The share of the page covered by images."""
+        return sum(map(sum, self.image_cells)) / (GRID * GRID) if self.image_cells else 0.0
 
     @property
     def garbage_share(self) -> float:
@@ -124,8 +131,9 @@ class PageRoute:
     warning: str | None = None
 
 
-def route_page(layer: TextLayer | None, mode: str, where: str) -> PageRoute:
-    """The routing rule of the module docstring. `where` names the file and page in the warning."""
+def route_page(layer: TextLayer | None, mode: str, where: str, image: Image.Image | None = None) -> PageRoute:
+    """The routing rule of the module docstring on the page `image` (rendered); `where` names the file and page in
+    the warning."""
     if mode == "never" or layer is None:
         return PageRoute(False, "pdf_text never")
     garbage = None
@@ -138,7 +146,7 @@ def route_page(layer: TextLayer | None, mode: str, where: str) -> PageRoute:
         return PageRoute(False, "no text layer")
     if garbage:
         return PageRoute(False, "garbage text layer", garbage + "; read by OCR instead")
-    if layer.image_share >= SCAN_SHARE and layer.text_over_images < TEXT_OVER_SCAN:
+    if image is not None and layer.image_share >= SCAN_SHARE and uncovered_ink(image, layer) >= UNCOVERED_INK:
         return PageRoute(False, "scan with a few text-layer words")
     return PageRoute(True, "text layer covers the page")
 
@@ -180,7 +188,6 @@ def read_text_layer(page, textpage, width: int, height: int) -> TextLayer:
 
     matrix = page_to_image_transform(page, width, height)
     scale = (abs(matrix[0] * matrix[3] - matrix[1] * matrix[2])) ** 0.5  # pixels per PDF unit
-    images = _image_mask(page, matrix, width, height)
     layer = TextLayer()
     left, right, bottom, top = (ctypes.c_double() for _ in range(4))
     text: list[str] = []
@@ -190,7 +197,6 @@ def read_text_layer(page, textpage, width: int, height: int) -> TextLayer:
     line_break = False  # a line break since the last word
     previous: list[float] | None = None  # the previous drawn character's box
     previous_size = 0.0
-    text_area_over_images = 0.0
 
     def end_word() -> None:
         nonlocal text, box
@@ -218,11 +224,12 @@ def read_text_layer(page, textpage, width: int, height: int) -> TextLayer:
         layer.garbage_chars += garbage
         size = pdfium_c.FPDFText_GetFontSize(textpage, index) * scale
         pdfium_c.FPDFText_GetCharBox(textpage, index, left, right, bottom, top)
-        if size <= 0 or (right.value <= left.value and top.value <= bottom.value):
-            layer.dropped["zero_size"] += 1
+        char_box = _map_box(matrix, left.value, bottom.value, right.value, top.value)
+        char_width, char_height = char_box[2] - char_box[0], char_box[3] - char_box[1]
+        if size <= 0 or char_width <= 0 or char_height <= 0 or (char_width < 1 and char_height < 1):
+            layer.dropped["zero_size"] += 1  # flattened or below a pixel: nothing of it is drawn on the image
             end_word()
             continue
-        char_box = _map_box(matrix, left.value, bottom.value, right.value, top.value)
         middle_x, middle_y = (char_box[0] + char_box[2]) / 2, (char_box[1] + char_box[3]) / 2
         if not (0 <= middle_x <= width and 0 <= middle_y <= height):
             layer.dropped["off_page"] += 1
@@ -233,9 +240,6 @@ def read_text_layer(page, textpage, width: int, height: int) -> TextLayer:
         text_object = pdfium_c.FPDFText_GetTextObject(textpage, index)
         char_invisible = bool(text_object) and (pdfium_c.FPDFTextObj_GetTextRenderMode(text_object)
                                                 in INVISIBLE_RENDER_MODES)
-        if images is not None and images[min(GRID - 1, int(middle_y / height * GRID))][
-                min(GRID - 1, int(middle_x / width * GRID))]:
-            text_area_over_images += (char_box[2] - char_box[0]) * (char_box[3] - char_box[1])
         if box is not None:
             gap = _gap(previous, char_box)
             if char_invisible != invisible or gap > WORD_GAP * max(size, previous_size):
@@ -252,19 +256,38 @@ def read_text_layer(page, textpage, width: int, height: int) -> TextLayer:
             box = [min(box[0], char_box[0]), min(box[1], char_box[1]), max(box[2], char_box[2]),
                    max(box[3], char_box[3])]
         if code in SOFT_HYPHENS:
-            # Visible as "-" only where the word breaks at the end of a line.
-            char = "-" if _ends_line(textpage, index, count) else ""
+            # Visible as "-" only where the word breaks at the end of a line (PDFium's hyphen flag, or a line break
+            # after it); the rest of the word, on the next line, is a word of its own there.
+            char = "-" if (pdfium_c.FPDFText_IsHyphen(textpage, index)
+                           or _ends_line(textpage, index, count)) else ""
         elif garbage:  # its glyph is drawn (the box counts) but its text is unknown: not given to the model
             char = ""
             layer.dropped["no_unicode"] += 1
         text.append(char)
         previous, previous_size = char_box, size
     end_word()
-    if images is not None:
-        covered = sum(map(sum, images)) / (GRID * GRID)
-        layer.image_share = covered
-        layer.text_over_images = text_area_over_images / (covered * width * height) if covered else 0.0
+    layer.image_cells = _image_mask(page, matrix, width, height)
     return layer
+
+
+def uncovered_ink(image: Image.Image, layer: TextLayer, reduce: int = 4, pad: int = 2) -> float:
+    """The share of the dark pixels of the rendered page over its images that lie outside every word's box (grown by
+    `pad` pixels of the image reduced `reduce` times, for speed): the text an image holds that the text layer
+    does not."""
+    small = np.asarray(image.convert("L").reduce(reduce)) < 128
+    height, width = small.shape
+    over_images = np.zeros_like(small)
+    for row, cells in enumerate(layer.image_cells or ()):
+        for column, covered in enumerate(cells):
+            if covered:
+                over_images[row * height // GRID:(row + 1) * height // GRID + 1,
+                            column * width // GRID:(column + 1) * width // GRID + 1] = True
+    in_words = np.zeros_like(small)
+    for x0, y0, x1, y1 in layer.boxes:
+        in_words[max(0, int(y0 / reduce) - pad):int(y1 / reduce) + pad + 1,
+                 max(0, int(x0 / reduce) - pad):int(x1 / reduce) + pad + 1] = True
+    ink = small & over_images
+    return float((ink & ~in_words).sum() / ink.sum()) if ink.any() else 0.0
 
 
 def _ends_line(textpage, index: int, count: int) -> bool:
@@ -359,7 +382,7 @@ def page_input(page, scale: float, pdf_text: str, where: str, image: Image.Image
             layer = read_text_layer(page, textpage, image.width, image.height)
         finally:
             textpage.close()
-    route = route_page(layer, pdf_text, where)
+    route = route_page(layer, pdf_text, where, image)
     warnings = [route.warning] if route.warning else []
     if not route.use_text:
         return {"image": image, "words": None, "words_source": None, "route": route.reason, "warnings": warnings}

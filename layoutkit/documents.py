@@ -99,25 +99,31 @@ def open_pdf(path: Path):
     return pdf
 
 
-def pdf_pages(path: Path, dpi: int, max_pixels: int):
-    """Every page of a PDF rendered at `dpi`, one at a time."""
-    pdfium = import_pdfium(path)
+def pdf_page_inputs(path: Path, dpi: int, max_pixels: int, pdf_text: str = "auto"):
+    """Every page of a PDF, one at a time, as a pipeline input (`pdf_text.page_input`): its image rendered at `dpi`
+    and, where its text layer covers it (`pdf_text`: auto, always, never), its words; the other pages are read by
+    OCR. Each page is checked against `max_pixels` before it is rendered."""
+    from .pdf_text import PdfPageError
+    from .pdf_text import pdf_page_inputs as read_pages
 
+    pdfium = import_pdfium(path)
     pdf = open_pdf(path)
     try:
-        scale = dpi / 72
-        for index in range(len(pdf)):
-            page = pdf[index]
-            try:
-                width, height = page.get_size()
-                check_pixels(path, width * scale, height * scale, max_pixels, index + 1)
-                yield page.render(scale=scale).to_pil()
-            except pdfium.PdfiumError as error:
-                raise DocumentError(f"{path}: page {index + 1} could not be rendered ({error})") from None
-            finally:
-                page.close()
+        yield from read_pages(pdf, dpi, pdf_text, str(path),
+                              check_size=lambda width, height, number: check_pixels(path, width, height, max_pixels,
+                                                                                    number))
+    except PdfPageError as error:
+        raise DocumentError(str(error)) from None
+    except pdfium.PdfiumError as error:
+        raise DocumentError(f"{path}: a page could not be read ({error})") from None
     finally:
         pdf.close()
+
+
+def pdf_pages(path: Path, dpi: int, max_pixels: int):
+    """Every page of a PDF rendered at `dpi`, one at a time (images only: no text layer)."""
+    for page in pdf_page_inputs(path, dpi, max_pixels, "never"):
+        yield page["image"]
 
 
 def count_pages(path: Path, is_pdf: bool) -> int:

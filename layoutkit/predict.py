@@ -4,9 +4,10 @@
     python predict.py ...            (the same, from a checkout)
 
 --input is an image (PNG, JPEG, TIFF including multi-page TIFF, BMP, WebP), a PDF (every page, rendered at
---dpi) or a folder of them (its top level). Words come from OCR (--ocr_engine: by default the engine and
-settings the model's training data was read with, else RapidOCR), or with --words_json from a JSON in the
-annotation format ({"image": ..., "words": [...], "boxes": [...]}, or a list of such objects for several
+--dpi) or a folder of them (its top level). A PDF page's words come from its text layer where that covers the page
+(--pdf_text auto, the default; docs/pdf.md), other pages' words from OCR (--ocr_engine: by default the engine and
+settings the model's training data was read with, else RapidOCR); each page of the JSON says which
+(`words_source`). Or with --words_json from a JSON in the annotation format ({"image": ..., "words": [...], "boxes": [...]}, or a list of such objects for several
 pages), in which case OCR is skipped.
 
 Inference goes through the same pipeline class the checkpoint ships (layoutkit's
@@ -48,11 +49,12 @@ from layoutkit.documents import (
     DocumentError,
     check_words_pages,
     image_pages,
-    pdf_pages,
+    pdf_page_inputs,
 )
 from layoutkit.fields import FieldSchema
 from layoutkit.labelstudio import document_tasks
 from layoutkit.ocr import OCR_ENGINES, parse_engine_option
+from layoutkit.pdf_text import add_pdf_text_argument
 from layoutkit.postprocess import RULES, RuleConfig
 from layoutkit.prediction import predict_document
 from layoutkit.predictor import BACKENDS, load_predictor
@@ -87,6 +89,7 @@ def parse_args(argv=None):
         help="prefix of the tasks' image references, before the file name (default: Label Studio local files)",
     )
     parser.add_argument("--dpi", type=int, default=200, help="resolution PDF pages are rendered at")
+    add_pdf_text_argument(parser)
     parser.add_argument(
         "--max_image_pixels", type=int, default=DEFAULT_MAX_PIXELS,
         help="pages above this many pixels are refused (decompression-bomb guard; default PIL's limit)",
@@ -151,7 +154,7 @@ def document_pages(path: Path, args):
         raise DocumentError(f"{path}: no such file")
     suffix = path.suffix.lower()
     if suffix in PDF_SUFFIXES:
-        return pdf_pages(path, args.dpi, args.max_image_pixels)
+        return pdf_page_inputs(path, args.dpi, args.max_image_pixels, args.pdf_text)
     if suffix in IMAGE_SUFFIXES or path.is_file():
         return image_pages(path, args.max_image_pixels)
     raise DocumentError(f"{path}: unsupported input (expected an image or a PDF)")

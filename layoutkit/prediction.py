@@ -18,6 +18,10 @@ def predict_document(extractor, source: Path | None, pages, words_pages, args, l
     links between each page's predicted entities, which also group the line items with `args.line_item_grouping`
     "relations".
 
+    `pages` holds images, or dicts from `documents.pdf_page_inputs` (a PDF page: its image and, where its text
+    layer was taken, its words). Each page of the JSON says where its words came from (`words_source`: given,
+    pdf_text, pdf_invisible_text, ocr:ENGINE), for a PDF page why (`route`), and any `warning`.
+
     `args` carries the settings of predict.py's command line (the service builds the same): model_name_or_path,
     ocr_engine, ocr_lang, ocr_config, ocr_options, batch_size, mixed_precision, rule_config, draw, words_json,
     field_schema, line_item_grouping."""
@@ -27,24 +31,36 @@ def predict_document(extractor, source: Path | None, pages, words_pages, args, l
     call = dict(ocr_engine=args.ocr_engine, ocr_lang=args.ocr_lang, ocr_config=args.ocr_config,
                 ocr_options=args.ocr_options, window_batch_size=args.batch_size, mixed_precision=args.mixed_precision,
                 rules=args.rule_config, return_words=True, draw=args.draw)
-    for number, image in enumerate(pages, start=1):
+    for number, page_input in enumerate(pages, start=1):
+        # A page is an image, or (a PDF page, documents.pdf_page_inputs) a dict with its image and, when its text
+        # layer was taken, its words ("words_source" pdf_text / pdf_invisible_text; None: read by OCR).
+        page_input = page_input if isinstance(page_input, dict) else {"image": page_input}
+        image = page_input["image"]
         if words_pages is not None:
             if number > len(words_pages):
                 raise DocumentError(f"{args.words_json}: no words for page {number} of {source}")
             page_words = words_pages[number - 1]
             inputs = {"image": image, "words": page_words["words"], "boxes": page_words["boxes"],
-                      "segment_boxes": page_words.get("segment_boxes")}
+                      "segment_boxes": page_words.get("segment_boxes"), "words_source": "given"}
         else:
-            inputs = image
+            inputs = page_input  # a pipeline input: with words (text layer) or without (OCR)
         try:
             output = extractor(inputs, **call)
         except OcrError as error:
             raise DocumentError(f"{source}: OCR failed on page {number}: {error}") from None
         except ValueError as error:
             raise DocumentError(f"{source or args.words_json}: page {number}: {error}") from None
-        page = {"page": number, "width": output["width"], "height": output["height"], "num_words": len(output["words"])}
+        page = {"page": number, "width": output["width"], "height": output["height"], "num_words": len(output["words"]),
+                "words_source": output["words_source"]}
+        if page_input.get("route"):
+            page["route"] = page_input["route"]
+        if page_input.get("dropped_chars"):
+            page["dropped_chars"] = page_input["dropped_chars"]
+        warnings = list(page_input.get("warnings") or ())
         if not output["words"]:
-            page["warning"] = "no text found on this page"
+            warnings.append("no text found on this page")
+        if warnings:
+            page["warning"] = "; ".join(warnings)
         result["pages"].append(page)
         for entity in output["entities"]:
             result["entities"].append({**entity, "score": round(entity["score"], 4), "page": number})

@@ -45,10 +45,11 @@ from .documents import (
     check_words_pages,
     count_pages,
     image_pages,
-    pdf_pages,
+    pdf_page_inputs,
 )
 from .fields import FieldSchema
 from .ocr import DEFAULT_OCR_ENGINE, OCR_ENGINES, parse_engine_option
+from .pdf_text import add_pdf_text_argument
 from .postprocess import RULES, RuleConfig
 from .prediction import predict_document
 
@@ -89,6 +90,7 @@ def parse_args(argv=None):
                         help="pages above this many pixels are refused (decompression-bomb guard)")
     parser.add_argument("--max_pages", type=int, default=20, help="most pages per document")
     parser.add_argument("--dpi", type=int, default=200, help="resolution PDF pages are rendered at")
+    add_pdf_text_argument(parser)
     parser.add_argument("--ocr_engine", choices=sorted(OCR_ENGINES),
                         help="OCR engine (default: the one the model's training data was read with, else rapidocr)")
     parser.add_argument("--ocr_lang", help='OCR language(s), e.g. "eng", "deu+eng" (default eng)')
@@ -165,7 +167,7 @@ class ExtractionService:
             try:
                 self._check_pages(count_pages(path, is_pdf), name)
                 if is_pdf:
-                    pages = pdf_pages(path, self.args.dpi, self.args.max_image_pixels)
+                    pages = pdf_page_inputs(path, self.args.dpi, self.args.max_image_pixels, self.args.pdf_text)
                 else:
                     pages = image_pages(path, self.args.max_image_pixels)
                 result, _ = predict_document(self.extractor, Path(name), pages, None, self.settings)

@@ -211,6 +211,11 @@ def _add_ocr_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--ocr-workers", type=int, help="pages read at once (default: CPU cores)")
     group.add_argument("--ocr-cache", type=Path, help="OCR result cache (default ~/.cache/layoutkit/ocr)")
+    group.add_argument(
+        "--pdf-text", choices=["auto", "always", "never"], default="auto",
+        help="with --ocr, a PDF page's words: auto (default) its text layer where that covers the page, else the "
+        "engine (as predict.py decides); always: the text layer; never: the engine",
+    )
 
 
 def _ocr_build(args: argparse.Namespace):
@@ -220,7 +225,8 @@ def _ocr_build(args: argparse.Namespace):
     from dataset_loader.ocr_build import OcrBuild
 
     try:
-        return OcrBuild.create(args.ocr, args.ocr_cache, args.ocr_workers, lang=args.ocr_lang, **dict(args.ocr_option))
+        return OcrBuild.create(args.ocr, args.ocr_cache, args.ocr_workers, pdf_text=args.pdf_text, lang=args.ocr_lang,
+                               **dict(args.ocr_option))
     except ValueError as error:
         raise BuildError(f"--ocr {args.ocr}: {error}") from None
 

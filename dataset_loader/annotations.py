@@ -112,10 +112,88 @@ def read_json(path: Path) -> Any:
 
 
 def read_annotation(path: Path, images_dir: Path, label_names: Sequence[str] | None = None) -> Document:
-    """Read, check and return the document described by the annotation file `path`."""
+    """Read, check and return the document described by the annotation file `path`, or by page N of it when
+    `path` is `FILE#page=N` (an annotation of a whole PDF with `word_pages`, see `annotation_pages`)."""
     path = Path(path)
-    document = parse_annotation(read_json(path), path, Path(images_dir))
+    file, page = split_page_key(path)
+    data = read_json(file)
+    dropped_relations = 0
+    if page is not None:
+        data, dropped_relations = page_of_document(data, page, path)
+    elif isinstance(data, dict) and data.get("word_pages") is not None:
+        raise AnnotationError(path, "word_pages", f"an annotation of a whole PDF needs 'image' to name a readable PDF "
+                              f"in {images_dir} (got {data.get('image')!r}); for an image file, leave 'word_pages' out")
+    document = parse_annotation(data, path, Path(images_dir))
+    if page is not None:
+        document.id = f"{file.stem}#page={page}"
+        document.document_id = document.document_id or file.stem  # its pages are kept in one split
+        document.dropped_relations += dropped_relations
     return validate_document(document, label_names)
+
+
+PAGE_KEY = "#page="
+
+
+def split_page_key(path: Path) -> tuple[Path, int | None]:
+    """`FILE#page=N` -> (FILE, N); any other path -> (path, None)."""
+    name, found, page = path.name.partition(PAGE_KEY)
+    return (path.with_name(name), int(page)) if found and page.isdigit() else (path, None)
+
+
+def annotation_pages(path: Path, images_dir: Path) -> list[Path]:
+    """What the build reads an annotation file as: the file itself (one page), or, for the annotation of a whole
+    PDF (`word_pages`: the page number of every word), one `FILE#page=N` per page of the PDF, pages without words
+    included. A file that cannot be read this way is returned as is, for the reader to report."""
+    try:
+        data = read_json(path)
+        if not isinstance(data, dict) or data.get("word_pages") is None or not isinstance(data.get("image"), str):
+            return [path]
+        pdf_file = _image_path(data["image"], images_dir, path)
+        if pdf_file.suffix.lower() not in PDF_SUFFIXES or not pdf_file.is_file():
+            return [path]
+        with PDFIUM_LOCK:
+            pdf = open_pdf(pdf_file)
+            pages = len(pdf)
+            pdf.close()
+    except (AnnotationError, DocumentError):
+        return [path]
+    return [path.with_name(f"{path.name}{PAGE_KEY}{number}") for number in range(1, pages + 1)]
+
+
+def page_of_document(data: Any, page: int, path: Path) -> tuple[Any, int]:
+    """The annotation of page `page` of a whole-PDF annotation: its words (with their boxes, labels and ids) and
+    the relations between them; and the number of relations from an entity of this page to one on another page,
+    which no page can hold (dropped, counted in the report)."""
+    file = split_page_key(path)[0]
+    if not isinstance(data, dict):
+        return data, 0  # refused by parse_annotation
+    if "page" in data:
+        raise AnnotationError(file, "page", "give either 'page' (an annotation per page) or 'word_pages' (one "
+                              "annotation of the whole PDF), not both")
+    pages = data["word_pages"]
+    words = data.get("words")
+    if not isinstance(pages, list) or not isinstance(words, list) or len(pages) != len(words):
+        raise AnnotationError(file, "word_pages", "must be a list with the page number (1 for the first page) of "
+                              "every word, as long as 'words'")
+    for index, number in enumerate(pages):
+        if not (_is_int(number) and number >= 1):
+            raise AnnotationError(file, f"word_pages[{index}]", f"is {number!r}; it must be a page number (1 for "
+                                  "the first page)")
+    keep = [index for index, number in enumerate(pages) if number == page]
+    result = {key: value for key, value in data.items() if key != "word_pages"}
+    for name in ("words", "boxes", "labels", "segment_boxes", *PER_WORD_ID_FIELDS):
+        if isinstance(data.get(name), list) and len(data[name]) == len(words):
+            result[name] = [data[name][index] for index in keep]
+    dropped = 0
+    if isinstance(data.get("entity_ids"), list) and isinstance(data.get("relations"), list):
+        here = {entity for entity in result.get("entity_ids", []) if entity is not None}
+        def kept(pair) -> bool:  # a malformed pair stays, for parse_annotation to report
+            return not (isinstance(pair, list) and len(pair) == 2) or (pair[0] in here and pair[1] in here)
+
+        result["relations"] = [pair for pair in data["relations"] if kept(pair)]
+        dropped = sum(1 for pair in data["relations"] if not kept(pair) and pair[0] in here)
+    result["page"] = page
+    return result, dropped
 
 
 def parse_annotation(data: Any, path: Path, images_dir: Path) -> Document:

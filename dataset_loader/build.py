@@ -11,7 +11,7 @@ from typing import Sequence
 
 from datasets import DatasetDict
 
-from dataset_loader.annotations import AnnotationError, Document, read_annotation
+from dataset_loader.annotations import AnnotationError, Document, annotation_pages, read_annotation
 from dataset_loader.ocr_build import OcrBuild
 from dataset_loader.preprocessing import DEFAULT_KEEP_ASPECT, DEFAULT_PAD, DEFAULT_SIZE
 from dataset_loader.report import BuildReport
@@ -59,6 +59,8 @@ def build_dataset(
     paths = sorted(annotations_dir.glob("*.json"))
     if not paths:
         raise BuildError(f"no *.json annotation files in {annotations_dir}")
+    # An annotation of a whole PDF (word_pages) is read page by page.
+    paths = [key for path in paths for key in annotation_pages(path, images_dir)]
 
     label_names = list(labels) if labels is not None else None
     reader = functools.partial(read_annotation, images_dir=images_dir, label_names=label_names)

@@ -104,3 +104,54 @@ def test_build_with_ocr_takes_the_text_layer_and_reads_scans(tmp_path):
             assert row["id"] not in section["changed_entities_by_document"]
     table = section["entities_by_label"]
     assert sum(r["exact"] for r in table.values()) >= 0.8 * sum(r["entities"] for r in table.values())
+
+
+def whole_pdf_annotations(folder: Path, output: Path) -> Path:
+    """The per-page annotations of `folder` merged into one annotation per PDF, with `word_pages`."""
+    shutil.copytree(folder / "images", output / "images")
+    (output / "annotations").mkdir()
+    documents: dict[str, list[dict]] = {}
+    for page in annotations(folder).values():
+        documents.setdefault(page["document_id"], []).append(page)
+    for name, pages in documents.items():
+        merged = {"image": f"{name}.pdf", "word_pages": []}
+        for page in sorted(pages, key=lambda page: page["page"]):
+            for key in ("words", "boxes", "labels", "segment_boxes", "entity_ids", "row_ids"):
+                merged.setdefault(key, []).extend(page[key])
+            merged["word_pages"] += [page["page"]] * len(page["words"])
+            merged.setdefault("relations", []).extend(page["relations"])
+        (output / "annotations" / f"{name}.json").write_text(json.dumps(merged))
+    return output
+
+
+def test_build_reads_an_annotation_of_a_whole_pdf_page_by_page(tmp_path):
+    per_page = generate(tmp_path / "pages", 4, seed=SEED, workers=1, multi_page=MULTI_PAGE, format="pdf", links=True)
+    folder = whole_pdf_annotations(per_page, tmp_path / "documents")
+    # A link from the first page's vendor to the second page's invoice number: no page can hold it.
+    path = folder / "annotations" / "invoice_00002.json"
+    data = json.loads(path.read_text())
+    vendor = data["entity_ids"][data["labels"].index("B-vendor")]
+    second = data["word_pages"].index(2)
+    number = next(i for i in range(second, len(data["words"])) if data["labels"][i] == "B-invoice_number")
+    data["relations"].append([vendor, data["entity_ids"][number]])
+    path.write_text(json.dumps(data))
+
+    expected = build_dataset(per_page, tmp_path / "expected", ratios=(1, 0, 0), seed=0)["train"]
+    dataset = build_dataset(folder, tmp_path / "ds", ratios=(0.5, 0.25, 0.25), seed=0)
+    rows = {row["id"]: (split, row) for split in dataset for row in dataset[split]}
+    assert sorted(rows) == ["invoice_00000#page=1", "invoice_00001#page=1", "invoice_00002#page=1",
+                            "invoice_00002#page=2", "invoice_00003#page=1", "invoice_00003#page=2"]
+    assert rows["invoice_00002#page=1"][0] == rows["invoice_00002#page=2"][0]  # one document, one split
+    for row in expected:
+        name, page = (row["id"][:-3], row["id"][-1]) if "_p" in row["id"] else (row["id"], "1")
+        split, got = rows[f"{name}#page={page}"]
+        for column in ("words", "bboxes", "ner_tags", "entity_ids", "row_ids", "relations"):
+            assert got[column] == row[column], (row["id"], column)
+    report = json.loads((tmp_path / "ds" / "build_report.json").read_text())
+    assert report["dropped_relations_by_document"] == {"invoice_00002#page=1": 1}
+
+    data["word_pages"] = data["word_pages"][:-1]
+    path.write_text(json.dumps(data))
+    with pytest.raises(AnnotationError) as caught:
+        read_annotation(Path(f"{path}#page=1"), folder / "images")
+    assert caught.value.field == "word_pages" and "as long as 'words'" in caught.value.message

@@ -11,7 +11,10 @@ With `links=True` each annotation also carries the document structure: `entity_i
 labelled entity and every keyword cue that names a value; null elsewhere), `relations` ([key id, value id]
 pairs: "Invoice No:" -> the number, "Total" -> the total, and within a row description -> quantity, unit price
 and amount) and `row_ids` (the line-item row of each table word, null elsewhere). `multi_page` continues
-some tables on a second page image (see `make_pages`).
+some tables on a second page image (see `synth_pages`).
+
+Every page records its drawing (`Page.operations`), so the same layout also becomes a born-digital PDF whose text
+layer holds the annotation's words (`generate(format="pdf")`, `synth_pdf`), or a scanned one (`scanned_pages`).
 
 Deterministic: document i depends only on (seed, i), so the same seed writes byte-identical
 annotations, whatever --num-docs or the number of worker processes (on the same installed fonts).

@@ -327,6 +327,12 @@ def test_assign_splits_keeps_groups_together():
             assert len({name for name, chosen in splits.items() if set(group) & set(chosen)}) == 1, (seed, splits)
     # Groups of one change nothing.
     assert assign_splits(ids, (0.5, 0.25, 0.25), 3, together=[["doc01"]]) == assign_splits(ids, (0.5, 0.25, 0.25), 3)
+    # Groups that share an id (a page annotated twice, in a document of several pages) are one group.
+    chained = [["doc01", "doc02"], ["doc02", "doc07"], ["doc09", "doc07"]]
+    for seed in range(10):
+        splits = assign_splits(ids, (0.5, 0.25, 0.25), seed, together=chained)
+        assert sorted(i for chosen in splits.values() for i in chosen) == ids
+        assert len({name for name, chosen in splits.items() if {"doc01", "doc02", "doc07", "doc09"} & set(chosen)}) == 1
 
 
 def test_duplicate_images_are_reported_and_kept_in_one_split(tmp_path):

@@ -70,6 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--multi-page", type=float, default=0.0, metavar="SHARE",
                        help="share of invoices (0-1) whose item table continues on a second page image "
                        "(<name>_p2.png; both pages carry document_id and page); default 0")
+    synth.add_argument("--format", choices=["png", "pdf"], default="png",
+                       help="png: one image per page (default); pdf: one PDF per invoice (born-digital: its text "
+                       "layer holds the annotation's words) in images/, one annotation per page with page, "
+                       "document_id and source (pdf_text or scanned); boxes are pixels at 200 DPI")
+    synth.add_argument("--scanned-share", type=float, default=0.0, metavar="SHARE",
+                       help="with --format pdf: share of invoices (0-1) written as scans (page images with scan "
+                       "noise, no text layer); half of those with two pages are mixed (one page scanned); default 0")
     synth.set_defaults(run=_run_synth)
 
     _add_classification_commands(commands)
@@ -204,6 +211,11 @@ def _add_ocr_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--ocr-workers", type=int, help="pages read at once (default: CPU cores)")
     group.add_argument("--ocr-cache", type=Path, help="OCR result cache (default ~/.cache/layoutkit/ocr)")
+    group.add_argument(
+        "--pdf-text", choices=["auto", "always", "never"], default="auto",
+        help="with --ocr, a PDF page's words: auto (default) its text layer where that covers the page, else the "
+        "engine (as predict.py decides); always: the text layer; never: the engine",
+    )
 
 
 def _ocr_build(args: argparse.Namespace):
@@ -213,7 +225,8 @@ def _ocr_build(args: argparse.Namespace):
     from dataset_loader.ocr_build import OcrBuild
 
     try:
-        return OcrBuild.create(args.ocr, args.ocr_cache, args.ocr_workers, lang=args.ocr_lang, **dict(args.ocr_option))
+        return OcrBuild.create(args.ocr, args.ocr_cache, args.ocr_workers, pdf_text=args.pdf_text, lang=args.ocr_lang,
+                               **dict(args.ocr_option))
     except ValueError as error:
         raise BuildError(f"--ocr {args.ocr}: {error}") from None
 
@@ -270,8 +283,11 @@ def _run_synth(args: argparse.Namespace) -> int:
         if args.overwrite:
             shutil.rmtree(args.output / folder, ignore_errors=True)
     start = time.perf_counter()
-    generate(args.output, args.num_docs, seed=args.seed, workers=args.workers, links=args.links,
-             multi_page=args.multi_page)
+    try:
+        generate(args.output, args.num_docs, seed=args.seed, workers=args.workers, links=args.links,
+                 multi_page=args.multi_page, format=args.format, scanned_share=args.scanned_share)
+    except ValueError as error:
+        raise BuildError(str(error)) from None
     print(f"wrote {args.num_docs} invoices to {args.output} in {time.perf_counter() - start:.1f} s")
     return 0
 

@@ -13,6 +13,9 @@ from PIL import Image, ImageSequence
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
 PDF_SUFFIXES = {".pdf"}
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+# The resolution PDF pages are rendered at (predict.py/serve --dpi, the dataset builder, the PDF sample data):
+# a page of W x H points becomes W*dpi/72 x H*dpi/72 pixels.
+DEFAULT_PDF_DPI = 200
 
 
 class DocumentError(Exception):

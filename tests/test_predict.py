@@ -249,7 +249,7 @@ def test_pdf_errors_do_not_leak_between_files(tmp_path):
     (tmp_path / "empty.pdf").write_bytes(pdf_file(["<< /Type /Catalog /Pages 2 0 R >>",
                                                    "<< /Type /Pages /Kids [] /Count 0 >>"]))
     text_page("Total 12.00").save(tmp_path / "good.pdf", resolution=100)
-    args = SimpleNamespace(dpi=100, max_image_pixels=predict.DEFAULT_MAX_PIXELS)
+    args = SimpleNamespace(dpi=100, max_image_pixels=predict.DEFAULT_MAX_PIXELS, pdf_text="auto")
 
     def problem(name: str) -> str:
         path = Path(tmp_path / name)

@@ -10,6 +10,9 @@ from pathlib import Path
 
 from PIL import Image, ImageSequence
 
+from .pdf_text import PDFIUM_LOCK, PdfPageError
+from .pdf_text import pdf_page_inputs as read_pdf_pages
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
 PDF_SUFFIXES = {".pdf"}
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
@@ -83,19 +86,21 @@ def open_pdf(path: Path):
     pdfium = import_pdfium(path)
     import pypdfium2.raw as pdfium_c
 
-    raw = pdfium_c.FPDF_LoadDocument(os.fsencode(path), None)
+    with PDFIUM_LOCK:
+        raw = pdfium_c.FPDF_LoadDocument(os.fsencode(path), None)
+        code = None if raw else pdfium_c.FPDF_GetLastError()
     if not raw:
-        code = pdfium_c.FPDF_GetLastError()
         if code in (pdfium_c.FPDF_ERR_PASSWORD, pdfium_c.FPDF_ERR_SECURITY):
             raise DocumentError(f"{path}: the PDF is encrypted (password protected); decrypt it first")
         reasons = {pdfium_c.FPDF_ERR_FILE: "the file cannot be opened", pdfium_c.FPDF_ERR_FORMAT: "data format error",
                    pdfium_c.FPDF_ERR_PAGE: "page not found or content error"}
         reason = reasons.get(code, f"PDFium error code {code}")
         raise DocumentError(f"{path}: not a readable PDF ({reason}); re-export or repair it")
-    pdf = pdfium.PdfDocument(raw)
-    if len(pdf) == 0:
-        pdf.close()
-        raise DocumentError(f"{path}: the PDF has no pages")
+    with PDFIUM_LOCK:
+        pdf = pdfium.PdfDocument(raw)
+        if len(pdf) == 0:
+            pdf.close()
+            raise DocumentError(f"{path}: the PDF has no pages")
     return pdf
 
 
@@ -103,13 +108,10 @@ def pdf_page_inputs(path: Path, dpi: int, max_pixels: int, pdf_text: str = "auto
     """Every page of a PDF, one at a time, as a pipeline input (`pdf_text.page_input`): its image rendered at `dpi`
     and, where its text layer covers it (`pdf_text`: auto, always, never), its words; the other pages are read by
     OCR. Each page is checked against `max_pixels` before it is rendered."""
-    from .pdf_text import PdfPageError
-    from .pdf_text import pdf_page_inputs as read_pages
-
     pdfium = import_pdfium(path)
     pdf = open_pdf(path)
     try:
-        yield from read_pages(pdf, dpi, pdf_text, str(path),
+        yield from read_pdf_pages(pdf, dpi, pdf_text, str(path),
                               check_size=lambda width, height, number: check_pixels(path, width, height, max_pixels,
                                                                                     number))
     except PdfPageError as error:
@@ -117,7 +119,8 @@ def pdf_page_inputs(path: Path, dpi: int, max_pixels: int, pdf_text: str = "auto
     except pdfium.PdfiumError as error:
         raise DocumentError(f"{path}: a page could not be read ({error})") from None
     finally:
-        pdf.close()
+        with PDFIUM_LOCK:
+            pdf.close()
 
 
 def pdf_pages(path: Path, dpi: int, max_pixels: int):
@@ -130,10 +133,11 @@ def count_pages(path: Path, is_pdf: bool) -> int:
     """The number of pages of a PDF or frames of an image file, read without rendering or decoding them."""
     if is_pdf:
         pdf = open_pdf(path)
-        try:
-            return len(pdf)
-        finally:
-            pdf.close()
+        with PDFIUM_LOCK:
+            try:
+                return len(pdf)
+            finally:
+                pdf.close()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

@@ -35,6 +35,7 @@ the standard library, numpy, PIL and sibling modules at module level; pypdfium2 
 from __future__ import annotations
 
 import ctypes
+import threading
 import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -43,6 +44,10 @@ import numpy as np
 from PIL import Image
 
 from .ocr import OcrEngine, OcrResult, get_ocr_engine
+
+# PDFium must not be called from two threads at once (the service reads documents in a thread pool): every call
+# into it from layoutkit holds this lock.
+PDFIUM_LOCK = threading.RLock()
 
 PDF_TEXT_MODES = ("auto", "always", "never")
 PDF_TEXT_HELP = ("where a PDF page's words come from: auto (default) its text layer when that covers the page, else "
@@ -410,14 +415,16 @@ def pdf_page_inputs(pdf, dpi: float = 200, pdf_text: str = "auto", where: str = 
     `check_size(width_px, height_px, number)`, when given, runs before a page is rendered (a pixel limit)."""
     scale = dpi / 72
     for index in range(len(pdf)):
-        page = pdf[index]
-        try:
-            if check_size is not None:
-                width, height = page.get_size()
-                check_size(width * scale, height * scale, index + 1)
-            yield page_input(page, scale, pdf_text, f"{where}: page {index + 1}")
-        finally:
-            page.close()
+        with PDFIUM_LOCK:  # released while the caller uses the page (OCR, the model)
+            page = pdf[index]
+            try:
+                if check_size is not None:
+                    width, height = page.get_size()
+                    check_size(width * scale, height * scale, index + 1)
+                item = page_input(page, scale, pdf_text, f"{where}: page {index + 1}")
+            finally:
+                page.close()
+        yield item
 
 
 # --------------------------------------------------------------------------- one page, for the dataset builder
@@ -442,16 +449,17 @@ def page_words(pdf, page_index: int, pdf_text: str = "auto", engine: OcrEngine |
     rendering). Raises PdfPageError naming the file and page when the page cannot be read."""
     pdfium = import_pdfium()
     where = f"{pdf if not isinstance(pdf, pdfium.PdfDocument) else 'PDF'}: page {page_index + 1}"
-    document = pdf if isinstance(pdf, pdfium.PdfDocument) else _open(pdfium, pdf)
-    try:
-        page = document[page_index]
+    with PDFIUM_LOCK:
+        document = pdf if isinstance(pdf, pdfium.PdfDocument) else _open(pdfium, pdf)
         try:
-            inputs = page_input(page, dpi / 72, pdf_text, where, image)
+            page = document[page_index]
+            try:
+                inputs = page_input(page, dpi / 72, pdf_text, where, image)
+            finally:
+                page.close()
         finally:
-            page.close()
-    finally:
-        if document is not pdf:
-            document.close()
+            if document is not pdf:
+                document.close()
     warning = "; ".join(inputs["warnings"]) or None
     if inputs["words_source"] is not None:
         words = inputs["words"]

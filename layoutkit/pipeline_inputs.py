@@ -22,7 +22,7 @@ from .boxes import load_page, resize_document
 from .encoding import LayoutCollator, encode_pages
 from .modeling import model_family, pil_image_processor
 from .ocr import DEFAULT_OCR_ENGINE, OcrEngine, get_ocr_engine
-from .pdf_text import check_pdf_text_mode, import_pdfium, pdf_page_inputs
+from .pdf_text import PDFIUM_LOCK, check_pdf_text_mode, import_pdfium, pdf_page_inputs
 from .validation import FieldError, check_box, is_blank_word, normalised_boxes_problem
 
 DEFAULT_WINDOW_BATCH_SIZE = 8
@@ -203,15 +203,16 @@ class WindowedLayoutPipeline(Pipeline):
         """
         check_pdf_text_mode(pdf_text)
         pdfium = import_pdfium()
-        document = pdf if isinstance(pdf, pdfium.PdfDocument) else pdfium.PdfDocument(
-            pdf if isinstance(pdf, (bytes, bytearray)) else str(pdf))
-        try:
-            if len(document) == 0:
-                raise ValueError(f"{where}: the PDF has no pages")
-            return list(pdf_page_inputs(document, dpi, pdf_text, where))
-        finally:
-            if document is not pdf:
-                document.close()
+        with PDFIUM_LOCK:
+            document = pdf if isinstance(pdf, pdfium.PdfDocument) else pdfium.PdfDocument(
+                pdf if isinstance(pdf, (bytes, bytearray)) else str(pdf))
+            try:
+                if len(document) == 0:
+                    raise ValueError(f"{where}: the PDF has no pages")
+                return list(pdf_page_inputs(document, dpi, pdf_text, where))
+            finally:
+                if document is not pdf:
+                    document.close()
 
     def ocr_engine(self, overrides: dict[str, Any] | None = None) -> OcrEngine:
         """The engine this pipeline reads pages with (see `resolve_ocr_engine`)."""

@@ -277,3 +277,24 @@ def test_endpoint_handler_reads_the_text_layer(vendor_ner_checkpoint, tmp_path):
     page, error = run_fresh_python(HANDLER_PDF_SCRIPT, [vendor_ner_checkpoint, path], tmp_path)
     assert page["words_source"] == "pdf_text" and [w["text"] for w in page["words"]] == words_of(samples.LINES)
     assert "pdf_text must be one of auto, always, never" in error
+
+
+def test_service_reads_the_text_layer(vendor_ner_checkpoint, tmp_path):
+    """The HTTP service's document path (`ExtractionService.extract_file`, what POST /v1/extract runs in its pool)
+    with --pdf_text: a born-digital upload is read from its text layer; --pdf_text never sends it to OCR."""
+    pytest.importorskip("fastapi")
+    from layoutkit import serve
+
+    data = samples.born_digital(tmp_path / "invoice.pdf").read_bytes()
+    args = serve.parse_args(["--model", str(vendor_ner_checkpoint), "--device", "cpu", "--dpi", "100"])
+    assert args.pdf_text == "auto"
+    service = serve.ExtractionService(serve.build_extractor(args), args)
+    try:
+        result = service.extract_file(data, "invoice.pdf", "application/pdf")
+        assert result["source"] == "invoice.pdf" and [p["words_source"] for p in result["pages"]] == ["pdf_text"]
+        assert [w["text"] for w in result["words"]] == words_of(samples.LINES)
+        with pytest.raises(SystemExit):
+            serve.parse_args(["--model", str(vendor_ner_checkpoint), "--pdf_text", "sometimes"])
+    finally:
+        service.extractor.batcher.close()
+        service.pool.shutdown()

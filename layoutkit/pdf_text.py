@@ -37,8 +37,9 @@ from __future__ import annotations
 import ctypes
 import threading
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 from PIL import Image

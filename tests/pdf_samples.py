@@ -147,5 +147,5 @@ def ink_outside(image: Image.Image, boxes, pad: int = 3) -> float:
 
 def ink_inside(image: Image.Image, box) -> float:
     """The share of dark pixels inside `box`."""
-    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    x0, y0, x1, y1 = (round(v) for v in box)
     return float((np.asarray(image.convert("L"))[y0:y1 + 1, x0:x1 + 1] < 128).mean())

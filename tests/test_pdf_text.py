@@ -9,9 +9,8 @@ import shutil
 import sys
 from pathlib import Path
 
-import pytest
-
 import pdf_samples as samples
+import pytest
 from conftest import REPO_ROOT, run_command, run_fresh_python
 
 pytest.importorskip("reportlab")
@@ -42,7 +41,7 @@ def test_words_and_boxes_lie_on_the_rendered_page(tmp_path, rotation):
     assert samples.ink_outside(page["image"], page["boxes"]) < 0.002
     assert min(samples.ink_inside(page["image"], box) for box in page["boxes"]) > 0.1
     if rotation == 0:  # the first word starts at x = 72 pt and its line's baseline is y = 842 - 760 pt
-        x0, y0, x1, y1 = page["boxes"][0]
+        x0, _, _, y1 = page["boxes"][0]
         scale = page["image"].width / samples.PAGE[0]
         assert abs(x0 - 72 * scale) < 2 * scale and abs(y1 - (samples.PAGE[1] - 760) * scale) < 2 * scale  # ink, not bearings
         assert page["line_ids"][:4] == [0, 0, 1, 1]

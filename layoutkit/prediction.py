@@ -52,7 +52,8 @@ def predict_document(extractor, source: Path | None, pages, words_pages, args, l
         except ValueError as error:
             raise DocumentError(f"{source or args.words_json}: page {number}: {error}") from None
         page = {"page": number, "width": output["width"], "height": output["height"], "num_words": len(output["words"]),
-                "words_source": output["words_source"]}
+                # The pipeline says where the words came from (an extractor that does not: what the input said).
+                "words_source": output.get("words_source", inputs.get("words_source"))}
         if page_input.get("route"):
             page["route"] = page_input["route"]
         if page_input.get("dropped_chars"):

@@ -16,6 +16,7 @@ from dataset_loader.writer import BuildError
 from layoutkit.cli import program_name
 from layoutkit.pipelines.boxes import RESIZE_MODES, parse_size
 from layoutkit.pipelines.ocr import parse_engine_option
+from layoutkit.pipelines.pdf_text import PDF_TEXT_MODES
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -72,6 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--multi_page", type=float, default=0.0, metavar="SHARE",
                        help="share of invoices (0-1) whose item table continues on a second page image "
                        "(<name>_p2.png; both pages carry document_id and page); default 0")
+    synth.add_argument("--format", choices=["png", "pdf"], default="png",
+                       help="png: one image per page (default); pdf: one PDF per invoice (born-digital: its text "
+                       "layer holds the annotation's words) in images/, one annotation per page with page, "
+                       "document_id and source (pdf_text or scanned); boxes are pixels at 200 DPI")
+    synth.add_argument("--scanned_share", type=float, default=0.0, metavar="SHARE",
+                       help="with --format pdf: share of invoices (0-1) written as scans (page images with scan "
+                       "noise, no text layer); half of those with two pages are mixed (one page scanned); default 0")
     synth.set_defaults(run=_run_synth)
 
     _add_classification_commands(commands)
@@ -206,6 +214,11 @@ def _add_ocr_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--ocr_workers", type=int, help="pages read at once (default: CPU cores)")
     group.add_argument("--ocr_cache", type=Path, help="OCR result cache (default ~/.cache/layoutkit/ocr)")
+    group.add_argument(
+        "--pdf_text", choices=PDF_TEXT_MODES, default="auto",
+        help="with --ocr, a PDF page's words: auto (default) its text layer where that covers the page, else the "
+        "engine (as predict.py decides); always: the text layer; never: the engine",
+    )
 
 
 def _ocr_build(args: argparse.Namespace):
@@ -215,7 +228,8 @@ def _ocr_build(args: argparse.Namespace):
     from dataset_loader.ocr_build import OcrBuild
 
     try:
-        return OcrBuild.create(args.ocr, args.ocr_cache, args.ocr_workers, lang=args.ocr_lang, **dict(args.ocr_option))
+        return OcrBuild.create(args.ocr, args.ocr_cache, args.ocr_workers, pdf_text=args.pdf_text, lang=args.ocr_lang,
+                               **dict(args.ocr_option))
     except ValueError as error:
         raise BuildError(f"--ocr {args.ocr}: {error}") from None
 
@@ -272,8 +286,11 @@ def _run_synth(args: argparse.Namespace) -> int:
         if args.overwrite:
             shutil.rmtree(args.output / folder, ignore_errors=True)
     start = time.perf_counter()
-    generate(args.output, args.num_docs, seed=args.seed, workers=args.workers, links=args.links,
-             multi_page=args.multi_page)
+    try:
+        generate(args.output, args.num_docs, seed=args.seed, workers=args.workers, links=args.links,
+                 multi_page=args.multi_page, format=args.format, scanned_share=args.scanned_share)
+    except ValueError as error:
+        raise BuildError(str(error)) from None
     print(f"wrote {args.num_docs} invoices to {args.output} in {time.perf_counter() - start:.1f} s")
     return 0
 

@@ -15,14 +15,17 @@ from typing import Any, Sequence
 from PIL import ExifTags, Image
 
 from layoutkit.pipelines.boxes import load_page
+from layoutkit.apps.documents import DEFAULT_PDF_DPI, PDF_SUFFIXES, DocumentError, open_pdf
 from layoutkit.pipelines.labels import is_bio_tag
+from layoutkit.pipelines.pdf_text import PDFIUM_LOCK  # one lock for every PDFium call in the process
 from layoutkit.pipelines.input_validation import BOX_TOLERANCE  # noqa: F401 (re-exported: the builder's tolerance is inference's)
 from layoutkit.pipelines.input_validation import FieldError, check_box, is_blank_word, normalised_boxes_problem
 
 REQUIRED_FIELDS = ("image", "words", "boxes", "labels")
-OPTIONAL_FIELDS = ("segment_boxes", "entity_ids", "relations", "row_ids")
+OPTIONAL_FIELDS = ("segment_boxes", "entity_ids", "relations", "row_ids", "page", "document_id", "source")
 # Per-word optional fields: one int (or null) per word, dropped with blank words like boxes and labels.
 PER_WORD_ID_FIELDS = ("entity_ids", "row_ids")
+
 
 # EXIF orientations 5-8 rotate by 90 degrees, so the upright page has width and height swapped.
 _TRANSPOSED_ORIENTATIONS = {5, 6, 7, 8}
@@ -68,9 +71,21 @@ class Document:
     # (field, message) of what is readable but almost surely wrong (boxes that look normalised): the build
     # reports them as warnings, and --strict refuses the document.
     warnings: list[tuple[str, str]] = field(default_factory=list)
+    # The page of a PDF `image_file` (1-based; None for an image file), rendered at DEFAULT_PDF_DPI: the boxes are
+    # pixels of that rendering.
+    page: int | None = None
+    # The document the page belongs to (its pages are kept in one split); None: the page is a document of its own.
+    document_id: str | None = None
+
+    @property
+    def is_pdf(self) -> bool:
+        return self.image_file.suffix.lower() in PDF_SUFFIXES
 
     def load_image(self) -> Image.Image:
-        """Decode the page as upright RGB (EXIF orientation applied, any mode converted)."""
+        """Decode the page as upright RGB (EXIF orientation applied, any mode converted; a PDF page rendered at
+        DEFAULT_PDF_DPI)."""
+        if self.is_pdf:
+            return render_pdf_page(self.image_file, self.page or 1, self.annotation_file)
         try:
             with Image.open(self.image_file) as image:
                 return load_page(image)
@@ -95,10 +110,88 @@ def read_json(path: Path) -> Any:
 
 
 def read_annotation(path: Path, images_dir: Path, label_names: Sequence[str] | None = None) -> Document:
-    """Read, check and return the document described by the annotation file `path`."""
+    """Read, check and return the document described by the annotation file `path`, or by page N of it when
+    `path` is `FILE#page=N` (an annotation of a whole PDF with `word_pages`, see `annotation_pages`)."""
     path = Path(path)
-    document = parse_annotation(read_json(path), path, Path(images_dir))
+    file, page = split_page_key(path)
+    data = read_json(file)
+    dropped_relations = 0
+    if page is not None:
+        data, dropped_relations = page_of_document(data, page, path)
+    elif isinstance(data, dict) and data.get("word_pages") is not None:
+        raise AnnotationError(path, "word_pages", f"an annotation of a whole PDF needs 'image' to name a readable PDF "
+                              f"in {images_dir} (got {data.get('image')!r}); for an image file, leave 'word_pages' out")
+    document = parse_annotation(data, path, Path(images_dir))
+    if page is not None:
+        document.id = f"{file.stem}#page={page}"
+        document.document_id = document.document_id or file.stem  # its pages are kept in one split
+        document.dropped_relations += dropped_relations
     return validate_document(document, label_names)
+
+
+PAGE_KEY = "#page="
+
+
+def split_page_key(path: Path) -> tuple[Path, int | None]:
+    """`FILE#page=N` -> (FILE, N); any other path -> (path, None)."""
+    name, found, page = path.name.partition(PAGE_KEY)
+    return (path.with_name(name), int(page)) if found and page.isdigit() else (path, None)
+
+
+def annotation_pages(path: Path, images_dir: Path) -> list[Path]:
+    """What the build reads an annotation file as: the file itself (one page), or, for the annotation of a whole
+    PDF (`word_pages`: the page number of every word), one `FILE#page=N` per page of the PDF, pages without words
+    included. A file that cannot be read this way is returned as is, for the reader to report."""
+    try:
+        data = read_json(path)
+        if not isinstance(data, dict) or data.get("word_pages") is None or not isinstance(data.get("image"), str):
+            return [path]
+        pdf_file = _image_path(data["image"], images_dir, path)
+        if pdf_file.suffix.lower() not in PDF_SUFFIXES or not pdf_file.is_file():
+            return [path]
+        with PDFIUM_LOCK:
+            pdf = open_pdf(pdf_file)
+            pages = len(pdf)
+            pdf.close()
+    except (AnnotationError, DocumentError):
+        return [path]
+    return [path.with_name(f"{path.name}{PAGE_KEY}{number}") for number in range(1, pages + 1)]
+
+
+def page_of_document(data: Any, page: int, path: Path) -> tuple[Any, int]:
+    """The annotation of page `page` of a whole-PDF annotation: its words (with their boxes, labels and ids) and
+    the relations between them; and the number of relations from an entity of this page to one on another page,
+    which no page can hold (dropped, counted in the report)."""
+    file = split_page_key(path)[0]
+    if not isinstance(data, dict):
+        return data, 0  # refused by parse_annotation
+    if "page" in data:
+        raise AnnotationError(file, "page", "give either 'page' (an annotation per page) or 'word_pages' (one "
+                              "annotation of the whole PDF), not both")
+    pages = data["word_pages"]
+    words = data.get("words")
+    if not isinstance(pages, list) or not isinstance(words, list) or len(pages) != len(words):
+        raise AnnotationError(file, "word_pages", "must be a list with the page number (1 for the first page) of "
+                              "every word, as long as 'words'")
+    for index, number in enumerate(pages):
+        if not (_is_int(number) and number >= 1):
+            raise AnnotationError(file, f"word_pages[{index}]", f"is {number!r}; it must be a page number (1 for "
+                                  "the first page)")
+    keep = [index for index, number in enumerate(pages) if number == page]
+    result = {key: value for key, value in data.items() if key != "word_pages"}
+    for name in ("words", "boxes", "labels", "segment_boxes", *PER_WORD_ID_FIELDS):
+        if isinstance(data.get(name), list) and len(data[name]) == len(words):
+            result[name] = [data[name][index] for index in keep]
+    dropped = 0
+    if isinstance(data.get("entity_ids"), list) and isinstance(data.get("relations"), list):
+        here = {entity for entity in result.get("entity_ids", []) if entity is not None}
+        def kept(pair) -> bool:  # a malformed pair stays, for parse_annotation to report
+            return not (isinstance(pair, list) and len(pair) == 2) or (pair[0] in here and pair[1] in here)
+
+        result["relations"] = [pair for pair in data["relations"] if kept(pair)]
+        dropped = sum(1 for pair in data["relations"] if not kept(pair) and pair[0] in here)
+    result["page"] = page
+    return result, dropped
 
 
 def parse_annotation(data: Any, path: Path, images_dir: Path) -> Document:
@@ -125,6 +218,13 @@ def parse_annotation(data: Any, path: Path, images_dir: Path) -> Document:
             raise AnnotationError(path, name, message)
 
     ids = {name: _parse_word_ids(data.get(name), name, path) for name in PER_WORD_ID_FIELDS}
+    page = data.get("page")
+    if page is not None and not (_is_int(page) and page >= 1):
+        raise AnnotationError(path, "page", f"is {page!r}; it must be the page number (1 for the first page)")
+    document_id = data.get("document_id")
+    if document_id is not None and (not isinstance(document_id, str) or not document_id.strip()):
+        raise AnnotationError(path, "document_id", f"is {document_id!r}; it must be a non-empty string naming the "
+                              "document the page belongs to")
     return Document(
         id=path.stem,
         annotation_file=path,
@@ -137,6 +237,8 @@ def parse_annotation(data: Any, path: Path, images_dir: Path) -> Document:
         relations=_parse_relations(data.get("relations"), path),
         row_ids=ids["row_ids"],
         unknown_fields=sorted(set(data) - set(REQUIRED_FIELDS) - set(OPTIONAL_FIELDS)),
+        page=page,
+        document_id=document_id,
     )
 
 
@@ -206,7 +308,11 @@ def validate_document(document: Document, label_names: Sequence[str] | None = No
                 f"{label!r} is not in the label list ({', '.join(label_names)}); fix the tag or add it with --labels",
             )
 
-    width, height = image_size(document.image_file, file)
+    if document.is_pdf:
+        check_pdf_page(document)
+        width, height = document.load_image().size  # rendered now: a page that cannot be must fail here
+    else:
+        width, height = image_size(document.image_file, file)
     document.boxes = [_check_box(box, f"boxes[{i}]", width, height, file) for i, box in enumerate(document.boxes)]
     if document.segment_boxes is not None:
         document.segment_boxes = [
@@ -267,6 +373,48 @@ def image_size(image_file: Path, annotation_file: Path) -> tuple[int, int]:
             annotation_file, "image", f"image file {image_file} cannot be read ({error}); re-export or replace it"
         ) from None
     return (height, width) if orientation in _TRANSPOSED_ORIENTATIONS else (width, height)
+
+
+def check_pdf_page(document: Document) -> None:
+    """The annotation's page exists in its PDF; a PDF of several pages needs `page`. Raises AnnotationError."""
+    if not document.image_file.is_file():
+        raise AnnotationError(document.annotation_file, "image",
+                              f"PDF {document.image_file} does not exist; put the PDF there or fix the name")
+    with PDFIUM_LOCK:
+        try:
+            pdf = open_pdf(document.image_file)
+        except DocumentError as error:
+            raise AnnotationError(document.annotation_file, "image", f"{error}") from None
+        pages = len(pdf)
+        pdf.close()
+    if document.page is None and pages > 1:
+        raise AnnotationError(document.annotation_file, "page", f"{document.image_file} has {pages} pages; say which "
+                              "one this annotation describes with \"page\" (1 for the first)")
+    if document.page is not None and document.page > pages:
+        raise AnnotationError(document.annotation_file, "page", f"is {document.page}, but {document.image_file} has "
+                              f"{pages} page{'s' if pages > 1 else ''}")
+
+
+def render_pdf_page(pdf_file: Path, page: int, annotation_file: Path, dpi: int = DEFAULT_PDF_DPI) -> Image.Image:
+    """Page `page` (1-based) of a PDF rendered at `dpi` as RGB, as predict.py and the service render it."""
+    from layoutkit.pipelines.pdf_text import PdfPageError, render_page
+
+    where = f"{pdf_file}: page {page}"
+    with PDFIUM_LOCK:
+        try:
+            pdf = open_pdf(pdf_file)
+        except DocumentError as error:
+            raise AnnotationError(annotation_file, "image", str(error)) from None
+        try:
+            pdf_page = pdf[page - 1]
+            try:
+                return render_page(pdf_page, dpi / 72, where)
+            finally:
+                pdf_page.close()
+        except PdfPageError as error:
+            raise AnnotationError(annotation_file, "page", str(error)) from None
+        finally:
+            pdf.close()
 
 
 def _image_path(name: str, images_dir: Path, annotation_file: Path) -> Path:

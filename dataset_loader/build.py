@@ -5,12 +5,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 from datasets import DatasetDict
 
-from dataset_loader.annotations import AnnotationError, Document, read_annotation
+from dataset_loader.annotations import AnnotationError, Document, annotation_pages, read_annotation
 from dataset_loader.ocr_build import OcrBuild
 from dataset_loader.preprocessing import DEFAULT_KEEP_ASPECT, DEFAULT_PAD, DEFAULT_SIZE
 from dataset_loader.report import BuildReport
@@ -58,6 +59,8 @@ def build_dataset(
     paths = sorted(annotations_dir.glob("*.json"))
     if not paths:
         raise BuildError(f"no *.json annotation files in {annotations_dir}")
+    # An annotation of a whole PDF (word_pages) is read page by page.
+    paths = [key for path in paths for key in annotation_pages(path, images_dir)]
 
     label_names = list(labels) if labels is not None else None
     reader = functools.partial(read_annotation, images_dir=images_dir, label_names=label_names)
@@ -85,7 +88,7 @@ def build_documents(
     checked Document (the user format, a Label Studio export): check every document (warnings, --strict), keep
     duplicate pages in one split, assign splits and write the dataset."""
     label_names = list(labels) if labels is not None else None
-    image_files: dict[Path, Path] = {}
+    image_files: dict[Path, PageSource] = {}
     kept, tags = scan_documents(paths, _first_pass_reader(reader, report, strict, image_files), report, strict)
     if not kept:
         raise abort_with_report(output, report, f"no valid document in {source_name}")
@@ -93,7 +96,8 @@ def build_documents(
     duplicates = duplicate_images(kept, image_files)
     report_duplicates(duplicates, image_files, report)
     by_id = {ref.id: ref for ref in kept}
-    together = [[ref.id for ref in group] for group in duplicates]
+    # A page annotated twice, and the pages of one document (same document_id), stay in one split.
+    together = [[ref.id for ref in group] for group in duplicates] + document_pages(kept, image_files)
     assignment = assign_splits(list(by_id), ratios, seed, together=together)
     splits = {name: [by_id[i] for i in ids] for name, ids in assignment.items()}
     return write_dataset(
@@ -109,7 +113,21 @@ def build_documents(
     )
 
 
-def _first_pass_reader(reader: Reader, report: BuildReport, strict: bool, image_files: dict[Path, Path]) -> Reader:
+@dataclass(frozen=True)
+class PageSource:
+    """Where a document's page comes from: an image file, or a page of a PDF; and the document it belongs to."""
+
+    file: Path
+    page: int | None = None
+    document_id: str | None = None
+
+    def __str__(self) -> str:
+        return str(self.file) if self.page is None else f"{self.file} page {self.page}"
+
+
+def _first_pass_reader(
+    reader: Reader, report: BuildReport, strict: bool, image_files: dict[Path, PageSource]
+) -> Reader:
     """`reader` for pass 1 (checking): it also reports each document's warnings, or refuses the document with
     --strict, and records its image file for the duplicate check. Pass 2 reads with the plain `reader`, so a
     warning is reported once."""
@@ -120,27 +138,39 @@ def _first_pass_reader(reader: Reader, report: BuildReport, strict: bool, image_
             if strict:
                 raise AnnotationError(path, field, message)
             report.warn(path, f"{field}: {message}")
-        image_files[path] = document.image_file
+        image_files[path] = PageSource(document.image_file, document.page if document.is_pdf else None,
+                                       document.document_id)
         return document
 
     return read
 
 
-def duplicate_images(refs: Sequence[DocumentRef], image_files: dict[Path, Path]) -> list[list[DocumentRef]]:
-    """Groups of documents whose annotations describe the same image: the same file, or files with identical
-    bytes (a page exported twice under two names)."""
+def duplicate_images(refs: Sequence[DocumentRef], image_files: dict[Path, PageSource]) -> list[list[DocumentRef]]:
+    """Groups of documents whose annotations describe the same image: the same file (the same page of a PDF), or
+    files with identical bytes (a page exported twice under two names)."""
     digests: dict[Path, str] = {}  # one read per file, however many annotations name it
-    by_content: dict[str, list[DocumentRef]] = {}
+    by_content: dict[tuple[str, int | None], list[DocumentRef]] = {}
     for ref in refs:
-        image = image_files[ref.path].resolve()
+        source = image_files[ref.path]
+        image = source.file.resolve()
         if image not in digests:
             with open(image, "rb") as handle:
                 digests[image] = hashlib.file_digest(handle, "sha256").hexdigest()
-        by_content.setdefault(digests[image], []).append(ref)
+        by_content.setdefault((digests[image], source.page), []).append(ref)
     return [group for group in by_content.values() if len(group) > 1]
 
 
-def report_duplicates(groups: list[list[DocumentRef]], image_files: dict[Path, Path], report: BuildReport) -> None:
+def document_pages(refs: Sequence[DocumentRef], image_files: dict[Path, PageSource]) -> list[list[str]]:
+    """The ids of the pages of each document of several pages (annotations sharing a `document_id`)."""
+    by_document: dict[str, list[str]] = {}
+    for ref in refs:
+        document_id = image_files[ref.path].document_id
+        if document_id is not None:
+            by_document.setdefault(document_id, []).append(ref.id)
+    return [ids for ids in by_document.values() if len(ids) > 1]
+
+
+def report_duplicates(groups: list[list[DocumentRef]], image_files: dict[Path, PageSource], report: BuildReport) -> None:
     for group in groups:
         first, others = group[0], group[1:]
         images = sorted({str(image_files[ref.path]) for ref in group})

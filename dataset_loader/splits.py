@@ -64,11 +64,14 @@ def assign_splits(
 
 
 def _units(ids: Sequence[str], together: Iterable[Iterable[str]]) -> list[tuple[str, ...]]:
-    """The ids as sorted shuffle units: one tuple per group in `together` (its ids sorted), one per other id."""
+    """The ids as sorted shuffle units: one tuple per group in `together` (its ids sorted; groups that share an id
+    are one group: a page annotated twice in a document of several pages), one per other id."""
     known = set(ids)
-    group_of: dict[str, tuple[str, ...]] = {}
+    group_of: dict[str, frozenset[str]] = {}
     for group in together:
-        members = tuple(sorted(set(group) & known))
+        members = frozenset(set(group) & known)
+        for member in list(members):
+            members |= group_of.get(member, frozenset())
         for member in members:
             group_of[member] = members
-    return sorted({group_of.get(id_, (id_,)) for id_ in ids})
+    return sorted({tuple(sorted(group_of.get(id_, (id_,)))) for id_ in ids})

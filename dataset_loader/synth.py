@@ -11,7 +11,10 @@ With `links=True` each annotation also carries the document structure: `entity_i
 labelled entity and every keyword cue that names a value; null elsewhere), `relations` ([key id, value id]
 pairs: "Invoice No:" -> the number, "Total" -> the total, and within a row description -> quantity, unit price
 and amount) and `row_ids` (the line-item row of each table word, null elsewhere). `multi_page` continues
-some tables on a second page image (see `make_pages`).
+some tables on a second page image (see `synth_pages`).
+
+Every page records its drawing (`Page.operations`), so the same layout also becomes a born-digital PDF whose text
+layer holds the annotation's words (`generate(format="pdf")`, `synth_pdf`), or a scanned one (`scanned_pages`).
 
 Deterministic: document i depends only on (seed, i), so the same seed writes byte-identical
 annotations, whatever --num_docs or the number of worker processes (on the same installed fonts).
@@ -303,6 +306,11 @@ class Page:
     def __init__(self, size: tuple[int, int], paper: tuple[int, int, int], first_entity_id: int = 0):
         self.image = Image.new("RGB", size, paper)
         self.draw = ImageDraw.Draw(self.image)
+        self.paper = paper
+        # The drawing as a list of operations, in order: ("text", x, y, word, font, fill), ("rectangle", box,
+        # fill, outline, width), ("line", points, fill, width), in pixels of the image. The image is drawn as they
+        # are recorded; the PDF writer (synth_pdf) replays them, so both formats come from one layout.
+        self.operations: list[tuple] = []
         self.words: list[str] = []
         self.boxes: list[list[int]] = []
         self.labels: list[str] = []
@@ -342,6 +350,7 @@ class Page:
             for position, word in enumerate(text.split()):
                 left = round(x)
                 self.draw.text((left, y), word, font=font, fill=fill)
+                self.operations.append(("text", left, y, word, font, fill))
                 self.boxes.append([int(v) for v in self.draw.textbbox((left, y), word, font=font)])
                 self.words.append(word)
                 self.labels.append("O" if entity is None else f"{'B' if position == 0 else 'I'}-{entity}")
@@ -352,6 +361,16 @@ class Page:
         line_box = union_box(self.boxes[start:]) if len(self.boxes) > start else [round(x), y, round(x), y]
         self.segments.extend(list(line_box) for _ in range(len(self.boxes) - start))
         return line_box
+
+    def rectangle(self, box: Sequence[float], fill=None, outline=None, width: int = 1) -> None:
+        """A filled and/or outlined rectangle (ImageDraw.rectangle's box: both corners inclusive)."""
+        self.draw.rectangle(list(box), fill=fill, outline=outline, width=width)
+        self.operations.append(("rectangle", list(box), fill, outline, width))
+
+    def line(self, points: Sequence[float], fill, width: int = 1) -> None:
+        """A straight line from (x0, y0) to (x1, y1)."""
+        self.draw.line(list(points), fill=fill, width=width)
+        self.operations.append(("line", list(points), fill, width))
 
     def _new_entity_id(self) -> int:
         self.next_entity_id += 1
@@ -486,7 +505,7 @@ def _draw_header(page: Page, invoice: Invoice, style: Style, header: str, margin
     beside = page.measure(vendor, style.heading) + page.measure(title, style.title) + 30 <= right - margin
     if header == "banner":
         band = rng.randint(95, 120)
-        page.draw.rectangle([0, 0, page.width, band], fill=style.accent)
+        page.rectangle([0, 0, page.width, band], fill=style.accent)
         page.write(margin, band / 2 - style.heading.size * 0.6, vendor, style.heading, (255, 255, 255))
         y = band + 15
         if beside:
@@ -503,7 +522,7 @@ def _draw_header(page: Page, invoice: Invoice, style: Style, header: str, margin
         y += round(style.heading.size * 1.5)
         page.write(page.width / 2, y, "  |  ".join(invoice.vendor_lines), style.small, style.ink, align="center")
         y += style.line + 10
-        page.draw.line([margin, y, right, y], fill=style.accent, width=2)
+        page.line([margin, y, right, y], fill=style.accent, width=2)
         y += 15
         page.write(page.width / 2, y, title, style.title, style.accent, align="center")
         return y + round(style.title.size * 1.3)
@@ -660,20 +679,20 @@ def _draw_table(
 
     header_fill = style.ink
     if layout.style == "header_bar":
-        page.draw.rectangle([margin, y - 4, right, y + row_height - 4], fill=style.accent)
+        page.rectangle([margin, y - 4, right, y + row_height - 4], fill=style.accent)
         header_fill = (255, 255, 255)
     for name in layout.order:
         cell(name, y, layout.headers[name], style.bold, header_fill)
     top = y - 4
     y += row_height
     if layout.style != "borderless":
-        page.draw.line([margin, y - 4, right, y - 4], fill=style.ink, width=1 if layout.style != "plain" else 2)
+        page.line([margin, y - 4, right, y - 4], fill=style.ink, width=1 if layout.style != "plain" else 2)
     for index, item in enumerate(items):
         row = first_row + index
         lines = _description_lines(page, item.description, style.regular, layout)
         height = row_height + style.line * (len(lines) - 1)
         if layout.style == "zebra" and row % 2 == 0:
-            page.draw.rectangle([margin, y - 4, right, y + height - 4], fill=(236, 238, 242))
+            page.rectangle([margin, y - 4, right, y + height - 4], fill=(236, 238, 242))
         description = cell("desc", y, [(lines[0], "item_description")], style.regular, style.ink, row)
         for number, line in enumerate(lines[1:], start=1):
             cell("desc", y + number * style.line, [(line, "item_description")], style.regular, style.ink, row)
@@ -684,12 +703,12 @@ def _draw_table(
             page.relate(description, cell(name, y, [(text, entity)], style.regular, style.ink, row))
         y += height
         if layout.style == "grid":
-            page.draw.line([margin, y - 4, right, y - 4], fill=(150, 150, 150), width=1)
+            page.line([margin, y - 4, right, y - 4], fill=(150, 150, 150), width=1)
     if layout.style == "grid":
         for x in [margin, *[layout.lefts[name] + layout.widths[name] for name in layout.order]]:
-            page.draw.line([x, top, x, y - 4], fill=(150, 150, 150), width=1)
+            page.line([x, top, x, y - 4], fill=(150, 150, 150), width=1)
     elif layout.style != "borderless":
-        page.draw.line([margin, y - 4, right, y - 4], fill=style.ink, width=1)
+        page.line([margin, y - 4, right, y - 4], fill=style.ink, width=1)
     return y
 
 
@@ -729,7 +748,7 @@ def _draw_totals(
     top = y
     for index, (cue, value, font) in enumerate(rows):
         if index == len(rows) - 1:
-            page.draw.line([label_x, y - 3, value_right, y - 3], fill=style.ink, width=1)
+            page.line([label_x, y - 3, value_right, y - 3], fill=style.ink, width=1)
             y += 3
         page.write(label_x, y, cue, font, style.ink)
         key = page.entity()
@@ -737,20 +756,20 @@ def _draw_totals(
         page.relate(key, page.entity())
         y += style.line
     if placement == "boxed":
-        page.draw.rectangle([label_x - 10, top - 8, value_right + 6, y + 2], outline=style.accent, width=2)
+        page.rectangle([label_x - 10, top - 8, value_right + 6, y + 2], outline=style.accent, width=2)
     return y
 
 
 # ---------------------------------------------------------------- scan noise
 
 
-def scan_effects(image: Image.Image, rng: random.Random) -> Image.Image:
+def scan_effects(image: Image.Image, rng: random.Random, clean_share: float = 0.25) -> Image.Image:
     """Light scanner look: lower contrast, gaussian grain on the ink, a little dust, slight blur.
 
     Purely photometric, so the boxes stay exact. The grain only touches ink pixels (a few percent of the
     page): noise over the whole page would make every PNG ten times larger for no learning benefit.
     """
-    if rng.random() < 0.25:
+    if rng.random() < clean_share:
         return image  # some pages are clean exports
     noise_rng = np.random.default_rng(rng.getrandbits(64))
     pixels = np.array(image, dtype=np.int16)
@@ -785,7 +804,22 @@ def make_document(seed: int, index: int) -> tuple[Image.Image, dict]:
 
 
 def make_pages(seed: int, index: int, links: bool = False, multi_page: float = 0.0) -> list[tuple[Image.Image, dict]]:
-    """The page images and annotations of document `index`.
+    """The page images (with scan noise) and annotations of document `index` (see `synth_pages`)."""
+    return [(page.image, page.annotation) for page in synth_pages(seed, index, links, multi_page)]
+
+
+@dataclass
+class SynthPage:
+    """One page of a synthetic invoice: its drawing (`Page`: the clean image and the drawing operations the PDF
+    writer replays), the page image as scanned (`scan_effects`; some pages stay clean) and its annotation."""
+
+    drawing: Page
+    image: Image.Image
+    annotation: dict
+
+
+def synth_pages(seed: int, index: int, links: bool = False, multi_page: float = 0.0) -> list[SynthPage]:
+    """The pages of document `index`.
 
     `links`: the annotations also carry `entity_ids`, `relations` (keyword -> value, item description ->
     quantity, unit price and amount) and `row_ids` (the line-item row of each table word; rows are numbered
@@ -815,8 +849,22 @@ def make_pages(seed: int, index: int, links: bool = False, multi_page: float = 0
             annotation.update(page.structure())
         if len(pages) > 1:
             annotation.update(document_id=name, page=number)
-        documents.append((scan_effects(page.image, rng), annotation))
+        documents.append(SynthPage(page, scan_effects(page.image, rng), annotation))
     return documents
+
+
+def scanned_pages(seed: int, index: int, pages: int, scanned_share: float) -> set[int]:
+    """The page numbers (1-based) of document `index` that a PDF holds as scans (image only, no text layer).
+
+    A share `scanned_share` of the documents is scanned; of those with two or more pages, half are mixed: some of
+    their pages scanned, the others born-digital. Drawn from a generator of its own, so the invoices are the
+    same whatever the share."""
+    rng = document_rng(seed, index, "scan")
+    if scanned_share <= 0 or rng.random() >= scanned_share:
+        return set()
+    if pages > 1 and rng.random() < 0.5:
+        return set(rng.sample(range(1, pages + 1), rng.randint(1, pages - 1)))
+    return set(range(1, pages + 1))
 
 
 def _write_document(job: tuple[int, int, str, bool, float]) -> int:
@@ -826,34 +874,82 @@ def _write_document(job: tuple[int, int, str, bool, float]) -> int:
         stem = Path(annotation["image"]).stem
         # compress_level 3: much faster than the default on noisy pages, files only slightly larger.
         image.save(Path(output) / "images" / annotation["image"], compress_level=3)
-        (Path(output) / "annotations" / f"{stem}.json").write_text(json.dumps(annotation) + "\n", encoding="utf-8")
+        _write_annotation(Path(output), stem, annotation)
         words += len(annotation["words"])
     return words
 
 
+def _write_pdf_document(job: tuple[int, int, str, bool, float, float]) -> int:
+    """One PDF per invoice (all its pages), one annotation per page naming the PDF, its page and its source."""
+    from dataset_loader.synth_pdf import write_pdf
+
+    seed, index, output, links, multi_page, scanned_share = job
+    pages = synth_pages(seed, index, links, multi_page)
+    scanned = scanned_pages(seed, index, len(pages), scanned_share)
+    name = f"invoice_{index:05d}"
+    contents = []
+    for number, page in enumerate(pages, start=1):
+        if number not in scanned:
+            contents.append(page.drawing)
+        elif page.image is not page.drawing.image:
+            contents.append(page.image)
+        else:  # a page left clean by scan_effects: a scan always carries some noise
+            contents.append(scan_effects(page.drawing.image, document_rng(seed, index, f"scan:{number}"), 0.0))
+    write_pdf(Path(output) / "images" / f"{name}.pdf", contents)
+    for number, page in enumerate(pages, start=1):
+        stem = Path(page.annotation["image"]).stem
+        annotation = {**page.annotation, "image": f"{name}.pdf", "page": number, "document_id": name,
+                      "source": "scanned" if number in scanned else "pdf_text"}
+        _write_annotation(Path(output), stem, annotation)
+    return sum(len(page.annotation["words"]) for page in pages)
+
+
+def _write_annotation(output: Path, stem: str, annotation: dict) -> None:
+    (output / "annotations" / f"{stem}.json").write_text(json.dumps(annotation) + "\n", encoding="utf-8")
+
+
+FORMATS = ("png", "pdf")
+
+
 def generate(
     output: str | Path, num_docs: int, seed: int = 42, workers: int | None = None, links: bool = False,
-    multi_page: float = 0.0,
+    multi_page: float = 0.0, format: str = "png", scanned_share: float = 0.0,
 ) -> Path:
-    """Write `num_docs` invoices to OUTPUT/images/*.png and OUTPUT/annotations/*.json (`links`, `multi_page`:
-    see `make_pages`)."""
+    """Write `num_docs` invoices to OUTPUT/images and OUTPUT/annotations/*.json (`links`, `multi_page`: see
+    `synth_pages`).
+
+    `format` "png": one page image per page (images/<name>.png, <name>_p2.png). "pdf": one PDF per invoice
+    (images/<name>.pdf, all its pages, rendered at DEFAULT_PDF_DPI they are the page images) and one annotation
+    per page with "page" (1-based), "document_id" and "source": "pdf_text" (born-digital: the text layer holds
+    the annotation's words) or "scanned" (the page image with scan noise, no text layer). `scanned_share`: see
+    `scanned_pages`.
+    """
     if num_docs < 1:
         raise ValueError("--num_docs must be at least 1")
-    if not 0.0 <= multi_page <= 1.0:
-        raise ValueError(f"--multi_page must be a share between 0 and 1, got {multi_page}")
+    for option, share in (("--multi_page", multi_page), ("--scanned_share", scanned_share)):
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"{option} must be a share between 0 and 1, got {share}")
+    if format not in FORMATS:
+        raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
+    if scanned_share > 0 and format != "pdf":
+        raise ValueError("--scanned_share needs --format pdf (a PNG page is an image either way)")
     output = Path(output)
     (output / "images").mkdir(parents=True, exist_ok=True)
     (output / "annotations").mkdir(parents=True, exist_ok=True)
-    jobs = [(seed, index, str(output), links, multi_page) for index in range(num_docs)]
+    if format == "pdf":
+        write, jobs = _write_pdf_document, [(seed, i, str(output), links, multi_page, scanned_share)
+                                            for i in range(num_docs)]
+    else:
+        write, jobs = _write_document, [(seed, i, str(output), links, multi_page) for i in range(num_docs)]
     workers = min(workers or os.cpu_count() or 1, num_docs)
     progress = tqdm(total=num_docs, desc="Generating invoices", unit="doc")
     if workers == 1:
         for job in jobs:
-            _write_document(job)
+            write(job)
             progress.update()
     else:
         with multiprocessing.get_context("spawn").Pool(workers) as pool:
-            for _ in pool.imap_unordered(_write_document, jobs, chunksize=4):
+            for _ in pool.imap_unordered(write, jobs, chunksize=4):
                 progress.update()
     progress.close()
     return output

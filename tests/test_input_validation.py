@@ -187,6 +187,71 @@ def test_boxes_within_thousand_on_a_large_page_are_flagged(tmp_path):
     assert field == "boxes" and "within [0, 1000] on a 1700x2200 page" in message
 
 
+RECEIPT_PAGE = (1080, 1527)
+
+
+def scanned_receipt(page=RECEIPT_PAGE) -> tuple[Image.Image, list[str], list[list[int]]]:
+    """A receipt scanned on a page a little larger than 1000 px, its text (pixel boxes) inside the first 1000 px
+    both ways: the shop's name and address, eight items with right-aligned prices, the total."""
+    from PIL import ImageDraw, ImageFont
+
+    from dataset_loader.synth import font_families
+
+    image = Image.new("RGB", page, "white")
+    draw = ImageDraw.Draw(image)
+    scale = page[0] / RECEIPT_PAGE[0]
+    font = ImageFont.truetype(font_families()[0][0], round(26 * scale)) if font_families() else ImageFont.load_default(
+        round(26 * scale))
+    lines = [("GROCERY MART", None), ("12 Station Road", None)] + [
+        (f"Item {number} pack", f"{number * 1.25:.2f}") for number in range(1, 9)] + [("TOTAL", "56.25")]
+    words, boxes = [], []
+    for row, (text, price) in enumerate(lines):
+        y = round((70 + row * 82) * scale)
+        x = 140 * scale
+        for word in text.split():
+            boxes.append(list(draw.textbbox((x, y), word, font=font)))
+            draw.text((x, y), word, font=font, fill="black")
+            words.append(word)
+            x += font.getlength(word + " ")
+        if price:
+            right = 950 * scale
+            boxes.append(list(draw.textbbox((right, y), price, font=font, anchor="ra")))
+            draw.text((right, y), price, font=font, fill="black", anchor="ra")
+            words.append(price)
+    return image, words, boxes
+
+
+def test_pixel_boxes_of_a_receipt_inside_the_first_1000_px_do_not_warn(tmp_path):
+    """Real receipts: text inside the first 1000 px of a 1080x1527 scan is pixels, not the 0-1000 grid."""
+    image, words, boxes = scanned_receipt()
+    assert max(max(box) for box in boxes) <= 1000 < min(image.size)
+    no_warnings(read_document, {"image": image, "words": words, "boxes": boxes}, ocr_engine=None)
+    image.save(tmp_path / "receipt.png")
+    path = write_annotation(tmp_path, "receipt", {"image": "receipt.png", "words": words, "boxes": boxes,
+                                                  "labels": ["O"] * len(words)})
+    assert read_annotation(path, tmp_path).warnings == []
+
+    # The same receipt with normalised boxes still warns: 0-1 on this page, 0-1000 on a finer scan of it.
+    unit = [[x0 / image.width, y0 / image.height, x1 / image.width, y1 / image.height] for x0, y0, x1, y1 in boxes]
+    with pytest.warns(UserWarning, match=r"within \[0, 1\] on a 1080x1527 page.*look normalised"):
+        read_document({"image": image, "words": words, "boxes": unit}, ocr_engine=None)
+    fine, _, fine_boxes = scanned_receipt((1700, 2404))
+    thousand = [[round(1000 * value / side) for value, side in zip(box, fine.size * 2)] for box in fine_boxes]
+    with pytest.warns(UserWarning, match=r"within \[0, 1000\] on a 1700x2404 page.*look normalised"):
+        read_document({"image": fine, "words": words, "boxes": thousand}, ocr_engine=None)
+    fine.save(tmp_path / "fine.png")
+    path = write_annotation(tmp_path, "fine", {"image": "fine.png", "words": words, "boxes": thousand,
+                                               "labels": ["O"] * len(words)})
+    [(field, message)] = read_annotation(path, tmp_path).warnings
+    assert field == "boxes" and "within [0, 1000] on a 1700x2404 page" in message
+
+
+def test_few_words_near_the_top_left_of_a_large_page_do_not_warn():
+    """A sparse page (a stamp, a heading): words within 0-1000 that do not spread like a page of text."""
+    no_warnings(read_document, page_input(["PAID", "2024-03-01"], [[120, 80, 260, 120], [120, 140, 400, 170]],
+                                          size=(2480, 3508)), None)
+
+
 # ------------------------------------------------------------------ labels
 
 
@@ -262,6 +327,12 @@ def test_assign_splits_keeps_groups_together():
             assert len({name for name, chosen in splits.items() if set(group) & set(chosen)}) == 1, (seed, splits)
     # Groups of one change nothing.
     assert assign_splits(ids, (0.5, 0.25, 0.25), 3, together=[["doc01"]]) == assign_splits(ids, (0.5, 0.25, 0.25), 3)
+    # Groups that share an id (a page annotated twice, in a document of several pages) are one group.
+    chained = [["doc01", "doc02"], ["doc02", "doc07"], ["doc09", "doc07"]]
+    for seed in range(10):
+        splits = assign_splits(ids, (0.5, 0.25, 0.25), seed, together=chained)
+        assert sorted(i for chosen in splits.values() for i in chosen) == ids
+        assert len({name for name, chosen in splits.items() if {"doc01", "doc02", "doc07", "doc09"} & set(chosen)}) == 1
 
 
 def test_duplicate_images_are_reported_and_kept_in_one_split(tmp_path):

@@ -2,6 +2,7 @@
 report's survival counts, the OCR cache, and the engine settings recorded for inference."""
 
 import json
+import pickle
 import shutil
 
 import pytest
@@ -125,3 +126,44 @@ def test_funsd_import_on_ocr_words(tmp_path):
     row = dataset["test"][0]
     assert len(row["entity_ids"]) == len(row["words"]) and any(i >= 0 for i in row["entity_ids"])
     assert row["relations"] and all(h in row["entity_ids"] and t in row["entity_ids"] for h, t in row["relations"])
+
+
+def small_pages(folder, count: int = 2, height: int = 320):
+    """`count` small pages: the top `height` px of synthetic invoices (vendor, title, invoice number), with the
+    words that lie inside."""
+    from dataset_loader.synth import make_document
+
+    for sub in ("images", "annotations"):
+        (folder / sub).mkdir(parents=True)
+    for index in range(count):
+        image, annotation = make_document(0, index)
+        keep = [i for i, box in enumerate(annotation["boxes"]) if box[3] < height]
+        record = {"image": f"top_{index}.png", **{key: [annotation[key][i] for i in keep]
+                                                 for key in ("words", "boxes", "labels", "segment_boxes")}}
+        image.crop((0, 0, image.width, height)).save(folder / "images" / record["image"])
+        (folder / "annotations" / f"top_{index}.json").write_text(json.dumps(record))
+    return folder
+
+
+def test_build_on_rapidocr_words(tmp_path):
+    """The default engine: its loaded reader (ONNX Runtime sessions) cannot be pickled, and datasets hashes the
+    build's arguments, so a first build (nothing in the OCR cache) used to crash after reading every page."""
+    pytest.importorskip("rapidocr", reason="rapidocr is not installed (pip install rapidocr onnxruntime)")
+    folder = small_pages(tmp_path / "pages")
+    build = OcrBuild.create("rapidocr", cache_dir=tmp_path / "cache", workers=1)
+    dataset = build_dataset(folder, tmp_path / "ds", ocr=build, ratios=(1, 0, 0), seed=0)
+    assert build.engine._reader is not None  # the pages were read now, not taken from a cache
+    rows = list(dataset["train"])
+    assert len(rows) == 2 and all(row["words"] for row in rows)
+    names = dataset["train"].features["ner_tags"].feature.names
+    for row in rows:
+        annotation = json.loads((folder / "annotations" / f"{row['id']}.json").read_text())
+        tags = [names[t] for t in row["ner_tags"]]
+        assert any(tag.endswith("-vendor") for tag in tags)
+        assert " ".join(w for w, t in zip(row["words"], tags) if t.endswith("-invoice_number")) == " ".join(
+            w for w, t in zip(annotation["words"], annotation["labels"]) if t.endswith("-invoice_number"))
+    report = json.loads((tmp_path / "ds" / "build_report.json").read_text())
+    assert report["ocr"]["settings"]["engine"] == "rapidocr"
+    # The engine pickles as its settings; a copy loads its own reader when it reads a page.
+    copy = pickle.loads(pickle.dumps(build.engine))
+    assert copy._reader is None and copy.settings() == build.engine.settings()

@@ -26,31 +26,49 @@ def predict_document(extractor, source: Path | None, pages, words_pages, setting
 
     `settings` are predict.py's and the service's shared flags (OCR, post-processing, field schema, precision);
     `batch_size` windows go through the model at once; `words_pages` (the words of each page, or None for OCR) came
-    from `words_source` (named in errors)."""
+    from `words_source` (named in errors).
+
+    `pages` holds images, or dicts from `documents.pdf_page_inputs` (a PDF page: its image and, where its text
+    layer was taken, its words). Each page of the JSON says where its words came from (`words_source`: given,
+    pdf_text, pdf_invisible_text, ocr:ENGINE), for a PDF page why (`route`), and its `warnings` (each naming the
+    file and page)."""
     result = {"model": settings.model_name_or_path, "source": str(source) if source else None, "status": "ok",
               "pages": [], "fields": {}, "line_items": [], "entities": [], "words": []}
     drawings = []
     call = dict(ocr_engine=settings.ocr_engine, ocr_lang=settings.ocr_lang, ocr_config=settings.ocr_config,
                 ocr_options=settings.ocr_options, window_batch_size=batch_size,
                 mixed_precision=settings.mixed_precision, rules=settings.rule_config, return_words=True, draw=draw)
-    for number, image in enumerate(pages, start=1):
+    for number, page_input in enumerate(pages, start=1):
+        # A page is an image, or (a PDF page, documents.pdf_page_inputs) a dict with its image and, when its text
+        # layer was taken, its words ("words_source" pdf_text / pdf_invisible_text; None: read by OCR).
+        page_input = page_input if isinstance(page_input, dict) else {"image": page_input}
+        image = page_input["image"]
         if words_pages is not None:
             if number > len(words_pages):
                 raise DocumentError(f"{words_source}: no words for page {number} of {source}")
             page_words = words_pages[number - 1]
             inputs = {"image": image, "words": page_words["words"], "boxes": page_words["boxes"],
-                      "segment_boxes": page_words.get("segment_boxes")}
+                      "segment_boxes": page_words.get("segment_boxes"), "words_source": "given"}
         else:
-            inputs = image
+            inputs = page_input  # a pipeline input: with words (text layer) or without (OCR)
         try:
             output = extractor(inputs, **call)
         except OcrError as error:
             raise DocumentError(f"{source}: OCR failed on page {number}: {error}") from None
         except ValueError as error:
             raise DocumentError(f"{source or words_source}: page {number}: {error}") from None
-        page = {"page": number, "width": output["width"], "height": output["height"], "num_words": len(output["words"])}
+        page = {"page": number, "width": output["width"], "height": output["height"], "num_words": len(output["words"]),
+                # The pipeline says where the words came from (an extractor that does not: what the input said).
+                "words_source": output.get("words_source", inputs.get("words_source"))}
+        if page_input.get("route"):
+            page["route"] = page_input["route"]
+        if page_input.get("dropped_chars"):
+            page["dropped_chars"] = page_input["dropped_chars"]
+        warnings = list(page_input.get("warnings") or ())
         if not output["words"]:
-            page["warning"] = "no text found on this page"
+            warnings.append(f"{source or words_source}: page {number}: no text found on this page")
+        if warnings:
+            page["warnings"] = warnings
         result["pages"].append(page)
         for entity in output["entities"]:
             result["entities"].append({**entity, "score": round(entity["score"], 4), "page": number})

@@ -10,9 +10,15 @@ from pathlib import Path
 
 from PIL import Image, ImageSequence
 
+from ..pipelines.pdf_text import PDFIUM_LOCK, PdfPageError
+from ..pipelines.pdf_text import pdf_page_inputs as read_pdf_pages
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
 PDF_SUFFIXES = {".pdf"}
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+# The resolution PDF pages are rendered at (predict.py/serve --dpi, the dataset builder, the PDF sample data):
+# a page of W x H points becomes W*dpi/72 x H*dpi/72 pixels.
+DEFAULT_PDF_DPI = 200
 
 
 class DocumentError(Exception):
@@ -80,51 +86,58 @@ def open_pdf(path: Path):
     pdfium = import_pdfium(path)
     import pypdfium2.raw as pdfium_c
 
-    raw = pdfium_c.FPDF_LoadDocument(os.fsencode(path), None)
+    with PDFIUM_LOCK:
+        raw = pdfium_c.FPDF_LoadDocument(os.fsencode(path), None)
+        code = None if raw else pdfium_c.FPDF_GetLastError()
     if not raw:
-        code = pdfium_c.FPDF_GetLastError()
         if code in (pdfium_c.FPDF_ERR_PASSWORD, pdfium_c.FPDF_ERR_SECURITY):
             raise DocumentError(f"{path}: the PDF is encrypted (password protected); decrypt it first")
         reasons = {pdfium_c.FPDF_ERR_FILE: "the file cannot be opened", pdfium_c.FPDF_ERR_FORMAT: "data format error",
                    pdfium_c.FPDF_ERR_PAGE: "page not found or content error"}
         reason = reasons.get(code, f"PDFium error code {code}")
         raise DocumentError(f"{path}: not a readable PDF ({reason}); re-export or repair it")
-    pdf = pdfium.PdfDocument(raw)
-    if len(pdf) == 0:
-        pdf.close()
-        raise DocumentError(f"{path}: the PDF has no pages")
+    with PDFIUM_LOCK:
+        pdf = pdfium.PdfDocument(raw)
+        if len(pdf) == 0:
+            pdf.close()
+            raise DocumentError(f"{path}: the PDF has no pages")
     return pdf
 
 
-def pdf_pages(path: Path, dpi: int, max_pixels: int):
-    """Every page of a PDF rendered at `dpi`, one at a time."""
+def pdf_page_inputs(path: Path, dpi: int, max_pixels: int, pdf_text: str = "auto"):
+    """Every page of a PDF, one at a time, as a pipeline input (`pdf_text.page_input`): its image rendered at `dpi`
+    and, where its text layer covers it (`pdf_text`: auto, always, never), its words; the other pages are read by
+    OCR. Each page is checked against `max_pixels` before it is rendered."""
     pdfium = import_pdfium(path)
-
     pdf = open_pdf(path)
     try:
-        scale = dpi / 72
-        for index in range(len(pdf)):
-            page = pdf[index]
-            try:
-                width, height = page.get_size()
-                check_pixels(path, width * scale, height * scale, max_pixels, index + 1)
-                yield page.render(scale=scale).to_pil()
-            except pdfium.PdfiumError as error:
-                raise DocumentError(f"{path}: page {index + 1} could not be rendered ({error})") from None
-            finally:
-                page.close()
+        yield from read_pdf_pages(pdf, dpi, pdf_text, str(path),
+                              check_size=lambda width, height, number: check_pixels(path, width, height, max_pixels,
+                                                                                    number))
+    except PdfPageError as error:
+        raise DocumentError(str(error)) from None
+    except pdfium.PdfiumError as error:
+        raise DocumentError(f"{path}: a page could not be read ({error})") from None
     finally:
-        pdf.close()
+        with PDFIUM_LOCK:
+            pdf.close()
+
+
+def pdf_pages(path: Path, dpi: int, max_pixels: int):
+    """Every page of a PDF rendered at `dpi`, one at a time (images only: no text layer)."""
+    for page in pdf_page_inputs(path, dpi, max_pixels, "never"):
+        yield page["image"]
 
 
 def count_pages(path: Path, is_pdf: bool) -> int:
     """The number of pages of a PDF or frames of an image file, read without rendering or decoding them."""
     if is_pdf:
         pdf = open_pdf(path)
-        try:
-            return len(pdf)
-        finally:
-            pdf.close()
+        with PDFIUM_LOCK:
+            try:
+                return len(pdf)
+            finally:
+                pdf.close()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

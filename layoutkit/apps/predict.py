@@ -4,9 +4,10 @@
     python predict.py ...            (the same, from a checkout)
 
 --input is an image (PNG, JPEG, TIFF including multi-page TIFF, BMP, WebP), a PDF (every page, rendered at
---dpi) or a folder of them (its top level). Words come from OCR (--ocr_engine: by default the engine and
-settings the model's training data was read with, else RapidOCR), or with --words_json from a JSON in the
-annotation format ({"image": ..., "words": [...], "boxes": [...]}, or a list of such objects for several
+--dpi) or a folder of them (its top level). A PDF page's words come from its text layer where that covers the page
+(--pdf_text auto, the default; docs/pdf.md), other pages' words from OCR (--ocr_engine: by default the engine and
+settings the model's training data was read with, else RapidOCR); each page of the JSON says which
+(`words_source`). Or with --words_json from a JSON in the annotation format ({"image": ..., "words": [...], "boxes": [...]}, or a list of such objects for several
 pages), in which case OCR is skipped.
 
 Inference goes through the same pipeline class the checkpoint ships (layoutkit's
@@ -46,7 +47,7 @@ from layoutkit.apps.documents import (
     DocumentError,
     check_words_pages,
     image_pages,
-    pdf_pages,
+    pdf_page_inputs,
 )
 from layoutkit.apps.labelstudio_format import document_tasks
 from layoutkit.apps.settings import InferenceSettings, parse_inference_args
@@ -99,7 +100,7 @@ def document_pages(path: Path, settings: InferenceSettings):
         raise DocumentError(f"{path}: no such file")
     suffix = path.suffix.lower()
     if suffix in PDF_SUFFIXES:
-        return pdf_pages(path, settings.dpi, settings.max_image_pixels)
+        return pdf_page_inputs(path, settings.dpi, settings.max_image_pixels, settings.pdf_text)
     if suffix in IMAGE_SUFFIXES or path.is_file():
         return image_pages(path, settings.max_image_pixels)
     raise DocumentError(f"{path}: unsupported input (expected an image or a PDF)")
@@ -210,7 +211,10 @@ def main(argv=None) -> int:
                 for entity in result["entities"]:
                     found[entity["entity_group"]] = found.get(entity["entity_group"], 0) + 1
                 row.update(status="ok", output=str(path), pages=len(result["pages"]), words=len(result["words"]),
-                           fields=found)
+                           fields=found, words_source=[page["words_source"] for page in result["pages"]])
+                warnings = [warning for page in result["pages"] for warning in page.get("warnings", ())]
+                if warnings:
+                    row["warnings"] = warnings
                 if args.labelstudio and len(result["pages"]) == 1 and source.suffix.lower() in IMAGE_SUFFIXES:
                     labelstudio_tasks.append((str(source), document_tasks(
                         result, args.labelstudio_image_prefix + source.name, settings.model_name_or_path)))
@@ -223,6 +227,8 @@ def main(argv=None) -> int:
             row["seconds"] = round(time.perf_counter() - started, 3)
             summary.write(json.dumps(row, ensure_ascii=False) + "\n")
             summary.flush()
+            for warning in row.get("warnings", ()):
+                print(f"[warning] {warning}", file=sys.stderr)
             if row["status"] == "ok":
                 found = ", ".join(f"{k} x{v}" for k, v in row["fields"].items()) or "no fields"
                 print(f"[ok] {source}: {row['pages']} page(s), {found} ({row['seconds']} s)", file=sys.stderr)

@@ -46,7 +46,7 @@ from .documents import (
     check_words_pages,
     count_pages,
     image_pages,
-    pdf_pages,
+    pdf_page_inputs,
 )
 from .settings import InferenceSettings, parse_inference_args
 
@@ -140,7 +140,7 @@ class ExtractionService:
             try:
                 self._check_pages(count_pages(path, is_pdf), name)
                 if is_pdf:
-                    pages = pdf_pages(path, self.settings.dpi, self.settings.max_image_pixels)
+                    pages = pdf_page_inputs(path, self.settings.dpi, self.settings.max_image_pixels, self.settings.pdf_text)
                 else:
                     pages = image_pages(path, self.settings.max_image_pixels)
                 result, _ = predict_document(self.extractor, Path(name), pages, None, self.settings,

@@ -16,6 +16,7 @@ from transformers import HfArgumentParser
 from ..flags import HelpFormatter, flag, parse_dataclasses
 from ..pipelines.fields import FieldSchema
 from ..pipelines.ocr import OCR_ENGINES, parse_engine_option
+from ..pipelines.pdf_text import PDF_TEXT_HELP
 from ..pipelines.postprocess import RULES, RuleConfig
 from .documents import DEFAULT_MAX_PIXELS
 
@@ -33,6 +34,7 @@ class InferenceSettings:
     device: str | None = flag("default: cuda when available", choices=["cpu", "cuda"])
     mixed_precision: Literal["no", "bf16"] = flag("bf16 autocast (CPU or GPU)", "no")
     dpi: int = flag("resolution PDF pages are rendered at", 200)
+    pdf_text: Literal["auto", "always", "never"] = flag(PDF_TEXT_HELP, "auto")
     max_image_pixels: int = flag(
         "pages above this many pixels are refused (decompression-bomb guard; default PIL's limit)", DEFAULT_MAX_PIXELS
     )

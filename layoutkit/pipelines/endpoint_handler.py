@@ -16,8 +16,10 @@ Request bodies (`data`), as the toolkit hands them over:
 - a list of any of these as `inputs`.
 
 `parameters` are the pipeline's call options (`return_words`, `return_fields`, `rules`, `top_k`, `ocr_engine`, ...),
-plus `dpi` (PDF rendering resolution, default 200). An image returns the pipeline's output for it; a PDF returns a
-list with one output per page; a list of inputs returns a list of outputs. Strings are never read as file paths or
+plus `dpi` (PDF rendering resolution, default 200) and `pdf_text` (auto, always, never: a PDF page's words from its
+text layer where that covers the page, as predict.py; docs/pdf.md). An image returns the pipeline's output for it; a
+PDF returns a list with one output per page (with return_words, each says its `words_source`: pdf_text,
+pdf_invisible_text, ocr:ENGINE); a list of inputs returns a list of outputs. Strings are never read as file paths or
 URLs: a request cannot make the endpoint open files on its disk or fetch from the network.
 
 Like the other files shipped in a checkpoint, this one imports only the standard library, PIL, torch and transformers
@@ -72,8 +74,10 @@ def image_from_bytes(data: bytes, where: str) -> Image.Image:
         raise ValueError(f"{where}: not a readable image or PDF ({error})") from None
 
 
-def pdf_pages(data: bytes, dpi: int, where: str) -> list[Image.Image]:
-    """Every page of a PDF rendered at `dpi`."""
+def pdf_pages(data: bytes, dpi: int, where: str, pipe=None, pdf_text: str = "auto") -> list:
+    """Every page of a PDF as an input of `pipe`: with the checkpoint's pipeline, `pipe.pdf_page_inputs` (the
+    page image rendered at `dpi` with the words of its text layer where that covers the page, `pdf_text`, as
+    predict.py reads PDFs); else (an older pipeline) the page images, read by OCR."""
     try:
         import pypdfium2 as pdfium
     except ImportError:
@@ -85,20 +89,24 @@ def pdf_pages(data: bytes, dpi: int, where: str) -> list[Image.Image]:
     try:
         if len(document) == 0:
             raise ValueError(f"{where}: the PDF has no pages")
+        if hasattr(pipe, "pdf_page_inputs"):
+            return pipe.pdf_page_inputs(document, dpi=dpi, pdf_text=pdf_text, where=where)
         return [document[index].render(scale=dpi / 72).to_pil() for index in range(len(document))]
     finally:
         document.close()
 
 
-def read_pages(value, dpi: int, where: str) -> Image.Image | list[Image.Image]:
-    """An image, or the pages of a PDF (a list), from a PIL image, bytes or a base64 string."""
+def read_pages(value, dpi: int, where: str, pipe=None, pdf_text: str = "auto") -> Image.Image | list:
+    """An image, or the pages of a PDF (a list, `pdf_pages`), from a PIL image, bytes or a base64 string."""
     if isinstance(value, Image.Image):
         return value
     if isinstance(value, str):
         value = decode_base64(value, where)
     if isinstance(value, (bytes, bytearray)):
         data = bytes(value)
-        return pdf_pages(data, dpi, where) if data.lstrip()[:5] == PDF_MAGIC else image_from_bytes(data, where)
+        if data.lstrip()[:5] == PDF_MAGIC:
+            return pdf_pages(data, dpi, where, pipe, pdf_text)
+        return image_from_bytes(data, where)
     raise ValueError(f"{where}: expected an image (PIL, bytes or base64), a PDF (bytes or base64) or a dict with "
                      f"'image', 'words' and 'boxes', got {type(value).__name__}")
 
@@ -119,11 +127,12 @@ class EndpointHandler:
             if parameters.get(name):
                 raise ValueError(f"parameters.{name}: {reason}")
         dpi = int(parameters.pop("dpi", DEFAULT_PDF_DPI))
+        pdf_text = str(parameters.pop("pdf_text", "auto"))  # checked by the pipeline's pdf_page_inputs
         if isinstance(inputs, list):
-            return [self.predict(item, dpi, parameters, f"inputs[{i}]") for i, item in enumerate(inputs)]
-        return self.predict(inputs, dpi, parameters, "inputs")
+            return [self.predict(item, dpi, parameters, f"inputs[{i}]", pdf_text) for i, item in enumerate(inputs)]
+        return self.predict(inputs, dpi, parameters, "inputs", pdf_text)
 
-    def predict(self, value, dpi: int, parameters: dict, where: str):
+    def predict(self, value, dpi: int, parameters: dict, where: str, pdf_text: str = "auto"):
         if isinstance(value, dict):  # words and boxes given: OCR is skipped
             if "image" not in value:
                 raise ValueError(f"{where}: a dict needs 'image' (base64), plus 'words' and 'boxes'")
@@ -131,7 +140,15 @@ class EndpointHandler:
             if isinstance(image, list):
                 raise ValueError(f"{where}.image: words and boxes describe one page; send an image, not a PDF")
             return self.pipeline({**value, "image": image}, **parameters)
-        pages = read_pages(value, dpi, where)
+        pages = read_pages(value, dpi, where, self.pipeline, pdf_text)
         if isinstance(pages, list):
-            return [self.pipeline(page, **parameters) for page in pages]
+            return [self.predict_page(page, parameters) for page in pages]
         return self.pipeline(pages, **parameters)
+
+    def predict_page(self, page, parameters: dict):
+        """One PDF page (an image, or a `pdf_page_inputs` dict, itself a pipeline input): the pipeline's output, with
+        the page's `warnings` when the output is a dict (return_words, return_fields)."""
+        output = self.pipeline(page, **parameters)
+        if isinstance(page, dict) and page.get("warnings") and isinstance(output, dict):
+            output["warnings"] = page["warnings"]
+        return output

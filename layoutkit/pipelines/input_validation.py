@@ -67,9 +67,18 @@ def _not_a_box(value: Any) -> str | None:
 
 
 def normalised_boxes_problem(boxes: Sequence[Sequence[float]], width: float, height: float) -> str | None:
-    """A message when every box lies within [0, 1], or within [0, 1000] on a page larger than 1000 px both ways:
-    such boxes are almost surely normalised, not pixels, and the model would read the words squeezed into a
-    corner of the page. None otherwise (and for a page without boxes)."""
+    """A message when the boxes are almost surely normalised, not pixels (the model would read the words squeezed
+    into a corner of the page); None otherwise, and for a page without boxes.
+
+    - Every box within [0, 1] on a page larger than 1 px: no page holds all its words in one pixel.
+    - Every box within [0, 1000] on a page larger than 1000 px both ways is only a hint, since real words can
+      sit in the first 1000 px of a page (a receipt scanned on a 1080x1527 page). Normalised boxes also spread
+      over the grid as text spreads over a page (over half of it, one way or the other) while, read as pixels,
+      they leave the page empty beyond x = 1000 and y = 1000: flagged only when the words end before the last
+      quarter of the page both across and down (always so for 0-1000 boxes on a page 1334 px or more both ways).
+      On a page less than a third larger than 1000 px one way, normalised boxes that reach into that quarter
+      cannot be told from pixels by their geometry and are not flagged.
+    """
     if not boxes:
         return None
     if min(min(box) for box in boxes) < 0:
@@ -77,7 +86,7 @@ def normalised_boxes_problem(boxes: Sequence[Sequence[float]], width: float, hei
     largest = max(max(box) for box in boxes)
     if largest <= 1 < max(width, height):
         grid = "[0, 1]"
-    elif largest <= NORMALISED_GRID < min(width, height):
+    elif largest <= NORMALISED_GRID < min(width, height) and _spread_like_a_page(boxes, width, height):
         grid = f"[0, {NORMALISED_GRID}]"
     else:
         return None
@@ -85,6 +94,21 @@ def normalised_boxes_problem(boxes: Sequence[Sequence[float]], width: float, hei
         f"every box lies within {grid} on a {width}x{height} page: the boxes look normalised, not pixels; give "
         f"pixel coordinates of the page (x from 0 to {width}, y from 0 to {height})"
     )
+
+
+# Read as pixels, 0-1000 boxes leave at least this share of a page larger than 1000 px empty on the right and at
+# the bottom when the page is a third larger than the grid; real words seldom end so early both ways.
+EMPTY_PAGE_SHARE = 0.25
+
+
+def _spread_like_a_page(boxes: Sequence[Sequence[float]], width: float, height: float) -> bool:
+    """Whether boxes within [0, 1000] spread over the grid as text over a page (over half of it across or down)
+    and, read as pixels, end before the last EMPTY_PAGE_SHARE of the page both across and down."""
+    left, top = min(box[0] for box in boxes), min(box[1] for box in boxes)
+    right, bottom = max(box[2] for box in boxes), max(box[3] for box in boxes)
+    spread = max(right - left, bottom - top) >= NORMALISED_GRID / 2
+    return (spread and right <= (1 - EMPTY_PAGE_SHARE) * width
+            and bottom <= (1 - EMPTY_PAGE_SHARE) * height)
 
 
 def is_blank_word(word: str) -> bool:

@@ -321,6 +321,15 @@ class RapidOcrEngine(OcrEngine):
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "params": self.params}
 
+    def __getstate__(self) -> dict[str, Any]:
+        """The engine pickles as its settings: the loaded reader (ONNX Runtime sessions, which cannot be pickled)
+        and the lock stay behind and are made again where the copy reads its first page. `datasets` pickles a
+        build's arguments to fingerprint them, and worker processes receive the engine pickled."""
+        return {key: value for key, value in self.__dict__.items() if key not in ("_reader", "_lock")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _reader=None, _lock=threading.Lock())
+
     def _load(self):
         if self._reader is None:
             try:

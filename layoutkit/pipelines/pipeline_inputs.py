@@ -23,6 +23,7 @@ from .encoding import LayoutCollator, encode_pages
 from .input_validation import FieldError, check_box, is_blank_word, normalised_boxes_problem
 from .modeling import model_family, pil_image_processor
 from .ocr import DEFAULT_OCR_ENGINE, OcrEngine, get_ocr_engine
+from .pdf_text import PDFIUM_LOCK, check_pdf_text_mode, import_pdfium, pdf_page_inputs
 
 DEFAULT_WINDOW_BATCH_SIZE = 8
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -82,7 +83,9 @@ def has_given_words(inputs) -> bool:
 def read_document(inputs, ocr_engine: OcrEngine) -> dict[str, Any]:
     """The upright RGB page and its words with pixel boxes, given or read by `ocr_engine`. `line_ids` and
     `confidences` come with OCR only (None for given words). Given words without visible text are dropped;
-    `given_word_indices` says which given words were kept (None with OCR), so per-word inputs follow them."""
+    `given_word_indices` says which given words were kept (None with OCR), so per-word inputs follow them.
+    `words_source` says where the words came from: the input's own "words_source" (a PDF's text layer:
+    "pdf_text", "pdf_invisible_text") or "given", else "ocr:ENGINE"."""
     if isinstance(inputs, dict) and "image" not in inputs:
         raise ValueError("a dict input needs 'image' (path or PIL image), plus optionally 'words' and 'boxes'")
     page = load_page(read_image(inputs["image"] if isinstance(inputs, dict) else inputs))
@@ -90,10 +93,11 @@ def read_document(inputs, ocr_engine: OcrEngine) -> dict[str, Any]:
         words, boxes = check_words(inputs["words"], inputs.get("boxes"), page.size)
         kept = visible_word_indices(words)
         return {"page": page, "words": [words[i] for i in kept], "boxes": [boxes[i] for i in kept], "line_ids": None,
-                "confidences": None, "given_word_indices": kept}
+                "confidences": None, "given_word_indices": kept,
+                "words_source": str(inputs.get("words_source") or "given")}
     ocr = ocr_engine(page)
     return {"page": page, "words": ocr.words, "boxes": ocr.boxes, "line_ids": ocr.line_ids,
-            "confidences": ocr.confidences, "given_word_indices": None}
+            "confidences": ocr.confidences, "given_word_indices": None, "words_source": f"ocr:{ocr_engine.name}"}
 
 
 def resolve_ocr_engine(recorded: dict[str, Any] | None, overrides: dict[str, Any]) -> OcrEngine:
@@ -189,6 +193,27 @@ class WindowedLayoutPipeline(Pipeline):
         return super().__call__(inputs, *args, batch_size=1, **kwargs)
 
     # ------------------------------------------------------------------------------------- preprocess
+    def pdf_page_inputs(self, pdf, dpi: float = 200, pdf_text: str = "auto", where: str = "PDF") -> list[dict]:
+        """The pages of a PDF (bytes, a path, or an open pypdfium2 PdfDocument) as inputs of this pipeline: each
+        page's image rendered at `dpi` with, where its text layer covers it (`pdf_text`: auto, always, never;
+        `pdf_text.py`), its words, so only the other pages are read by OCR. The Endpoints handler reads PDFs
+        through it:
+
+            outputs = [extractor(page, return_words=True) for page in extractor.pdf_page_inputs("invoice.pdf")]
+        """
+        check_pdf_text_mode(pdf_text)
+        pdfium = import_pdfium()
+        with PDFIUM_LOCK:
+            document = pdf if isinstance(pdf, pdfium.PdfDocument) else pdfium.PdfDocument(
+                pdf if isinstance(pdf, (bytes, bytearray)) else str(pdf))
+            try:
+                if len(document) == 0:
+                    raise ValueError(f"{where}: the PDF has no pages")
+                return list(pdf_page_inputs(document, dpi, pdf_text, where))
+            finally:
+                if document is not pdf:
+                    document.close()
+
     def ocr_engine(self, overrides: dict[str, Any] | None = None) -> OcrEngine:
         """The engine this pipeline reads pages with (see `resolve_ocr_engine`)."""
         return resolve_ocr_engine(self.recorded_ocr, overrides or {})

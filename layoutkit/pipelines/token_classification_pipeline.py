@@ -11,7 +11,9 @@ Saved into every checkpoint (see `layoutkit/pipelines/attach.py`), so a trained 
 Input: an image (a path or a PIL image; words come from OCR: the engine and settings the training data was read
 with, recorded in config.json, else RapidOCR), or a dict
 `{"image": ..., "words": [...], "boxes": [[x0, y0, x1, y1], ...]}` with boxes in the image's pixels (OCR
-is skipped; optional "segment_boxes" or "line_ids"). A list of inputs returns a list of results.
+is skipped; optional "segment_boxes" or "line_ids"). A list of inputs returns a list of results. A PDF's pages:
+`extractor.pdf_page_inputs(pdf, dpi=200, pdf_text="auto")` gives one input per page, with the words of its text
+layer where that covers the page (`pdf_text.py`).
 
 Preprocessing repeats training exactly, with the same functions and the `document_preprocessing` the
 training script recorded in config.json: `load_page`, `resize_document` (page resize), `normalize_boxes`
@@ -24,7 +26,8 @@ Output: entity groups shaped like the stock pipeline's `aggregation_strategy="si
 `score` (mean of the word scores), `word` (the words joined with spaces), `start` and `end` (word indices,
 end exclusive) plus `box`, the union of the words' boxes in the original image's pixels. With
 `return_words=True`: `{"entities": [...], "words": [{"text", "box", "label", "score"}, ...],
-"width", "height"}`; `return_fields=True` adds `"fields"`, one typed value per field (`fields.py`, types from
+"width", "height", "words_source"}` (where the words came from: "given", the input's own "words_source" such as
+"pdf_text" for a PDF's text layer, or "ocr:ENGINE"); `return_fields=True` adds `"fields"`, one typed value per field (`fields.py`, types from
 `schema`), and `"line_items"`, the rows of the item table (`line_items.py`; alone with `return_line_items=True`);
 `draw=True` adds `"image"`, the page with its words and entities drawn (`draw.py`).
 
@@ -148,6 +151,7 @@ class LayoutTokenClassificationPipeline(WindowedLayoutPipeline):
             "boxes": boxes,
             "line_ids": document["line_ids"],
             "confidences": document["confidences"],
+            "words_source": document["words_source"],
             "size": page.size,
             "page": page,
         }
@@ -197,7 +201,8 @@ class LayoutTokenClassificationPipeline(WindowedLayoutPipeline):
                 row["ocr_confidence"] = model_outputs["confidences"][i]
             word_rows.append(row)
         width, height = model_outputs["size"]
-        output = {"entities": entities, "words": word_rows, "width": width, "height": height}
+        output = {"entities": entities, "words": word_rows, "width": width, "height": height,
+                  "words_source": model_outputs["words_source"]}
         if return_fields:
             output["fields"] = extract_fields(entities, schema)
         if return_fields or return_line_items:

@@ -121,6 +121,12 @@ def test_pdf_generation_is_deterministic_and_draws_the_png_invoices(pdf_dir, tmp
 
 
 def test_scanned_share_needs_pdf_format(tmp_path, capsys):
+    assert cli(["synth", "--output", str(tmp_path / "ok"), "--num-docs", "2", "--format", "pdf", "--scanned-share",
+                "1", "--workers", "1"]) == 0
+    assert sorted(path.name for path in (tmp_path / "ok" / "images").iterdir()) == ["invoice_00000.pdf",
+                                                                                      "invoice_00001.pdf"]
+    assert {json.loads(path.read_text())["source"] for path in (tmp_path / "ok" / "annotations").glob("*.json")} == {
+        "scanned"}
     assert cli(["synth", "--output", str(tmp_path / "x"), "--num-docs", "2", "--scanned-share", "0.5"]) == 1
     assert "--scanned-share needs --format pdf" in capsys.readouterr().err
     assert cli(["synth", "--output", str(tmp_path / "y"), "--num-docs", "2", "--format", "pdf",

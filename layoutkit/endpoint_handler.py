@@ -147,8 +147,8 @@ class EndpointHandler:
 
     def predict_page(self, page, parameters: dict):
         """One PDF page (an image, or a `pdf_page_inputs` dict, itself a pipeline input): the pipeline's output, with
-        the page's `warning` when the output is a dict (return_words, return_fields)."""
+        the page's `warnings` when the output is a dict (return_words, return_fields)."""
         output = self.pipeline(page, **parameters)
         if isinstance(page, dict) and page.get("warnings") and isinstance(output, dict):
-            output["warning"] = "; ".join(page["warnings"])
+            output["warnings"] = page["warnings"]
         return output

@@ -156,7 +156,7 @@ def page_to_image_transform(page, width: int, height: int) -> tuple[float, float
     """(a, b, c, d, e, f) with image x = a*px + c*py + e, y = b*px + d*py + f for a point (px, py) of the page in
     PDF units: PDFium's own display matrix (crop box, /Rotate) onto a `width` x `height` bitmap, as
     `PdfPage.render` draws it. Read from three points on a bitmap 64x larger, for sub-pixel precision."""
-    import pypdfium2.raw as pdfium_c
+    pdfium_c = import_pdfium().raw
 
     zoom = 64
     x, y = ctypes.c_int(), ctypes.c_int()
@@ -184,7 +184,7 @@ def is_garbage_char(code: int, category: str) -> bool:
 
 def read_text_layer(page, textpage, width: int, height: int) -> TextLayer:
     """The words of `page` (a pypdfium2 PdfPage; `textpage` its PdfTextPage) on its `width` x `height` image."""
-    import pypdfium2.raw as pdfium_c
+    pdfium_c = import_pdfium().raw
 
     matrix = page_to_image_transform(page, width, height)
     scale = (abs(matrix[0] * matrix[3] - matrix[1] * matrix[2])) ** 0.5  # pixels per PDF unit
@@ -292,7 +292,7 @@ def uncovered_ink(image: Image.Image, layer: TextLayer, reduce: int = 4, pad: in
 
 def _ends_line(textpage, index: int, count: int) -> bool:
     """Whether character `index` is the last one of its line (followed by a line break or nothing)."""
-    import pypdfium2.raw as pdfium_c
+    pdfium_c = import_pdfium().raw
 
     for following in range(index + 1, count):
         code = pdfium_c.FPDFText_GetUnicode(textpage, following)
@@ -317,7 +317,7 @@ def _same_line(a: list[float], b: list[float]) -> bool:
 def _image_mask(page, matrix, width: int, height: int) -> list[list[bool]] | None:
     """A GRID x GRID mask of the page image where image objects lie (top level and inside form XObjects, whose
     bounds are taken whole), or None when the page has no image."""
-    import pypdfium2.raw as pdfium_c
+    pdfium_c = import_pdfium().raw
 
     boxes = []
     left, bottom, right, top = (ctypes.c_float() for _ in range(4))
@@ -341,7 +341,7 @@ def _image_mask(page, matrix, width: int, height: int) -> list[list[bool]] | Non
 
 
 def _form_has_image(form, depth: int = 0) -> bool:
-    import pypdfium2.raw as pdfium_c
+    pdfium_c = import_pdfium().raw
 
     for index in range(pdfium_c.FPDFFormObj_CountObjects(form)):
         obj = pdfium_c.FPDFFormObj_GetObject(form, index)

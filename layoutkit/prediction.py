@@ -20,7 +20,8 @@ def predict_document(extractor, source: Path | None, pages, words_pages, args, l
 
     `pages` holds images, or dicts from `documents.pdf_page_inputs` (a PDF page: its image and, where its text
     layer was taken, its words). Each page of the JSON says where its words came from (`words_source`: given,
-    pdf_text, pdf_invisible_text, ocr:ENGINE), for a PDF page why (`route`), and any `warning`.
+    pdf_text, pdf_invisible_text, ocr:ENGINE), for a PDF page why (`route`), and its `warnings` (each naming the
+    file and page).
 
     `args` carries the settings of predict.py's command line (the service builds the same): model_name_or_path,
     ocr_engine, ocr_lang, ocr_config, ocr_options, batch_size, mixed_precision, rule_config, draw, words_json,
@@ -58,9 +59,9 @@ def predict_document(extractor, source: Path | None, pages, words_pages, args, l
             page["dropped_chars"] = page_input["dropped_chars"]
         warnings = list(page_input.get("warnings") or ())
         if not output["words"]:
-            warnings.append("no text found on this page")
+            warnings.append(f"{source or args.words_json}: page {number}: no text found on this page")
         if warnings:
-            page["warning"] = "; ".join(warnings)
+            page["warnings"] = warnings
         result["pages"].append(page)
         for entity in output["entities"]:
             result["entities"].append({**entity, "score": round(entity["score"], 4), "page": number})

@@ -245,8 +245,9 @@ def test_predict_routes_pages_and_goes_on_past_bad_pdfs(vendor_ner_checkpoint, t
     assert mixed["fields"]["vendor"]["page"] in (1, 2)
     broken = json.loads((output / "broken.json").read_text())
     assert broken["pages"][0]["words_source"] == "ocr:rapidocr" and broken["pages"][0]["route"] == "garbage text layer"
-    assert "broken.pdf: page 1: the text layer is garbage" in broken["pages"][0]["warning"]
-    assert "broken.pdf: page 1: the text layer is garbage" in result.stderr
+    assert broken["pages"][0]["warnings"][0].startswith(f"{folder / 'broken.pdf'}: page 1: the text layer is garbage")
+    assert f"[warning] {folder / 'broken.pdf'}: page 1: the text layer is garbage" in result.stderr
+    assert rows["mixed.pdf"]["words_source"] == ["pdf_text", "ocr:rapidocr"] and "warnings" not in rows["mixed.pdf"]
 
 
 HANDLER_PDF_SCRIPT = """
@@ -273,7 +274,6 @@ def test_endpoint_handler_reads_the_text_layer(vendor_ner_checkpoint, tmp_path):
     page is read from its text layer, no OCR."""
     assert (vendor_ner_checkpoint / "pdf_text.py").is_file()
     path = samples.born_digital(tmp_path / "invoice.pdf")
-    result = run_fresh_python(HANDLER_PDF_SCRIPT, [vendor_ner_checkpoint, path], tmp_path)
-    (page, error) = json.loads(result.stdout.strip().splitlines()[-1])
+    page, error = run_fresh_python(HANDLER_PDF_SCRIPT, [vendor_ner_checkpoint, path], tmp_path)
     assert page["words_source"] == "pdf_text" and [w["text"] for w in page["words"]] == words_of(samples.LINES)
     assert "pdf_text must be one of auto, always, never" in error

@@ -8,6 +8,7 @@ import json
 import shutil
 from collections import Counter
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -72,7 +73,7 @@ class PagesRead(ocr.TesseractEngine):
     """Tesseract, counting the pages it is asked to read."""
 
     name = "tesseract"
-    pages: list = []
+    pages: ClassVar[list] = []
 
     def read(self, page):
         PagesRead.pages.append(page.size)
@@ -144,7 +145,7 @@ def test_build_reads_an_annotation_of_a_whole_pdf_page_by_page(tmp_path):
     assert rows["invoice_00002#page=1"][0] == rows["invoice_00002#page=2"][0]  # one document, one split
     for row in expected:
         name, page = (row["id"][:-3], row["id"][-1]) if "_p" in row["id"] else (row["id"], "1")
-        split, got = rows[f"{name}#page={page}"]
+        _, got = rows[f"{name}#page={page}"]
         for column in ("words", "bboxes", "ner_tags", "entity_ids", "row_ids", "relations"):
             assert got[column] == row[column], (row["id"], column)
     report = json.loads((tmp_path / "ds" / "build_report.json").read_text())

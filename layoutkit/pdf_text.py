@@ -56,8 +56,8 @@ GARBAGE_SHARE = 0.10  # share of a page's characters without usable unicode abov
 MIN_GARBAGE_CHARS = 3  # ... and at least this many such characters
 SCAN_SHARE = 0.5  # images covering at least this share of the page make it a scan ...
 UNCOVERED_INK = 0.5  # ... when at least this share of the ink drawn over them lies outside every word's box
-WORD_GAP = 0.35  # a gap wider than this many font sizes between two characters ends a word
-LINE_GAP = 2.0  # ... wider than this many font sizes ends a line (a text segment, as an OCR engine's line)
+WORD_GAP = 0.25  # a gap wider than this many line heights between two characters' advance boxes ends a word
+LINE_GAP = 1.5  # ... wider than this many line heights ends a line (a text segment, as an OCR engine's line)
 INVISIBLE_RENDER_MODES = (3, 7)  # invisible, clip only
 GRID = 100  # cells per side of the coarse page grid images are marked on
 SPACES = {0x20, 0x09, 0x0A, 0x0D, 0xA0, 0x1680, 0x202F, 0x205F, 0x3000, *range(0x2000, 0x200B)}
@@ -183,20 +183,26 @@ def is_garbage_char(code: int, category: str) -> bool:
 
 
 def read_text_layer(page, textpage, width: int, height: int) -> TextLayer:
-    """The words of `page` (a pypdfium2 PdfPage; `textpage` its PdfTextPage) on its `width` x `height` image."""
+    """The words of `page` (a pypdfium2 PdfPage; `textpage` its PdfTextPage) on its `width` x `height` image.
+
+    Characters are read one by one (five PDFium calls each, on the raw handle: about 10 us a character). A word ends
+    at whitespace (PDFium's own or the spaces and line breaks it generates from the layout), at a change of
+    visibility, and where the advance boxes of two characters (their "loose" boxes: font ascent to descent, glyph
+    advance) lie more than WORD_GAP of their height apart; its box is the union of its glyphs' ink boxes."""
     pdfium_c = import_pdfium().raw
 
     matrix = page_to_image_transform(page, width, height)
-    scale = (abs(matrix[0] * matrix[3] - matrix[1] * matrix[2])) ** 0.5  # pixels per PDF unit
+    handle = textpage.raw
     layer = TextLayer()
     left, right, bottom, top = (ctypes.c_double() for _ in range(4))
+    loose = pdfium_c.FS_RECTF()
+    render_modes: dict[int, bool] = {}  # text object address -> invisible
     text: list[str] = []
     box: list[float] | None = None
     invisible = False
     line = 0
     line_break = False  # a line break since the last word
-    previous: list[float] | None = None  # the previous drawn character's box
-    previous_size = 0.0
+    previous: list[float] | None = None  # the previous drawn character's advance box
 
     def end_word() -> None:
         nonlocal text, box
@@ -209,24 +215,22 @@ def read_text_layer(page, textpage, width: int, height: int) -> TextLayer:
                 layer.line_ids.append(line)
         text, box = [], None
 
-    count = pdfium_c.FPDFText_CountChars(textpage)
+    count = pdfium_c.FPDFText_CountChars(handle)
     for index in range(max(count, 0)):
-        code = pdfium_c.FPDFText_GetUnicode(textpage, index)
-        if code in SPACES or pdfium_c.FPDFText_IsGenerated(textpage, index):
+        code = pdfium_c.FPDFText_GetUnicode(handle, index)
+        if code in SPACES:  # PDFium's generated characters are spaces and line breaks too
             end_word()
             line_break = line_break or code in LINE_BREAKS
             continue
         layer.chars += 1
         char = chr(code) if code < 0x110000 else "\ufffd"
-        category = unicodedata.category(char)
-        garbage = code not in SOFT_HYPHENS and (pdfium_c.FPDFText_HasUnicodeMapError(textpage, index)
-                                                or is_garbage_char(code, category))
+        garbage = code not in SOFT_HYPHENS and (pdfium_c.FPDFText_HasUnicodeMapError(handle, index)
+                                                or is_garbage_char(code, unicodedata.category(char)))
         layer.garbage_chars += garbage
-        size = pdfium_c.FPDFText_GetFontSize(textpage, index) * scale
-        pdfium_c.FPDFText_GetCharBox(textpage, index, left, right, bottom, top)
+        pdfium_c.FPDFText_GetCharBox(handle, index, left, right, bottom, top)
         char_box = _map_box(matrix, left.value, bottom.value, right.value, top.value)
         char_width, char_height = char_box[2] - char_box[0], char_box[3] - char_box[1]
-        if size <= 0 or char_width <= 0 or char_height <= 0 or (char_width < 1 and char_height < 1):
+        if char_width <= 0 or char_height <= 0 or (char_width < 1 and char_height < 1):
             layer.dropped["zero_size"] += 1  # flattened or below a pixel: nothing of it is drawn on the image
             end_word()
             continue
@@ -237,15 +241,20 @@ def read_text_layer(page, textpage, width: int, height: int) -> TextLayer:
             continue
         char_box = [max(0.0, char_box[0]), max(0.0, char_box[1]), min(float(width), char_box[2]),
                     min(float(height), char_box[3])]
-        text_object = pdfium_c.FPDFText_GetTextObject(textpage, index)
-        char_invisible = bool(text_object) and (pdfium_c.FPDFTextObj_GetTextRenderMode(text_object)
-                                                in INVISIBLE_RENDER_MODES)
+        pdfium_c.FPDFText_GetLooseCharBox(handle, index, loose)
+        advance = _map_box(matrix, loose.left, loose.bottom, loose.right, loose.top)
+        text_object = pdfium_c.FPDFText_GetTextObject(handle, index)
+        address = ctypes.cast(text_object, ctypes.c_void_p).value or 0
+        if address not in render_modes:
+            render_modes[address] = bool(address) and (pdfium_c.FPDFTextObj_GetTextRenderMode(text_object)
+                                                        in INVISIBLE_RENDER_MODES)
+        char_invisible = render_modes[address]
         if box is not None:
-            gap = _gap(previous, char_box)
-            if char_invisible != invisible or gap > WORD_GAP * max(size, previous_size):
+            gap = _gap(previous, advance)
+            size = max(previous[3] - previous[1], advance[3] - advance[1])  # the line's height
+            if char_invisible != invisible or gap > WORD_GAP * size:
                 end_word()
-                line_break = line_break or gap > LINE_GAP * max(size, previous_size) or not _same_line(
-                    previous, char_box)
+                line_break = line_break or gap > LINE_GAP * size or not _same_line(previous, advance)
         if box is None:
             if layer.words and (line_break or not _same_line(layer.boxes[-1], char_box)):
                 line += 1
@@ -258,13 +267,12 @@ def read_text_layer(page, textpage, width: int, height: int) -> TextLayer:
         if code in SOFT_HYPHENS:
             # Visible as "-" only where the word breaks at the end of a line (PDFium's hyphen flag, or a line break
             # after it); the rest of the word, on the next line, is a word of its own there.
-            char = "-" if (pdfium_c.FPDFText_IsHyphen(textpage, index)
-                           or _ends_line(textpage, index, count)) else ""
+            char = "-" if (pdfium_c.FPDFText_IsHyphen(handle, index) or _ends_line(handle, index, count)) else ""
         elif garbage:  # its glyph is drawn (the box counts) but its text is unknown: not given to the model
             char = ""
             layer.dropped["no_unicode"] += 1
         text.append(char)
-        previous, previous_size = char_box, size
+        previous = advance
     end_word()
     layer.image_cells = _image_mask(page, matrix, width, height)
     return layer
@@ -363,7 +371,8 @@ def render_page(page, scale: float, where: str) -> Image.Image:
                            "fix or remove the page, e.g. re-export the PDF")
     pdfium = import_pdfium()
     try:
-        return page.render(scale=scale).to_pil().convert("RGB")
+        image = page.render(scale=scale).to_pil()
+        return image if image.mode == "RGB" else image.convert("RGB")
     except pdfium.PdfiumError as error:
         raise PdfPageError(f"{where}: the page could not be rendered ({error})") from None
 
@@ -374,7 +383,7 @@ def page_input(page, scale: float, pdf_text: str, where: str, image: Image.Image
     {"image", "words": None, "words_source": None, "route", "warnings"}; the pipelines ignore the other keys. `where` names the file and page in warnings; `image` is the page
     already rendered at `scale` (else it is rendered here)."""
     check_pdf_text_mode(pdf_text)
-    image = render_page(page, scale, where) if image is None else image.convert("RGB")
+    image = render_page(page, scale, where) if image is None else image if image.mode == "RGB" else image.convert("RGB")
     layer = None
     if pdf_text != "never":
         textpage = page.get_textpage()

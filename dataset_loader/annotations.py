@@ -318,7 +318,7 @@ def validate_document(document: Document, label_names: Sequence[str] | None = No
         document.segment_boxes = [
             _check_box(box, f"segment_boxes[{i}]", width, height, file) for i, box in enumerate(document.segment_boxes)
         ]
-    problem = normalised_boxes_problem(document.boxes, width, height)
+    problem = normalised_boxes_problem(document.boxes, width, height, document.load_image)
     if problem is not None:
         document.warnings.append(("boxes", problem))
     check_relations(document)

@@ -161,12 +161,14 @@ def duplicate_images(refs: Sequence[DocumentRef], image_files: dict[Path, PageSo
 
 
 def document_pages(refs: Sequence[DocumentRef], image_files: dict[Path, PageSource]) -> list[list[str]]:
-    """The ids of the pages of each document of several pages (annotations sharing a `document_id`)."""
+    """The ids of the pages of each document of several pages: annotations sharing a `document_id`, or pages of
+    one PDF."""
     by_document: dict[str, list[str]] = {}
     for ref in refs:
-        document_id = image_files[ref.path].document_id
-        if document_id is not None:
-            by_document.setdefault(document_id, []).append(ref.id)
+        source = image_files[ref.path]
+        document = source.document_id or (str(source.file.resolve()) if source.page is not None else None)
+        if document is not None:
+            by_document.setdefault(document, []).append(ref.id)
     return [ids for ids in by_document.values() if len(ids) > 1]
 
 

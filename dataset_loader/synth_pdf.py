@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import io
 import math
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 
 from PIL import Image
 

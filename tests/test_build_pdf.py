@@ -8,6 +8,7 @@ import json
 import shutil
 from collections import Counter
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -51,6 +52,20 @@ def test_build_reads_pdf_pages_with_their_annotations(pdf_invoices, tmp_path):
         assert all(rows[other][0] == split for other in rows if other[:13] == page_id[:13])
 
 
+def test_pages_of_one_pdf_stay_in_one_split_without_document_id(pdf_invoices, tmp_path):
+    folder = tmp_path / "data"
+    shutil.copytree(pdf_invoices, folder)
+    for path in (folder / "annotations").glob("*.json"):
+        data = json.loads(path.read_text())
+        del data["document_id"]
+        path.write_text(json.dumps(data))
+    for seed in range(4):
+        dataset = build_dataset(folder, tmp_path / f"ds{seed}", seed=seed, ratios=(0.4, 0.3, 0.3))
+        split_of = {row_id: split for split in dataset for row_id in dataset[split]["id"]}
+        for page_id, split in split_of.items():
+            assert split_of.get(f"{page_id[:13]}_p2", split) == split, (seed, page_id)
+
+
 def test_pdf_page_annotation_errors_name_the_field(pdf_invoices, tmp_path):
     folder = tmp_path / "data"
     shutil.copytree(pdf_invoices, folder)
@@ -72,7 +87,7 @@ class PagesRead(ocr.TesseractEngine):
     """Tesseract, counting the pages it is asked to read."""
 
     name = "tesseract"
-    pages: list = []
+    pages: ClassVar[list] = []
 
     def read(self, page):
         PagesRead.pages.append(page.size)
@@ -144,7 +159,7 @@ def test_build_reads_an_annotation_of_a_whole_pdf_page_by_page(tmp_path):
     assert rows["invoice_00002#page=1"][0] == rows["invoice_00002#page=2"][0]  # one document, one split
     for row in expected:
         name, page = (row["id"][:-3], row["id"][-1]) if "_p" in row["id"] else (row["id"], "1")
-        split, got = rows[f"{name}#page={page}"]
+        _, got = rows[f"{name}#page={page}"]
         for column in ("words", "bboxes", "ner_tags", "entity_ids", "row_ids", "relations"):
             assert got[column] == row[column], (row["id"], column)
     report = json.loads((tmp_path / "ds" / "build_report.json").read_text())

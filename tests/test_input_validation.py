@@ -191,38 +191,45 @@ RECEIPT_PAGE = (1080, 1527)
 
 
 def scanned_receipt(page=RECEIPT_PAGE) -> tuple[Image.Image, list[str], list[list[int]]]:
-    """A receipt scanned on a page a little larger than 1000 px, its text (pixel boxes) inside the first 1000 px
-    both ways: the shop's name and address, eight items with right-aligned prices, the total."""
+    """An 80 mm receipt scanned on an A4 page a little larger than 1000 px (1080x1527): a narrow strip of text
+    (x 330-730) ending above y = 1000, so every pixel box lies within [0, 1000]: the shop's name and address, eight
+    items with right-aligned prices, the total."""
     from PIL import ImageDraw, ImageFont
 
     from dataset_loader.synth import font_families
 
-    image = Image.new("RGB", page, "white")
+    image = Image.new("RGB", page, (246, 246, 246))  # the scanner's lid
     draw = ImageDraw.Draw(image)
     scale = page[0] / RECEIPT_PAGE[0]
-    font = ImageFont.truetype(font_families()[0][0], round(26 * scale)) if font_families() else ImageFont.load_default(
-        round(26 * scale))
+    draw.rectangle([round(310 * scale), round(40 * scale), round(750 * scale), round(1000 * scale)], fill="white")
+    size = round(22 * scale)
+    font = ImageFont.truetype(font_families()[0][0], size) if font_families() else ImageFont.load_default(size)
     lines = [("GROCERY MART", None), ("12 Station Road", None)] + [
         (f"Item {number} pack", f"{number * 1.25:.2f}") for number in range(1, 9)] + [("TOTAL", "56.25")]
     words, boxes = [], []
     for row, (text, price) in enumerate(lines):
         y = round((70 + row * 82) * scale)
-        x = 140 * scale
+        x = 330 * scale
         for word in text.split():
             boxes.append(list(draw.textbbox((x, y), word, font=font)))
             draw.text((x, y), word, font=font, fill="black")
             words.append(word)
             x += font.getlength(word + " ")
         if price:
-            right = 950 * scale
+            right = 730 * scale
             boxes.append(list(draw.textbbox((right, y), price, font=font, anchor="ra")))
             draw.text((right, y), price, font=font, fill="black", anchor="ra")
             words.append(price)
     return image, words, boxes
 
 
+def to_grid(boxes, size, grid):
+    return [[value * grid / side for value, side in zip(box, size * 2)] for box in boxes]
+
+
 def test_pixel_boxes_of_a_receipt_inside_the_first_1000_px_do_not_warn(tmp_path):
-    """Real receipts: text inside the first 1000 px of a 1080x1527 scan is pixels, not the 0-1000 grid."""
+    """Real receipts: text inside the first 1000 px of a 1080x1527 scan is pixels, not the 0-1000 grid: the page's
+    ink lies under the boxes as given, not under them scaled from the grid."""
     image, words, boxes = scanned_receipt()
     assert max(max(box) for box in boxes) <= 1000 < min(image.size)
     no_warnings(read_document, {"image": image, "words": words, "boxes": boxes}, ocr_engine=None)
@@ -231,12 +238,12 @@ def test_pixel_boxes_of_a_receipt_inside_the_first_1000_px_do_not_warn(tmp_path)
                                                   "labels": ["O"] * len(words)})
     assert read_annotation(path, tmp_path).warnings == []
 
-    # The same receipt with normalised boxes still warns: 0-1 on this page, 0-1000 on a finer scan of it.
-    unit = [[x0 / image.width, y0 / image.height, x1 / image.width, y1 / image.height] for x0, y0, x1, y1 in boxes]
-    with pytest.warns(UserWarning, match=r"within \[0, 1\] on a 1080x1527 page.*look normalised"):
-        read_document({"image": image, "words": words, "boxes": unit}, ocr_engine=None)
+    # The same receipt with normalised boxes warns: 0-1 and 0-1000 on this page, 0-1000 on a finer scan of it.
+    for grid in (1, 1000):
+        with pytest.warns(UserWarning, match=rf"within \[0, {grid}\] on a 1080x1527 page.*look normalised"):
+            read_document({"image": image, "words": words, "boxes": to_grid(boxes, image.size, grid)}, ocr_engine=None)
     fine, _, fine_boxes = scanned_receipt((1700, 2404))
-    thousand = [[round(1000 * value / side) for value, side in zip(box, fine.size * 2)] for box in fine_boxes]
+    thousand = to_grid(fine_boxes, fine.size, 1000)
     with pytest.warns(UserWarning, match=r"within \[0, 1000\] on a 1700x2404 page.*look normalised"):
         read_document({"image": fine, "words": words, "boxes": thousand}, ocr_engine=None)
     fine.save(tmp_path / "fine.png")

@@ -1,7 +1,8 @@
 """The input rules shared by the dataset builder and inference, so a page the builder would refuse is refused at
 inference too, with the same message: what a box is, which words are blank, when boxes look normalised.
 
-Copied into checkpoints beside the pipelines (imported relatively by `pipeline_inputs.py`): standard library only.
+Copied into checkpoints beside the pipelines (imported relatively by `pipeline_inputs.py`): standard library only
+(the normalised-box check reads a page image it is given through the image's own methods).
 """
 
 from __future__ import annotations
@@ -66,18 +67,20 @@ def _not_a_box(value: Any) -> str | None:
     return None
 
 
-def normalised_boxes_problem(boxes: Sequence[Sequence[float]], width: float, height: float) -> str | None:
+def normalised_boxes_problem(
+    boxes: Sequence[Sequence[float]], width: float, height: float, page: Any = None
+) -> str | None:
     """A message when the boxes are almost surely normalised, not pixels (the model would read the words squeezed
     into a corner of the page); None otherwise, and for a page without boxes.
 
     - Every box within [0, 1] on a page larger than 1 px: no page holds all its words in one pixel.
-    - Every box within [0, 1000] on a page larger than 1000 px both ways is only a hint, since real words can
-      sit in the first 1000 px of a page (a receipt scanned on a 1080x1527 page). Normalised boxes also spread
-      over the grid as text spreads over a page (over half of it, one way or the other) while, read as pixels,
-      they leave the page empty beyond x = 1000 and y = 1000: flagged only when the words end before the last
-      quarter of the page both across and down (always so for 0-1000 boxes on a page 1334 px or more both ways).
-      On a page less than a third larger than 1000 px one way, normalised boxes that reach into that quarter
-      cannot be told from pixels by their geometry and are not flagged.
+    - Every box within [0, 1000] on a page larger than 1000 px both ways is only a hint: real words can sit in the
+      first 1000 px of a page (a receipt scanned on a 1080x1527 page). With the page image (`page`: a PIL image,
+      or a function returning it, called only then), its ink decides: the boxes are normalised when, scaled from
+      the 0-1000 grid to the page, they cover ink much more densely than as pixels (`INK_RATIO`). Without an image,
+      or on a page without ink, their geometry does: normalised boxes spread over the grid as text over a page
+      (over half of it, one way or the other) while, read as pixels, they leave the page empty beyond x = 1000 and
+      y = 1000; flagged when the words end before the last quarter of the page both across and down.
     """
     if not boxes:
         return None
@@ -86,7 +89,7 @@ def normalised_boxes_problem(boxes: Sequence[Sequence[float]], width: float, hei
     largest = max(max(box) for box in boxes)
     if largest <= 1 < max(width, height):
         grid = "[0, 1]"
-    elif largest <= NORMALISED_GRID < min(width, height) and _spread_like_a_page(boxes, width, height):
+    elif largest <= NORMALISED_GRID < min(width, height) and _thousand_grid_boxes(boxes, width, height, page):
         grid = f"[0, {NORMALISED_GRID}]"
     else:
         return None
@@ -99,16 +102,50 @@ def normalised_boxes_problem(boxes: Sequence[Sequence[float]], width: float, hei
 # Read as pixels, 0-1000 boxes leave at least this share of a page larger than 1000 px empty on the right and at
 # the bottom when the page is a third larger than the grid; real words seldom end so early both ways.
 EMPTY_PAGE_SHARE = 0.25
+# Boxes that are normalised cover ink this many times more densely scaled to the page than read as pixels.
+INK_RATIO = 1.5
+INK_SAMPLE = 400  # boxes measured at most (evenly spread over the page's words)
 
 
-def _spread_like_a_page(boxes: Sequence[Sequence[float]], width: float, height: float) -> bool:
-    """Whether boxes within [0, 1000] spread over the grid as text over a page (over half of it across or down)
-    and, read as pixels, end before the last EMPTY_PAGE_SHARE of the page both across and down."""
+def _thousand_grid_boxes(boxes: Sequence[Sequence[float]], width: float, height: float, page: Any) -> bool:
+    """Whether boxes within [0, 1000] on a page larger than 1000 px both ways are normalised (see
+    `normalised_boxes_problem`)."""
+    if page is not None:
+        ink = _ink_densities(boxes, width, height, page() if callable(page) else page)
+        if ink is not None:
+            as_pixels, as_grid = ink
+            return as_grid > INK_RATIO * as_pixels
     left, top = min(box[0] for box in boxes), min(box[1] for box in boxes)
     right, bottom = max(box[2] for box in boxes), max(box[3] for box in boxes)
     spread = max(right - left, bottom - top) >= NORMALISED_GRID / 2
-    return (spread and right <= (1 - EMPTY_PAGE_SHARE) * width
-            and bottom <= (1 - EMPTY_PAGE_SHARE) * height)
+    return spread and right <= (1 - EMPTY_PAGE_SHARE) * width and bottom <= (1 - EMPTY_PAGE_SHARE) * height
+
+
+def _ink_densities(boxes: Sequence[Sequence[float]], width: float, height: float, page: Any) -> tuple[float, float] | None:
+    """The share of ink pixels (much darker than the paper: the page's most common grey) inside the boxes read as
+    pixels, and inside them scaled from the 0-1000 grid to the page; None when neither covers any ink (a blank
+    page) or the image is not the page the boxes measure."""
+    if tuple(page.size) != (round(width), round(height)):
+        return None
+    gray = page.convert("L")
+    histogram = gray.histogram()
+    paper = max(range(256), key=histogram.__getitem__)
+    ink = gray.point([255 if level < paper - 80 else 0 for level in range(256)])
+    sample = boxes[:: max(1, len(boxes) // INK_SAMPLE)]
+    scale_x, scale_y = width / NORMALISED_GRID, height / NORMALISED_GRID
+    scaled = [[box[0] * scale_x, box[1] * scale_y, box[2] * scale_x, box[3] * scale_y] for box in sample]
+    densities = []
+    for reading in (sample, scaled):
+        inked = area = 0.0
+        for x0, y0, x1, y1 in reading:
+            region = (math.floor(x0), math.floor(y0), math.ceil(x1), math.ceil(y1))
+            if region[2] <= region[0] or region[3] <= region[1]:
+                continue
+            histogram = ink.crop(region).histogram()
+            inked += histogram[255]
+            area += sum(histogram)
+        densities.append(inked / area if area else 0.0)
+    return None if not any(densities) else (densities[0], densities[1])
 
 
 def is_blank_word(word: str) -> bool:

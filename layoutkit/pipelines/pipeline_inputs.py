@@ -40,11 +40,14 @@ def read_image(value) -> Image.Image:
     raise TypeError(f"expected an image path or a PIL image, got {type(value).__name__}")
 
 
-def check_words(words, boxes, page_size: tuple[int, int], name: str = "boxes") -> tuple[list[str], list[list[float]]]:
+def check_words(
+    words, boxes, page_size: tuple[int, int], name: str = "boxes", page: Image.Image | None = None
+) -> tuple[list[str], list[list[float]]]:
     """Given words and one pixel box per word on a page of `page_size` (width, height), checked as the dataset
     builder checks annotations (`validation.check_box`: 4 finite numbers, not inverted, inside the page within
     BOX_TOLERANCE, then clamped); words must be strings. `name` is the input key the boxes came from, for errors.
-    Warns when the boxes look normalised (0-1 or 0-1000) rather than pixels."""
+    Warns when the boxes look normalised (0-1 or 0-1000) rather than pixels (`page`, the page image, tells them
+    apart by its ink)."""
     if not isinstance(words, (list, tuple)) or not isinstance(boxes, (list, tuple)):
         raise TypeError(f"'words' and '{name}' must be lists")
     if len(words) != len(boxes):
@@ -55,7 +58,7 @@ def check_words(words, boxes, page_size: tuple[int, int], name: str = "boxes") -
             raise FieldError(f"words[{index}]", f"{word!r} is {type(word).__name__}; every word must be a string")
     width, height = page_size
     checked = [[float(v) for v in check_box(box, f"{name}[{i}]", width, height)] for i, box in enumerate(boxes)]
-    problem = normalised_boxes_problem(checked, width, height)
+    problem = normalised_boxes_problem(checked, width, height, page)
     if problem is not None:
         warnings.warn(f"{name}: {problem}", stacklevel=2)
     return list(words), checked
@@ -90,7 +93,7 @@ def read_document(inputs, ocr_engine: OcrEngine) -> dict[str, Any]:
         raise ValueError("a dict input needs 'image' (path or PIL image), plus optionally 'words' and 'boxes'")
     page = load_page(read_image(inputs["image"] if isinstance(inputs, dict) else inputs))
     if has_given_words(inputs):
-        words, boxes = check_words(inputs["words"], inputs.get("boxes"), page.size)
+        words, boxes = check_words(inputs["words"], inputs.get("boxes"), page.size, page=page)
         kept = visible_word_indices(words)
         return {"page": page, "words": [words[i] for i in kept], "boxes": [boxes[i] for i in kept], "line_ids": None,
                 "confidences": None, "given_word_indices": kept,

@@ -5,11 +5,11 @@ onto the OCR words (`layoutkit.train.ocr_alignment.transfer_labels`): the model 
 order, its line boxes (the segment boxes of OCR-built datasets) and its typical errors. The settings go into
 preprocessing.json, and from there into the trained checkpoint, so the pipeline reads pages the same way.
 
-A page of a PDF takes the words of its text layer where the layer covers it (`--pdf-text auto`, as predict.py
+A page of a PDF takes the words of its text layer where the layer covers it (`--pdf_text auto`, as predict.py
 and the service decide: `layoutkit.pipelines.pdf_text.page_words`), and is read by the engine otherwise; the report counts
 the pages of each words source, and the labels are carried onto text-layer words the same way.
 
-OCR results are cached on disk by image content (and PDF page) and engine settings (`--ocr-cache`, default
+OCR results are cached on disk by image content (and PDF page) and engine settings (`--ocr_cache`, default
 ~/.cache/layoutkit/ocr), so a rebuild with another resize or split does not read the pages again; pages are
 read by `--ocr_workers` threads before the dataset is written.
 """

@@ -121,23 +121,23 @@ def test_pdf_generation_is_deterministic_and_draws_the_png_invoices(pdf_dir, tmp
 
 
 def test_scanned_share_needs_pdf_format(tmp_path, capsys):
-    assert cli(["synth", "--output", str(tmp_path / "ok"), "--num-docs", "2", "--format", "pdf", "--scanned-share",
+    assert cli(["synth", "--output", str(tmp_path / "ok"), "--num_docs", "2", "--format", "pdf", "--scanned_share",
                 "1", "--workers", "1"]) == 0
     assert sorted(path.name for path in (tmp_path / "ok" / "images").iterdir()) == ["invoice_00000.pdf",
                                                                                       "invoice_00001.pdf"]
     assert {json.loads(path.read_text())["source"] for path in (tmp_path / "ok" / "annotations").glob("*.json")} == {
         "scanned"}
-    assert cli(["synth", "--output", str(tmp_path / "x"), "--num-docs", "2", "--scanned-share", "0.5"]) == 1
-    assert "--scanned-share needs --format pdf" in capsys.readouterr().err
-    assert cli(["synth", "--output", str(tmp_path / "y"), "--num-docs", "2", "--format", "pdf",
-                "--scanned-share", "1.5"]) == 1
-    assert "--scanned-share must be a share between 0 and 1" in capsys.readouterr().err
+    assert cli(["synth", "--output", str(tmp_path / "x"), "--num_docs", "2", "--scanned_share", "0.5"]) == 1
+    assert "--scanned_share needs --format pdf" in capsys.readouterr().err
+    assert cli(["synth", "--output", str(tmp_path / "y"), "--num_docs", "2", "--format", "pdf",
+                "--scanned_share", "1.5"]) == 1
+    assert "--scanned_share must be a share between 0 and 1" in capsys.readouterr().err
 
 
 def test_the_project_reader_routes_every_page_and_reads_the_words(pdf_dir):
-    """layoutkit.pdf_text (what predict.py, the service and the builder read PDFs with) on the sample PDFs: every
+    """layoutkit.pipelines.pdf_text (what predict.py, the service and the builder read PDFs with) on the sample PDFs: every
     born-digital page by its text layer, with the annotation's words; every scanned page to OCR."""
-    from layoutkit.pdf_text import OCR_NEEDED, page_words
+    from layoutkit.pipelines.pdf_text import OCR_NEEDED, page_words
 
     routes = Counter()
     for name, pages in annotations_by_document(pdf_dir).items():

@@ -1,10 +1,13 @@
 """Reading documents into page images: image files (every frame of a multi-page TIFF) and PDFs (rendered with
 PDFium), with the decompression-bomb guard checked before a page is decoded, and the words-and-boxes input of
-the annotation format. Shared by predict.py and the HTTP service (`layoutkit/serve.py`)."""
+the annotation format. Shared by predict.py and the HTTP service (`layoutkit/serve.py`), which passes an upload's
+bytes as `data` (read in memory, never written to disk; `path` then only names the document in messages)."""
 
 from __future__ import annotations
 
+import io
 import os
+import threading
 import warnings
 from pathlib import Path
 
@@ -13,6 +16,9 @@ from PIL import Image, ImageSequence
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
 PDF_SUFFIXES = {".pdf"}
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+# PDFium is not thread-safe, not even across documents (pypdfium2's documentation: concurrent calls crash or corrupt
+# the process): every PDFium call of the package holds this lock. Held per page, so a render blocks others briefly.
+PDFIUM_LOCK = threading.RLock()
 
 
 class DocumentError(Exception):
@@ -37,12 +43,13 @@ def check_pixels(path: Path, width: float, height: float, max_pixels: int, page:
         )
 
 
-def image_pages(path: Path, max_pixels: int):
-    """The frames of an image file (several for a multi-page TIFF), checked for size before decoding."""
+def image_pages(path: Path, max_pixels: int, data: bytes | None = None):
+    """The frames of an image file (several for a multi-page TIFF), or of the image `data`, checked for size
+    before decoding."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(path)
+            image = Image.open(path if data is None else io.BytesIO(data))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise LimitError(
             f"{path}: image above the limit of {max_pixels:,} pixels (decompression-bomb guard: {error}); raise "
@@ -70,8 +77,9 @@ def import_pdfium(path: Path):
     return pypdfium2
 
 
-def open_pdf(path: Path):
-    """The PDF as a pypdfium2 document; DocumentError when it cannot be used (encrypted, malformed, no pages).
+def open_pdf(path: Path, data: bytes | None = None):
+    """The PDF file, or the PDF `data` (then kept alive by the caller until the document is closed), as a pypdfium2
+    document; DocumentError when it cannot be used (encrypted, malformed, no pages). Call it holding PDFIUM_LOCK.
 
     Opened through PDFium's own loader, not `PdfDocument(path)`: that one reports a PDF without pages as a load
     failure with PDFium's last error code, which is global and not reset by a successful load, so an empty PDF
@@ -80,7 +88,10 @@ def open_pdf(path: Path):
     pdfium = import_pdfium(path)
     import pypdfium2.raw as pdfium_c
 
-    raw = pdfium_c.FPDF_LoadDocument(os.fsencode(path), None)
+    if data is None:
+        raw = pdfium_c.FPDF_LoadDocument(os.fsencode(path), None)
+    else:
+        raw = pdfium_c.FPDF_LoadMemDocument64(data, len(data), None)
     if not raw:
         code = pdfium_c.FPDF_GetLastError()
         if code in (pdfium_c.FPDF_ERR_PASSWORD, pdfium_c.FPDF_ERR_SECURITY):
@@ -96,39 +107,48 @@ def open_pdf(path: Path):
     return pdf
 
 
-def pdf_pages(path: Path, dpi: int, max_pixels: int):
-    """Every page of a PDF rendered at `dpi`, one at a time."""
+def pdf_pages(path: Path, dpi: int, max_pixels: int, data: bytes | None = None):
+    """Every page of a PDF (the file, or `data`) rendered at `dpi`, one at a time."""
     pdfium = import_pdfium(path)
 
-    pdf = open_pdf(path)
+    with PDFIUM_LOCK:
+        pdf = open_pdf(path, data)
+        count = len(pdf)
     try:
         scale = dpi / 72
-        for index in range(len(pdf)):
-            page = pdf[index]
-            try:
-                width, height = page.get_size()
-                check_pixels(path, width * scale, height * scale, max_pixels, index + 1)
-                yield page.render(scale=scale).to_pil()
-            except pdfium.PdfiumError as error:
-                raise DocumentError(f"{path}: page {index + 1} could not be rendered ({error})") from None
-            finally:
-                page.close()
+        for index in range(count):
+            with PDFIUM_LOCK:
+                page = pdf[index]
+                try:
+                    width, height = page.get_size()
+                    check_pixels(path, width * scale, height * scale, max_pixels, index + 1)
+                    bitmap = page.render(scale=scale)
+                    image = bitmap.to_pil()  # a copy (BGR pixels to RGB): the bitmap can go now, under the lock
+                    bitmap.close()
+                except pdfium.PdfiumError as error:
+                    raise DocumentError(f"{path}: page {index + 1} could not be rendered ({error})") from None
+                finally:
+                    page.close()
+            yield image
     finally:
-        pdf.close()
-
-
-def count_pages(path: Path, is_pdf: bool) -> int:
-    """The number of pages of a PDF or frames of an image file, read without rendering or decoding them."""
-    if is_pdf:
-        pdf = open_pdf(path)
-        try:
-            return len(pdf)
-        finally:
+        with PDFIUM_LOCK:
             pdf.close()
+
+
+def count_pages(path: Path, is_pdf: bool, data: bytes | None = None) -> int:
+    """The number of pages of a PDF or frames of an image file (or of `data`), read without rendering or decoding
+    them."""
+    if is_pdf:
+        with PDFIUM_LOCK:
+            pdf = open_pdf(path, data)
+            try:
+                return len(pdf)
+            finally:
+                pdf.close()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(path if data is None else io.BytesIO(data)) as image:
                 return int(getattr(image, "n_frames", 1))
     except Image.DecompressionBombError:
         return 1  # refused with its own message when the page is read (image_pages)

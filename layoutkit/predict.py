@@ -253,7 +253,7 @@ def main(argv=None) -> int:
                 for entity in result["entities"]:
                     found[entity["entity_group"]] = found.get(entity["entity_group"], 0) + 1
                 row.update(status="ok", output=str(path), pages=len(result["pages"]), words=len(result["words"]),
-                           fields=found)
+                           fields=found, warnings=result["warnings"])
                 if args.labelstudio and len(result["pages"]) == 1 and source.suffix.lower() in IMAGE_SUFFIXES:
                     labelstudio_tasks.append((str(source), document_tasks(
                         result, args.labelstudio_image_prefix + source.name, args.model_name_or_path)))

@@ -9,6 +9,7 @@ from .documents import DocumentError
 from .fields import extract_fields
 from .line_items import group_line_items, links_from_pairs
 from .ocr import OcrError
+from .validation import collect_warnings
 
 
 def predict_document(extractor, source: Path | None, pages, words_pages, args, linker=None) -> tuple[dict, list]:
@@ -20,9 +21,12 @@ def predict_document(extractor, source: Path | None, pages, words_pages, args, l
 
     `args` carries the settings of predict.py's command line (the service builds the same): model_name_or_path,
     ocr_engine, ocr_lang, ocr_config, ocr_options, batch_size, mixed_precision, rule_config, draw, words_json,
-    field_schema, line_item_grouping."""
+    field_schema, line_item_grouping.
+
+    `warnings` lists what is readable but almost surely wrong, `{"page", "message"}` each, with the dataset builder's
+    messages (boxes that look normalised, given words without visible text, a page without text)."""
     result = {"model": args.model_name_or_path, "source": str(source) if source else None, "status": "ok",
-              "pages": [], "fields": {}, "line_items": [], "entities": [], "words": []}
+              "warnings": [], "pages": [], "fields": {}, "line_items": [], "entities": [], "words": []}
     drawings = []
     call = dict(ocr_engine=args.ocr_engine, ocr_lang=args.ocr_lang, ocr_config=args.ocr_config,
                 ocr_options=args.ocr_options, window_batch_size=args.batch_size, mixed_precision=args.mixed_precision,
@@ -37,7 +41,8 @@ def predict_document(extractor, source: Path | None, pages, words_pages, args, l
         else:
             inputs = image
         try:
-            output = extractor(inputs, **call)
+            with collect_warnings() as messages:
+                output = extractor(inputs, **call)
         except OcrError as error:
             raise DocumentError(f"{source}: OCR failed on page {number}: {error}") from None
         except ValueError as error:
@@ -45,6 +50,8 @@ def predict_document(extractor, source: Path | None, pages, words_pages, args, l
         page = {"page": number, "width": output["width"], "height": output["height"], "num_words": len(output["words"])}
         if not output["words"]:
             page["warning"] = "no text found on this page"
+            messages.append(page["warning"])
+        result["warnings"].extend({"page": number, "message": message} for message in messages)
         result["pages"].append(page)
         for entity in output["entities"]:
             result["entities"].append({**entity, "score": round(entity["score"], 4), "page": number})

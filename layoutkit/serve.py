@@ -18,16 +18,13 @@ Requires the `serve` extra: `pip install 'layoutkit[serve]'` (FastAPI, uvicorn, 
 
 import argparse
 import asyncio
-import base64
-import binascii
+import contextlib
 import functools
-import io
-import json
 import logging
 import os
+import signal
 import sys
-import tempfile
-import warnings
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
@@ -35,25 +32,17 @@ from types import SimpleNamespace
 from PIL import Image
 
 from .batching import BatchedTokenClassificationPipeline, WindowBatcher
-from .documents import (
-    DEFAULT_MAX_PIXELS,
-    IMAGE_SUFFIXES,
-    PDF_SUFFIXES,
-    DocumentError,
-    LimitError,
-    check_pixels,
-    check_words_pages,
-    count_pages,
-    image_pages,
-    pdf_pages,
-)
+from .documents import DEFAULT_MAX_PIXELS, DocumentError, LimitError, image_pages, pdf_pages
 from .fields import FieldSchema
 from .ocr import DEFAULT_OCR_ENGINE, OCR_ENGINES, parse_engine_option
 from .postprocess import RULES, RuleConfig
 from .prediction import predict_document
+from .process_tempdir import ProcessTempDir
+from .request_checks import CheckedUpload, CheckedWords, Limits, UnsupportedFile, check_upload, check_words_request
 
 logger = logging.getLogger("layoutkit.serve")
 PAGE_HTML = Path(__file__).with_name("static") / "serve.html"
+CHECK_THREADS = 2  # the cheap checks' pool: never behind OCR, and a check takes milliseconds
 
 
 class ApiError(Exception):
@@ -98,13 +87,16 @@ def parse_args(argv=None):
     parser.add_argument("--schema", help="JSON file of field types (date, amount, number, text)")
     parser.add_argument("--rules",
                         help=f"post-processing rules: comma-separated ({', '.join(RULES)}, or all) or a JSON file")
+    parser.add_argument("--shutdown_timeout", type=float, default=30.0,
+                        help="on SIGTERM/SIGINT, seconds the requests in flight may take to finish (new connections "
+                        "are refused at once); then the process exits 0")
     parser.add_argument("--log_level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     args = parser.parse_args(argv)
     for name in ("max_batch_size", "workers", "max_pages", "dpi", "max_image_pixels"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be positive")
-    if args.max_upload_mb <= 0 or args.max_wait_ms < 0:
-        parser.error("--max_upload_mb must be positive and --max_wait_ms not negative")
+    if args.max_upload_mb <= 0 or args.max_wait_ms < 0 or args.shutdown_timeout < 0:
+        parser.error("--max_upload_mb must be positive, --max_wait_ms and --shutdown_timeout not negative")
     if args.backend == "onnx" and (args.device == "cuda" or args.mixed_precision != "no"):
         parser.error("--backend onnx runs the exported fp32 graph on the CPU; drop --device cuda / --mixed_precision")
     try:
@@ -134,13 +126,18 @@ def build_extractor(args) -> BatchedTokenClassificationPipeline:
 
 
 class ExtractionService:
-    """The documents side of the service: turns an upload or a words payload into predict.py's JSON. Its methods
-    block (decoding, OCR, waiting for the forward batch) and run in the worker pool, never on the event loop."""
+    """The documents side of the service: turns an upload or a words payload into predict.py's JSON.
+
+    `check_upload` and `check_words` are the cheap checks (layoutkit/request_checks.py), run in a small pool of
+    their own so that a bad request is answered at once however many documents wait for a worker;
+    `extract_file` and `extract_words` block (decoding, OCR, waiting for the forward batch) and run in the worker
+    pool. Neither runs on the event loop. Uploads stay in memory: nothing is written to disk."""
 
     def __init__(self, extractor, args):
         self.extractor = extractor
         self.args = args
         self.max_upload_bytes = int(args.max_upload_mb * 1_000_000)
+        self.limits = Limits(args.max_pages, args.max_image_pixels, args.dpi)
         # predict_document's settings, as predict.py's command line gives them.
         self.settings = SimpleNamespace(
             model_name_or_path=args.model_name_or_path, ocr_engine=args.ocr_engine, ocr_lang=args.ocr_lang,
@@ -149,72 +146,47 @@ class ExtractionService:
             field_schema=args.field_schema, line_item_grouping="rule",
         )
         self.pool = ThreadPoolExecutor(max_workers=args.workers, thread_name_prefix="extract")
+        self.checks = ThreadPoolExecutor(max_workers=CHECK_THREADS, thread_name_prefix="check")
+
+    def close(self) -> None:
+        """Drop the requests still queued (their clients are gone once the server stopped), stop the batcher."""
+        self.checks.shutdown(wait=False, cancel_futures=True)
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        if self.extractor.batcher is not None:
+            self.extractor.batcher.close()
+
+    # ------------------------------------------------------------------------------------------- checks
+    def check_upload(self, data: bytes, filename: str | None, content_type: str | None) -> CheckedUpload:
+        return check_upload(data, filename, content_type, self.limits)
+
+    def check_words(self, body: bytes) -> CheckedWords:
+        family = self.extractor.family
+        return check_words_request(body, family.model_type if family.image_input else None, self.limits)
 
     # ------------------------------------------------------------------------------------------- files
-    def extract_file(self, data: bytes, filename: str | None, content_type: str | None) -> dict:
-        name = Path(filename or "upload").name or "upload"
-        suffix = Path(name).suffix.lower()
-        content_type = (content_type or "").split(";")[0].strip().lower()
-        is_pdf = data[:5] == b"%PDF-" or suffix in PDF_SUFFIXES or content_type == "application/pdf"
-        if not is_pdf and not (suffix in IMAGE_SUFFIXES or content_type.startswith("image/") or _is_image(data)):
-            raise ApiError(415, f"{name}: unsupported file (content type {content_type or 'none'!r}); send an image "
-                                "(PNG, JPEG, TIFF, BMP, GIF, WebP) or a PDF")
-        with tempfile.TemporaryDirectory(prefix="layoutkit-serve-") as folder:
-            path = Path(folder) / ("document" + (".pdf" if is_pdf else suffix or ".image"))
-            path.write_bytes(data)
-            try:
-                self._check_pages(count_pages(path, is_pdf), name)
-                if is_pdf:
-                    pages = pdf_pages(path, self.args.dpi, self.args.max_image_pixels)
-                else:
-                    pages = image_pages(path, self.args.max_image_pixels)
-                result, _ = predict_document(self.extractor, Path(name), pages, None, self.settings)
-            except DocumentError as error:
-                # Messages name the file: the upload's name, not the temporary copy's.
-                error.args = (str(error).replace(str(path), name),)
-                raise error from None
+    def extract_file(self, upload: CheckedUpload) -> dict:
+        path = Path(upload.name)  # names the document in messages and `source`; nothing is read from disk
+        if upload.is_pdf:
+            pages = pdf_pages(path, self.args.dpi, self.args.max_image_pixels, upload.data)
+        else:
+            pages = image_pages(path, self.args.max_image_pixels, upload.data)
+        result, _ = predict_document(self.extractor, path, pages, None, self.settings)
         return result
 
     # ------------------------------------------------------------------------------------------- words
-    def extract_words(self, payload) -> dict:
-        words_pages = check_words_pages(payload, "request")
-        self._check_pages(len(words_pages), "request")
-        images = [self._page_image(page, number) for number, page in enumerate(words_pages, start=1)]
-        source = payload.get("source") if isinstance(payload, dict) else None
-        result, _ = predict_document(self.extractor, source, iter(images), words_pages, self.settings)
+    def extract_words(self, request: CheckedWords) -> dict:
+        images = (self._page_image(page, number) for number, page in enumerate(request.pages, start=1))
+        result, _ = predict_document(self.extractor, request.source, images, request.pages, self.settings)
+        result["warnings"][:0] = request.warnings
         return result
 
     def _page_image(self, page: dict, number: int) -> Image.Image:
-        """The page image a words payload gives (base64), or for a model that reads no pixels a blank page of its
-        `width` x `height` (the boxes are checked against it)."""
-        limit = self.args.max_image_pixels
-        if page.get("image"):
-            try:
-                data = base64.b64decode(page["image"], validate=True)
-            except (binascii.Error, TypeError, ValueError) as error:
-                raise DocumentError(f"request: page {number}: 'image' is not base64 ({error})") from None
-            with tempfile.TemporaryDirectory(prefix="layoutkit-serve-") as folder:
-                path = Path(folder) / "page.image"
-                path.write_bytes(data)
-                try:
-                    return next(image_pages(path, limit))
-                except DocumentError as error:
-                    error.args = (str(error).replace(str(path), f"request: page {number}: image"),)
-                    raise error from None
-        if self.extractor.family.image_input:
-            raise DocumentError(f"request: page {number}: this {self.extractor.family.model_type} model reads the "
-                                "page image; send it base64-encoded as 'image'")
-        width, height = page.get("width"), page.get("height")
-        if not (isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0):
-            raise DocumentError(f"request: page {number}: give the page's 'image' (base64), or its 'width' and "
-                                "'height' in pixels (the boxes' coordinate space)")
-        check_pixels(Path("request"), width, height, limit, number)
-        return Image.new("RGB", (width, height), "white")
-
-    def _check_pages(self, count: int, name: str) -> None:
-        if count > self.args.max_pages:
-            raise LimitError(f"{name}: {count} pages, above the limit of {self.args.max_pages} pages per document; "
-                             "start the server with a larger --max_pages", "--max_pages")
+        """The page image a words payload gives (base64, decoded by the checks), or for a model that reads no
+        pixels a blank page of its `width` x `height` (the boxes' space; the checks made sure one is given)."""
+        if page.get("image_data") is not None:
+            name = Path(f"request: page {number}: image")
+            return next(image_pages(name, self.args.max_image_pixels, page["image_data"]))
+        return Image.new("RGB", (page["width"], page["height"]), "white")
 
     # ------------------------------------------------------------------------------------------- model
     def model_info(self) -> dict:
@@ -239,19 +211,6 @@ class ExtractionService:
             "limits": {"max_upload_mb": self.args.max_upload_mb, "max_image_pixels": self.args.max_image_pixels,
                        "max_pages": self.args.max_pages, "dpi": self.args.dpi},
         }
-
-
-def _is_image(data: bytes) -> bool:
-    """Whether Pillow recognises the bytes as an image (header only; not decoded)."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)):
-                return True
-    except Image.DecompressionBombError:
-        return True  # an image, refused for its size when read
-    except Exception:
-        return False
 
 
 async def read_body(request, limit: int) -> bytes:
@@ -285,12 +244,14 @@ def create_app(service: ExtractionService):
     async def api_error(request, error: ApiError):
         return JSONResponse(error.body(), status_code=error.status)
 
-    async def run(job):
-        """`job` in the worker pool; its document errors become 4xx answers, anything else a 500."""
+    async def run(pool, job):
+        """`job` in `pool`; its document errors become 4xx answers, anything else a 500."""
         try:
-            return await asyncio.get_running_loop().run_in_executor(service.pool, job)
+            return await asyncio.get_running_loop().run_in_executor(pool, job)
         except ApiError:
             raise
+        except UnsupportedFile as error:
+            raise ApiError(415, str(error)) from None
         except LimitError as error:
             raise ApiError(413, str(error), limit=error.option.lstrip("-"), option=error.option) from None
         except DocumentError as error:
@@ -301,6 +262,8 @@ def create_app(service: ExtractionService):
 
     @app.post("/v1/extract")
     async def extract(request: Request):
+        # Everything that can refuse the request runs before it joins the worker queue: the body's size here, the
+        # checks (request_checks.py) in their own pool, so a bad request is answered while OCR keeps the workers busy.
         body = await read_body(request, service.max_upload_bytes)
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type == "multipart/form-data":
@@ -315,19 +278,21 @@ def create_app(service: ExtractionService):
             if not isinstance(upload, UploadFile):
                 raise ApiError(422, "a multipart request needs a 'file' field with the image or PDF")
             data = await upload.read()
-            job = functools.partial(service.extract_file, data, upload.filename, upload.content_type)
+            await upload.close()
+            checked = await run(service.checks, functools.partial(service.check_upload, data, upload.filename,
+                                                                  upload.content_type))
+            job = functools.partial(service.extract_file, checked)
         elif content_type == "application/json":
-            try:  # parsed in the pool: a large body (base64 pages) would hold the event loop
-                payload = await asyncio.get_running_loop().run_in_executor(service.pool, json.loads, body)
-            except (json.JSONDecodeError, UnicodeDecodeError) as error:
-                raise ApiError(422, f"the JSON body does not parse ({error})") from None
-            job = functools.partial(service.extract_words, payload)
+            checked = await run(service.checks, functools.partial(service.check_words, body))
+            job = functools.partial(service.extract_words, checked)
         elif content_type.startswith("image/") or content_type in ("application/pdf", "application/octet-stream"):
-            job = functools.partial(service.extract_file, body, request.query_params.get("filename"), content_type)
+            checked = await run(service.checks, functools.partial(
+                service.check_upload, body, request.query_params.get("filename"), content_type))
+            job = functools.partial(service.extract_file, checked)
         else:
             raise ApiError(415, f"unsupported content type {content_type or 'none'!r}: send multipart/form-data (field "
                                 "'file'), an image/* or application/pdf body, or application/json words and boxes")
-        return await run(job)
+        return await run(service.pool, job)
 
     @app.get("/health")
     async def health():
@@ -348,6 +313,34 @@ def create_app(service: ExtractionService):
     return app
 
 
+def draining_server(config):
+    """uvicorn's server, whose SIGTERM/SIGINT stop accepting connections, let the requests in flight finish (up to
+    `--shutdown_timeout` seconds) and then return, so the process exits 0. (uvicorn's own `Server` raises the signal
+    again after its graceful shutdown: the process would end by the signal, exit status -15.)"""
+    import uvicorn
+
+    class DrainingServer(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):
+            if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+                yield
+                return
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    return DrainingServer(config)
+
+
+def exit_on_signal(signum, frame):
+    """Before and after serving, SIGTERM ends the process through SystemExit, so `finally` blocks (the private
+    temporary folder's removal) still run."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
@@ -359,10 +352,28 @@ def main(argv=None) -> int:
     # PIL refuses (above 2x) or warns about (above 1x) images over this size when opening them, as in predict.py.
     Image.MAX_IMAGE_PIXELS = args.max_image_pixels
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    service = ExtractionService(build_extractor(args), args)
-    logger.info("model %s loaded (%s); serving on http://%s:%d", args.model_name_or_path,
-                service.extractor.model.config.model_type, args.host, args.port)
-    uvicorn.run(create_app(service), host=args.host, port=args.port, log_level=args.log_level)
+    signal.signal(signal.SIGTERM, exit_on_signal)
+    with ProcessTempDir() as scratch:
+        logger.debug("temporary files of this process: %s", scratch)
+        service = ExtractionService(build_extractor(args), args)
+        logger.info("model %s loaded (%s); serving on http://%s:%d", args.model_name_or_path,
+                    service.extractor.model.config.model_type, args.host, args.port)
+        server = draining_server(uvicorn.Config(create_app(service), host=args.host, port=args.port,
+                                               log_level=args.log_level,
+                                               timeout_graceful_shutdown=args.shutdown_timeout))
+        try:
+            server.run()
+        finally:
+            service.close()
+        busy = [t for t in threading.enumerate() if t.name.startswith("extract") and t.is_alive()]
+    logger.info("stopped")
+    if busy:
+        # Requests past --shutdown_timeout: their threads would keep the interpreter from exiting until their OCR
+        # ends. Their clients were answered with a closed connection; the temporary folder is already gone.
+        logger.warning("%d request(s) still running after --shutdown_timeout %g s were abandoned", len(busy),
+                       args.shutdown_timeout)
+        logging.shutdown()
+        os._exit(0)
     return 0
 
 

@@ -153,13 +153,13 @@ def check_image(name: str, data: bytes, limits: Limits) -> int | None:
     return count
 
 
-def upright_size(image: Image.Image) -> tuple[int, int] | None:
-    """(width, height) of the page as displayed (EXIF orientation applied), or None when the orientation is not in
-    the header (a PNG may store EXIF after its pixels)."""
+def upright_sizes(image: Image.Image) -> list[tuple[int, int]]:
+    """(width, height) of the page as displayed (EXIF orientation applied); both orientations when the header does
+    not tell (a PNG may store its EXIF after the pixels, read only when decoding)."""
     if image.format == "PNG" and "exif" not in image.info:
-        return None
+        return [image.size, image.size[::-1]]
     orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
-    return (image.height, image.width) if orientation in TRANSPOSED_ORIENTATIONS else image.size
+    return [image.size[::-1] if orientation in TRANSPOSED_ORIENTATIONS else image.size]
 
 
 def check_words_request(body: bytes, image_model: str | None, limits: Limits) -> CheckedWords:
@@ -185,7 +185,6 @@ def check_words_request(body: bytes, image_model: str | None, limits: Limits) ->
         for name in sorted(set(page) - set(known)):
             checked.warnings.append({"page": number, "message": unknown_field(name, known)})
         page = dict(page)
-        size = None
         if page.get("image"):
             try:
                 page["image_data"] = base64.b64decode(page.pop("image"), validate=True)
@@ -195,7 +194,7 @@ def check_words_request(body: bytes, image_model: str | None, limits: Limits) ->
             if check_image(image_name, page["image_data"], limits) is None:
                 raise DocumentError(f"{image_name}: not a readable image (Pillow does not recognise its header)")
             with Image.open(io.BytesIO(page["image_data"])) as image:
-                size = upright_size(image)
+                sizes = upright_sizes(image)
         elif image_model:
             raise DocumentError(f"{where}: this {image_model} model reads the page image; send it base64-encoded "
                                 "as 'image'")
@@ -205,16 +204,26 @@ def check_words_request(body: bytes, image_model: str | None, limits: Limits) ->
                 raise DocumentError(f"{where}: give the page's 'image' (base64), or its 'width' and 'height' in "
                                     "pixels (the boxes' coordinate space)")
             check_pixels(Path("request"), width, height, limits.max_image_pixels, number)
-            size = (width, height)
-        check_page_words(page, size, where)
+            sizes = [(width, height)]
+        check_page_words(page, sizes, where)
         checked.pages.append(page)
     return checked
 
 
-def check_page_words(page: dict, size: tuple[int, int] | None, where: str) -> None:
-    """Words are strings, boxes (and segment boxes) valid pixel boxes on a page of `size` (not checked against
-    the page when its size is not known before decoding): the messages of `pipeline_inputs.check_words`."""
-    width, height = size or (float("inf"), float("inf"))
+def check_page_words(page: dict, sizes: list[tuple[int, int]], where: str) -> None:
+    """Words are strings, boxes (and segment boxes) valid pixel boxes on a page of one of `sizes` (the page's size
+    in either orientation when the header does not say which): the messages of `pipeline_inputs.check_words`."""
+    errors = []
+    for size in sizes:
+        try:
+            return check_words_on_page(page, size, where)
+        except DocumentError as error:
+            errors.append(error)
+    raise errors[0]
+
+
+def check_words_on_page(page: dict, size: tuple[int, int], where: str) -> None:
+    width, height = size
     try:
         for index, word in enumerate(page["words"]):
             if not isinstance(word, str):

@@ -42,7 +42,11 @@ from .request_checks import CheckedUpload, CheckedWords, Limits, UnsupportedFile
 
 logger = logging.getLogger("layoutkit.serve")
 PAGE_HTML = Path(__file__).with_name("static") / "serve.html"
-CHECK_THREADS = 2  # the cheap checks' pool: never behind OCR, and a check takes milliseconds
+# The cheap checks of a body up to this size run on the event loop itself (well under a millisecond per 100 KB:
+# no thread hand-off, whose wait for the GIL behind busy workers would cost more); larger ones (parsing megabytes
+# of JSON) in a pool of CHECK_THREADS of their own, never behind OCR.
+INLINE_CHECK_BYTES = 1_000_000
+CHECK_THREADS = 2
 
 
 class ApiError(Exception):
@@ -128,8 +132,9 @@ def build_extractor(args) -> BatchedTokenClassificationPipeline:
 class ExtractionService:
     """The documents side of the service: turns an upload or a words payload into predict.py's JSON.
 
-    `check_upload` and `check_words` are the cheap checks (layoutkit/request_checks.py), run in a small pool of
-    their own so that a bad request is answered at once however many documents wait for a worker;
+    `check_upload` and `check_words` are the cheap checks (layoutkit/request_checks.py), run on the event loop
+    (or, for a large body, in a small pool of their own) so that a bad request is answered at once however many
+    documents wait for a worker;
     `extract_file` and `extract_words` block (decoding, OCR, waiting for the forward batch) and run in the worker
     pool. Neither runs on the event loop. Uploads stay in memory: nothing is written to disk."""
 
@@ -245,9 +250,10 @@ def create_app(service: ExtractionService):
         return JSONResponse(error.body(), status_code=error.status)
 
     async def run(pool, job):
-        """`job` in `pool`; its document errors become 4xx answers, anything else a 500."""
+        """`job` in `pool` (None: here, on the event loop); its document errors become 4xx answers, anything else
+        a 500."""
         try:
-            return await asyncio.get_running_loop().run_in_executor(pool, job)
+            return job() if pool is None else await asyncio.get_running_loop().run_in_executor(pool, job)
         except ApiError:
             raise
         except UnsupportedFile as error:
@@ -265,6 +271,7 @@ def create_app(service: ExtractionService):
         # Everything that can refuse the request runs before it joins the worker queue: the body's size here, the
         # checks (request_checks.py) in their own pool, so a bad request is answered while OCR keeps the workers busy.
         body = await read_body(request, service.max_upload_bytes)
+        checks = None if len(body) <= INLINE_CHECK_BYTES else service.checks
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type == "multipart/form-data":
             async def replay():
@@ -279,14 +286,14 @@ def create_app(service: ExtractionService):
                 raise ApiError(422, "a multipart request needs a 'file' field with the image or PDF")
             data = await upload.read()
             await upload.close()
-            checked = await run(service.checks, functools.partial(service.check_upload, data, upload.filename,
-                                                                  upload.content_type))
+            checked = await run(checks, functools.partial(service.check_upload, data, upload.filename,
+                                                          upload.content_type))
             job = functools.partial(service.extract_file, checked)
         elif content_type == "application/json":
-            checked = await run(service.checks, functools.partial(service.check_words, body))
+            checked = await run(checks, functools.partial(service.check_words, body))
             job = functools.partial(service.extract_words, checked)
         elif content_type.startswith("image/") or content_type in ("application/pdf", "application/octet-stream"):
-            checked = await run(service.checks, functools.partial(
+            checked = await run(checks, functools.partial(
                 service.check_upload, body, request.query_params.get("filename"), content_type))
             job = functools.partial(service.extract_file, checked)
         else:
@@ -353,6 +360,10 @@ def main(argv=None) -> int:
     Image.MAX_IMAGE_PIXELS = args.max_image_pixels
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     signal.signal(signal.SIGTERM, exit_on_signal)
+    # The event loop waits for the GIL behind workers running Python (tokenizing, postprocessing, OCR glue) at
+    # every I/O step; a 1 ms switch interval instead of 5 ms lowered the 4xx answers' latency under OCR load
+    # (p50 20-24 ms and p95 34-35 ms against 27-31 ms and 53-64 ms, docs/serving.md).
+    sys.setswitchinterval(0.001)
     with ProcessTempDir() as scratch:
         logger.debug("temporary files of this process: %s", scratch)
         service = ExtractionService(build_extractor(args), args)

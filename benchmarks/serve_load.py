@@ -133,6 +133,7 @@ def request_kinds(args, max_upload_mb: float):
 
 async def load(url: str, kinds, clients: int, total: int, max_seconds: float) -> dict:
     latencies = {"ok": [], "4xx": []}
+    by_kind: dict[str, list[float]] = {}
     errors, sent = [], 0
     timeout = aiohttp.ClientTimeout(total=max_seconds)
     async with aiohttp.ClientSession(timeout=timeout) as session:
@@ -163,6 +164,7 @@ async def load(url: str, kinds, clients: int, total: int, max_seconds: float) ->
                     errors.append(f"{kind}: {status}")
                     continue
                 latencies[got].append(time.perf_counter() - started)
+                by_kind.setdefault(kind, []).append(time.perf_counter() - started)
 
         started = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(clients)))
@@ -171,7 +173,7 @@ async def load(url: str, kinds, clients: int, total: int, max_seconds: float) ->
             after = (await response.json())["batching"]
     batching = {key: after[key] - before[key] for key in ("pages", "windows", "forward_batches")}
     return {"latencies": {k: sorted(v) for k, v in latencies.items()}, "errors": errors, "seconds": elapsed,
-            "batching": batching}
+            "batching": batching, "by_kind": {k: sorted(v) for k, v in by_kind.items()}}
 
 
 def percentile(values, fraction):
@@ -208,6 +210,7 @@ def main():
             "refused_p50": 1000 * percentile(refused, 0.50), "refused_p95": 1000 * percentile(refused, 0.95),
             "peak_mib": peak, "passes": batching["forward_batches"],
             "pages_per_pass": batching["pages"] / passes, "windows_per_pass": batching["windows"] / passes,
+            "by_kind": result["by_kind"],
         })
         if result["errors"]:
             print(f"errors ({config}): {result['errors'][:20]}", file=sys.stderr)
@@ -221,6 +224,12 @@ def main():
         print(f"| `{row['config']}` | {row['ok']} | {row['refused']} | {row['errors']} | {row['throughput']:.2f} | "
               f"{row['p50']:.0f} / {row['p95']:.0f} | {row['refused_p50']:.0f} / {row['refused_p95']:.0f} | "
               f"{row['peak_mib']:.0f} | {row['passes']} | {row['pages_per_pass']:.2f} | {row['windows_per_pass']:.2f} |")
+    if len(rows[0]["by_kind"]) > 1:
+        print("\n| server options | request | answered | p50 ms | p95 ms |\n|---|---|---|---|---|")
+        for row in rows:
+            for kind, values in row["by_kind"].items():
+                print(f"| `{row['config']}` | {kind} | {len(values)} | {1000 * percentile(values, 0.5):.0f} | "
+                      f"{1000 * percentile(values, 0.95):.0f} |")
     return 1 if any(row["errors"] for row in rows) else 0
 
 

@@ -153,12 +153,17 @@ class ExtractionService:
         self.pool = ThreadPoolExecutor(max_workers=args.workers, thread_name_prefix="extract")
         self.checks = ThreadPoolExecutor(max_workers=CHECK_THREADS, thread_name_prefix="check")
 
-    def close(self) -> None:
-        """Drop the requests still queued (their clients are gone once the server stopped), stop the batcher."""
+    def close(self, grace: float = 2.0) -> bool:
+        """Drop the jobs still queued (the server has stopped: their clients are gone) and stop the batcher once the
+        running ones end, waiting at most `grace` seconds. Returns whether some are still running (abandoned)."""
         self.checks.shutdown(wait=False, cancel_futures=True)
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        stopper = threading.Thread(target=self.pool.shutdown, kwargs={"wait": True, "cancel_futures": True},
+                                   daemon=True)
+        stopper.start()
+        stopper.join(timeout=grace)
         if self.extractor.batcher is not None:
             self.extractor.batcher.close()
+        return stopper.is_alive()
 
     # ------------------------------------------------------------------------------------------- checks
     def check_upload(self, data: bytes, filename: str | None, content_type: str | None) -> CheckedUpload:
@@ -268,8 +273,8 @@ def create_app(service: ExtractionService):
 
     @app.post("/v1/extract")
     async def extract(request: Request):
-        # Everything that can refuse the request runs before it joins the worker queue: the body's size here, the
-        # checks (request_checks.py) in their own pool, so a bad request is answered while OCR keeps the workers busy.
+        # Everything that can refuse the request runs before it joins the worker queue (the body's size, then the
+        # checks of request_checks.py), so a bad request is answered while OCR keeps the workers busy.
         body = await read_body(request, service.max_upload_bytes)
         checks = None if len(body) <= INLINE_CHECK_BYTES else service.checks
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -299,7 +304,11 @@ def create_app(service: ExtractionService):
         else:
             raise ApiError(415, f"unsupported content type {content_type or 'none'!r}: send multipart/form-data (field "
                                 "'file'), an image/* or application/pdf body, or application/json words and boxes")
-        return await run(service.pool, job)
+        try:
+            return await run(service.pool, job)
+        except asyncio.CancelledError:  # uvicorn gave up on it: SIGTERM, and --shutdown_timeout passed
+            raise ApiError(503, "the server shut down before this document was read (--shutdown_timeout); send it "
+                                "again") from None
 
     @app.get("/health")
     async def health():
@@ -375,14 +384,12 @@ def main(argv=None) -> int:
         try:
             server.run()
         finally:
-            service.close()
-        busy = [t for t in threading.enumerate() if t.name.startswith("extract") and t.is_alive()]
+            abandoned = service.close()
     logger.info("stopped")
-    if busy:
-        # Requests past --shutdown_timeout: their threads would keep the interpreter from exiting until their OCR
-        # ends. Their clients were answered with a closed connection; the temporary folder is already gone.
-        logger.warning("%d request(s) still running after --shutdown_timeout %g s were abandoned", len(busy),
-                       args.shutdown_timeout)
+    if abandoned:
+        # Requests past --shutdown_timeout (uvicorn closed their connections): their worker threads would keep the
+        # interpreter from exiting until their OCR ends. The temporary folder is already gone.
+        logger.warning("requests still running after --shutdown_timeout %g s were abandoned", args.shutdown_timeout)
         logging.shutdown()
         os._exit(0)
     return 0

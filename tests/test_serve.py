@@ -471,15 +471,25 @@ def test_sigkill_mid_request_leaves_no_upload_after_restart(trained_ner_checkpoi
     alive = temp / f"layoutkit-serve-{os.getpid()}"
     alive.mkdir()
 
-    with ServerProcess(trained_ner_checkpoint, *SIGNAL_OPTIONS, log_path=tmp_path / "second.log",
-                       env={"TMPDIR": str(temp)}) as second:
+    with ServerProcess(trained_ner_checkpoint, *SIGNAL_OPTIONS, "--shutdown_timeout", 1,
+                       log_path=tmp_path / "second.log", env={"TMPDIR": str(temp)}) as second:
         for data in uploads + [noise]:
             assert files_holding(temp, data[-4096:]) == []
         assert not private.exists() and not stale.exists() and not legacy.exists() and alive.is_dir()
         own = temp / f"layoutkit-serve-{second.process.pid}"
         assert own.is_dir()
         assert "removed 3 temporary folder(s)" in second.read_log()
-    assert second.process.returncode == 0 and not own.exists()
+        # SIGTERM while a document is read, with --shutdown_timeout 1: the client gets a 503 (send it again), the
+        # process exits 0 without waiting for the OCR, and its folder is removed.
+        with ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(requests.post, second.url + "/v1/extract", timeout=120,
+                                 files={"file": ("invoice.png", uploads[0], "image/png")})
+            time.sleep(1.0)
+            second.process.send_signal(signal.SIGTERM)
+            assert second.process.wait(timeout=30) == 0, second.read_log()
+            assert answer.result(timeout=60).status_code == 503
+        assert "abandoned" in second.read_log()
+    assert not own.exists()
     assert sorted(path.name for path in temp.iterdir()) == [alive.name]
 
 
@@ -498,18 +508,18 @@ def test_sigterm_drains_the_request_in_flight_and_exits_0(trained_ner_checkpoint
     0 and its private temporary folder is gone."""
     temp = tmp_path / "tmp"
     temp.mkdir()
-    invoices = [path for _, path in invoice_files(synthetic_invoices, 3)]
+    invoices = [path for _, path in invoice_files(synthetic_invoices, 2)]
     from PIL import Image
 
     pages = [Image.open(path).convert("RGB") for path in invoices]
     buffer = io.BytesIO()
-    pages[0].save(buffer, format="TIFF", save_all=True, append_images=pages[1:], compression="tiff_deflate")
+    pages[0].save(buffer, format="TIFF", save_all=True, append_images=pages[1:], compression="tiff_deflate")  # 2 pages
     with ServerProcess(trained_ner_checkpoint, *SIGNAL_OPTIONS, "--shutdown_timeout", 120,
                        log_path=tmp_path / "server.log", env={"TMPDIR": str(temp)}) as running:
         private = temp / f"layoutkit-serve-{running.process.pid}"
         with ThreadPoolExecutor(1) as pool:
             answer = pool.submit(requests.post, running.url + "/v1/extract", timeout=300,
-                                 files={"file": ("three.tif", buffer.getvalue(), "image/tiff")})
+                                 files={"file": ("two.tif", buffer.getvalue(), "image/tiff")})
             time.sleep(1.5)
             assert not answer.done()
             running.process.send_signal(signal.SIGTERM)
@@ -518,7 +528,7 @@ def test_sigterm_drains_the_request_in_flight_and_exits_0(trained_ner_checkpoint
                 requests.get(running.url + "/health", timeout=5)
             result = answer.result(timeout=300)
         assert result.status_code == 200, result.text
-        assert [page["page"] for page in result.json()["pages"]] == [1, 2, 3]
+        assert [page["page"] for page in result.json()["pages"]] == [1, 2]
         assert running.process.wait(timeout=60) == 0, running.read_log()
     assert not private.exists() and list(temp.iterdir()) == []
     assert "Waiting for connections to close" in running.read_log() or "Shutting down" in running.read_log()

@@ -17,7 +17,9 @@ page (all must be answered 4xx), and among the good ones an upload with a path-l
 normalised to 0-1 (answered 200 with a warning). Each configuration in --configs (server options, `;`-separated) is
 one row. Prints a Markdown table: throughput of the good requests, latency p50/p95 of the good requests and of the
 4xx answers, errors (any answer other than the expected; must be 0), the server's peak resident memory (VmHWM), and
-the batching: pages and windows per forward pass (from the batcher's counters; 1 page per pass: no batching).
+the batching: pages and windows per forward pass (from the batcher's counters; 1 page per pass or fewer: no
+batching across requests), forward-pass time per page and how busy the model was (forward time over wall time:
+batching can only pay when this is high).
 """
 
 import argparse
@@ -171,7 +173,7 @@ async def load(url: str, kinds, clients: int, total: int, max_seconds: float) ->
         elapsed = time.perf_counter() - started
         async with session.get(url + "/health") as response:
             after = (await response.json())["batching"]
-    batching = {key: after[key] - before[key] for key in ("pages", "windows", "forward_batches")}
+    batching = {key: after[key] - before[key] for key in ("pages", "windows", "forward_batches", "forward_seconds")}
     return {"latencies": {k: sorted(v) for k, v in latencies.items()}, "errors": errors, "seconds": elapsed,
             "batching": batching, "by_kind": {k: sorted(v) for k, v in by_kind.items()}}
 
@@ -210,7 +212,8 @@ def main():
             "refused_p50": 1000 * percentile(refused, 0.50), "refused_p95": 1000 * percentile(refused, 0.95),
             "peak_mib": peak, "passes": batching["forward_batches"],
             "pages_per_pass": batching["pages"] / passes, "windows_per_pass": batching["windows"] / passes,
-            "by_kind": result["by_kind"],
+            "by_kind": result["by_kind"], "forward_busy": batching["forward_seconds"] / result["seconds"],
+            "forward_ms_per_page": 1000 * batching["forward_seconds"] / max(1, batching["pages"]),
         })
         if result["errors"]:
             print(f"errors ({config}): {result['errors'][:20]}", file=sys.stderr)
@@ -218,12 +221,15 @@ def main():
     print(f"\n{args.clients} clients, {args.requests} requests per row, {kind}{', hostile mix' if args.hostile else ''}, "
           f"model {args.model}\n")
     print("| server options | ok | 4xx | errors | good requests/s | good p50 / p95 ms | 4xx p50 / p95 ms "
-          "| peak server RSS MiB | forward passes | pages per pass | windows per pass |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| peak server RSS MiB | forward passes | pages per pass | windows per pass | forward ms per page "
+          "| model busy |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
+        refused = f"{row['refused_p50']:.0f} / {row['refused_p95']:.0f}" if row["refused"] else "-"
         print(f"| `{row['config']}` | {row['ok']} | {row['refused']} | {row['errors']} | {row['throughput']:.2f} | "
-              f"{row['p50']:.0f} / {row['p95']:.0f} | {row['refused_p50']:.0f} / {row['refused_p95']:.0f} | "
-              f"{row['peak_mib']:.0f} | {row['passes']} | {row['pages_per_pass']:.2f} | {row['windows_per_pass']:.2f} |")
+              f"{row['p50']:.0f} / {row['p95']:.0f} | {refused} | {row['peak_mib']:.0f} | {row['passes']} | "
+              f"{row['pages_per_pass']:.2f} | {row['windows_per_pass']:.2f} | {row['forward_ms_per_page']:.0f} | "
+              f"{100 * row['forward_busy']:.0f}% |")
     if len(rows[0]["by_kind"]) > 1:
         print("\n| server options | request | answered | p50 ms | p95 ms |\n|---|---|---|---|---|")
         for row in rows:

@@ -43,6 +43,15 @@ def check_pixels(path: Path, width: float, height: float, max_pixels: int, page:
         )
 
 
+def bomb_error(path, max_pixels: int, error: Exception) -> LimitError:
+    """The error for an image Pillow's decompression-bomb guard refused when opening it (`error`)."""
+    return LimitError(
+        f"{path}: image above the limit of {max_pixels:,} pixels (decompression-bomb guard: {error}); raise "
+        "--max_image_pixels if the file is trusted",
+        "--max_image_pixels",
+    )
+
+
 def image_pages(path: Path, max_pixels: int, data: bytes | None = None):
     """The frames of an image file (several for a multi-page TIFF), or of the image `data`, checked for size
     before decoding."""
@@ -51,11 +60,7 @@ def image_pages(path: Path, max_pixels: int, data: bytes | None = None):
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(path if data is None else io.BytesIO(data))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise LimitError(
-            f"{path}: image above the limit of {max_pixels:,} pixels (decompression-bomb guard: {error}); raise "
-            "--max_image_pixels if the file is trusted",
-            "--max_image_pixels",
-        ) from None
+        raise bomb_error(path, max_pixels, error) from None
     except (OSError, ValueError) as error:
         raise DocumentError(f"{path}: not a readable image ({error})") from None
     with image:

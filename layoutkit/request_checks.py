@@ -29,6 +29,7 @@ from .documents import (
     PDFIUM_LOCK,
     DocumentError,
     LimitError,
+    bomb_error,
     check_pixels,
     check_words_pages,
     open_pdf,
@@ -117,11 +118,7 @@ def open_image_header(name: str, data: bytes, max_pixels: int) -> Image.Image | 
     try:
         return Image.open(io.BytesIO(data))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise LimitError(
-            f"{name}: image above the limit of {max_pixels:,} pixels (decompression-bomb guard: {error}); raise "
-            "--max_image_pixels if the file is trusted",
-            "--max_image_pixels",
-        ) from None
+        raise bomb_error(name, max_pixels, error) from None
     except Exception:  # Pillow raises many kinds on bytes that are no image it knows
         return None
 

@@ -7,12 +7,16 @@ Endpoints (see docs/serving.md):
   pixel boxes (`{"words": [...], "boxes": [...], "image": "<base64>"}` or `{"pages": [...]}`); returns predict.py's
   JSON for that document. Errors are JSON `{"error": {"status", "message", ...}}`: 413 above a limit (upload size,
   pixels, pages; the message names the option that raises it), 415 for a file that is neither an image nor a PDF,
-  422 for a corrupt or invalid document, 500 for a failure of the server itself.
+  422 for a corrupt or invalid document, 500 for a failure of the server itself, 503 for a document not finished
+  within `--shutdown_timeout` after SIGTERM. Every answer has `warnings` (the dataset builder's messages).
 - `GET /health`, `GET /v1/model` (labels, model type, preprocessing, limits), `GET /` (an upload page).
 
-How a request runs: the event loop only reads the body; decoding, OCR, tokenization and postprocessing run in a
-thread pool of `--workers` threads, and every page's windows go to one `WindowBatcher` thread that fills a forward
-batch from concurrent requests (up to `--max_batch_size` windows, waiting at most `--max_wait_ms` after the first).
+How a request runs: the event loop reads the body and runs the cheap checks (layoutkit/request_checks.py: file kind,
+page count, header sizes, the words JSON), so a bad request never waits behind OCR; decoding (from memory: no upload
+is written to disk), OCR, tokenization and postprocessing run in a thread pool of `--workers` threads, and every
+page's windows go to one `WindowBatcher` thread that fills a forward batch from concurrent requests (up to
+`--max_batch_size` windows, waiting at most `--max_wait_ms` after the first). What libraries write goes to the
+process's private temporary folder (layoutkit/process_tempdir.py). SIGTERM drains the requests in flight and exits 0.
 Requires the `serve` extra: `pip install 'layoutkit[serve]'` (FastAPI, uvicorn, python-multipart).
 """
 

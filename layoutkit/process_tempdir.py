@@ -2,8 +2,8 @@
 
 The service reads uploads in memory (PIL and PDFium decode bytes), but some libraries still write temporary files
 (pytesseract hands each page to tesseract as a file; the multipart parser spools large uploads). While the folder
-is active, Python's `tempfile` and subprocesses (TMPDIR) write into it: `layoutkit-serve-<pid>` in the system
-temporary directory, mode 0700. It is removed when the process ends normally, by an exception or by SIGTERM/SIGINT
+is active, Python's `tempfile` and subprocesses (TMPDIR) write into it: `layoutkit-serve-<pid>-<random>` in the
+system temporary directory, created by `tempfile.mkdtemp` (mode 0700, a name no other user can take first). It is removed when the process ends normally, by an exception or by SIGTERM/SIGINT
 (the `with` block exits); after a SIGKILL or a crash, the next server started with the same temporary directory
 removes the folders whose process is gone (`sweep_stale`).
 """
@@ -18,9 +18,9 @@ import tempfile
 from pathlib import Path
 
 PREFIX = "layoutkit-serve-"
-# Our folders (`layoutkit-serve-<pid>`) and those of versions before them, which wrote each upload to
+# Our folders (`layoutkit-serve-<pid>-<random>`) and those of versions before them, which wrote each upload to
 # tempfile.TemporaryDirectory(prefix="layoutkit-serve-"): 8 random characters and no process id.
-_OURS = re.compile(re.escape(PREFIX) + r"(?P<pid>\d+)")
+_OURS = re.compile(re.escape(PREFIX) + r"(?P<pid>\d+)-[a-z0-9_]+")
 _LEGACY = re.compile(re.escape(PREFIX) + r"[a-z0-9_]{8}")
 
 logger = logging.getLogger("layoutkit.serve")
@@ -60,16 +60,14 @@ class ProcessTempDir:
 
     def __init__(self, parent: str | Path | None = None):
         self.parent = Path(parent or tempfile.gettempdir())
-        self.path = self.parent / f"{PREFIX}{os.getpid()}"
+        self.path: Path | None = None
 
     def __enter__(self) -> Path:
         removed = sweep_stale(self.parent)
         if removed:
             logger.warning("removed %d temporary folder(s) of server processes that are gone: %s", len(removed),
                            ", ".join(folder.name for folder in removed))
-        shutil.rmtree(self.path, ignore_errors=True)  # a folder of an earlier process with our (reused) id
-        self.path.mkdir(mode=0o700)
-        os.chmod(self.path, 0o700)  # whatever the umask
+        self.path = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=self.parent))
         self._saved = tempfile.tempdir, os.environ.get("TMPDIR")
         tempfile.tempdir = str(self.path)
         os.environ["TMPDIR"] = str(self.path)

@@ -438,7 +438,7 @@ def test_sigkill_mid_request_leaves_no_upload_after_restart(trained_ner_checkpoi
     noise = png_noise(900, 700)  # above 1 MB: the multipart parser spools it to a temporary file
     with ServerProcess(trained_ner_checkpoint, *SIGNAL_OPTIONS, log_path=tmp_path / "first.log",
                        env={"TMPDIR": str(temp)}) as first:
-        private = temp / f"layoutkit-serve-{first.process.pid}"
+        (private,) = temp.glob(f"layoutkit-serve-{first.process.pid}-*")
         assert private.is_dir() and stat.S_IMODE(private.stat().st_mode) == 0o700
 
         def post(name, data):
@@ -462,13 +462,13 @@ def test_sigkill_mid_request_leaves_no_upload_after_restart(trained_ner_checkpoi
 
     # What a killed server (or an earlier version's per-upload folders) can leave, and a live process's folder.
     (private / "tess_page.png").write_bytes(uploads[0])  # as if tesseract's input had been written when killed
-    stale = temp / f"layoutkit-serve-{dead_pid()}"
+    stale = temp / f"layoutkit-serve-{dead_pid()}-abc123"
     stale.mkdir()
     (stale / "document.png").write_bytes(uploads[1])
     legacy = temp / "layoutkit-serve-k2x_9qzp"
     legacy.mkdir()
     (legacy / "document.png").write_bytes(uploads[2])
-    alive = temp / f"layoutkit-serve-{os.getpid()}"
+    alive = temp / f"layoutkit-serve-{os.getpid()}-live01"
     alive.mkdir()
 
     with ServerProcess(trained_ner_checkpoint, *SIGNAL_OPTIONS, "--shutdown_timeout", 1,
@@ -476,8 +476,7 @@ def test_sigkill_mid_request_leaves_no_upload_after_restart(trained_ner_checkpoi
         for data in uploads + [noise]:
             assert files_holding(temp, data[-4096:]) == []
         assert not private.exists() and not stale.exists() and not legacy.exists() and alive.is_dir()
-        own = temp / f"layoutkit-serve-{second.process.pid}"
-        assert own.is_dir()
+        (own,) = temp.glob(f"layoutkit-serve-{second.process.pid}-*")
         assert "removed 3 temporary folder(s)" in second.read_log()
         # SIGTERM while a document is read, with --shutdown_timeout 1: the client gets a 503 (send it again), the
         # process exits 0 without waiting for the OCR, and its folder is removed.
@@ -516,7 +515,7 @@ def test_sigterm_drains_the_request_in_flight_and_exits_0(trained_ner_checkpoint
     pages[0].save(buffer, format="TIFF", save_all=True, append_images=pages[1:], compression="tiff_deflate")  # 2 pages
     with ServerProcess(trained_ner_checkpoint, *SIGNAL_OPTIONS, "--shutdown_timeout", 120,
                        log_path=tmp_path / "server.log", env={"TMPDIR": str(temp)}) as running:
-        private = temp / f"layoutkit-serve-{running.process.pid}"
+        (private,) = temp.glob(f"layoutkit-serve-{running.process.pid}-*")
         with ThreadPoolExecutor(1) as pool:
             answer = pool.submit(requests.post, running.url + "/v1/extract", timeout=300,
                                  files={"file": ("two.tif", buffer.getvalue(), "image/tiff")})

@@ -1,6 +1,6 @@
 """The service's checks of a request before it joins the worker queue: what can be refused from the bytes and
-headers alone, in milliseconds, however busy the workers are with OCR (layoutkit/serve.py runs these in a small
-pool of their own). Nothing here decodes pixels or renders a page:
+headers alone, in milliseconds, however busy the workers are with OCR (layoutkit/serve.py runs these on its event
+loop, or in a small pool of their own for large bodies and PDFs). Nothing here decodes pixels or renders a page:
 
 - an upload is a PDF (`%PDF-` in its first 1024 bytes, as PDFium accepts) or an image Pillow recognises from its
   header; its page count and every page's size (from the image header, or the PDF's page sizes at `--dpi`) are
@@ -18,7 +18,6 @@ import base64
 import binascii
 import io
 import json
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,10 +69,11 @@ class Limits:
 
 def check_upload(data: bytes, filename: str | None, content_type: str | None, limits: Limits) -> CheckedUpload:
     """The upload's kind from its content (declared types only shape the message), its pages and their sizes."""
-    name = Path(filename or "upload").name or "upload"  # a path-like name ("../../etc/x.png") names nothing else
+    # A path-like name ("../../etc/x.png", "..\\x.png") is only its last part: the upload is never a file here.
+    name = Path((filename or "upload").replace("\\", "/")).name or "upload"
     content_type = (content_type or "").split(";")[0].strip().lower()
     declared_pdf = Path(name).suffix.lower() == ".pdf" or content_type == "application/pdf"
-    if b"%PDF-" in data[:1024]:
+    if looks_like_pdf(data):
         return CheckedUpload(name, data, True, check_pdf(name, data, limits))
     pages = check_image(name, data, limits)
     if pages is not None:
@@ -88,6 +88,11 @@ def check_upload(data: bytes, filename: str | None, content_type: str | None, li
 
 class UnsupportedFile(DocumentError):
     """Neither an image nor a PDF (the service answers 415)."""
+
+
+def looks_like_pdf(data: bytes) -> bool:
+    """A PDF header in the first 1024 bytes, where PDFium looks for it."""
+    return b"%PDF-" in data[:1024]
 
 
 def check_pages(name: str, count: int, limits: Limits) -> None:
@@ -126,9 +131,9 @@ def open_image_header(name: str, data: bytes, max_pixels: int) -> Image.Image | 
 def check_image(name: str, data: bytes, limits: Limits) -> int | None:
     """The frame count of an image upload with each frame's header size checked, or None when the bytes are no
     image Pillow recognises."""
-    with warnings.catch_warnings():  # above 1x the limit Pillow only warns; check_pixels refuses it below
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        image = open_image_header(name, data, limits.max_image_pixels)
+    # Between 1x and 2x the limit Pillow only warns (once, to the log); check_pixels refuses it below. No
+    # warnings.catch_warnings here: it swaps process-wide state, unsafe beside the worker threads.
+    image = open_image_header(name, data, limits.max_image_pixels)
     if image is None:
         return None
     with image:

@@ -42,13 +42,22 @@ from .ocr import DEFAULT_OCR_ENGINE, OCR_ENGINES, parse_engine_option
 from .postprocess import RULES, RuleConfig
 from .prediction import predict_document
 from .process_tempdir import ProcessTempDir
-from .request_checks import CheckedUpload, CheckedWords, Limits, UnsupportedFile, check_upload, check_words_request
+from .request_checks import (
+    CheckedUpload,
+    CheckedWords,
+    Limits,
+    UnsupportedFile,
+    check_upload,
+    check_words_request,
+    looks_like_pdf,
+)
 
 logger = logging.getLogger("layoutkit.serve")
 PAGE_HTML = Path(__file__).with_name("static") / "serve.html"
 # The cheap checks of a body up to this size run on the event loop itself (well under a millisecond per 100 KB:
 # no thread hand-off, whose wait for the GIL behind busy workers would cost more); larger ones (parsing megabytes
-# of JSON) in a pool of CHECK_THREADS of their own, never behind OCR.
+# of JSON) and PDFs (PDFium's lock may be held by a worker rendering a page) in a pool of CHECK_THREADS of their
+# own, never behind OCR.
 INLINE_CHECK_BYTES = 1_000_000
 CHECK_THREADS = 2
 
@@ -280,7 +289,11 @@ def create_app(service: ExtractionService):
         # Everything that can refuse the request runs before it joins the worker queue (the body's size, then the
         # checks of request_checks.py), so a bad request is answered while OCR keeps the workers busy.
         body = await read_body(request, service.max_upload_bytes)
-        checks = None if len(body) <= INLINE_CHECK_BYTES else service.checks
+
+        def checks_pool(data: bytes):
+            inline = len(data) <= INLINE_CHECK_BYTES and not looks_like_pdf(data)
+            return None if inline else service.checks
+
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type == "multipart/form-data":
             async def replay():
@@ -295,14 +308,14 @@ def create_app(service: ExtractionService):
                 raise ApiError(422, "a multipart request needs a 'file' field with the image or PDF")
             data = await upload.read()
             await upload.close()
-            checked = await run(checks, functools.partial(service.check_upload, data, upload.filename,
-                                                          upload.content_type))
+            checked = await run(checks_pool(data), functools.partial(service.check_upload, data, upload.filename,
+                                                                     upload.content_type))
             job = functools.partial(service.extract_file, checked)
         elif content_type == "application/json":
-            checked = await run(checks, functools.partial(service.check_words, body))
+            checked = await run(checks_pool(body), functools.partial(service.check_words, body))
             job = functools.partial(service.extract_words, checked)
         elif content_type.startswith("image/") or content_type in ("application/pdf", "application/octet-stream"):
-            checked = await run(checks, functools.partial(
+            checked = await run(checks_pool(body), functools.partial(
                 service.check_upload, body, request.query_params.get("filename"), content_type))
             job = functools.partial(service.extract_file, checked)
         else:

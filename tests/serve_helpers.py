@@ -36,19 +36,21 @@ def stop_process(process: subprocess.Popen | None, timeout: float) -> None:
 
 class ServerProcess:
     """`python -m layoutkit.apps.serve --model MODEL ...` on 127.0.0.1, started and waited for (GET /health) on enter,
-    stopped on exit; its log is kept in `log_path`."""
+    stopped on exit; its log is kept in `log_path`. `env`: variables added to the server's environment (TMPDIR)."""
 
-    def __init__(self, model, *options, log_path: Path, startup_timeout: float = 180):
+    def __init__(self, model, *options, log_path: Path, startup_timeout: float = 180, env: dict | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.command = [sys.executable, "-m", "layoutkit.apps.serve", "--model", str(model), "--host", "127.0.0.1",
                         "--port", str(self.port), *map(str, options)]
         self.log_path = log_path
         self.startup_timeout = startup_timeout
+        self.extra_env = dict(env or {})
         self.process = None
 
     def __enter__(self):
-        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+               **self.extra_env}
         self.log = open(self.log_path, "w", encoding="utf-8")
         self.process = subprocess.Popen(self.command, cwd=REPO_ROOT, env=env, stdout=self.log,
                                         stderr=subprocess.STDOUT)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..pipelines.fields import extract_fields
+from ..pipelines.input_validation import collect_warnings
 from ..pipelines.line_items import group_line_items, links_from_pairs
 from ..pipelines.ocr import OcrError
 
@@ -31,9 +32,13 @@ def predict_document(extractor, source: Path | None, pages, words_pages, setting
     `pages` holds images, or dicts from `documents.pdf_page_inputs` (a PDF page: its image and, where its text
     layer was taken, its words). Each page of the JSON says where its words came from (`words_source`: given,
     pdf_text, pdf_invisible_text, ocr:ENGINE), for a PDF page why (`route`), and its `warnings` (each naming the
-    file and page)."""
+    file and page).
+
+    The document's `warnings` list what is readable but almost surely wrong, `{"page", "message"}` each, with the
+    dataset builder's messages (boxes that look normalised, given words without visible text, a page without text,
+    a text layer not used)."""
     result = {"model": settings.model_name_or_path, "source": str(source) if source else None, "status": "ok",
-              "pages": [], "fields": {}, "line_items": [], "entities": [], "words": []}
+              "warnings": [], "pages": [], "fields": {}, "line_items": [], "entities": [], "words": []}
     drawings = []
     call = dict(ocr_engine=settings.ocr_engine, ocr_lang=settings.ocr_lang, ocr_config=settings.ocr_config,
                 ocr_options=settings.ocr_options, window_batch_size=batch_size,
@@ -52,7 +57,8 @@ def predict_document(extractor, source: Path | None, pages, words_pages, setting
         else:
             inputs = page_input  # a pipeline input: with words (text layer) or without (OCR)
         try:
-            output = extractor(inputs, **call)
+            with collect_warnings() as messages:
+                output = extractor(inputs, **call)
         except OcrError as error:
             raise DocumentError(f"{source}: OCR failed on page {number}: {error}") from None
         except ValueError as error:
@@ -69,6 +75,7 @@ def predict_document(extractor, source: Path | None, pages, words_pages, setting
             warnings.append(f"{source or words_source}: page {number}: no text found on this page")
         if warnings:
             page["warnings"] = warnings
+        result["warnings"].extend({"page": number, "message": message} for message in [*warnings, *messages])
         result["pages"].append(page)
         for entity in output["entities"]:
             result["entities"].append({**entity, "score": round(entity["score"], 4), "page": number})

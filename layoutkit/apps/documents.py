@@ -1,9 +1,12 @@
 """Reading documents into page images: image files (every frame of a multi-page TIFF) and PDFs (rendered with
 PDFium), with the decompression-bomb guard checked before a page is decoded, and the words-and-boxes input of
-the annotation format. Shared by predict.py and the HTTP service (`layoutkit/apps/serve.py`)."""
+the annotation format. Shared by predict.py and the HTTP service (`layoutkit/apps/serve.py`), which passes an
+upload's bytes as `data` (read in memory, never written to disk; `path` then only names the document in messages).
+Every PDFium call holds `pdf_text.PDFIUM_LOCK` (PDFium is not thread-safe, not even across documents)."""
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from pathlib import Path
@@ -43,18 +46,24 @@ def check_pixels(path: Path, width: float, height: float, max_pixels: int, page:
         )
 
 
-def image_pages(path: Path, max_pixels: int):
-    """The frames of an image file (several for a multi-page TIFF), checked for size before decoding."""
+def bomb_error(path, max_pixels: int, error: Exception) -> LimitError:
+    """The error for an image Pillow's decompression-bomb guard refused when opening it (`error`)."""
+    return LimitError(
+        f"{path}: image above the limit of {max_pixels:,} pixels (decompression-bomb guard: {error}); raise "
+        "--max_image_pixels if the file is trusted",
+        "--max_image_pixels",
+    )
+
+
+def image_pages(path: Path, max_pixels: int, data: bytes | None = None):
+    """The frames of an image file (several for a multi-page TIFF), or of the image `data`, checked for size
+    before decoding."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(path)
+            image = Image.open(path if data is None else io.BytesIO(data))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise LimitError(
-            f"{path}: image above the limit of {max_pixels:,} pixels (decompression-bomb guard: {error}); raise "
-            "--max_image_pixels if the file is trusted",
-            "--max_image_pixels",
-        ) from None
+        raise bomb_error(path, max_pixels, error) from None
     except (OSError, ValueError) as error:
         raise DocumentError(f"{path}: not a readable image ({error})") from None
     with image:
@@ -76,8 +85,9 @@ def import_pdfium(path: Path):
     return pypdfium2
 
 
-def open_pdf(path: Path):
-    """The PDF as a pypdfium2 document; DocumentError when it cannot be used (encrypted, malformed, no pages).
+def open_pdf(path: Path, data: bytes | None = None):
+    """The PDF file, or the PDF `data` (then kept alive by the caller until the document is closed), as a pypdfium2
+    document; DocumentError when it cannot be used (encrypted, malformed, no pages). Call it holding PDFIUM_LOCK.
 
     Opened through PDFium's own loader, not `PdfDocument(path)`: that one reports a PDF without pages as a load
     failure with PDFium's last error code, which is global and not reset by a successful load, so an empty PDF
@@ -87,7 +97,10 @@ def open_pdf(path: Path):
     import pypdfium2.raw as pdfium_c
 
     with PDFIUM_LOCK:
-        raw = pdfium_c.FPDF_LoadDocument(os.fsencode(path), None)
+        if data is None:
+            raw = pdfium_c.FPDF_LoadDocument(os.fsencode(path), None)
+        else:
+            raw = pdfium_c.FPDF_LoadMemDocument64(data, len(data), None)
         code = None if raw else pdfium_c.FPDF_GetLastError()
     if not raw:
         if code in (pdfium_c.FPDF_ERR_PASSWORD, pdfium_c.FPDF_ERR_SECURITY):
@@ -104,16 +117,16 @@ def open_pdf(path: Path):
     return pdf
 
 
-def pdf_page_inputs(path: Path, dpi: int, max_pixels: int, pdf_text: str = "auto"):
-    """Every page of a PDF, one at a time, as a pipeline input (`pdf_text.page_input`): its image rendered at `dpi`
-    and, where its text layer covers it (`pdf_text`: auto, always, never), its words; the other pages are read by
-    OCR. Each page is checked against `max_pixels` before it is rendered."""
+def pdf_page_inputs(path: Path, dpi: int, max_pixels: int, pdf_text: str = "auto", data: bytes | None = None):
+    """Every page of a PDF (the file, or `data`), one at a time, as a pipeline input (`pdf_text.page_input`): its
+    image rendered at `dpi` and, where its text layer covers it (`pdf_text`: auto, always, never), its words; the
+    other pages are read by OCR. Each page is checked against `max_pixels` before it is rendered."""
     pdfium = import_pdfium(path)
-    pdf = open_pdf(path)
+    pdf = open_pdf(path, data)
     try:
         yield from read_pdf_pages(pdf, dpi, pdf_text, str(path),
-                              check_size=lambda width, height, number: check_pixels(path, width, height, max_pixels,
-                                                                                    number))
+                                  check_size=lambda width, height, number: check_pixels(path, width, height,
+                                                                                        max_pixels, number))
     except PdfPageError as error:
         raise DocumentError(str(error)) from None
     except pdfium.PdfiumError as error:
@@ -123,17 +136,18 @@ def pdf_page_inputs(path: Path, dpi: int, max_pixels: int, pdf_text: str = "auto
             pdf.close()
 
 
-def pdf_pages(path: Path, dpi: int, max_pixels: int):
-    """Every page of a PDF rendered at `dpi`, one at a time (images only: no text layer)."""
-    for page in pdf_page_inputs(path, dpi, max_pixels, "never"):
+def pdf_pages(path: Path, dpi: int, max_pixels: int, data: bytes | None = None):
+    """Every page of a PDF (the file, or `data`) rendered at `dpi`, one at a time (images only: no text layer)."""
+    for page in pdf_page_inputs(path, dpi, max_pixels, "never", data):
         yield page["image"]
 
 
-def count_pages(path: Path, is_pdf: bool) -> int:
-    """The number of pages of a PDF or frames of an image file, read without rendering or decoding them."""
+def count_pages(path: Path, is_pdf: bool, data: bytes | None = None) -> int:
+    """The number of pages of a PDF or frames of an image file (or of `data`), read without rendering or decoding
+    them."""
     if is_pdf:
-        pdf = open_pdf(path)
         with PDFIUM_LOCK:
+            pdf = open_pdf(path, data)
             try:
                 return len(pdf)
             finally:
@@ -141,7 +155,7 @@ def count_pages(path: Path, is_pdf: bool) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(path if data is None else io.BytesIO(data)) as image:
                 return int(getattr(image, "n_frames", 1))
     except Image.DecompressionBombError:
         return 1  # refused with its own message when the page is read (image_pages)

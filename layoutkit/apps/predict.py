@@ -211,10 +211,8 @@ def main(argv=None) -> int:
                 for entity in result["entities"]:
                     found[entity["entity_group"]] = found.get(entity["entity_group"], 0) + 1
                 row.update(status="ok", output=str(path), pages=len(result["pages"]), words=len(result["words"]),
-                           fields=found, words_source=[page["words_source"] for page in result["pages"]])
-                warnings = [warning for page in result["pages"] for warning in page.get("warnings", ())]
-                if warnings:
-                    row["warnings"] = warnings
+                           fields=found, words_source=[page["words_source"] for page in result["pages"]],
+                           warnings=result["warnings"])
                 if args.labelstudio and len(result["pages"]) == 1 and source.suffix.lower() in IMAGE_SUFFIXES:
                     labelstudio_tasks.append((str(source), document_tasks(
                         result, args.labelstudio_image_prefix + source.name, settings.model_name_or_path)))
@@ -228,7 +226,9 @@ def main(argv=None) -> int:
             summary.write(json.dumps(row, ensure_ascii=False) + "\n")
             summary.flush()
             for warning in row.get("warnings", ()):
-                print(f"[warning] {warning}", file=sys.stderr)
+                message = warning["message"]
+                where = "" if message.startswith(str(source)) else f"{source}: page {warning['page']}: "
+                print(f"[warning] {where}{message}", file=sys.stderr)
             if row["status"] == "ok":
                 found = ", ".join(f"{k} x{v}" for k, v in row["fields"].items()) or "no fields"
                 print(f"[ok] {source}: {row['pages']} page(s), {found} ({row['seconds']} s)", file=sys.stderr)

@@ -10,12 +10,41 @@ from __future__ import annotations
 import math
 import numbers
 import unicodedata
-from typing import Any, Sequence
+import warnings
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, Iterator, Sequence
 
 # Boxes may overshoot the page by this many pixels (rounding in annotation and OCR tools); they are clamped.
 BOX_TOLERANCE = 2
 # The grid LayoutLM models read boxes on: coordinates normalised for the model lie within [0, 1000].
 NORMALISED_GRID = 1000
+
+
+# The messages `warn` collects for the document being read in this thread (None: nobody collects). A context
+# variable, not warnings.catch_warnings: that one swaps process-wide state and is not safe from several threads
+# (the service reads documents in a thread pool), and its "once per location" filters would hide repeats.
+_collected: ContextVar[list[str] | None] = ContextVar("layoutkit_collected_warnings", default=None)
+
+
+@contextmanager
+def collect_warnings() -> Iterator[list[str]]:
+    """The messages given to `warn` in this thread while the block runs, in order (for a document's `warnings`)."""
+    messages: list[str] = []
+    token = _collected.set(messages)
+    try:
+        yield messages
+    finally:
+        _collected.reset(token)
+
+
+def warn(message: str, stacklevel: int = 2) -> None:
+    """Report an input that is readable but almost surely wrong: to the collector of `collect_warnings`, if any, and
+    as a Python warning (what a library caller sees)."""
+    messages = _collected.get()
+    if messages is not None:
+        messages.append(message)
+    warnings.warn(message, stacklevel=stacklevel + 1)
 
 
 class FieldError(ValueError):

@@ -10,7 +10,6 @@ when OCR runs, inside `ocr.py`).
 from __future__ import annotations
 
 import os
-import warnings
 from contextlib import nullcontext
 from typing import Any, Iterator
 
@@ -20,7 +19,7 @@ from transformers import Pipeline
 
 from .boxes import load_page, resize_document
 from .encoding import LayoutCollator, encode_pages
-from .input_validation import FieldError, check_box, is_blank_word, normalised_boxes_problem
+from .input_validation import FieldError, check_box, is_blank_word, normalised_boxes_problem, warn
 from .modeling import model_family, pil_image_processor
 from .ocr import DEFAULT_OCR_ENGINE, OcrEngine, get_ocr_engine
 from .pdf_text import PDFIUM_LOCK, check_pdf_text_mode, import_pdfium, pdf_page_inputs
@@ -60,7 +59,7 @@ def check_words(
     checked = [[float(v) for v in check_box(box, f"{name}[{i}]", width, height)] for i, box in enumerate(boxes)]
     problem = normalised_boxes_problem(checked, width, height, page)
     if problem is not None:
-        warnings.warn(f"{name}: {problem}", stacklevel=2)
+        warn(f"{name}: {problem}", stacklevel=2)
     return list(words), checked
 
 
@@ -69,7 +68,7 @@ def visible_word_indices(words: list[str]) -> list[int]:
     characters: `validation.is_blank_word`), which some tokenizers give no token, so inference drops them too."""
     kept = [index for index, word in enumerate(words) if not is_blank_word(word)]
     if len(kept) < len(words):
-        warnings.warn(
+        warn(
             f"{len(words) - len(kept)} of {len(words)} given words have no visible text (empty, whitespace or "
             "zero-width characters) and were dropped with their boxes, as in training; word indices in the output "
             "(entity start/end) count the kept words",

@@ -22,7 +22,8 @@ Output: one JSON per document in --output_dir (see docs/inference.md): `fields` 
 (normalised by --schema: dates to ISO 8601, amounts to a decimal string and currency) with its candidates,
 `line_items` the rows of the item table (layoutkit/line_items.py: description, quantity, unit price,
 amount), `entities` every predicted span, `words` every word; --draw also writes one PNG per page with the words and
-entities drawn on it; --labelstudio writes the predictions as Label Studio pre-annotations (docs/labelstudio.md). And
+entities drawn on it (tags clear of the words, a colour legend; `--draw panel` lists the entities beside the page);
+--labelstudio writes the predictions as Label Studio pre-annotations (docs/labelstudio.md). And
 --output_dir/summary.jsonl with one line per document, status "ok" or "error". A document that cannot be
 read (corrupt or unsupported file, encrypted or empty PDF, an image above --max_image_pixels, no text on
 any page) is reported in the summary and the others are still processed. Exit code: 0 when at least one
@@ -76,7 +77,9 @@ def parse_args(argv=None):
         help="an OCR engine setting, repeatable, e.g. min_height=0 (values read as JSON when they parse)",
     )
     parser.add_argument("--schema", help="JSON file of field types (date, amount, number, text); see docs/inference.md")
-    parser.add_argument("--draw", action="store_true", help="also write <name>.page<N>.png with words and entities")
+    parser.add_argument("--draw", nargs="?", const="page", choices=["page", "panel"],
+                        help="also write <name>.page<N>.png: the page with its words and entities and a legend of the "
+                             "field colours; --draw panel: with a side panel listing the entities instead")
     parser.add_argument(
         "--labelstudio", metavar="TASKS.json",
         help="also write the predictions as Label Studio tasks with pre-annotations (one-page images; see "

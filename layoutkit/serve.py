@@ -7,7 +7,8 @@ Endpoints (see docs/serving.md):
   pixel boxes (`{"words": [...], "boxes": [...], "image": "<base64>"}` or `{"pages": [...]}`); returns predict.py's
   JSON for that document. Errors are JSON `{"error": {"status", "message", ...}}`: 413 above a limit (upload size,
   pixels, pages; the message names the option that raises it), 415 for a file that is neither an image nor a PDF,
-  422 for a corrupt or invalid document, 500 for a failure of the server itself.
+  422 for a corrupt or invalid document, 500 for a failure of the server itself. `?draw=page` (or `?draw=panel`)
+  adds `drawings`, each page drawn as `--draw` does (a PNG data URL), and `colours`, each field type's colour.
 - `GET /health`, `GET /v1/model` (labels, model type, preprocessing, limits), `GET /` (an upload page).
 
 How a request runs: the event loop only reads the body; decoding, OCR, tokenization and postprocessing run in a
@@ -151,7 +152,7 @@ class ExtractionService:
         self.pool = ThreadPoolExecutor(max_workers=args.workers, thread_name_prefix="extract")
 
     # ------------------------------------------------------------------------------------------- files
-    def extract_file(self, data: bytes, filename: str | None, content_type: str | None) -> dict:
+    def extract_file(self, data: bytes, filename: str | None, content_type: str | None, draw: str | None = None) -> dict:
         name = Path(filename or "upload").name or "upload"
         suffix = Path(name).suffix.lower()
         content_type = (content_type or "").split(";")[0].strip().lower()
@@ -168,21 +169,38 @@ class ExtractionService:
                     pages = pdf_pages(path, self.args.dpi, self.args.max_image_pixels)
                 else:
                     pages = image_pages(path, self.args.max_image_pixels)
-                result, _ = predict_document(self.extractor, Path(name), pages, None, self.settings)
+                result, drawings = predict_document(self.extractor, Path(name), pages, None, self._settings(draw))
             except DocumentError as error:
                 # Messages name the file: the upload's name, not the temporary copy's.
                 error.args = (str(error).replace(str(path), name),)
                 raise error from None
-        return result
+        return self._with_drawings(result, drawings)
 
     # ------------------------------------------------------------------------------------------- words
-    def extract_words(self, payload) -> dict:
+    def extract_words(self, payload, draw: str | None = None) -> dict:
         words_pages = check_words_pages(payload, "request")
         self._check_pages(len(words_pages), "request")
         images = [self._page_image(page, number) for number, page in enumerate(words_pages, start=1)]
         source = payload.get("source") if isinstance(payload, dict) else None
-        result, _ = predict_document(self.extractor, source, iter(images), words_pages, self.settings)
-        return result
+        result, drawings = predict_document(self.extractor, source, iter(images), words_pages, self._settings(draw))
+        return self._with_drawings(result, drawings)
+
+    def _settings(self, draw: str | None) -> SimpleNamespace:
+        return SimpleNamespace(**{**vars(self.settings), "draw": draw}) if draw else self.settings
+
+    def _with_drawings(self, result: dict, drawings: list) -> dict:
+        """`result` with each page's drawing as a PNG data URL and the field types' colours (`?draw=`)."""
+        if not drawings:
+            return result
+        from .draw import colour_hex, label_colour
+
+        urls = []
+        for drawing in drawings:
+            buffer = io.BytesIO()
+            drawing.save(buffer, format="PNG")
+            urls.append("data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii"))
+        types = self.extractor.entity_types()
+        return {**result, "drawings": urls, "colours": {name: colour_hex(label_colour(name, types)) for name in types}}
 
     def _page_image(self, page: dict, number: int) -> Image.Image:
         """The page image a words payload gives (base64), or for a model that reads no pixels a blank page of its
@@ -301,6 +319,9 @@ def create_app(service: ExtractionService):
 
     @app.post("/v1/extract")
     async def extract(request: Request):
+        draw = request.query_params.get("draw") or None
+        if draw not in (None, "page", "panel"):
+            raise ApiError(422, f"draw={draw!r}: use draw=page (the pages drawn, with a legend) or draw=panel")
         body = await read_body(request, service.max_upload_bytes)
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type == "multipart/form-data":
@@ -315,15 +336,16 @@ def create_app(service: ExtractionService):
             if not isinstance(upload, UploadFile):
                 raise ApiError(422, "a multipart request needs a 'file' field with the image or PDF")
             data = await upload.read()
-            job = functools.partial(service.extract_file, data, upload.filename, upload.content_type)
+            job = functools.partial(service.extract_file, data, upload.filename, upload.content_type, draw)
         elif content_type == "application/json":
             try:  # parsed in the pool: a large body (base64 pages) would hold the event loop
                 payload = await asyncio.get_running_loop().run_in_executor(service.pool, json.loads, body)
             except (json.JSONDecodeError, UnicodeDecodeError) as error:
                 raise ApiError(422, f"the JSON body does not parse ({error})") from None
-            job = functools.partial(service.extract_words, payload)
+            job = functools.partial(service.extract_words, payload, draw)
         elif content_type.startswith("image/") or content_type in ("application/pdf", "application/octet-stream"):
-            job = functools.partial(service.extract_file, body, request.query_params.get("filename"), content_type)
+            job = functools.partial(service.extract_file, body, request.query_params.get("filename"), content_type,
+                                    draw)
         else:
             raise ApiError(415, f"unsupported content type {content_type or 'none'!r}: send multipart/form-data (field "
                                 "'file'), an image/* or application/pdf body, or application/json words and boxes")

@@ -68,6 +68,8 @@ def init_tracking(accelerator: Accelerator, training: TrainingArguments, flags: 
     if not training.with_tracking:
         return
     config = {k: v for k, v in flags.items() if isinstance(v, (int, float, str, bool)) and k != "hub_token"}
+    if "mlflow" in str(training.report_to) or training.report_to == "all":
+        use_local_mlflow_store(training.output_dir, accelerator)
     accelerator.init_trackers(
         training.experiment_name or default_experiment,
         config,
@@ -75,6 +77,27 @@ def init_tracking(accelerator: Accelerator, training: TrainingArguments, flags: 
                                 # In a hyperparameter search, each trial is a child of the search's run.
                                 "nested_run": mlflow_run_active()}},
     )
+
+
+def use_local_mlflow_store(output_dir: str, accelerator: Accelerator | None = None) -> None:
+    """MLflow's store in the run's output folder (sqlite:///OUTPUT_DIR/mlflow.db; artifacts beside it) unless
+    MLFLOW_TRACKING_URI names one or a run is already active (a search's trials nest in the search's store).
+    Also quietens the store's database set-up messages (alembic's schema migrations on a new mlflow.db)."""
+    import logging
+
+    for name in ("alembic", "alembic.runtime.migration", "mlflow.store.db.utils"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    if os.environ.get("MLFLOW_TRACKING_URI") or mlflow_run_active():
+        return
+    os.makedirs(output_dir, exist_ok=True)
+    uri = "sqlite:///" + os.path.abspath(os.path.join(output_dir, "mlflow.db"))
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    message = (f"MLflow: tracking to {uri} (see it with `mlflow ui --backend-store-uri {uri}`; set "
+               "MLFLOW_TRACKING_URI for another store)")
+    if accelerator is not None:
+        accelerator.print(message)
+    else:
+        print(message)
 
 
 def mlflow_run_active() -> bool:
@@ -367,8 +390,9 @@ def fit(
 
     if evaluate is None and training.early_stopping_patience is not None:
         accelerator.print("--early_stopping_patience is ignored: there is no validation split to stop on")
+    # disable=None: a progress bar on a terminal only; in a log the epoch lines below say how training goes.
     progress = tqdm(
-        total=max_train_steps, initial=state.completed_steps, disable=not accelerator.is_local_main_process
+        total=max_train_steps, initial=state.completed_steps, disable=None if accelerator.is_local_main_process else True
     )
     running_loss = torch.zeros((), device=accelerator.device)
     running_batches = 0

@@ -225,11 +225,13 @@ def test_draw_and_typed_fields_with_a_schema(vendor_ner_checkpoint, synthetic_in
     page = Image.open(synthetic_invoices / "images" / annotation["image"])
     # The page at its own pixels, with the legend of the field colours in a strip below it.
     assert drawing.width == page.width and drawing.height > page.height
-    # The entity box is drawn in its field type's colour over the page (the model's first and only type).
-    from layoutkit.draw import PALETTE
+    # The entity box is drawn in its field type's colour over the page (colours in the model's label order).
+    from layoutkit.draw import label_colour
 
+    id2label = json.loads((vendor_ner_checkpoint / "config.json").read_text())["id2label"]
+    types = list(dict.fromkeys(id2label[i][2:] for i in sorted(id2label, key=int) if id2label[i] != "O"))
     x0, y0 = document["entities"][0]["box"][:2]
-    assert drawing.getpixel((x0 + 1, y0 + 1))[:3] == PALETTE[0]
+    assert drawing.getpixel((x0 + 1, y0 + 1))[:3] == label_colour("vendor", types)
 
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"fields": {"total": {"type": "money"}}}))

@@ -157,10 +157,10 @@ def start_search_run(args, experiment_name: str, space: dict):
 
     from .training import use_local_mlflow_store
 
-    use_local_mlflow_store(args.output_dir)
     name = args.experiment_name or experiment_name
-    if mlflow.get_experiment_by_name(name) is None:  # artifacts beside the store, not in ./mlruns
-        mlflow.create_experiment(name, artifact_location=os.path.abspath(args.output_dir))
+    if use_local_mlflow_store(args.output_dir) and mlflow.get_experiment_by_name(name) is None:
+        # artifacts in the search's folder too, not in ./mlruns
+        mlflow.create_experiment(name, artifact_location=os.path.abspath(os.path.join(args.output_dir, "mlruns")))
     mlflow.set_experiment(name)
     run = mlflow.start_run(run_name=f"{os.path.basename(os.path.normpath(args.output_dir))}-search")
     mlflow.log_params({"n_trials": args.n_trials, "hp_pruner": args.hp_pruner, "hp_space": json.dumps(space)})

@@ -94,7 +94,7 @@ def main(argv=None) -> None:
                 seconds = [ocr_cache[key][document.id][1] for document in documents]
                 ocr_seconds_total = None if None in seconds else sum(seconds)
 
-            def inputs_of(document):
+            def inputs_of(document, source=source, key=key if source != "given" else None):
                 if source == "given":
                     return {"image": pages[document.id], "words": document.words, "boxes": document.boxes}
                 ocr = ocr_cache[key][document.id][0]

@@ -16,8 +16,8 @@ Copied into saved checkpoints beside the custom pipeline: imports only the stand
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont

@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from .cli import progress_bars_on_terminal_only, program_name
+from .cli import program_name, progress_bars_on_terminal_only
 
 STEPS = 7
 
@@ -297,11 +297,11 @@ def summary_table(summary: dict) -> str:
     lines += [
         "",
         f"<!-- quickstart-sample: v{summary['sample_version']} -->",
-        f"Sample: {summary['sample']}; {summary['num_docs']} invoices, seed 0. Model: "
-        f"{summary['model_type']} {summary['size']} from scratch, {summary['epochs']} epochs. Test F1: entity F1 on "
-        f"the test split's annotated words; end to end: exact-match recall of the field values on {documents} test "
-        f"pages (image in, values out). Unseen invoice: {summary['unseen_invoice']['exact']} of "
-        f"{summary['unseen_invoice']['gold']} values as annotated.",
+        (f"Sample: {summary['sample']}; {summary['num_docs']} invoices, seed 0. Model: "
+         f"{summary['model_type']} {summary['size']} from scratch, {summary['epochs']} epochs. Test F1: entity F1 on "
+         f"the test split's annotated words; end to end: exact-match recall of the field values on {documents} test "
+         f"pages (image in, values out). Unseen invoice: {summary['unseen_invoice']['exact']} of "
+         f"{summary['unseen_invoice']['gold']} values as annotated."),
         f"Steps: {times}; {duration(sum(summary['seconds'].values()))} in all.",
     ]
     return "\n".join(lines)

@@ -11,8 +11,7 @@ word source (`given`: the annotated words and boxes; an engine name: that OCR en
 records, or the engine's defaults) the page goes through the model's pipeline and `layoutkit.pipelines.fields.extract_fields`
 (one value per single-valued field, every value of a multiple one).
 
-Gold values are the annotated entities' texts. A gold value is extracted exactly when a predicted value of the same
-field has the same text (whitespace collapsed; each predicted value matches one gold value). Reported per field and
+Gold values are the annotated entities' texts; the measure is `layoutkit/apps/end_to_end.py`'s. Reported per field and
 overall: exact-match recall (extracted exactly / gold values) and precision (exact / predicted values), plus
 seconds per page for the model (pipeline and field extraction) and for OCR. OCR results are computed once per
 engine setting and passed to every model as words, boxes and line ids, which is what the pipeline does with them
@@ -26,7 +25,6 @@ import argparse
 import json
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 from transformers import pipeline
@@ -34,28 +32,9 @@ from transformers import pipeline
 from dataset_loader.annotations import read_annotation
 from dataset_loader.funsd import read_funsd
 from dataset_loader.ocr_build import OcrBuild
-from layoutkit.pipelines.labels import bio_spans
+from layoutkit.apps.end_to_end import measure
 from layoutkit.pipelines.pipeline_inputs import recorded_preprocessing, resolve_ocr_engine
 from layoutkit.pipelines.token_classification_pipeline import LayoutTokenClassificationPipeline
-
-
-def squeeze(text: str) -> str:
-    return " ".join(text.split())
-
-
-def gold_values(document) -> dict[str, list[str]]:
-    values: dict[str, list[str]] = {}
-    for span in bio_spans(document.labels):
-        values.setdefault(span.label, []).append(squeeze(" ".join(document.words[span.start : span.end])))
-    return values
-
-
-def predicted_values(fields: dict) -> dict[str, list[str]]:
-    values = {}
-    for name, field in fields.items():
-        texts = [v["text"] for v in field["values"]] if field.get("multiple") else [field["value"]]
-        values[name] = [squeeze(text) for text in texts]
-    return values
 
 
 def load_documents(args) -> list:
@@ -66,26 +45,6 @@ def load_documents(args) -> list:
 
     ids = load_from_disk(str(args.dataset_path))[args.split]["id"][: args.max_docs]
     return [read_annotation(args.data_dir / "annotations" / f"{i}.json", args.data_dir / "images") for i in ids]
-
-
-class Tally:
-    def __init__(self):
-        self.gold, self.predicted, self.exact = Counter(), Counter(), Counter()
-        self.seconds, self.pages = 0.0, 0
-
-    def add(self, gold: dict[str, list[str]], predicted: dict[str, list[str]]) -> None:
-        for name in set(gold) | set(predicted):
-            expected, found = Counter(gold.get(name, [])), Counter(predicted.get(name, []))
-            self.gold[name] += sum(expected.values())
-            self.predicted[name] += sum(found.values())
-            self.exact[name] += sum((expected & found).values())
-
-    def row(self, name: str | None = None) -> dict:
-        gold = sum(self.gold.values()) if name is None else self.gold[name]
-        predicted = sum(self.predicted.values()) if name is None else self.predicted[name]
-        exact = sum(self.exact.values()) if name is None else self.exact[name]
-        return {"gold": gold, "predicted": predicted, "exact": exact,
-                "recall": exact / gold if gold else 0.0, "precision": exact / predicted if predicted else 0.0}
 
 
 def ocr_cell(result: dict) -> str:
@@ -113,7 +72,6 @@ def main(argv=None) -> None:
 
     documents = load_documents(args)
     pages = {document.id: document.load_image() for document in documents}
-    golds = {document.id: gold_values(document) for document in documents}
     ocr_cache: dict[str, dict] = {}  # engine settings -> document id -> (OcrResult, seconds)
 
     results = []
@@ -121,7 +79,7 @@ def main(argv=None) -> None:
         extractor = pipeline("token-classification", model=model, pipeline_class=LayoutTokenClassificationPipeline,
                              device="cpu")
         for source in sources:
-            tally, ocr_seconds_total = Tally(), 0.0
+            ocr_seconds_total = 0.0
             if source != "given":
                 engine = resolve_ocr_engine(recorded_preprocessing(extractor.model.config).get("ocr"),
                                             {"engine": source})
@@ -133,21 +91,16 @@ def main(argv=None) -> None:
                         started = time.perf_counter()
                         result = cached.read(document, pages[document.id]) if cached else engine(pages[document.id])
                         ocr_cache[key][document.id] = (result, None if cached else time.perf_counter() - started)
-            for document in documents:
-                started = time.perf_counter()
+                seconds = [ocr_cache[key][document.id][1] for document in documents]
+                ocr_seconds_total = None if None in seconds else sum(seconds)
+
+            def inputs_of(document, source=source, key=key if source != "given" else None):
                 if source == "given":
-                    inputs = {"image": pages[document.id], "words": document.words, "boxes": document.boxes}
-                    ocr_seconds = 0.0
-                else:
-                    ocr, ocr_seconds = ocr_cache[key][document.id]
-                    inputs = {"image": pages[document.id], "words": ocr.words, "boxes": ocr.boxes,
-                              "line_ids": ocr.line_ids}
-                output = extractor(inputs, return_fields=True) if inputs["words"] else {"fields": {}}
-                tally.seconds += time.perf_counter() - started
-                ocr_seconds_total = None if ocr_seconds is None or ocr_seconds_total is None else (
-                    ocr_seconds_total + ocr_seconds)
-                tally.pages += 1
-                tally.add(golds[document.id], predicted_values(output["fields"]))
+                    return {"image": pages[document.id], "words": document.words, "boxes": document.boxes}
+                ocr = ocr_cache[key][document.id][0]
+                return {"image": pages[document.id], "words": ocr.words, "boxes": ocr.boxes, "line_ids": ocr.line_ids}
+
+            tally = measure(extractor, documents, inputs_of)
             fields = sorted(tally.gold)
             results.append({
                 "model": model, "words": source, "documents": len(documents),
@@ -156,7 +109,9 @@ def main(argv=None) -> None:
                 "overall": tally.row(),
                 "fields": {name: tally.row(name) for name in fields},
             })
-            print(json.dumps(results[-1]["overall"] | {"model": model, "words": source}), file=sys.stderr)
+            overall = results[-1]["overall"]
+            print(f"{model}, words {source}: {overall['exact']}/{overall['gold']} values exact (recall "
+                  f"{overall['recall']:.3f}, precision {overall['precision']:.3f})", file=sys.stderr)
 
     names = sorted({name for result in results for name in result["fields"]})
     print("| model | words | " + " | ".join(names) + " | **all fields** | precision | model s/page | OCR s/page |")

@@ -112,7 +112,7 @@ def scan_class_folders(data_dir: Path, report: ClassifyReport, strict: bool) -> 
     for folder in classes:
         images = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
         kept = 0
-        for image in tqdm(images, desc=f"Checking {folder.name}", unit="doc", leave=False):
+        for image in tqdm(images, desc=f"Checking {folder.name}", unit="doc", leave=False, disable=None):
             report.documents_found += 1
             words_file = image.with_suffix(".json")
             try:
@@ -190,7 +190,7 @@ def build_classification_dataset(
 def _generate(split, refs, class_names, size, keep_aspect, ocr, ocr_lang, report, strict, written, without_words
               ) -> Iterator[dict[str, Any]]:
     label_ids = {name: i for i, name in enumerate(class_names)}
-    for ref in tqdm(refs, desc=f"Writing {split}", unit="doc"):
+    for ref in tqdm(refs, desc=f"Writing {split}", unit="doc", disable=None):
         try:
             example = page_example(ref, label_ids, size, keep_aspect, ocr, ocr_lang, report)
         except AnnotationError as error:

@@ -116,7 +116,8 @@ class OcrBuild:
                 pass  # reported by the writer, which reads the document again and meets the same problem
 
         with ThreadPoolExecutor(self.workers) as pool:
-            for _ in tqdm(pool.map(read_one, paths), total=len(paths), desc=f"OCR ({self.engine.name})", unit="page"):
+            for _ in tqdm(pool.map(read_one, paths), total=len(paths), desc=f"OCR ({self.engine.name})", unit="page",
+                          disable=None):
                 pass
 
     def apply(self, document: Document, page) -> Document:

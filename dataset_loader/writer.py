@@ -100,7 +100,7 @@ def scan_documents(
     """Pass 1: check every document; return the valid ones and the set of tags they use."""
     kept: list[DocumentRef] = []
     tags: set[str] = set()
-    for path in tqdm(paths, desc="Checking annotations", unit="doc"):
+    for path in tqdm(paths, desc="Checking annotations", unit="doc", disable=None):
         report.documents_found += 1
         try:
             document = reader(path)
@@ -230,7 +230,7 @@ def _generate_examples(
     optional_columns: tuple[str, ...] = (),
 ) -> Iterator[dict[str, Any]]:
     label_ids = {label: index for index, label in enumerate(label_names)}
-    for ref in tqdm(refs, desc=f"Writing {split}", unit="doc"):
+    for ref in tqdm(refs, desc=f"Writing {split}", unit="doc", disable=None):
         try:
             document = reader(ref.path)
             image = document.load_image()  # corrupt pixel data is only found here

@@ -12,6 +12,7 @@ layoutkit train-ner ARGS` (or `... -m layoutkit predict ARGS`).
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,6 +46,8 @@ COMMANDS: dict[str, Command] = {
                        "compare finished training runs: a Markdown report with metrics and confusion matrices"),
     "postprocess": Command("layoutkit.apps.rule_measurement:main",
                            "measure the post-processing rules on a run's test predictions"),
+    "quickstart": Command("layoutkit.apps.quickstart:main",
+                          "the offline quick start: sample invoices, train from scratch, test, predict, end to end"),
 }
 
 
@@ -52,6 +55,15 @@ def program_name(default: str) -> str:
     """argparse's `prog` for a command's parser: "layoutkit COMMAND" when the `layoutkit` command runs it (see `main`),
     else `default`, the way the module is run directly ("python -m dataset_loader")."""
     return sys.argv[0] if sys.argv and sys.argv[0].startswith("layoutkit ") else default
+
+
+def progress_bars_on_terminal_only() -> None:
+    """Hugging Face's progress bars (datasets, the Hub, transformers' loading and saving) only when stderr is a
+    terminal: in a log file each redraw is a line. Set before those libraries are imported; a variable the user set
+    wins."""
+    if not sys.stderr.isatty():
+        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 USAGE = "usage: layoutkit [--help] [--version] COMMAND [ARGS ...]"
@@ -98,6 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LookupError as error:
         print(f"layoutkit {name}: error: {error}", file=sys.stderr)
         return 2
+    progress_bars_on_terminal_only()
     # The commands' argparse parsers name the program after sys.argv[0] (in usage lines and errors).
     saved = sys.argv
     sys.argv = [f"layoutkit {name}", *rest]

@@ -204,7 +204,7 @@ def test_output_names_are_unique(tmp_path):
 
 
 def test_draw_and_typed_fields_with_a_schema(vendor_ner_checkpoint, synthetic_invoices, tmp_path):
-    """--draw writes one PNG per page at the page's size; --schema types the fields (here vendor as a date, which
+    """--draw writes one PNG per page (the page at its size, a legend below); --schema types the fields (here vendor as a date, which
     cannot parse: the raw text stays, with the reason)."""
     from PIL import Image
 
@@ -223,12 +223,15 @@ def test_draw_and_typed_fields_with_a_schema(vendor_ner_checkpoint, synthetic_in
     assert vendor["normalized"] is None and vendor["error"]
     drawing = Image.open(output / "invoice_00002.page1.png")
     page = Image.open(synthetic_invoices / "images" / annotation["image"])
-    assert drawing.size == page.size
-    # The entity box is drawn in its label's colour over the page.
+    # The page at its own pixels, with the legend of the field colours in a strip below it.
+    assert drawing.width == page.width and drawing.height > page.height
+    # The entity box is drawn in its field type's colour over the page (colours in the model's label order).
     from layoutkit.pipelines.draw import label_colour
 
+    id2label = json.loads((vendor_ner_checkpoint / "config.json").read_text())["id2label"]
+    types = list(dict.fromkeys(id2label[i][2:] for i in sorted(id2label, key=int) if id2label[i] != "O"))
     x0, y0 = document["entities"][0]["box"][:2]
-    assert drawing.getpixel((x0 + 1, y0 + 1))[:3] == label_colour("vendor")
+    assert drawing.getpixel((x0 + 1, y0 + 1))[:3] == label_colour("vendor", types)
 
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"fields": {"total": {"type": "money"}}}))

@@ -203,13 +203,11 @@ def test_window_batcher_failure_fails_only_its_batch():
     batcher.close()
 
 
-COLOURS = [(0xe6, 0x19, 0x4b), (0x3c, 0xb4, 0x4b), (0x43, 0x63, 0xd8), (0xf5, 0x82, 0x31)]  # the page's first colours
-
-
 @pytest.mark.skipif(find_chromium() is None, reason="Chromium is not installed (apt-get install chromium)")
-def test_upload_page_shows_boxes_and_fields_in_chromium(server, synthetic_invoices, tmp_path):
+def test_upload_page_shows_the_drawn_page_and_fields_in_chromium(server, synthetic_invoices, tmp_path):
     """The page at / uploads a sample invoice chosen in its file input (DevTools DOM.setFileInputFiles, as a user
-    would), then shows the API's fields as table rows and the page with one box per entity."""
+    would), then shows the API's fields as table rows and the page as the service draws it (?draw=page: the same
+    drawing as predict --draw), its entity boxes in their field type's colour."""
     pytest.importorskip("aiohttp")
     _, invoice = invoice_files(synthetic_invoices, 1)[0]
 
@@ -224,15 +222,21 @@ def test_upload_page_shows_boxes_and_fields_in_chromium(server, synthetic_invoic
         rendered = json.loads(await session.evaluate("""JSON.stringify({
             status: document.getElementById('status').textContent,
             rows: [...document.querySelectorAll('#fields tr')].map(r => [r.dataset.field,
-                    r.querySelector('.value').textContent]),
-            canvases: [...document.querySelectorAll('#pages canvas')].map(c => ({
-                width: c.width, height: c.height, boxes: Number(c.dataset.boxes)})),
+                    r.querySelector('.value').textContent, r.querySelector('.swatch').style.background]),
+            images: [...document.querySelectorAll('#pages img')].map(i => ({
+                width: i.naturalWidth, height: i.naturalHeight, shown: i.getBoundingClientRect().width})),
             result: window.lastResult})"""))
         entity = rendered["result"]["entities"][0]
         x, y = entity["box"][0], (entity["box"][1] + entity["box"][3]) // 2
-        # a pixel on the left edge of the first entity's box: drawn in its field's colour
-        rendered["edge"] = await session.evaluate(
-            f"Array.from(document.querySelector('#pages canvas').getContext('2d').getImageData({x}, {y}, 1, 1).data)")
+        # a pixel on the left edge of the first entity's box, read from the page's image as displayed
+        rendered["edge"] = await session.evaluate(f"""(() => {{
+            const image = document.querySelector('#pages img');
+            const canvas = document.createElement('canvas');
+            canvas.width = image.naturalWidth; canvas.height = image.naturalHeight;
+            const context = canvas.getContext('2d');
+            context.drawImage(image, 0, 0);
+            return Array.from(context.getImageData({x}, {y}, 1, 1).data);
+        }})()""")
         return state, rendered
 
     with HeadlessChromium(server.url + "/", tmp_path / "profile") as browser:
@@ -244,15 +248,22 @@ def test_upload_page_shows_boxes_and_fields_in_chromium(server, synthetic_invoic
     for name, field in result["fields"].items():
         values = [value["text"] for value in field["values"]] if field.get("multiple") else [field["value"]]
         fields += [[name, value] for value in values]
-    assert rendered["rows"] == fields
+    assert [row[:2] for row in rendered["rows"]] == fields
     from PIL import Image
 
+    # One drawing per page: the page at its pixels with the legend below, shown on the page.
     with Image.open(invoice) as image:
-        assert (rendered["canvases"][0]["width"], rendered["canvases"][0]["height"]) == image.size
-    assert rendered["canvases"][0]["boxes"] == len(result["entities"])
-    colour = sorted(result["fields"]).index(result["entities"][0]["entity_group"])
-    if colour < len(COLOURS):
-        assert tuple(rendered["edge"][:3]) == COLOURS[colour], "the first entity's box in its field's colour"
+        page_width, page_height = image.size
+    assert len(rendered["images"]) == len(result["pages"]) == len(result["drawings"]) == 1
+    assert rendered["images"][0]["width"] == page_width and rendered["images"][0]["height"] > page_height
+    assert rendered["images"][0]["shown"] > 100
+    # The drawing's colours: the entity box on the page and the table's swatch name the same colour.
+    colour = result["colours"][result["entities"][0]["entity_group"]]
+    assert tuple(rendered["edge"][:3]) == tuple(int(colour[i:i + 2], 16) for i in (1, 3, 5))
+    swatches = {row[0]: row[2] for row in rendered["rows"]}
+    for name, swatch in swatches.items():
+        assert swatch == "rgb({}, {}, {})".format(*(int(result["colours"][name][i:i + 2], 16) for i in (1, 3, 5)))
+
 
 
 # ------------------------------------------------------------------------------------------- hostile requests
@@ -531,3 +542,24 @@ def test_sigterm_drains_the_request_in_flight_and_exits_0(trained_ner_checkpoint
         assert running.process.wait(timeout=60) == 0, running.read_log()
     assert not private.exists() and list(temp.iterdir()) == []
     assert "Waiting for connections to close" in running.read_log() or "Shutting down" in running.read_log()
+
+
+def test_draw_option_returns_the_pages_drawn(server, synthetic_invoices):
+    """?draw=page adds one PNG data URL per page (what predict --draw writes) and the field colours; without it the
+    JSON is predict.py's, with no drawing; an unknown value is a 422."""
+    annotation, path = invoice_files(synthetic_invoices, 1)[0]
+    payload = {"words": annotation["words"], "boxes": annotation["boxes"],
+               "image": base64.b64encode(path.read_bytes()).decode()}
+    url = server.url + "/v1/extract"
+    plain = requests.post(url, json=payload, timeout=120).json()
+    drawn = requests.post(url + "?draw=page", json=payload, timeout=120).json()
+    assert "drawings" not in plain and {k: v for k, v in drawn.items() if k not in ("drawings", "colours")} == plain
+    from PIL import Image
+
+    prefix = "data:image/png;base64,"
+    assert len(drawn["drawings"]) == 1 and drawn["drawings"][0].startswith(prefix)
+    drawing = Image.open(io.BytesIO(base64.b64decode(drawn["drawings"][0][len(prefix):])))
+    with Image.open(path) as page:
+        assert drawing.width == page.width and drawing.height > page.height
+    assert set(drawn["colours"]) >= {e["entity_group"] for e in drawn["entities"]}
+    assert requests.post(url + "?draw=yes", json=payload, timeout=120).status_code == 422

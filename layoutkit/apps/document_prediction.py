@@ -17,7 +17,7 @@ from .documents import DocumentError
 
 
 def predict_document(extractor, source: Path | None, pages, words_pages, settings: InferenceSettings,
-                     batch_size: int, *, draw: bool = False, linker=None, line_item_grouping: str = "rule",
+                     batch_size: int, *, draw: bool | str = False, linker=None, line_item_grouping: str = "rule",
                      words_source: str | None = None) -> tuple[dict, list]:
     """Run the pipeline on each page; entities and words carry their 1-based page number. Returns the document's
     JSON and, with `draw`, its pages with words and entities drawn. `line_items` are the item table's rows

@@ -23,7 +23,8 @@ Output: one JSON per document in --output_dir (see docs/inference.md): `fields` 
 (normalised by --schema: dates to ISO 8601, amounts to a decimal string and currency) with its candidates,
 `line_items` the rows of the item table (layoutkit/pipelines/line_items.py: description, quantity, unit price,
 amount), `entities` every predicted span, `words` every word; --draw also writes one PNG per page with the words and
-entities drawn on it; --labelstudio writes the predictions as Label Studio pre-annotations (docs/labelstudio.md). And
+entities drawn on it (tags clear of the words, a colour legend; `--draw panel` lists the entities beside the page);
+--labelstudio writes the predictions as Label Studio pre-annotations (docs/labelstudio.md). And
 --output_dir/summary.jsonl with one line per document, status "ok" or "error". A document that cannot be
 read (corrupt or unsupported file, encrypted or empty PDF, an image above --max_image_pixels, no text on
 any page) is reported in the summary and the others are still processed. Exit code: 0 when at least one
@@ -62,7 +63,9 @@ class PredictArguments:
     input: str | None = flag("an image, a PDF or a folder of them (optional with --words_json)")
     words_json: str | None = flag("words and pixel boxes in the annotation format; skips OCR")
     batch_size: int = flag("windows per forward pass", 8)
-    draw: bool = flag("also write <name>.page<N>.png with words and entities", False)
+    draw: str | None = flag("also write <name>.page<N>.png: the page with its words and entities and a legend of the "
+                            "field colours; --draw panel: with a side panel listing the entities instead",
+                            nargs="?", const="page", choices=["page", "panel"])
     labelstudio: str | None = flag("also write the predictions as Label Studio tasks with pre-annotations (one-page "
                                    "images; see docs/labelstudio.md)", metavar="TASKS.json")
     labelstudio_image_prefix: str = flag("prefix of the tasks' image references, before the file name (default: "

@@ -17,6 +17,7 @@ import argparse
 import json
 import math
 import os
+import sys
 import tempfile
 from typing import Iterable
 
@@ -52,13 +53,17 @@ DETECTRON2_BACKBONES = {
 }
 MODEL_TYPES = ["layoutlm", "layoutlmv2", "layoutlmv3", "layoutxlm", "lilt"]
 
+# The tokenizer trainers' progress bars only on a terminal (in a log they leave blank lines).
+SHOW_PROGRESS = sys.stderr.isatty()
+
 
 def _train_wordpiece(words: Iterable[str], vocab_size: int, folder: str) -> None:
     """A BERT-style uncased WordPiece vocab.txt (LayoutLM v1 and v2 use BERT's tokenizer)."""
     tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=BERT_SPECIAL_TOKENS)
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=BERT_SPECIAL_TOKENS,
+                                        show_progress=SHOW_PROGRESS)
     tokenizer.train_from_iterator(words, trainer)
     vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
     with open(os.path.join(folder, "vocab.txt"), "w", encoding="utf-8") as handle:
@@ -74,6 +79,7 @@ def _train_byte_bpe(words: Iterable[str], vocab_size: int, folder: str) -> None:
         vocab_size=vocab_size,
         special_tokens=ROBERTA_SPECIAL_TOKENS,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=SHOW_PROGRESS,
     )
     tokenizer.train_from_iterator(words, trainer)
     tokenizer.model.save(folder)
@@ -86,7 +92,7 @@ def _train_unigram(words: Iterable[str], vocab_size: int) -> list[tuple[str, flo
     # The same pre-tokenization as LayoutXLMTokenizer: words start with the metaspace "▁".
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
     trainer = trainers.UnigramTrainer(
-        vocab_size=vocab_size, special_tokens=XLM_SPECIAL_TOKENS, unk_token="<unk>")
+        vocab_size=vocab_size, special_tokens=XLM_SPECIAL_TOKENS, unk_token="<unk>", show_progress=SHOW_PROGRESS)
     tokenizer.train_from_iterator(words, trainer)
     vocab = [(piece, float(score)) for piece, score in json.loads(tokenizer.to_str())["model"]["vocab"]]
     if [piece for piece, _ in vocab[:4]] != XLM_SPECIAL_TOKENS[:4]:

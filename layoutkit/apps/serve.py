@@ -9,6 +9,8 @@ Endpoints (see docs/serving.md):
   pixels, pages; the message names the option that raises it), 415 for a file that is neither an image nor a PDF,
   422 for a corrupt or invalid document, 500 for a failure of the server itself, 503 for a document not finished
   within `--shutdown_timeout` after SIGTERM. Every answer has `warnings` (the dataset builder's messages).
+  `?draw=page` (or `?draw=panel`) adds `drawings`, each page drawn as `--draw` does (a PNG data URL), and `colours`,
+  each field type's colour.
 - `GET /health`, `GET /v1/model` (labels, model type, preprocessing, limits), `GET /` (an upload page).
 
 How a request runs: the event loop reads the body and runs the cheap checks (layoutkit/apps/request_checks.py: file kind,
@@ -21,8 +23,10 @@ Requires the `serve` extra: `pip install 'layoutkit[serve]'` (FastAPI, uvicorn, 
 """
 
 import asyncio
+import base64
 import contextlib
 import functools
+import io
 import logging
 import os
 import signal
@@ -162,23 +166,38 @@ class ExtractionService:
         return check_words_request(body, family.model_type if family.image_input else None, self.limits)
 
     # ------------------------------------------------------------------------------------------- files
-    def extract_file(self, upload: CheckedUpload) -> dict:
+    def extract_file(self, upload: CheckedUpload, draw: str | None = None) -> dict:
         path = Path(upload.name)  # names the document in messages and `source`; nothing is read from disk
         if upload.is_pdf:
             pages = pdf_page_inputs(path, self.settings.dpi, self.settings.max_image_pixels, self.settings.pdf_text,
                                     upload.data)
         else:
             pages = image_pages(path, self.settings.max_image_pixels, upload.data)
-        result, _ = predict_document(self.extractor, path, pages, None, self.settings, self.args.max_batch_size)
-        return result
+        result, drawings = predict_document(self.extractor, path, pages, None, self.settings, self.args.max_batch_size,
+                                            draw=draw)
+        return self._with_drawings(result, drawings)
 
     # ------------------------------------------------------------------------------------------- words
-    def extract_words(self, request: CheckedWords) -> dict:
+    def extract_words(self, request: CheckedWords, draw: str | None = None) -> dict:
         images = (self._page_image(page, number) for number, page in enumerate(request.pages, start=1))
-        result, _ = predict_document(self.extractor, request.source, images, request.pages, self.settings,
-                                     self.args.max_batch_size, words_source="request")
+        result, drawings = predict_document(self.extractor, request.source, images, request.pages, self.settings,
+                                            self.args.max_batch_size, draw=draw, words_source="request")
         result["warnings"][:0] = request.warnings
-        return result
+        return self._with_drawings(result, drawings)
+
+    def _with_drawings(self, result: dict, drawings: list) -> dict:
+        """`result` with each page's drawing as a PNG data URL and the field types' colours (`?draw=`)."""
+        if not drawings:
+            return result
+        from ..pipelines.draw import colour_hex, label_colour
+
+        urls = []
+        for drawing in drawings:
+            buffer = io.BytesIO()
+            drawing.save(buffer, format="PNG")
+            urls.append("data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii"))
+        types = self.extractor.entity_types()
+        return {**result, "drawings": urls, "colours": {name: colour_hex(label_colour(name, types)) for name in types}}
 
     def _page_image(self, page: dict, number: int) -> Image.Image:
         """The page image a words payload gives (base64, decoded by the checks), or for a model that reads no
@@ -265,6 +284,9 @@ def create_app(service: ExtractionService):
     async def extract(request: Request):
         # Everything that can refuse the request runs before it joins the worker queue (the body's size, then the
         # checks of request_checks.py), so a bad request is answered while OCR keeps the workers busy.
+        draw = request.query_params.get("draw") or None
+        if draw not in (None, "page", "panel"):
+            raise ApiError(422, f"draw={draw!r}: use draw=page (the pages drawn, with a legend) or draw=panel")
         body = await read_body(request, service.max_upload_bytes)
 
         def checks_pool(data: bytes):
@@ -287,14 +309,14 @@ def create_app(service: ExtractionService):
             await upload.close()
             checked = await run(checks_pool(data), functools.partial(service.check_upload, data, upload.filename,
                                                                      upload.content_type))
-            job = functools.partial(service.extract_file, checked)
+            job = functools.partial(service.extract_file, checked, draw)
         elif content_type == "application/json":
             checked = await run(checks_pool(body), functools.partial(service.check_words, body))
-            job = functools.partial(service.extract_words, checked)
+            job = functools.partial(service.extract_words, checked, draw)
         elif content_type.startswith("image/") or content_type in ("application/pdf", "application/octet-stream"):
             checked = await run(checks_pool(body), functools.partial(
                 service.check_upload, body, request.query_params.get("filename"), content_type))
-            job = functools.partial(service.extract_file, checked)
+            job = functools.partial(service.extract_file, checked, draw)
         else:
             raise ApiError(415, f"unsupported content type {content_type or 'none'!r}: send multipart/form-data (field "
                                 "'file'), an image/* or application/pdf body, or application/json words and boxes")

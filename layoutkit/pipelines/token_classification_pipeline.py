@@ -29,7 +29,8 @@ end exclusive) plus `box`, the union of the words' boxes in the original image's
 "width", "height", "words_source"}` (where the words came from: "given", the input's own "words_source" such as
 "pdf_text" for a PDF's text layer, or "ocr:ENGINE"); `return_fields=True` adds `"fields"`, one typed value per field (`fields.py`, types from
 `schema`), and `"line_items"`, the rows of the item table (`line_items.py`; alone with `return_line_items=True`);
-`draw=True` adds `"image"`, the page with its words and entities drawn (`draw.py`).
+`draw=True` adds `"image"`, the page with its words and entities drawn and a legend of the field types' colours
+(`draw.py`); `draw="panel"` with a side panel listing the entities instead of the legend.
 
 Call options: `ocr_engine` ("rapidocr", "tesseract" or an `OcrEngine`), `ocr_lang` ("eng"), `ocr_config` (extra
 tesseract options), `min_ocr_confidence`, `ocr_options` (a dict of engine settings), `batch_size` (windows per
@@ -105,7 +106,7 @@ class LayoutTokenClassificationPipeline(WindowedLayoutPipeline):
             postprocess["return_fields"] = bool(return_fields) or schema is not None
             postprocess["schema"] = FieldSchema.load(schema)
         if draw is not None:
-            postprocess["draw"] = bool(draw)
+            postprocess["draw"] = draw if draw == "panel" else bool(draw)
         if return_line_items is not None:
             postprocess["return_line_items"] = bool(return_line_items)
         if aggregation_strategy not in (None, "simple"):
@@ -170,8 +171,14 @@ class LayoutTokenClassificationPipeline(WindowedLayoutPipeline):
         return {**model_inputs, "label_ids": label_ids, "scores": scores}
 
     # ------------------------------------------------------------------------------------ postprocess
+    def entity_types(self) -> list[str]:
+        """The model's field types in label-id order (B-/I- prefixes dropped): the order of the drawing's colours."""
+        id2label = self.model.config.id2label
+        names = (id2label[i] for i in sorted(id2label, key=int))
+        return list(dict.fromkeys(name[2:] if name[:2] in ("B-", "I-") else name for name in names if name != OUTSIDE))
+
     def postprocess(self, model_outputs, rules: RuleConfig | None = None, return_words: bool = False,
-                    return_fields: bool = False, schema: FieldSchema | None = None, draw: bool = False,
+                    return_fields: bool = False, schema: FieldSchema | None = None, draw: bool | str = False,
                     return_line_items: bool = False):
         words, boxes = model_outputs["words"], model_outputs["boxes"]
         scores = [float(s) for s in model_outputs["scores"]]
@@ -208,5 +215,6 @@ class LayoutTokenClassificationPipeline(WindowedLayoutPipeline):
         if return_fields or return_line_items:
             output["line_items"] = group_line_items(entities)
         if draw:
-            output["image"] = draw_page(model_outputs["page"], word_rows, entities)
+            output["image"] = draw_page(model_outputs["page"], word_rows, entities, labels=self.entity_types(),
+                                        panel=draw == "panel")
         return output

@@ -49,13 +49,37 @@ def init_tracking(accelerator: Accelerator, training: TrainingArguments, flags: 
     if not training.with_tracking:
         return
     config = {k: v for k, v in flags.items() if isinstance(v, (int, float, str, bool)) and k != "hub_token"}
-    accelerator.init_trackers(
-        training.experiment_name or default_experiment,
-        config,
-        init_kwargs={"mlflow": {"run_name": os.path.basename(os.path.normpath(training.output_dir)),
-                                # In a hyperparameter search, each trial is a child of the search's run.
-                                "nested_run": mlflow_run_active()}},
-    )
+    mlflow_options = {"run_name": os.path.basename(os.path.normpath(training.output_dir)),
+                      # In a hyperparameter search, each trial is a child of the search's run.
+                      "nested_run": mlflow_run_active()}
+    if ("mlflow" in str(training.report_to) or training.report_to == "all") and use_local_mlflow_store(
+            training.output_dir, accelerator):
+        # A new experiment keeps its artifacts in the run's folder too (MLflow's default: ./mlruns).
+        mlflow_options["logging_dir"] = os.path.abspath(os.path.join(training.output_dir, "mlruns"))
+    accelerator.init_trackers(training.experiment_name or default_experiment, config,
+                              init_kwargs={"mlflow": mlflow_options})
+
+
+def use_local_mlflow_store(output_dir: str, accelerator: Accelerator | None = None) -> bool:
+    """MLflow's store in the run's output folder (sqlite:///OUTPUT_DIR/mlflow.db), unless MLFLOW_TRACKING_URI names
+    one or a run is already active (a search's trials nest in the search's store); whether it set the store.
+    Also quietens the store's database set-up messages (alembic's schema migrations on a new mlflow.db)."""
+    import logging
+
+    for name in ("alembic", "alembic.runtime.migration", "mlflow.store.db.utils"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    if os.environ.get("MLFLOW_TRACKING_URI") or mlflow_run_active():
+        return False
+    os.makedirs(output_dir, exist_ok=True)
+    uri = "sqlite:///" + os.path.abspath(os.path.join(output_dir, "mlflow.db"))
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    message = (f"MLflow: this run's store is {output_dir}/mlflow.db (`mlflow ui --backend-store-uri {uri}`); "
+               "MLFLOW_TRACKING_URI picks another")
+    if accelerator is not None:
+        accelerator.print(message)
+    else:
+        print(message)
+    return True
 
 
 def mlflow_run_active() -> bool:

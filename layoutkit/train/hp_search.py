@@ -155,7 +155,13 @@ def start_search_run(args, experiment_name: str, space: dict):
         return None
     import mlflow
 
-    mlflow.set_experiment(args.experiment_name or experiment_name)
+    from .accelerator_setup import use_local_mlflow_store
+
+    name = args.experiment_name or experiment_name
+    if use_local_mlflow_store(args.output_dir) and mlflow.get_experiment_by_name(name) is None:
+        # artifacts in the search's folder too, not in ./mlruns
+        mlflow.create_experiment(name, artifact_location=os.path.abspath(os.path.join(args.output_dir, "mlruns")))
+    mlflow.set_experiment(name)
     run = mlflow.start_run(run_name=f"{os.path.basename(os.path.normpath(args.output_dir))}-search")
     mlflow.log_params({"n_trials": args.n_trials, "hp_pruner": args.hp_pruner, "hp_space": json.dumps(space)})
     return run

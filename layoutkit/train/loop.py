@@ -61,8 +61,9 @@ def fit(accelerator: Accelerator, training: TrainingArguments, prepared: Prepare
 
     if evaluate is None and training.early_stopping_patience is not None:
         accelerator.print("--early_stopping_patience is ignored: there is no validation split to stop on")
+    # disable=None: a progress bar on a terminal only; in a log the epoch lines below say how training goes.
     progress = tqdm(
-        total=max_train_steps, initial=state.completed_steps, disable=not accelerator.is_local_main_process
+        total=max_train_steps, initial=state.completed_steps, disable=None if accelerator.is_local_main_process else True
     )
     running_loss = torch.zeros((), device=accelerator.device)
     running_batches = 0

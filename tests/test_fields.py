@@ -179,13 +179,13 @@ def test_schema_load_file(tmp_path):
         assert schema.day_first is True
         assert schema.fields == {"invoice_date": FieldSpec("date"), "total": FieldSpec("amount"),
                                  "item_amount": FieldSpec("amount", True)}
-    assert schema.to_dict() == {"day_first": True, "fields": {
+    assert schema.to_dict() == {"day_first": True, "locale": None, "fields": {
         "invoice_date": {"type": "date", "multiple": False}, "total": {"type": "amount", "multiple": False},
         "item_amount": {"type": "amount", "multiple": True}}}
 
 
 @pytest.mark.parametrize("data, message", [
-    ({"day_first": True, "feilds": {}}, "schema.json: unknown key 'feilds'; allowed keys: day_first, fields"),
+    ({"day_first": True, "feilds": {}}, "schema.json: unknown key 'feilds'; allowed keys: day_first, locale, fields"),
     ({"fields": {"total": {"type": "money"}}},
      "schema.json: fields.total.type: 'money' is not one of text, date, amount, number"),
     ({"fields": {"total": {"typ": "amount"}}},

@@ -30,6 +30,7 @@ import re
 from dataclasses import dataclass, field
 
 from .boxes import union_box
+from .field_checks import CheckConfig
 from .locale_data import CURRENCY_SYMBOLS, LOCALES, MONTH_NAMES, WEEKDAY_NAMES
 
 FIELD_TYPES = ("text", "date", "amount", "number")
@@ -38,10 +39,11 @@ DEFAULT_SCHEMA_EXAMPLE = """\
 {"day_first": true, "locale": "en_GB",
  "fields": {"invoice_date": {"type": "date"},
             "total": {"type": "amount"},
-            "item_amount": {"type": "amount", "multiple": true}}}"""
+            "item_amount": {"type": "amount", "multiple": true}},
+ "checks": {"tolerance": 0.01, "one_currency": false}}"""
 
-_SCHEMA_KEYS = ("day_first", "locale", "fields")
-_FIELD_KEYS = ("type", "multiple")
+_SCHEMA_KEYS = ("day_first", "locale", "fields", "checks")
+_FIELD_KEYS = ("type", "multiple", "required")
 
 _DATE_WORDS = ("date",)
 _AMOUNT_WORDS = ("total", "amount", "tax", "price", "subtotal", "balance", "sum", "vat", "cost", "fee")
@@ -55,10 +57,12 @@ _FORM_LABELS = ("question", "answer", "header")
 # ---------------------------------------------------------------------------------------------- schema
 @dataclass
 class FieldSpec:
-    """How one entity type becomes a field: its value type and whether a document has many values."""
+    """How one entity type becomes a field: its value type, whether a document has many values, and whether a
+    document without it goes to review (`required`)."""
 
     type: str = "text"
     multiple: bool = False
+    required: bool = False
 
     def __post_init__(self):
         if self.type not in FIELD_TYPES:
@@ -110,6 +114,7 @@ class FieldSchema:
     fields: dict[str, FieldSpec] = field(default_factory=dict)
     day_first: bool | None = None
     locale: str | None = None
+    checks: CheckConfig = field(default_factory=CheckConfig)
 
     def __post_init__(self):
         locale_facts(self.locale)  # an unknown locale fails here, naming the known ones
@@ -150,8 +155,9 @@ class FieldSchema:
         locale = data.get("locale")
         if locale is not None and not isinstance(locale, str):
             raise ValueError(f"{where}: locale: must be a locale name such as \"de_DE\" or null, got {locale!r}")
+        checks = CheckConfig.load(data.get("checks"), where)
         try:
-            return cls(fields=specs, day_first=day_first, locale=locale)
+            return cls(fields=specs, day_first=day_first, locale=locale, checks=checks)
         except ValueError as error:
             raise ValueError(f"{where}: locale: {error}") from None
 
@@ -159,8 +165,13 @@ class FieldSchema:
         return {
             "day_first": self.day_first,
             "locale": self.locale,
-            "fields": {name: {"type": spec.type, "multiple": spec.multiple} for name, spec in self.fields.items()},
+            "fields": {name: {"type": spec.type, "multiple": spec.multiple, **({"required": True} if spec.required else {})}
+                       for name, spec in self.fields.items()},
+            "checks": self.checks.to_dict(),
         }
+
+    def required_fields(self) -> list[str]:
+        return [name for name, spec in self.fields.items() if spec.required]
 
 
 def _read_schema_file(path) -> dict:
@@ -191,9 +202,11 @@ def _spec_from_dict(name: str, entry, where: str) -> FieldSpec:
     if value_type not in FIELD_TYPES:
         raise ValueError(f"{where}: {path}.type: {value_type!r} is not one of {', '.join(FIELD_TYPES)}")
     multiple = entry.get("multiple", guess.multiple)
-    if not isinstance(multiple, bool):
-        raise ValueError(f"{where}: {path}.multiple: must be true or false, got {multiple!r}")
-    return FieldSpec(type=value_type, multiple=multiple)
+    required = entry.get("required", False)
+    for key, value in (("multiple", multiple), ("required", required)):
+        if not isinstance(value, bool):
+            raise ValueError(f"{where}: {path}.{key}: must be true or false, got {value!r}")
+    return FieldSpec(type=value_type, multiple=multiple, required=required)
 
 
 # ---------------------------------------------------------------------------------------------- locales

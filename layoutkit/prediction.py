@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from .documents import DocumentError
-from .fields import extract_fields
-from .line_items import group_line_items, links_from_pairs
+from .line_items import links_from_pairs
 from .ocr import OcrError
+from .review import assess_document, trust_settings
 
 
 def predict_document(extractor, source: Path | None, pages, words_pages, args, linker=None) -> tuple[dict, list]:
@@ -20,7 +20,8 @@ def predict_document(extractor, source: Path | None, pages, words_pages, args, l
 
     `args` carries the settings of predict.py's command line (the service builds the same): model_name_or_path,
     ocr_engine, ocr_lang, ocr_config, ocr_options, batch_size, mixed_precision, rule_config, draw, words_json,
-    field_schema, line_item_grouping."""
+    field_schema, line_item_grouping. The JSON's `checks`, `review_status` ("auto" or "review") and
+    `review_reasons` come from `review.assess_document`."""
     result = {"model": args.model_name_or_path, "source": str(source) if source else None, "status": "ok",
               "pages": [], "fields": {}, "line_items": [], "entities": [], "words": []}
     drawings = []
@@ -62,11 +63,12 @@ def predict_document(extractor, source: Path | None, pages, words_pages, args, l
             f"{source}: no text found on any page (blank or unreadable scan, or the OCR language "
             f"{args.ocr_lang or 'eng'!r} does not match)"
         )
-    result["fields"] = extract_fields(result["entities"], args.field_schema)
     # Rows of the item table: by the row rule, or (line_item_grouping "relations") by the relation model's links.
     by_links = args.line_item_grouping == "relations" and result.get("pairs")
     links = links_from_pairs(result["entities"], result["pairs"]) if by_links else None
-    result["line_items"] = group_line_items(result["entities"], links=links)
+    # Typed fields with calibrated scores, line items, cross-field checks and the review decision (review.py).
+    trust = trust_settings(getattr(getattr(extractor, "model", None), "config", None))
+    result.update(assess_document(result["entities"], args.field_schema, trust, links=links))
     return result, drawings
 
 

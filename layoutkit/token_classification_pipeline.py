@@ -25,7 +25,9 @@ Output: entity groups shaped like the stock pipeline's `aggregation_strategy="si
 end exclusive) plus `box`, the union of the words' boxes in the original image's pixels. With
 `return_words=True`: `{"entities": [...], "words": [{"text", "box", "label", "score"}, ...],
 "width", "height"}`; `return_fields=True` adds `"fields"`, one typed value per field (`fields.py`, types from
-`schema`), and `"line_items"`, the rows of the item table (`line_items.py`; alone with `return_line_items=True`);
+`schema`) with its calibrated `score` and `needs_review`, `"line_items"`, the rows of the item table
+(`line_items.py`; alone with `return_line_items=True`), and `"checks"`, `"review_status"`, `"review_reasons"`
+(`review.py`);
 `draw=True` adds `"image"`, the page with its words and entities drawn (`draw.py`).
 
 Call options: `ocr_engine` ("rapidocr", "tesseract" or an `OcrEngine`), `ocr_lang` ("eng"), `ocr_config` (extra
@@ -49,7 +51,7 @@ import numpy as np
 
 from .boxes import group_lines, segment_boxes, union_box
 from .draw import draw_page
-from .fields import FieldSchema, extract_fields
+from .fields import FieldSchema
 from .labels import OUTSIDE, bio_spans
 from .line_items import group_line_items
 from .pipeline_inputs import (
@@ -62,6 +64,7 @@ from .pipeline_inputs import (
     recorded_preprocessing,
 )
 from .postprocess import RuleConfig, apply_rules
+from .review import assess_document, trust_settings
 from .windows import WordPredictionMerger
 
 
@@ -199,8 +202,9 @@ class LayoutTokenClassificationPipeline(WindowedLayoutPipeline):
         width, height = model_outputs["size"]
         output = {"entities": entities, "words": word_rows, "width": width, "height": height}
         if return_fields:
-            output["fields"] = extract_fields(entities, schema)
-        if return_fields or return_line_items:
+            # Calibrated scores, cross-field checks and the review decision: review.py.
+            output.update(assess_document(entities, schema, trust_settings(self.model.config)))
+        elif return_line_items:
             output["line_items"] = group_line_items(entities)
         if draw:
             output["image"] = draw_page(model_outputs["page"], word_rows, entities)

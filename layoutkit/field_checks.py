@@ -13,8 +13,7 @@ The checks (`CHECKS`; each names the fields it reads, configurable in the schema
 - `one_currency`: every amount that names a currency names the same one.
 
 A check whose fields the document lacks (or whose values do not parse) is left out rather than failed: missing
-fields are the review's business (`review.py`). Amounts compare within `tolerance` (default 0.01, one cent of
-rounding per value summed).
+fields are the review's business (`review.py`). Amounts compare within `tolerance` (default 0.005: half a cent).
 
 `choose_by_checks` picks, among the candidates of the single-valued fields the checks read, the combination that
 passes the most checks, the highest scores breaking ties: a misread total has a runner-up candidate that adds up.
@@ -36,7 +35,9 @@ CHECKS = {
     "due_after_invoice_date": {"invoice_date": "invoice_date", "due_date": "due_date"},
     "one_currency": {},  # reads every amount field
 }
-DEFAULT_TOLERANCE = "0.01"
+# Half a cent: invoices round each line, the tax and nothing else, so their sums add up to the cent; a misread
+# digit moves a value by at least 0.01.
+DEFAULT_TOLERANCE = "0.005"
 CANDIDATES_PER_FIELD = 3  # the highest-scoring candidates of each field that `choose_by_checks` combines
 LINE_ITEM_COLUMNS = ("quantity", "unit_price", "amount")
 
@@ -125,7 +126,7 @@ def _items_sum(fields, roles, tolerance):
     if items is None or subtotal is None or len(subtotal) != 1:
         return None
     total = sum(items, Decimal(0))
-    ok = abs(total - subtotal[0]) <= tolerance * len(items)
+    ok = abs(total - subtotal[0]) <= tolerance
     return _result("items_sum_to_subtotal", ok, f"{len(items)} item amounts add up to {total}, "
                    f"{roles['subtotal']} is {subtotal[0]}", (roles["items"], roles["subtotal"]))
 
@@ -135,7 +136,7 @@ def _subtotal_tax_total(fields, roles, tolerance):
     if any(value is None or len(value) != 1 for value in values):
         return None
     (subtotal,), (tax,), (total,) = values
-    ok = abs(subtotal + tax - total) <= tolerance * 2
+    ok = abs(subtotal + tax - total) <= tolerance
     return _result("subtotal_plus_tax_is_total", ok, f"{subtotal} + {tax} = {subtotal + tax}, "
                    f"{roles['total']} is {total}", (roles["subtotal"], roles["tax"], roles["total"]))
 

@@ -42,7 +42,8 @@ def entities_from_words(words, boxes, labels, scores=None) -> list[dict]:
     return entities
 
 
-def _key(value: dict):
+def value_key(value: dict):
+    """What two values are compared by: the normalised value, else the text with whitespace collapsed."""
     normalized = value.get("normalized")
     if normalized is not None:
         return normalized
@@ -51,20 +52,26 @@ def _key(value: dict):
 
 def field_outcomes(predicted: dict, gold: dict) -> list[tuple[str, float, bool]]:
     """(field name, score, exactly right) for each predicted value of one document."""
+    return [(name, value["score"], right) for name, value, right in value_outcomes(predicted, gold)]
+
+
+def value_outcomes(predicted: dict, gold: dict) -> list[tuple[str, dict, bool]]:
+    """(field name, the value's dict, exactly right) for each predicted value of one document: the single value
+    of a field, or each value of a multi-valued one."""
     outcomes = []
     for name, entry in predicted.items():
         truth = gold.get(name)
         if entry.get("multiple"):
-            remaining = [_key(value) for value in truth["values"]] if truth and truth.get("multiple") else []
+            remaining = [value_key(value) for value in truth["values"]] if truth and truth.get("multiple") else []
             for value in entry["values"]:
-                key = _key(value)
+                key = value_key(value)
                 right = key in remaining
                 if right:
                     remaining.remove(key)
-                outcomes.append((name, value["score"], right))
+                outcomes.append((name, value, right))
         else:
-            right = truth is not None and not truth.get("multiple") and _key(entry) == _key(truth)
-            outcomes.append((name, entry["score"], right))
+            right = truth is not None and not truth.get("multiple") and value_key(entry) == value_key(truth)
+            outcomes.append((name, entry, right))
     return outcomes
 
 

@@ -40,7 +40,7 @@ DEFAULT_SCHEMA_EXAMPLE = """\
  "fields": {"invoice_date": {"type": "date"},
             "total": {"type": "amount"},
             "item_amount": {"type": "amount", "multiple": true}},
- "checks": {"tolerance": 0.01, "one_currency": false}}"""
+ "checks": {"tolerance": 0.005, "one_currency": false}}"""
 
 _SCHEMA_KEYS = ("day_first", "locale", "fields", "checks")
 _FIELD_KEYS = ("type", "multiple", "required")

@@ -50,11 +50,10 @@ from layoutkit.documents import (
     image_pages,
     pdf_pages,
 )
-from layoutkit.fields import FieldSchema
 from layoutkit.labelstudio import document_tasks
 from layoutkit.ocr import OCR_ENGINES, parse_engine_option
 from layoutkit.postprocess import RULES, RuleConfig
-from layoutkit.prediction import predict_document
+from layoutkit.prediction import add_value_arguments, predict_document, schema_from_arguments
 from layoutkit.predictor import BACKENDS, load_predictor
 from layoutkit.relation_extraction import load_relation_pipeline
 
@@ -76,6 +75,7 @@ def parse_args(argv=None):
         help="an OCR engine setting, repeatable, e.g. min_height=0 (values read as JSON when they parse)",
     )
     parser.add_argument("--schema", help="JSON file of field types (date, amount, number, text); see docs/inference.md")
+    add_value_arguments(parser)
     parser.add_argument("--draw", action="store_true", help="also write <name>.page<N>.png with words and entities")
     parser.add_argument(
         "--labelstudio", metavar="TASKS.json",
@@ -127,9 +127,9 @@ def parse_args(argv=None):
     except (ValueError, TypeError, OSError) as error:
         parser.error(f"--rules: {error}")
     try:
-        args.field_schema = FieldSchema.load(args.schema)
+        args.field_schema = schema_from_arguments(args)
     except ValueError as error:
-        parser.error(f"--schema: {error}")
+        parser.error(f"--schema/--locale: {error}")
     try:
         args.ocr_options = dict(parse_engine_option(text) for text in args.ocr_option)
     except ValueError as error:

@@ -3,9 +3,11 @@ pipeline run on each page, entities and words tagged with their page, typed fiel
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from .documents import DocumentError
+from .fields import FieldSchema
 from .line_items import links_from_pairs
 from .ocr import OcrError
 from .review import assess_document, trust_settings
@@ -70,6 +72,27 @@ def predict_document(extractor, source: Path | None, pages, words_pages, args, l
     trust = trust_settings(getattr(getattr(extractor, "model", None), "config", None))
     result.update(assess_document(result["entities"], args.field_schema, trust, links=links))
     return result, drawings
+
+
+def add_value_arguments(parser) -> None:
+    """--locale and --day_first: how dates and amounts are read (predict.py and the service)."""
+    parser.add_argument("--locale", help='how dates and amounts are written, e.g. "de_DE", "en_GB", "fr-CH": the order '
+                        "of numeric dates, the decimal sign, the currency of a shared symbol ($, kr); overrides the "
+                        "schema's (docs/trust.md)")
+    parser.add_argument("--day_first", choices=["true", "false"],
+                        help="numeric dates such as 03/04/2021 are day first (true) or month first (false); "
+                        "default: the locale's order, else what the training data settled, else month first "
+                        "and flagged ambiguous")
+
+
+def schema_from_arguments(args) -> FieldSchema:
+    """The --schema file with --locale and --day_first applied (ValueError naming the problem)."""
+    schema = FieldSchema.load(args.schema)
+    if getattr(args, "locale", None):
+        schema = replace(schema, locale=args.locale)
+    if getattr(args, "day_first", None):
+        schema = replace(schema, day_first=args.day_first == "true")
+    return schema
 
 
 def link_entities(linker, image, output: dict) -> list[dict]:

@@ -47,10 +47,9 @@ from .documents import (
     image_pages,
     pdf_pages,
 )
-from .fields import FieldSchema
 from .ocr import DEFAULT_OCR_ENGINE, OCR_ENGINES, parse_engine_option
 from .postprocess import RULES, RuleConfig
-from .prediction import predict_document
+from .prediction import add_value_arguments, predict_document, schema_from_arguments
 
 logger = logging.getLogger("layoutkit.serve")
 PAGE_HTML = Path(__file__).with_name("static") / "serve.html"
@@ -96,6 +95,7 @@ def parse_args(argv=None):
     parser.add_argument("--ocr_option", action="append", default=[], metavar="KEY=VALUE",
                         help="an OCR engine setting, repeatable (values read as JSON when they parse)")
     parser.add_argument("--schema", help="JSON file of field types (date, amount, number, text)")
+    add_value_arguments(parser)
     parser.add_argument("--rules",
                         help=f"post-processing rules: comma-separated ({', '.join(RULES)}, or all) or a JSON file")
     parser.add_argument("--log_level", default="info", choices=["critical", "error", "warning", "info", "debug"])
@@ -109,7 +109,7 @@ def parse_args(argv=None):
         parser.error("--backend onnx runs the exported fp32 graph on the CPU; drop --device cuda / --mixed_precision")
     try:
         args.rule_config = RuleConfig.from_value(args.rules)
-        args.field_schema = FieldSchema.load(args.schema)
+        args.field_schema = schema_from_arguments(args)
         args.ocr_options = dict(parse_engine_option(text) for text in args.ocr_option)
     except (ValueError, TypeError, OSError) as error:
         parser.error(str(error))

@@ -34,7 +34,7 @@ Call options: `ocr_engine` ("rapidocr", "tesseract" or an `OcrEngine`), `ocr_lan
 tesseract options), `min_ocr_confidence`, `ocr_options` (a dict of engine settings), `batch_size` (windows per
 forward pass, default 8), `mixed_precision` ("no" or "bf16" autocast), `rules` (post-processing rules, see
 `postprocess.py`), `return_words`, `return_fields`, `return_line_items`, `schema` (a `FieldSchema`, dict or JSON
-path), `draw`.
+path), `locale` and `day_first` (override the schema's: how dates and amounts are read), `draw`.
 
 This file and the modules it imports relatively use only the standard library, numpy, PIL, torch and
 transformers (the OCR engine's package only when OCR runs), as required for code loaded with `trust_remote_code`.
@@ -93,6 +93,8 @@ class LayoutTokenClassificationPipeline(WindowedLayoutPipeline):
         draw=None,
         aggregation_strategy=None,
         return_line_items=None,
+        locale=None,
+        day_first=None,
     ):
         preprocess, forward = input_parameters(ocr_engine, ocr_lang, ocr_config, min_ocr_confidence, ocr_options,
                                                window_batch_size, mixed_precision)
@@ -101,9 +103,14 @@ class LayoutTokenClassificationPipeline(WindowedLayoutPipeline):
             postprocess["rules"] = RuleConfig.from_value(rules)
         if return_words is not None:
             postprocess["return_words"] = bool(return_words)
-        if return_fields is not None or schema is not None:
+        if return_fields is not None or schema is not None or locale is not None or day_first is not None:
             postprocess["return_fields"] = bool(return_fields) or schema is not None
-            postprocess["schema"] = FieldSchema.load(schema)
+            settings = FieldSchema.load(schema).to_dict()
+            if locale is not None:
+                settings["locale"] = locale
+            if day_first is not None:
+                settings["day_first"] = bool(day_first)
+            postprocess["schema"] = FieldSchema.load(settings)
         if draw is not None:
             postprocess["draw"] = bool(draw)
         if return_line_items is not None:

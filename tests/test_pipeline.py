@@ -16,9 +16,9 @@ needs_tesseract = pytest.mark.skipif(TESSERACT is None, reason="tesseract is not
 DEFAULT_OCR = importlib.util.find_spec("rapidocr") is not None
 needs_default_ocr = pytest.mark.skipif(not DEFAULT_OCR, reason="rapidocr, the default OCR engine, is not installed "
                                        "(pip install rapidocr onnxruntime)")
-PIPELINE_FILES = ["token_classification_pipeline.py", "boxes.py", "draw.py", "encoding.py", "fields.py", "labels.py",
-                  "line_items.py", "modeling.py", "ocr.py", "pipeline_inputs.py", "postprocess.py", "validation.py",
-                  "windows.py"]
+PIPELINE_FILES = ["token_classification_pipeline.py", "boxes.py", "calibration.py", "draw.py", "encoding.py",
+                  "field_checks.py", "fields.py", "labels.py", "line_items.py", "locale_data.py", "modeling.py", "ocr.py",
+                  "pipeline_inputs.py", "postprocess.py", "review.py", "validation.py", "windows.py"]
 
 
 def synth_document(invoice_dataset, split="test", index=0):

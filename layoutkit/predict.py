@@ -50,7 +50,7 @@ from layoutkit.documents import (
     image_pages,
     pdf_pages,
 )
-from layoutkit.labelstudio import document_tasks
+from layoutkit.labelstudio import document_tasks, document_uncertainty
 from layoutkit.ocr import OCR_ENGINES, parse_engine_option
 from layoutkit.postprocess import RULES, RuleConfig
 from layoutkit.prediction import add_value_arguments, predict_document, schema_from_arguments
@@ -81,6 +81,11 @@ def parse_args(argv=None):
         "--labelstudio", metavar="TASKS.json",
         help="also write the predictions as Label Studio tasks with pre-annotations (one-page images; see "
         "docs/labelstudio.md)",
+    )
+    parser.add_argument(
+        "--order", choices=["input", "uncertainty"], default="input",
+        help="order of the --labelstudio tasks: as the inputs, or the most uncertain document first (1 - its lowest "
+        "calibrated field score), for labelling what teaches the model most",
     )
     parser.add_argument(
         "--labelstudio_image_prefix", default="/data/local-files/?d=",
@@ -256,7 +261,8 @@ def main(argv=None) -> int:
                            fields=found)
                 if args.labelstudio and len(result["pages"]) == 1 and source.suffix.lower() in IMAGE_SUFFIXES:
                     labelstudio_tasks.append((str(source), document_tasks(
-                        result, args.labelstudio_image_prefix + source.name, args.model_name_or_path)))
+                        result, args.labelstudio_image_prefix + source.name, args.model_name_or_path),
+                        document_uncertainty(result)))
                 elif args.labelstudio:
                     row["labelstudio"] = "not exported: Label Studio tasks are one image; convert the pages to images"
             except DocumentError as error:
@@ -278,8 +284,11 @@ def main(argv=None) -> int:
         labelstudio_tasks = gather_object(labelstudio_tasks)  # every process's, on every process
         if state.is_main_process:
             order = {str(source): index for index, source in enumerate(sources)}
-            tasks = [task for _, doc_tasks in sorted(labelstudio_tasks, key=lambda item: order[item[0]])
-                     for task in doc_tasks]
+
+            def position(item):
+                return (-item[2] if args.order == "uncertainty" else 0, order[item[0]])
+
+            tasks = [task for _, doc_tasks, _ in sorted(labelstudio_tasks, key=position) for task in doc_tasks]
             Path(args.labelstudio).write_text(json.dumps(tasks, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
             print(f"{len(tasks)} Label Studio tasks: {args.labelstudio}", file=sys.stderr)
     state.wait_for_everyone()

@@ -200,3 +200,31 @@ def test_fit_and_measure_trust_on_records():
     measured, tables = measure_trust(records, boxes, trust)
     assert measured["field_ece"] < measured["field_ece_model"]
     assert len(tables["calibrated"]) == 10 and not math.isnan(measured["auto_precision"])
+
+
+# ------------------------------------------------------------------------------------------------ flags
+def test_locale_and_day_first_flags(tmp_path, capsys):
+    from layoutkit import predict, serve
+
+    base = ["--model_name_or_path", "m", "--input", "x", "--output_dir", "o"]
+    schema = tmp_path / "schema.json"
+    schema.write_text('{"locale": "en_US", "fields": {"total": {"type": "amount", "required": true}}}')
+    args = predict.parse_args(base + ["--schema", str(schema), "--locale", "de-DE", "--day_first", "false"])
+    assert args.field_schema.locale == "de-DE" and args.field_schema.day_first is False
+    assert args.field_schema.required_fields() == ["total"]
+    assert serve.parse_args(["--model", "m", "--locale", "fr_CH"]).field_schema.locale == "fr_CH"
+    with pytest.raises(SystemExit):
+        predict.parse_args(base + ["--locale", "xx_YY"])
+    assert "unknown locale 'xx_YY'" in capsys.readouterr().err
+
+
+def test_document_uncertainty_orders_label_studio_tasks():
+    from layoutkit.labelstudio import document_uncertainty
+
+    sure = {"fields": {"total": {"score": 0.99}, "item_amount": {"multiple": True, "values": [{"score": 0.95}]}}}
+    unsure = {"fields": {"total": {"score": 0.99}, "item_amount": {"multiple": True, "values": [{"score": 0.4}]}}}
+    assert document_uncertainty(sure) == pytest.approx(0.05)
+    assert document_uncertainty(unsure) == pytest.approx(0.6)
+    assert document_uncertainty({"fields": {}}) == 1.0
+    documents = sorted([sure, unsure, {"fields": {}}], key=lambda document: -document_uncertainty(document))
+    assert documents[1] is unsure

@@ -209,6 +209,8 @@ def use_candidate(entry: dict, candidate: dict) -> None:
         entry.pop(key, None)
     entry.update({key: candidate[key] for key in _VALUE_KEYS if key in candidate})
     entry.update(value=candidate["text"], score=candidate["score"], box=candidate.get("box"), page=candidate.get("page"))
+    if "model_score" in candidate:
+        entry["model_score"] = candidate["model_score"]
 
 
 def _checked_single_fields(config: CheckConfig) -> list[str]:

@@ -8,9 +8,13 @@ fitted on the validation split's fields, each with its 0/1 "value exactly right"
 - `isotonic`: the non-decreasing step function closest to the 0/1 outcomes (pool-adjacent-violators), linearly
   interpolated between its steps.
 
-Their expected calibration error (`expected_calibration_error`, 10 equal-width bins) on held-out folds of the
-validation fields decides which one the checkpoint keeps (`choose_calibration`); `calibrate(calibration, score)`
-applies it wherever fields are built (`review.py`).
+Each is fitted once over all values and once per group (`group_of`: the field's name, and whether the document's
+cross-field checks confirmed the value; a group with fewer than `MIN_GROUP_VALUES` values uses the all-values fit):
+a total that adds up is right far more often than its word probabilities say, an item description less often.
+Their expected calibration error (`expected_calibration_error`, 10 equal-width bins) and Brier score on held-out
+folds of the validation values decide which one the checkpoint keeps (`choose_calibration`: the lowest Brier score
+among those within 0.01 of the lowest ECE); `calibrate(calibration, score, group)` applies it wherever fields are
+built (`review.py`).
 
 Copied into saved checkpoints beside the custom pipeline: the standard library only.
 """
@@ -23,6 +27,8 @@ import random
 
 METHODS = ("platt", "isotonic")
 ECE_BINS = 10
+MIN_GROUP_VALUES = 40  # a group needs this many validation values for a fit of its own
+ECE_SLACK = 0.01  # candidates within this much of the lowest held-out ECE compete on the Brier score
 _EPSILON = 1e-6
 
 
@@ -39,11 +45,20 @@ def _sigmoid(value: float) -> float:
     return exp / (1 + exp)
 
 
-def calibrate(calibration: dict | None, score: float) -> float:
-    """The calibrated probability of a model score; the score itself without a calibration."""
+def group_of(field_name: str, checked: bool) -> str:
+    """The calibration group of a value: its field, and "+checked" when a passing cross-field check read it."""
+    return f"{field_name}+checked" if checked else field_name
+
+
+def calibrate(calibration: dict | None, score: float, group: str | None = None) -> float:
+    """The calibrated probability of a model score (of a value in `group`); the score itself without a
+    calibration."""
     if not calibration:
         return float(score)
     method = calibration["method"]
+    if method == "grouped":
+        groups = calibration["groups"]
+        return calibrate(groups.get(group) or groups["default"], score)
     if method == "platt":
         return _sigmoid(calibration["a"] * _logit(score) + calibration["b"])
     if method == "isotonic":
@@ -124,7 +139,17 @@ def fit_isotonic(scores, correct) -> dict:
     return {"method": "isotonic", "x": xs, "y": ys}
 
 
-def fit(method: str, scores, correct) -> dict:
+def fit(method: str, scores, correct, groups=None) -> dict:
+    """One calibrator (`groups` None), or {"method": "grouped", "groups": {group: calibrator, "default": ...}}."""
+    if groups is not None:
+        fitted = {"default": fit(method, scores, correct)}
+        members: dict[str, list[int]] = {}
+        for index, group in enumerate(groups):
+            members.setdefault(group, []).append(index)
+        for group, indices in members.items():
+            if len(indices) >= MIN_GROUP_VALUES:
+                fitted[group] = fit(method, [scores[i] for i in indices], [correct[i] for i in indices])
+        return {"method": "grouped", "base": method, "groups": fitted}
     if method == "platt":
         return fit_platt(scores, correct)
     if method == "isotonic":
@@ -158,23 +183,41 @@ def expected_calibration_error(probabilities, correct, bins: int = ECE_BINS) -> 
     return sum(row["count"] * abs(row["accuracy"] - row["confidence"]) for row in table) / len(probabilities)
 
 
-def choose_calibration(scores, correct, folds: int = 5, seed: int = 0) -> dict:
-    """Fit both methods on `folds` - 1 folds of the values and measure ECE on the held-out fold (values out of
-    fold once each); keep the method with the lower held-out ECE, fitted on all values. The result carries
-    "heldout_ece": {"none", "platt", "isotonic"} (none: the raw scores) and "num_values"."""
+def brier_score(probabilities, correct) -> float:
+    """Mean squared difference between probability and outcome (rewards telling right from wrong values)."""
+    pairs = list(zip(probabilities, correct))
+    return sum((p - float(c)) ** 2 for p, c in pairs) / len(pairs) if pairs else float("nan")
+
+
+def choose_calibration(scores, correct, groups=None, folds: int = 5, seed: int = 0) -> dict:
+    """Fit each candidate (Platt, isotonic; with `groups` also each per group, "grouped-platt",
+    "grouped-isotonic") on `folds` - 1 folds of the values and predict the held-out fold (every value out of fold
+    once); keep the candidate with the lowest held-out Brier score among those within `ECE_SLACK` of the lowest
+    held-out ECE, fitted on all values. The result carries "heldout_ece" and "heldout_brier" per candidate ("none":
+    the raw scores), "chosen" and "num_values"."""
     scores, correct = [float(s) for s in scores], [int(c) for c in correct]
+    candidates = {method: (method, False) for method in METHODS}
+    if groups is not None:
+        groups = list(groups)
+        candidates.update({f"grouped-{method}": (method, True) for method in METHODS})
     order = list(range(len(scores)))
     random.Random(seed).shuffle(order)
     folds = max(2, min(folds, len(scores)))
-    predicted = {method: [0.0] * len(scores) for method in METHODS}
+    predicted = {name: [0.0] * len(scores) for name in candidates}
     for fold in range(folds):
         held = set(order[fold::folds])
         train = [i for i in order if i not in held]
-        for method in METHODS:
-            model = fit(method, [scores[i] for i in train], [correct[i] for i in train])
+        for name, (method, grouped) in candidates.items():
+            model = fit(method, [scores[i] for i in train], [correct[i] for i in train],
+                        [groups[i] for i in train] if grouped else None)
             for i in held:
-                predicted[method][i] = calibrate(model, scores[i])
+                predicted[name][i] = calibrate(model, scores[i], groups[i] if grouped else None)
     heldout = {"none": expected_calibration_error(scores, correct)}
-    heldout.update({method: expected_calibration_error(predicted[method], correct) for method in METHODS})
-    best = min(METHODS, key=lambda method: heldout[method])
-    return {**fit(best, scores, correct), "heldout_ece": heldout, "num_values": len(scores)}
+    heldout.update({name: expected_calibration_error(values, correct) for name, values in predicted.items()})
+    brier = {"none": brier_score(scores, correct)}
+    brier.update({name: brier_score(values, correct) for name, values in predicted.items()})
+    lowest = min(heldout[name] for name in candidates)
+    chosen = min((name for name in candidates if heldout[name] <= lowest + ECE_SLACK), key=lambda name: brier[name])
+    method, grouped = candidates[chosen]
+    model = fit(method, scores, correct, groups if grouped else None)
+    return {**model, "chosen": chosen, "heldout_ece": heldout, "heldout_brier": brier, "num_values": len(scores)}

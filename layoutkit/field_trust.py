@@ -1,13 +1,14 @@
 """Fit and measure field confidence at the end of training: what `review.py` applies at inference.
 
 From the word-level predictions of a split (`ner.evaluate_ner`'s records: words, gold labels, predicted labels and
-scores, plus the split's boxes), every document's fields are built twice with `fields.extract_fields`: from the
-predicted spans (each with the mean word probability, as the pipeline scores them) and from the gold spans. Each
-predicted value is "exactly right" when its normalised value equals the gold one (a multi-valued field's value:
-one of the gold values not matched yet). Then (`fit_trust`, on validation):
+scores, plus the split's boxes), every document's fields are built as at inference (`review.assess_document` on the
+predicted spans, each with the mean word probability as the pipeline scores it: checks run, candidates chosen by
+them) and from the gold spans (`fields.extract_fields`). Each predicted value is "exactly right" when its normalised
+value equals the gold one (a multi-valued field's value: one of the gold values not matched yet), and belongs to the
+calibration group of its field, "+checked" when a passing check confirmed it. Then (`fit_trust`, on validation):
 
-- calibration: Platt and isotonic are fitted on 4/5 of the values and their ECE measured on the fifth (5 folds);
-  the lower one is fitted on all values (`calibration.choose_calibration`);
+- calibration: Platt and isotonic, over all values and per group, are fitted on 4/5 of the values and measured on
+  the fifth (5 folds); `calibration.choose_calibration` keeps one, fitted on all values;
 - `review_threshold`: the lowest calibrated score above which the accepted values reach `review_precision`
   (the most values accepted at that precision);
 - `day_first`: what the training and validation dates settle (`fields.day_first_from_dates`).
@@ -21,10 +22,10 @@ from __future__ import annotations
 import math
 import os
 
-from .calibration import calibrate, choose_calibration, expected_calibration_error, reliability_bins
+from .calibration import calibrate, choose_calibration, expected_calibration_error, group_of, reliability_bins
 from .fields import FieldSchema, day_first_from_dates, extract_fields
 from .labels import bio_spans
-from .review import calibrate_fields, effective_schema
+from .review import assess_document, checked_fields, effective_schema
 
 RELIABILITY_PLOT = "field_reliability.png"
 
@@ -75,21 +76,21 @@ def value_outcomes(predicted: dict, gold: dict) -> list[tuple[str, dict, bool]]:
     return outcomes
 
 
-def document_fields(record: dict, boxes, schema: FieldSchema, trust: dict | None = None) -> tuple[dict, dict]:
-    """(predicted fields, gold fields) of one evaluation record; with `trust`, the predicted scores are
-    calibrated."""
-    predicted = extract_fields(entities_from_words(record["words"], boxes, record["predictions"], record["scores"]),
-                               schema)
-    if trust:
-        calibrate_fields(predicted, trust.get("calibration"))
+def document_outcomes(record: dict, boxes, schema: FieldSchema) -> list[tuple[str, float, bool]]:
+    """(calibration group, model score, exactly right) of each value of one evaluation record, the fields built
+    as at inference (`review.assess_document`, uncalibrated: checks, candidates chosen by them)."""
+    entities = entities_from_words(record["words"], boxes, record["predictions"], record["scores"])
+    assessed = assess_document(entities, schema)
+    checked = checked_fields(assessed["fields"], assessed["checks"])
     gold = extract_fields(entities_from_words(record["words"], boxes, record["labels"]), schema)
-    return predicted, gold
+    return [(group_of(name, name in checked), score, right)
+            for name, score, right in field_outcomes(assessed["fields"], gold)]
 
 
-def split_outcomes(records, boxes_per_document, schema, trust: dict | None = None) -> list[tuple[str, float, bool]]:
+def split_outcomes(records, boxes_per_document, schema) -> list[tuple[str, float, bool]]:
     outcomes = []
     for record, boxes in zip(records, boxes_per_document):
-        outcomes += field_outcomes(*document_fields(record, boxes, schema, trust))
+        outcomes += document_outcomes(record, boxes, schema)
     return outcomes
 
 
@@ -127,21 +128,23 @@ def fit_trust(records, boxes_per_document, schema=None, review_precision: float 
     trust = {"day_first": recorded_day_first}
     schema = effective_schema(schema, trust)
     outcomes = split_outcomes(records, boxes_per_document, schema)
+    groups = [group for group, _, _ in outcomes]
     scores = [score for _, score, _ in outcomes]
     correct = [right for _, _, right in outcomes]
     if len(set(correct)) < 2 or len(outcomes) < 10:
         # Nothing to learn a mapping from (every value right, or wrong, or almost no values): identity.
-        calibration = {"method": "none", "heldout_ece": {}, "num_values": len(outcomes)}
+        calibration = {"method": "none", "chosen": "none", "heldout_ece": {}, "num_values": len(outcomes)}
     else:
-        calibration = choose_calibration(scores, correct)
-    calibrated = [calibrate(calibration, score) for score in scores]
+        calibration = choose_calibration(scores, correct, groups)
+    calibrated = [calibrate(calibration, score, group) for group, score in zip(groups, scores)]
     threshold, precision, coverage = review_threshold(calibrated, correct, review_precision)
     trust.update(calibration=calibration, review_threshold=threshold, review_precision=review_precision)
     metrics = {
-        "field_calibration_method": calibration["method"],
+        "field_calibration_method": calibration["chosen"],
         "field_values": len(outcomes),
         "field_accuracy": sum(correct) / len(correct) if correct else float("nan"),
         **{f"field_ece_heldout_{method}": ece for method, ece in calibration["heldout_ece"].items()},
+        **{f"field_brier_heldout_{method}": value for method, value in calibration.get("heldout_brier", {}).items()},
         "review_threshold": threshold,
         "review_precision_target": review_precision,
         "auto_precision": precision,
@@ -158,7 +161,7 @@ def measure_trust(records, boxes_per_document, trust: dict, schema=None) -> tupl
     outcomes = split_outcomes(records, boxes_per_document, schema)
     raw = [score for _, score, _ in outcomes]
     correct = [right for _, _, right in outcomes]
-    calibrated = [calibrate(trust.get("calibration"), score) for score in raw]
+    calibrated = [calibrate(trust.get("calibration"), score, group) for group, score, _ in outcomes]
     accepted = [right for score, right in zip(calibrated, correct) if score >= trust["review_threshold"]]
     metrics = {
         "field_values": len(outcomes),

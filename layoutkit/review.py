@@ -14,7 +14,8 @@ document's entities into:
 2. each field's `score` becomes the calibrated probability that its value is exactly right (`calibration.py`;
    the model's own mean word probability stays in `model_score`);
 3. `field_checks.choose_by_checks` swaps in the candidates that make the arithmetic add up, then
-   `field_checks.run_checks` reports every check;
+   `field_checks.run_checks` reports every check, and the values the passing checks confirmed are calibrated in
+   their "+checked" group;
 4. every field gets `needs_review` (each value of a multi-valued field too), and the document goes to review
    when any field does or a required field is missing. Reasons: "low score" (below the threshold picked on
    validation for `--review_precision`), "failed check", "ambiguous date", "unparsed value", "missing required
@@ -31,10 +32,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .calibration import calibrate
+from .calibration import calibrate, group_of
 from .field_checks import choose_by_checks, run_checks
 from .fields import FieldSchema, extract_fields
-from .line_items import group_line_items
+from .line_items import column_of, group_line_items
 
 REVIEW_REASONS = ("low score", "failed check", "ambiguous date", "unparsed value", "missing required field")
 
@@ -57,24 +58,39 @@ def effective_schema(schema, trust: dict | None) -> FieldSchema:
     return schema
 
 
-def _calibrate_value(value: dict, calibration: dict | None) -> None:
-    if calibration and "model_score" not in value:
-        value["model_score"] = value["score"]
-        value["score"] = round(calibrate(calibration, value["score"]), 4)
+def checked_fields(fields: dict, checks: list[dict]) -> set[str]:
+    """The fields that a passing check read and no failing check did ("line_items" stands for the line-item
+    columns quantity, unit price and amount)."""
+    def names(check) -> set[str]:
+        read = set(check["fields"])
+        if "line_items" in read:
+            read |= {name for name in fields if column_of(name) in ("quantity", "unit_price", "amount")}
+        return read
+
+    passed = set().union(*(names(check) for check in checks if check["ok"]))
+    failed = set().union(*(names(check) for check in checks if not check["ok"]))
+    return passed - failed
 
 
-def calibrate_fields(fields: dict, calibration: dict | None) -> None:
-    """Calibrated `score` (and `model_score`) on every value, candidate and line-item cell, in place."""
+def _calibrate_value(value: dict, calibration: dict, group: str) -> None:
+    value.setdefault("model_score", value["score"])
+    value["score"] = round(calibrate(calibration, value["model_score"], group), 4)
+
+
+def calibrate_fields(fields: dict, calibration: dict | None, checked: set[str] = frozenset()) -> None:
+    """Calibrated `score` from `model_score` (set from `score` the first time) on every value and candidate, in
+    place; the values of the `checked` fields in their field's "+checked" group (`calibration.group_of`)."""
     if not calibration:
         return
-    for entry in fields.values():
+    for name, entry in fields.items():
+        group = group_of(name, name in checked)
         if entry.get("multiple"):
             for value in entry["values"]:
-                _calibrate_value(value, calibration)
+                _calibrate_value(value, calibration, group)
             continue
         for candidate in entry.get("candidates", []):
-            _calibrate_value(candidate, calibration)
-        _calibrate_value(entry, calibration)
+            _calibrate_value(candidate, calibration, group_of(name, False))
+        _calibrate_value(entry, calibration, group)
 
 
 def _value_reasons(name: str, value: dict, threshold: float | None) -> list[dict]:
@@ -129,6 +145,8 @@ def assess_document(entities: list[dict], schema=None, trust: dict | None = None
     calibrate_fields(fields, trust.get("calibration"))
     choose_by_checks(fields, line_items, schema.checks)
     checks = run_checks(fields, line_items, schema.checks)
+    # A value the arithmetic confirms is right far more often than its word probabilities say: its own group.
+    calibrate_fields(fields, trust.get("calibration"), checked_fields(fields, checks))
     reasons = route(fields, checks, schema, trust.get("review_threshold"))
     return {"fields": fields, "line_items": line_items, "checks": checks,
             "review_status": "review" if reasons else "auto", "review_reasons": reasons}

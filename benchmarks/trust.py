@@ -15,7 +15,7 @@ with the checkpoint's recorded `field_trust`. Gold values come from the annotate
   threshold recorded for --review_precision), (b) by the full routing (`needs_review` false: score, checks,
   ambiguous dates, unparsed values);
 - the checks: on the clean documents, the share with a failed check (any cause) and of false alarms (a check that
-  fails although every value it reads was extracted right), and the catch rate of injected
+  fails although every value it reads was extracted right and none is missing), and the catch rate of injected
   single-digit errors (one digit of one amount word, chosen at random among the words labelled item_amount,
   item_unit_price, subtotal, tax or total, changed to another digit, before the model reads the page);
 - what choosing candidates by the checks gains: exact values of the checked single fields, model choice vs checks;
@@ -65,6 +65,12 @@ def inject_digit_error(words, labels, rng: random.Random):
     return changed, index
 
 
+def value_count(entry: dict | None) -> int:
+    if not entry:
+        return 0
+    return len(entry["values"]) if entry.get("multiple") else 1
+
+
 def checked_single_fields(config: CheckConfig) -> set[str]:
     return {name for check, roles in config.fields.items() for role, name in roles.items() if role != "items"}
 
@@ -95,12 +101,13 @@ def run(args) -> dict:
         documents["clean"] += 1
         documents["clean_failed_check"] += any(not check["ok"] for check in assessed["checks"])
         documents["clean_auto"] += assessed["review_status"] == "auto"
-        wrong_fields = set()
+        # Fields extracted wrong: a wrong value, or fewer or more values than the gold field has.
+        wrong_fields = {name for name in gold if value_count(gold[name]) != value_count(assessed["fields"].get(name))}
         for name, value, right in value_outcomes(assessed["fields"], gold):
             rows.append((value.get("model_score", value["score"]), value["score"], right, value["needs_review"]))
             if not right:
                 wrong_fields.add(name)
-        # A false alarm: a check fails although every value it reads was extracted right.
+        # A false alarm: a check fails although every value it reads was extracted right (and none is missing).
         documents["clean_false_alarm"] += any(
             not check["ok"] and not wrong_fields & {field for name in check["fields"]
                                                     for field in (LINE_ITEM_FIELDS if name == "line_items" else (name,))}

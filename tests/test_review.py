@@ -11,6 +11,7 @@ from layoutkit.calibration import (
     expected_calibration_error,
     fit_isotonic,
     fit_platt,
+    group_of,
 )
 from layoutkit.field_checks import CheckConfig, choose_by_checks, run_checks
 from layoutkit.field_trust import field_outcomes, fit_trust, measure_trust, review_threshold
@@ -228,3 +229,32 @@ def test_document_uncertainty_orders_label_studio_tasks():
     assert document_uncertainty({"fields": {}}) == 1.0
     documents = sorted([sure, unsure, {"fields": {}}], key=lambda document: -document_uncertainty(document))
     assert documents[1] is unsure
+
+
+def test_grouped_calibration_tells_confirmed_values_apart():
+    """Values a check confirmed are right far more often at the same model score: a calibrator per group
+    separates them, where one over all values cannot."""
+    rng = random.Random(3)
+    scores, correct, groups = [], [], []
+    for _ in range(3000):
+        checked = rng.random() < 0.5
+        score = 0.9 + rng.random() * 0.1
+        scores.append(score)
+        correct.append(int(rng.random() < (0.995 if checked else 0.7)))
+        groups.append(group_of("total", checked))
+    chosen = choose_calibration(scores, correct, groups)
+    assert chosen["chosen"].startswith("grouped-") and chosen["method"] == "grouped"
+    assert chosen["heldout_brier"][chosen["chosen"]] < chosen["heldout_brier"][chosen["chosen"][len("grouped-"):]]
+    assert calibrate(chosen, 0.95, "total+checked") > 0.97 > 0.8 > calibrate(chosen, 0.95, "total")
+    assert calibrate(chosen, 0.95, "unseen") == pytest.approx(calibrate(chosen["groups"]["default"], 0.95))
+
+
+def test_confirmed_values_are_calibrated_in_their_group():
+    calibration = {"method": "grouped", "base": "platt",
+                   "groups": {"default": {"method": "platt", "a": 1.0, "b": 0.0},
+                              "total+checked": {"method": "platt", "a": 1.0, "b": 5.0}}}
+    document = assess_document(invoice(), None, {"calibration": calibration, "review_threshold": 0.99})
+    total = document["fields"]["total"]
+    assert total["model_score"] == 0.97 and total["score"] > 0.99 and not total["needs_review"]
+    failed = assess_document(invoice(total="184.00"), None, {"calibration": calibration, "review_threshold": 0.99})
+    assert failed["fields"]["total"]["score"] == pytest.approx(0.97, abs=1e-4)

@@ -40,7 +40,7 @@ from layoutkit.calibration import expected_calibration_error
 from layoutkit.field_checks import CheckConfig
 from layoutkit.field_trust import entities_from_words, value_key, value_outcomes
 from layoutkit.fields import extract_fields
-from layoutkit.review import assess_document, effective_schema, trust_settings
+from layoutkit.review import assess_document, document_schema, effective_schema, trust_settings
 from layoutkit.token_classification_pipeline import LayoutTokenClassificationPipeline
 
 AMOUNT_LABELS = ("item_amount", "item_unit_price", "subtotal", "tax", "total")
@@ -92,7 +92,8 @@ def run(args) -> dict:
     for path in paths:
         document = read_annotation(path, args.data_dir / "images")
         image = document.load_image()
-        gold = extract_fields(entities_from_words(document.words, document.boxes, document.labels), schema)
+        gold_entities = entities_from_words(document.words, document.boxes, document.labels)
+        gold = extract_fields(gold_entities, document_schema(gold_entities, schema))
 
         started = time.perf_counter()
         output = extractor({"image": image, "words": document.words, "boxes": document.boxes}, return_words=True)
@@ -113,7 +114,7 @@ def run(args) -> dict:
                                                     for field in (LINE_ITEM_FIELDS if name == "line_items" else (name,))}
             for check in assessed["checks"])
         # What choosing by the checks changed: the model's own choice of the same fields.
-        model_choice = extract_fields(output["entities"], schema)
+        model_choice = extract_fields(output["entities"], document_schema(output["entities"], schema))
         for name in checked_single_fields(schema.checks):
             if name in gold and name in assessed["fields"] and not gold[name].get("multiple"):
                 selection["values"] += 1
@@ -138,7 +139,7 @@ def run(args) -> dict:
     by_routing = [row[2] for row in rows if not row[3]]
     result = {
         "model": str(args.model), "documents": documents["clean"], "words": "given",
-        "calibration": trust["calibration"]["method"], "review_threshold": threshold,
+        "calibration": trust["calibration"].get("chosen", trust["calibration"]["method"]), "review_threshold": threshold,
         "review_precision_target": trust.get("review_precision"),
         "values": len(rows), "values_right": sum(correct) / len(rows),
         "ece_model": expected_calibration_error(model_scores, correct),

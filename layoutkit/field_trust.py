@@ -25,7 +25,7 @@ import os
 from .calibration import calibrate, choose_calibration, expected_calibration_error, group_of, reliability_bins
 from .fields import FieldSchema, day_first_from_dates, extract_fields
 from .labels import bio_spans
-from .review import assess_document, checked_fields, effective_schema
+from .review import assess_document, checked_fields, document_schema, effective_schema
 
 RELIABILITY_PLOT = "field_reliability.png"
 
@@ -82,7 +82,8 @@ def document_outcomes(record: dict, boxes, schema: FieldSchema) -> list[tuple[st
     entities = entities_from_words(record["words"], boxes, record["predictions"], record["scores"])
     assessed = assess_document(entities, schema)
     checked = checked_fields(assessed["fields"], assessed["checks"])
-    gold = extract_fields(entities_from_words(record["words"], boxes, record["labels"]), schema)
+    gold_entities = entities_from_words(record["words"], boxes, record["labels"])
+    gold = extract_fields(gold_entities, document_schema(gold_entities, schema))
     return [(group_of(name, name in checked), score, right)
             for name, score, right in field_outcomes(assessed["fields"], gold)]
 

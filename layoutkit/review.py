@@ -10,7 +10,8 @@ document's entities into:
      "review_reasons": [{"field": "total", "reason": "failed check", "detail": "..."}, ...]}
 
 1. typed fields (`fields.extract_fields`) and line items, with the schema's locale, else the `day_first` the
-   training data settled (recorded in the checkpoint's `field_trust`);
+   training data settled (recorded in the checkpoint's `field_trust`), else the one the document's own dates
+   settle (`document_schema`); the dates nothing settles are flagged ambiguous;
 2. each field's `score` becomes the calibrated probability that its value is exactly right (`calibration.py`;
    the model's own mean word probability stays in `model_score`);
 3. `field_checks.choose_by_checks` swaps in the candidates that make the arithmetic add up, then
@@ -34,7 +35,7 @@ from dataclasses import replace
 
 from .calibration import calibrate, group_of
 from .field_checks import choose_by_checks, run_checks
-from .fields import FieldSchema, extract_fields
+from .fields import FieldSchema, day_first_from_dates, extract_fields
 from .line_items import column_of, group_line_items
 
 REVIEW_REASONS = ("low score", "failed check", "ambiguous date", "unparsed value", "missing required field")
@@ -70,6 +71,16 @@ def checked_fields(fields: dict, checks: list[dict]) -> set[str]:
     passed = set().union(*(names(check) for check in checks if check["ok"]))
     failed = set().union(*(names(check) for check in checks if not check["ok"]))
     return passed - failed
+
+
+def document_schema(entities: list[dict], schema: FieldSchema) -> FieldSchema:
+    """The schema for one document: when neither `day_first` nor the locale settles numeric dates, the document's
+    own dates may (a due date 18/02/2021 makes its invoice date 03/02/2021 the 3rd of February)."""
+    if schema.day_first is not None or schema.locale is not None:
+        return schema
+    dates = [entity.get("word", "") for entity in entities if schema.spec(entity["entity_group"]).type == "date"]
+    settled = day_first_from_dates(dates)
+    return schema if settled is None else replace(schema, day_first=settled)
 
 
 def _calibrate_value(value: dict, calibration: dict, group: str) -> None:
@@ -139,7 +150,7 @@ def assess_document(entities: list[dict], schema=None, trust: dict | None = None
     """Fields, line items, checks and the review decision of one document (all its pages' entities); see the
     module docstring."""
     trust = trust or {}
-    schema = effective_schema(schema, trust)
+    schema = document_schema(entities, effective_schema(schema, trust))
     fields = extract_fields(entities, schema)
     line_items = group_line_items(entities, links=links, locale=schema.locale)
     calibrate_fields(fields, trust.get("calibration"))

@@ -258,3 +258,14 @@ def test_confirmed_values_are_calibrated_in_their_group():
     assert total["model_score"] == 0.97 and total["score"] > 0.99 and not total["needs_review"]
     failed = assess_document(invoice(total="184.00"), None, {"calibration": calibration, "review_threshold": 0.99})
     assert failed["fields"]["total"]["score"] == pytest.approx(0.97, abs=1e-4)
+
+
+def test_a_document_settles_its_own_ambiguous_dates():
+    """The due date 18/02/2021 can only be day first: the invoice date 03/02/2021 of the same document is then
+    the 3rd of February (not March 2nd, before the due date), and nothing is ambiguous."""
+    document = assess_document([entity("invoice_date", "03/02/2021", 0.99, 0), entity("due_date", "18/02/2021", 0.99, 1)])
+    assert document["fields"]["invoice_date"]["normalized"] == "2021-02-03"
+    assert "ambiguous" not in document["fields"]["invoice_date"]
+    assert checks_by_name(document)["due_after_invoice_date"]["ok"]
+    alone = assess_document([entity("invoice_date", "03/02/2021", 0.99, 0)])
+    assert alone["fields"]["invoice_date"]["ambiguous"] and alone["review_reasons"][0]["reason"] == "ambiguous date"

@@ -256,8 +256,9 @@ def group_line_items(entities: list[dict], links=None, column_types: dict | None
 
     `links`: optional (head, tail) pairs of indices into `entities` from a relation model; cells they connect
     form one row (see the module docstring). `column_types`: entity type names per column (default
-    `COLUMN_TYPES`). `locale`: how numbers and currency symbols are read (`fields.parse_amount`). Returns one dict per row: "description", "quantity", "unit_price", "amount" (typed
-    values or None), "currency", "box", "page", "score" (mean of the cells' scores) and "cells"."""
+    `COLUMN_TYPES`). `locale`: how numbers and currency symbols are read (`fields.parse_amount`). Returns one
+    dict per row: "description", "quantity", "unit_price", "amount" (typed values or None), "currency", "box",
+    "page", "score" (mean of the cells' scores) and "cells"."""
     cells = []
     index_of_entity: dict[int, int] = {}
     for index, entity in enumerate(entities):

@@ -46,7 +46,9 @@ LINE_ITEM_COLUMNS = ("quantity", "unit_price", "amount")
 class CheckConfig:
     """Which checks run and which fields each reads: `fields[check][role]` = field name."""
 
-    fields: dict[str, dict[str, str]] = field(default_factory=lambda: {name: dict(roles) for name, roles in CHECKS.items()})
+    fields: dict[str, dict[str, str]] = field(
+        default_factory=lambda: {name: dict(roles) for name, roles in CHECKS.items()}
+    )
     tolerance: Decimal = Decimal(DEFAULT_TOLERANCE)
 
     @classmethod
@@ -111,7 +113,8 @@ def _amounts(fields: dict, name: str) -> list[Decimal] | None:
     entry = fields.get(name)
     if not entry:
         return None
-    values = [value.get("normalized") for value in entry["values"]] if entry.get("multiple") else [entry.get("normalized")]
+    values = [value.get("normalized") for value in entry["values"]] if entry.get("multiple") else [
+        entry.get("normalized")]
     parsed = [_decimal(value) for value in values]
     return None if not parsed or None in parsed else parsed
 
@@ -208,7 +211,8 @@ def use_candidate(entry: dict, candidate: dict) -> None:
     for key in _VALUE_KEYS:
         entry.pop(key, None)
     entry.update({key: candidate[key] for key in _VALUE_KEYS if key in candidate})
-    entry.update(value=candidate["text"], score=candidate["score"], box=candidate.get("box"), page=candidate.get("page"))
+    entry.update(value=candidate["text"], score=candidate["score"], box=candidate.get("box"),
+                 page=candidate.get("page"))
     if "model_score" in candidate:
         entry["model_score"] = candidate["model_score"]
 

@@ -38,7 +38,8 @@ def entities_from_words(words, boxes, labels, scores=None) -> list[dict]:
         box = [min(b[0] for b in span_boxes), min(b[1] for b in span_boxes), max(b[2] for b in span_boxes),
                max(b[3] for b in span_boxes)] if span_boxes else None
         score = sum(scores[span.start:span.end]) / (span.end - span.start) if scores is not None else 1.0
-        entities.append({"entity_group": span.label, "score": float(score), "word": " ".join(words[span.start:span.end]),
+        entities.append({"entity_group": span.label, "score": float(score),
+                         "word": " ".join(words[span.start:span.end]),
                          "start": span.start, "end": span.end, "box": box, "page": 1})
     return entities
 

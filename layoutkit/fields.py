@@ -165,7 +165,8 @@ class FieldSchema:
         return {
             "day_first": self.day_first,
             "locale": self.locale,
-            "fields": {name: {"type": spec.type, "multiple": spec.multiple, **({"required": True} if spec.required else {})}
+            "fields": {name: {"type": spec.type, "multiple": spec.multiple,
+                              **({"required": True} if spec.required else {})}
                        for name, spec in self.fields.items()},
             "checks": self.checks.to_dict(),
         }

@@ -179,7 +179,32 @@ def _evaluation(metrics: Mapping, labels: Sequence[str], prefix: str, split_name
     if per_label:
         lines += ["", "Per label:", "", "| label | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
         lines += per_label
+    lines += _field_confidence(metrics, prefix, split_name)
     return "\n".join(lines)
+
+
+RELIABILITY_FILE = "field_reliability.png"
+
+
+def _field_confidence(metrics: Mapping, prefix: str, split_name: str) -> list[str]:
+    """The calibrated field scores and review routing (layoutkit/train/field_trust.py), when the run fitted them."""
+    if _metric(metrics, prefix, "field_ece") is None:
+        return []
+    rows = [("values (fields) scored", _metric(metrics, prefix, "field_values")),
+            ("share exactly right", _metric(metrics, prefix, "field_accuracy")),
+            ("ECE of the model's scores (10 bins)", _metric(metrics, prefix, "field_ece_model")),
+            ("ECE of the calibrated scores", _metric(metrics, prefix, "field_ece")),
+            ("precision of the values accepted without review", _metric(metrics, prefix, "auto_precision")),
+            ("coverage: share accepted without review", _metric(metrics, prefix, "auto_coverage"))]
+    method, threshold = metrics.get("eval_field_calibration_method"), metrics.get("eval_review_threshold")
+    lines = ["", f"Field confidence on the {split_name} split: each field's `score` is the probability that its value "
+             f"is exactly right, calibrated on validation ({method}); values scoring below {threshold:.4f} go to "
+             f"review (the threshold reaching precision {metrics.get('eval_review_precision_target')} on validation).",
+             "", "| | value |", "|---|---:|"]
+    lines += [f"| {name} | {value:.4f} |" if isinstance(value, float) else f"| {name} | {value} |"
+              for name, value in rows if value is not None]
+    lines += ["", f"![Reliability of the field scores]({RELIABILITY_FILE})"]
+    return lines
 
 
 def resize_mode_words(preprocessing: dict) -> str:

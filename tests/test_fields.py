@@ -4,6 +4,8 @@ import json
 
 import pytest
 
+from layoutkit.pipelines.field_checks import CheckConfig
+
 from layoutkit.pipelines.fields import (
     FIELD_TYPES,
     FieldSchema,
@@ -179,17 +181,17 @@ def test_schema_load_file(tmp_path):
         assert schema.day_first is True
         assert schema.fields == {"invoice_date": FieldSpec("date"), "total": FieldSpec("amount"),
                                  "item_amount": FieldSpec("amount", True)}
-    assert schema.to_dict() == {"day_first": True, "fields": {
+    assert schema.to_dict() == {"day_first": True, "locale": None, "fields": {
         "invoice_date": {"type": "date", "multiple": False}, "total": {"type": "amount", "multiple": False},
-        "item_amount": {"type": "amount", "multiple": True}}}
+        "item_amount": {"type": "amount", "multiple": True}}, "checks": CheckConfig().to_dict()}
 
 
 @pytest.mark.parametrize("data, message", [
-    ({"day_first": True, "feilds": {}}, "schema.json: unknown key 'feilds'; allowed keys: day_first, fields"),
+    ({"day_first": True, "feilds": {}}, "schema.json: unknown key 'feilds'; allowed keys: day_first, locale, fields, checks"),
     ({"fields": {"total": {"type": "money"}}},
      "schema.json: fields.total.type: 'money' is not one of text, date, amount, number"),
     ({"fields": {"total": {"typ": "amount"}}},
-     "schema.json: fields.total: unknown key 'typ'; allowed keys: type, multiple"),
+     "schema.json: fields.total: unknown key 'typ'; allowed keys: type, multiple, required"),
     ({"fields": {"item_amount": {"multiple": "yes"}}},
      "schema.json: fields.item_amount.multiple: must be true or false, got 'yes'"),
     ({"day_first": "yes"}, "schema.json: day_first: must be true, false or null, got 'yes'"),

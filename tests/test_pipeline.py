@@ -16,9 +16,9 @@ needs_tesseract = pytest.mark.skipif(TESSERACT is None, reason="tesseract is not
 DEFAULT_OCR = importlib.util.find_spec("rapidocr") is not None
 needs_default_ocr = pytest.mark.skipif(not DEFAULT_OCR, reason="rapidocr, the default OCR engine, is not installed "
                                        "(pip install rapidocr onnxruntime)")
-PIPELINE_FILES = ["token_classification_pipeline.py", "boxes.py", "draw.py", "encoding.py", "fields.py", "labels.py",
-                  "line_items.py", "modeling.py", "ocr.py", "pdf_text.py", "pipeline_inputs.py", "postprocess.py",
-                  "input_validation.py", "windows.py"]
+PIPELINE_FILES = ["token_classification_pipeline.py", "boxes.py", "calibration.py", "draw.py", "encoding.py",
+                  "field_checks.py", "fields.py", "input_validation.py", "labels.py", "line_items.py", "locale_data.py",
+                  "modeling.py", "ocr.py", "pdf_text.py", "pipeline_inputs.py", "postprocess.py", "review.py", "windows.py"]
 
 
 def synth_document(invoice_dataset, split="test", index=0):
@@ -54,6 +54,14 @@ def test_checkpoint_ships_pipeline(trained_ner_checkpoint):
         shipped = trained_ner_checkpoint / name
         assert shipped.read_bytes() == (REPO_ROOT / "layoutkit" / "pipelines" / name).read_bytes(), name
     assert third_party_imports("token-classification") <= ALLOWED_IMPORTS
+    # Field confidence fitted on validation at the end of training, measured on test (field_trust.py).
+    trust = config["field_trust"]
+    assert set(trust) == {"calibration", "review_threshold", "review_precision", "day_first"}
+    assert trust["review_precision"] == 0.99 and trust["calibration"]["method"] in ("none", "platt", "isotonic")
+    results = json.loads((trained_ner_checkpoint / "all_results.json").read_text())
+    assert {"eval_review_threshold", "eval_field_calibration_method", "test_field_ece", "test_field_ece_model",
+            "test_auto_coverage"} <= set(results)
+    assert (trained_ner_checkpoint / "field_reliability.png").is_file()
 
 
 def test_attach_pipeline_keeps_other_tasks(tmp_path):

@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..pipelines.fields import extract_fields
 from ..pipelines.input_validation import collect_warnings
-from ..pipelines.line_items import group_line_items, links_from_pairs
+from ..pipelines.line_items import links_from_pairs
 from ..pipelines.ocr import OcrError
+from ..pipelines.review import assess_document, trust_settings
 
 if TYPE_CHECKING:
     from .settings import InferenceSettings
@@ -36,7 +36,8 @@ def predict_document(extractor, source: Path | None, pages, words_pages, setting
 
     The document's `warnings` list what is readable but almost surely wrong, `{"page", "message"}` each, with the
     dataset builder's messages (boxes that look normalised, given words without visible text, a page without text,
-    a text layer not used)."""
+    a text layer not used). `checks`, `review_status` ("auto" or "review") and `review_reasons` come from
+    `review.assess_document`."""
     result = {"model": settings.model_name_or_path, "source": str(source) if source else None, "status": "ok",
               "warnings": [], "pages": [], "fields": {}, "line_items": [], "entities": [], "words": []}
     drawings = []
@@ -93,11 +94,12 @@ def predict_document(extractor, source: Path | None, pages, words_pages, setting
             f"{source}: no text found on any page (blank or unreadable scan, or the OCR language "
             f"{settings.ocr_lang or 'eng'!r} does not match)"
         )
-    result["fields"] = extract_fields(result["entities"], settings.field_schema)
     # Rows of the item table: by the row rule, or (line_item_grouping "relations") by the relation model's links.
     by_links = line_item_grouping == "relations" and result.get("pairs")
     links = links_from_pairs(result["entities"], result["pairs"]) if by_links else None
-    result["line_items"] = group_line_items(result["entities"], links=links)
+    # Typed fields with calibrated scores, line items, cross-field checks and the review decision (review.py).
+    trust = trust_settings(getattr(getattr(extractor, "model", None), "config", None))
+    result.update(assess_document(result["entities"], settings.field_schema, trust, links=links))
     return result, drawings
 
 

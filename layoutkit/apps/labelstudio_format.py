@@ -139,6 +139,18 @@ def prediction_task(image: str, width: int, height: int, words: Sequence[dict[st
     }
 
 
+def document_uncertainty(document: dict[str, Any]) -> float:
+    """How unsure the model is of a predict.py document JSON: 1 - the lowest (calibrated) score among its fields'
+    values (every value of a multi-valued field); 1.0 for a document without fields (nothing found is the least
+    certain). Labelling the most uncertain documents first (`predict.py --order uncertainty`) teaches the model
+    most per document labelled."""
+    scores = []
+    for entry in document.get("fields", {}).values():
+        values = entry["values"] if entry.get("multiple") else [entry]
+        scores += [float(value["score"]) for value in values if value.get("score") is not None]
+    return 1.0 - min(scores) if scores else 1.0
+
+
 def document_tasks(document: dict[str, Any], image: str, model_version: str) -> list[dict[str, Any]]:
     """The Label Studio task of a one-page document JSON written by predict.py (`pages`, `words` and `entities`
     with their `page`), its image referenced as `image`."""

@@ -50,7 +50,7 @@ from layoutkit.apps.documents import (
     image_pages,
     pdf_page_inputs,
 )
-from layoutkit.apps.labelstudio_format import document_tasks
+from layoutkit.apps.labelstudio_format import document_tasks, document_uncertainty
 from layoutkit.apps.settings import InferenceSettings, parse_inference_args
 from layoutkit.flags import flag
 
@@ -68,6 +68,9 @@ class PredictArguments:
                             nargs="?", const="page", choices=["page", "panel"])
     labelstudio: str | None = flag("also write the predictions as Label Studio tasks with pre-annotations (one-page "
                                    "images; see docs/labelstudio.md)", metavar="TASKS.json")
+    order: Literal["input", "uncertainty"] = flag(
+        "order of the --labelstudio tasks: as the inputs, or the most uncertain document first (1 - its lowest "
+        "calibrated field score), for labelling what teaches the model most", "input")
     labelstudio_image_prefix: str = flag("prefix of the tasks' image references, before the file name (default: "
                                          "Label Studio local files)", "/data/local-files/?d=")
     relation_model: str | None = flag("a run_relation_extraction.py checkpoint: adds `pairs`, the key -> value links "
@@ -218,7 +221,8 @@ def main(argv=None) -> int:
                            warnings=result["warnings"])
                 if args.labelstudio and len(result["pages"]) == 1 and source.suffix.lower() in IMAGE_SUFFIXES:
                     labelstudio_tasks.append((str(source), document_tasks(
-                        result, args.labelstudio_image_prefix + source.name, settings.model_name_or_path)))
+                        result, args.labelstudio_image_prefix + source.name, settings.model_name_or_path),
+                        document_uncertainty(result)))
                 elif args.labelstudio:
                     row["labelstudio"] = "not exported: Label Studio tasks are one image; convert the pages to images"
             except DocumentError as error:
@@ -244,8 +248,11 @@ def main(argv=None) -> int:
         labelstudio_tasks = gather_object(labelstudio_tasks)  # every process's, on every process
         if state.is_main_process:
             order = {str(source): index for index, source in enumerate(sources)}
-            tasks = [task for _, doc_tasks in sorted(labelstudio_tasks, key=lambda item: order[item[0]])
-                     for task in doc_tasks]
+
+            def position(item):
+                return (-item[2] if args.order == "uncertainty" else 0, order[item[0]])
+
+            tasks = [task for _, doc_tasks, _ in sorted(labelstudio_tasks, key=position) for task in doc_tasks]
             Path(args.labelstudio).write_text(json.dumps(tasks, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
             print(f"{len(tasks)} Label Studio tasks: {args.labelstudio}", file=sys.stderr)
     state.wait_for_everyone()

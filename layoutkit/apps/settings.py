@@ -8,7 +8,7 @@ setting has one flag name and one help text everywhere; `predict_document` takes
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from transformers import HfArgumentParser
@@ -45,7 +45,14 @@ class InferenceSettings:
     ocr_option: list[str] = field(default_factory=list, metadata={
         "help": "OCR engine settings KEY=VALUE, repeatable, e.g. min_height=0 (values read as JSON when they parse)",
         "action": "extend", "metavar": "KEY=VALUE"})
-    schema: str | None = flag("JSON file of field types (date, amount, number, text); see docs/inference.md")
+    schema: str | None = flag("JSON file of field types (date, amount, number, text), locale, checks and required "
+                              "fields; see docs/inference.md")
+    locale: str | None = flag('how dates and amounts are written, e.g. "de_DE", "en_GB", "fr-CH": the order of numeric '
+                              "dates, the decimal sign, the currency of a shared symbol ($, kr); overrides the "
+                              "schema's (docs/trust.md)")
+    day_first: Literal["true", "false"] | None = flag(
+        "numeric dates such as 03/04/2021 are day first (true) or month first (false); default: the locale's order, "
+        "else what the training data settled, else month first and flagged ambiguous")
     rules: str | None = flag(f"post-processing rules: comma-separated ({', '.join(RULES)}, or all) or a JSON file "
                              "of settings")
 
@@ -72,8 +79,12 @@ class InferenceSettings:
             raise ValueError(f"--rules: {error}") from None
         try:
             self.field_schema = FieldSchema.load(self.schema)
+            if self.locale:
+                self.field_schema = replace(self.field_schema, locale=self.locale)
+            if self.day_first:
+                self.field_schema = replace(self.field_schema, day_first=self.day_first == "true")
         except ValueError as error:
-            raise ValueError(f"--schema: {error}") from None
+            raise ValueError(f"--schema/--locale: {error}") from None
         try:
             self.ocr_options = dict(parse_engine_option(text) for text in self.ocr_option)
         except ValueError as error:

@@ -30,17 +30,20 @@ import re
 from dataclasses import dataclass, field
 
 from .boxes import union_box
+from .field_checks import CheckConfig
+from .locale_data import CURRENCY_SYMBOLS, LOCALES, MONTH_NAMES, WEEKDAY_NAMES
 
 FIELD_TYPES = ("text", "date", "amount", "number")
 
 DEFAULT_SCHEMA_EXAMPLE = """\
-{"day_first": true,
+{"day_first": true, "locale": "en_GB",
  "fields": {"invoice_date": {"type": "date"},
             "total": {"type": "amount"},
-            "item_amount": {"type": "amount", "multiple": true}}}"""
+            "item_amount": {"type": "amount", "multiple": true}},
+ "checks": {"tolerance": 0.005, "one_currency": false}}"""
 
-_SCHEMA_KEYS = ("day_first", "fields")
-_FIELD_KEYS = ("type", "multiple")
+_SCHEMA_KEYS = ("day_first", "locale", "fields", "checks")
+_FIELD_KEYS = ("type", "multiple", "required")
 
 _DATE_WORDS = ("date",)
 _AMOUNT_WORDS = ("total", "amount", "tax", "price", "subtotal", "balance", "sum", "vat", "cost", "fee")
@@ -54,10 +57,12 @@ _FORM_LABELS = ("question", "answer", "header")
 # ---------------------------------------------------------------------------------------------- schema
 @dataclass
 class FieldSpec:
-    """How one entity type becomes a field: its value type and whether a document has many values."""
+    """How one entity type becomes a field: its value type, whether a document has many values, and whether a
+    document without it goes to review (`required`)."""
 
     type: str = "text"
     multiple: bool = False
+    required: bool = False
 
     def __post_init__(self):
         if self.type not in FIELD_TYPES:
@@ -100,11 +105,19 @@ class FieldSchema:
     """Field specs by entity type name; names without a spec get `default_spec(name)`.
 
     `day_first` decides numeric dates whose day and month are both <= 12 ("03/04/2021"): True reads D/M,
-    False M/D, None reads M/D and marks the value "ambiguous".
+    False M/D, None leaves it to the locale, else reads M/D and marks the value "ambiguous".
+    `locale` ("de_DE", "fr-CH", "pt"): the order of numeric dates, the decimal sign of a number with one kind
+    of separator and the currency of a shared symbol ("$", "kr"); month names of every known language are
+    read whatever the locale.
     """
 
     fields: dict[str, FieldSpec] = field(default_factory=dict)
     day_first: bool | None = None
+    locale: str | None = None
+    checks: CheckConfig = field(default_factory=CheckConfig)
+
+    def __post_init__(self):
+        locale_facts(self.locale)  # an unknown locale fails here, naming the known ones
 
     def spec(self, name: str) -> FieldSpec:
         if name in self.fields:
@@ -139,13 +152,27 @@ class FieldSchema:
             raise ValueError(f"{where}: fields: must be an object of field name -> {{\"type\": ...}}, "
                              f"got {type(raw_fields).__name__}")
         specs = {name: _spec_from_dict(name, entry, where) for name, entry in raw_fields.items()}
-        return cls(fields=specs, day_first=day_first)
+        locale = data.get("locale")
+        if locale is not None and not isinstance(locale, str):
+            raise ValueError(f"{where}: locale: must be a locale name such as \"de_DE\" or null, got {locale!r}")
+        checks = CheckConfig.load(data.get("checks"), where)
+        try:
+            return cls(fields=specs, day_first=day_first, locale=locale, checks=checks)
+        except ValueError as error:
+            raise ValueError(f"{where}: locale: {error}") from None
 
     def to_dict(self) -> dict:
         return {
             "day_first": self.day_first,
-            "fields": {name: {"type": spec.type, "multiple": spec.multiple} for name, spec in self.fields.items()},
+            "locale": self.locale,
+            "fields": {name: {"type": spec.type, "multiple": spec.multiple,
+                              **({"required": True} if spec.required else {})}
+                       for name, spec in self.fields.items()},
+            "checks": self.checks.to_dict(),
         }
+
+    def required_fields(self) -> list[str]:
+        return [name for name, spec in self.fields.items() if spec.required]
 
 
 def _read_schema_file(path) -> dict:
@@ -176,28 +203,47 @@ def _spec_from_dict(name: str, entry, where: str) -> FieldSpec:
     if value_type not in FIELD_TYPES:
         raise ValueError(f"{where}: {path}.type: {value_type!r} is not one of {', '.join(FIELD_TYPES)}")
     multiple = entry.get("multiple", guess.multiple)
-    if not isinstance(multiple, bool):
-        raise ValueError(f"{where}: {path}.multiple: must be true or false, got {multiple!r}")
-    return FieldSpec(type=value_type, multiple=multiple)
+    required = entry.get("required", False)
+    for key, value in (("multiple", multiple), ("required", required)):
+        if not isinstance(value, bool):
+            raise ValueError(f"{where}: {path}.{key}: must be true or false, got {value!r}")
+    return FieldSpec(type=value_type, multiple=multiple, required=required)
+
+
+# ---------------------------------------------------------------------------------------------- locales
+def locale_facts(locale: str | None) -> dict | None:
+    """CLDR facts of a locale ("de_DE", "de-DE", "pt_br"; a bare language "de" takes its first locale in
+    `locale_data.LOCALES`): {"date_order": "DMY"|"MDY"|"YMD", "decimal", "group", "currency"}; None for None."""
+    if not locale:
+        return None
+    language, _, territory = locale.replace("-", "_").partition("_")
+    code = f"{language.lower()}_{territory.upper()}"
+    if code in LOCALES:
+        return LOCALES[code]
+    for known, facts in LOCALES.items():
+        if known.split("_")[0] == language.lower():
+            return facts
+    raise ValueError(f"unknown locale {locale!r}; known: {', '.join(LOCALES)} (or their languages)")
 
 
 # ----------------------------------------------------------------------------------------------- dates
-_MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
-           "november", "december")
-_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday",
-             "mon", "tue", "tues", "wed", "thu", "thur", "thurs", "fri", "sat", "sun")
+_ENGLISH_MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august", "september",
+                   "october", "november", "december")
 _ORDINAL_SUFFIXES = ("st", "nd", "rd", "th")
+# Words a date may carry besides its month: "5 de enero de 2023", "5 января 2023 г.", "the 5th of May".
+_DATE_FILLERS = ("of", "the", "de", "del", "г", "р", "год", "года", "рік", "року", "gada", "le", "el")
 _EDGE_PUNCTUATION = " \t\r\n.,;:()[]{}'\"-_/|*#"
 _DATE_SEPARATOR = r"[-/.\s]"
-_ISO_DATE = re.compile(rf"(\d{{4}}){_DATE_SEPARATOR}(\d{{1,2}}){_DATE_SEPARATOR}(\d{{1,2}})")
-_NUMERIC_DATE = re.compile(rf"(\d{{1,2}})({_DATE_SEPARATOR})(\d{{1,2}}){_DATE_SEPARATOR}(\d{{2}}|\d{{4}})")
+_NUMERIC_DATE = re.compile(rf"(\d{{1,4}})({_DATE_SEPARATOR})(\d{{1,2}}){_DATE_SEPARATOR}(\d{{1,4}})")
 _COMPACT_DATE = re.compile(r"(\d{4})(\d{2})(\d{2})")
 _TIME_SUFFIX = re.compile(r"(?:T|\s+)\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?$")
+# Chinese, Japanese and Korean dates: 2023年1月5日, 2023년 1월 5일.
+_CJK_DATE_MARKS = str.maketrans({"年": "-", "月": "-", "日": " ", "년": "-", "월": "-", "일": " "})
 
 
 def _clean_date_text(text: str) -> str:
     """Strip stray edge punctuation, a time of day, and OCR spaces around separators ("2023 - 04 - 05")."""
-    text = text.strip(_EDGE_PUNCTUATION)
+    text = text.translate(_CJK_DATE_MARKS).strip(_EDGE_PUNCTUATION)
     text = _TIME_SUFFIX.sub("", text)
     return re.sub(r"\s*([-/.,])\s*", r"\1", text)
 
@@ -216,62 +262,91 @@ def _iso(year: int, month: int, day: int) -> tuple[str | None, str | None]:
         return None, "not a valid calendar date"
 
 
-def _day_and_month(first: int, second: int, separator: str, day_first: bool | None) -> tuple[int, int]:
-    """(day, month) of a numeric date's first two numbers."""
-    if first > 12:
-        return first, second
-    if second > 12:
-        return second, first
-    if day_first is None:
-        # Dotted dates (5.4.2023) are a European convention; US dates use slashes or dashes.
-        day_first = separator == "."
-    return (first, second) if day_first else (second, first)
+@dataclass
+class DateReading:
+    """A parsed date: `iso` ("YYYY-MM-DD" or None), `error` (why not), `ambiguous` (day and month could be
+    swapped and nothing settled which: no number above 12, no `day_first`, no locale)."""
+
+    iso: str | None
+    error: str | None = None
+    ambiguous: bool = False
+
+
+def _numeric_order(first: str, second: str, last: str, separator: str, day_first: bool | None,
+                   facts: dict | None) -> tuple[str, bool] | None:
+    """("YMD" | "DMY" | "MDY", ambiguous) for the numbers of a numeric date, or None when none fits."""
+    if len(first) == 4:
+        return "YMD", False
+    if len(first) == 3 or len(last) == 3 or len(last) == 1 and not (facts and facts["date_order"] == "YMD"):
+        return None
+    if facts and facts["date_order"] == "YMD" and len(last) <= 2:
+        return "YMD", False  # Korean "23. 1. 5.": a two-digit year first
+    a, b = int(first), int(second)
+    if a > 12 or b > 12 or a == b:
+        return ("DMY" if a > 12 or a == b else "MDY"), False
+    if day_first is not None:
+        return ("DMY" if day_first else "MDY"), False
+    if facts and facts["date_order"] in ("DMY", "MDY"):
+        return facts["date_order"], False
+    # Dotted dates (5.4.2023) are a European convention; US dates use slashes or dashes.
+    return ("DMY", False) if separator == "." else ("MDY", True)
+
+
+def _parse_numeric_date(text: str, day_first: bool | None, facts: dict | None) -> DateReading | None:
+    """The reading of an all-digit date, or None when the text is not one."""
+    match = _NUMERIC_DATE.fullmatch(text)
+    if match:
+        first, separator, second, last = match.groups()
+        found = _numeric_order(first, second, last, separator, day_first, facts)
+        if found is None:
+            return DateReading(None, "not a recognised date format")
+        order, ambiguous = found
+        if order == "YMD":
+            iso, error = _iso(_full_year(first), int(second), int(last))
+        else:
+            day, month = (first, second) if order == "DMY" else (second, first)
+            iso, error = _iso(_full_year(last), int(month), int(day))
+        return DateReading(iso, error, ambiguous and error is None)
+    match = _COMPACT_DATE.fullmatch(text)
+    if match:
+        return DateReading(*_iso(int(match[1]), int(match[2]), int(match[3])))
+    return None
 
 
 def _month_number(word: str) -> int | None:
-    """1-12 for an English month name or an abbreviation of 3+ letters ("Apr", "Sept"), else None."""
+    """1-12 for a month name or abbreviation in any language of `locale_data` ("janv", "января", "Sept"), or an
+    English month abbreviated to 3+ letters; else None."""
+    word = word.rstrip(".")
+    if word in MONTH_NAMES:
+        return MONTH_NAMES[word]
     if len(word) < 3:
         return None
-    for number, name in enumerate(_MONTHS, start=1):
+    for number, name in enumerate(_ENGLISH_MONTHS, start=1):
         if name.startswith(word):
             return number
     return None
 
 
-def _parse_numeric_date(text: str, day_first: bool | None) -> tuple[str | None, str | None] | None:
-    """The result for an all-digit date, or None when the text is not one."""
-    match = _ISO_DATE.fullmatch(text)
-    if match:
-        return _iso(int(match[1]), int(match[2]), int(match[3]))
-    match = _NUMERIC_DATE.fullmatch(text)
-    if match:
-        day, month = _day_and_month(int(match[1]), int(match[3]), match[2], day_first)
-        return _iso(_full_year(match[4]), month, day)
-    match = _COMPACT_DATE.fullmatch(text)
-    if match:
-        return _iso(int(match[1]), int(match[2]), int(match[3]))
-    return None
-
-
-def _parse_month_name_date(text: str) -> tuple[str | None, str | None]:
-    """Dates with a month name in any order: "April 5th, 2023", "5 Apr 2023", "2023-Apr-05"."""
+def _parse_month_name_date(text: str) -> DateReading:
+    """Dates with a month name in any order: "April 5th, 2023", "5. Januar 2023", "5 de enero de 2023",
+    "2023. január 5.", "5 января 2023 г."."""
     months, numbers = [], []
     previous = ""
-    for token in re.findall(r"[^\W\d_]+|\d+", text.lower()):
+    for token in re.findall(r"[^\W\d_]+|\d+", text.lower().replace("’", "'").replace("d'", "")):
         ordinal = token in _ORDINAL_SUFFIXES and previous.isdigit()
         if token.isdigit():
             numbers.append(token)
         elif _month_number(token):
             months.append(_month_number(token))
-        elif not (ordinal or token == "of" or token in _WEEKDAYS):
-            return None, f"unrecognised word {token!r} in a date"
+        elif not (ordinal or token in _DATE_FILLERS or token in WEEKDAY_NAMES):
+            return DateReading(None, f"unrecognised word {token!r} in a date")
         previous = token
     if not months:
-        return None, "not a recognised date format"
+        return DateReading(None, "not a recognised date format")
     if len(months) > 1:
-        return None, "more than one month name"
+        return DateReading(None, "more than one month name")
     if len(numbers) != 2:
-        return None, "a date needs a day, a month and a year"
+        return DateReading(None, "a date needs a day, a month and a year")
     four_digit = [n for n in numbers if len(n) == 4]
     if len(four_digit) == 1:
         year = four_digit[0]
@@ -279,41 +354,59 @@ def _parse_month_name_date(text: str) -> tuple[str | None, str | None]:
     else:
         day, year = numbers
     if len(day) > 2 or len(year) not in (2, 4):
-        return None, "not a recognised date format"
-    return _iso(_full_year(year), months[0], int(day))
+        return DateReading(None, "not a recognised date format")
+    return DateReading(*_iso(_full_year(year), months[0], int(day)))
 
 
-def parse_date(text: str, day_first: bool | None = None) -> tuple[str | None, str | None]:
-    """("YYYY-MM-DD", None), or (None, reason) when `text` is not a date.
+def read_date(text: str, day_first: bool | None = None, locale: str | None = None) -> DateReading:
+    """The date in `text`, in any language of `locale_data` (month names, CJK 年月日).
 
     Numeric dates: a 4-digit year first is Y-M-D; otherwise the year is last (2-digit years are 20yy below
-    70, else 19yy) and day and month are told apart by a number above 12, else by `day_first`, else by the
-    separator (dots: D.M, slashes/dashes: M/D, see `date_is_ambiguous`).
+    70, else 19yy), except in a year-first locale (Korean "23. 1. 5."). Day and month are told apart by a
+    number above 12, else by `day_first`, else by the locale's order (en_US M/D, de_DE D.M), else by the
+    separator (dots: D.M; slashes/dashes: M/D and `ambiguous`).
     """
+    facts = locale_facts(locale)
     cleaned = _clean_date_text(text)
     if not cleaned:
-        return None, "no date found"
-    numeric = _parse_numeric_date(cleaned, day_first)
+        return DateReading(None, "no date found")
+    numeric = _parse_numeric_date(cleaned, day_first, facts)
     if numeric is not None:
         return numeric
     return _parse_month_name_date(cleaned)
 
 
-def date_is_ambiguous(text: str) -> bool:
-    """True for a numeric D/M or M/D date whose first two numbers differ and are both <= 12 ("03/04/2021").
+def parse_date(text: str, day_first: bool | None = None, locale: str | None = None) -> tuple[str | None, str | None]:
+    """("YYYY-MM-DD", None), or (None, reason) when `text` is not a date: `read_date` without the ambiguity."""
+    reading = read_date(text, day_first, locale)
+    return reading.iso, reading.error
 
-    Dotted dates ("03.04.2021") count as D.M and are not ambiguous."""
-    match = _NUMERIC_DATE.fullmatch(_clean_date_text(text))
-    if not match or match[2] == ".":
-        return False
-    first, second = int(match[1]), int(match[3])
-    return first <= 12 and second <= 12 and first != second
 
+def date_is_ambiguous(text: str, day_first: bool | None = None, locale: str | None = None) -> bool:
+    """True for a numeric D/M or M/D date whose first two numbers differ and are both <= 12 ("03/04/2021")
+    when neither `day_first` nor the locale settles the order. Dotted dates ("03.04.2021") count as D.M."""
+    return read_date(text, day_first, locale).ambiguous
+
+
+def day_first_from_dates(texts) -> bool | None:
+    """What dates seen in data settle: True when some numeric date can only be D/M (a first number above 12)
+    and none can only be M/D, False for the reverse, None when none settles it or the data mixes both."""
+    evidence = set()
+    for text in texts:
+        match = _NUMERIC_DATE.fullmatch(_clean_date_text(text))
+        if not match or len(match[1]) > 2 or len(match[4]) < 2:
+            continue
+        first, second = int(match[1]), int(match[3])
+        if first > 12 >= second:
+            evidence.add(True)
+        elif second > 12 >= first:
+            evidence.add(False)
+    return evidence.pop() if len(evidence) == 1 else None
 
 # --------------------------------------------------------------------------------------------- numbers
 # A run of digits with separators inside: "1,250.00", "1 250,00", "1'250.00", "12.00 15.00".
-# A leading separator belongs to the number (".50") unless a digit precedes it.
-_NUMBER_RUN = re.compile(r"(?:(?<!\d)[.,](?=\d))?\d(?:[\d.,'’\s]*\d)?")
+# A leading separator belongs to the number (".50") unless a digit or letter precedes it (Danish "kr.866,28").
+_NUMBER_RUN = re.compile(r"(?:(?<!\w)[.,](?=\d))?\d(?:[\d.,'’\s]*\d)?")
 _MINUS_SIGNS = "-−–"
 
 
@@ -343,12 +436,13 @@ def _valid_grouping(groups: list[str]) -> bool:
     return western or indian
 
 
-def _split_decimal(number: str) -> tuple[str, str | None] | None:
+def _split_decimal(number: str, decimal_sign: str | None = None) -> tuple[str, str | None] | None:
     """(integer digits, fraction digits or None), or None when the separators make no sense.
 
-    Both "," and "." present: the rightmost is the decimal point. One kind once: a decimal point unless
-    exactly 3 digits follow a non-zero integer part of 1-3 digits ("1,250" is 1250; "0,500" and "1234.567"
-    keep the decimal point). Several: thousands separators.
+    Both "," and "." present: the rightmost is the decimal point. One kind: the locale's `decimal_sign` when
+    given (de: "1.234" is 1234, "1,234" is 1.234; en the reverse) and the grouping allows it; else once, a
+    decimal point unless exactly 3 digits follow a non-zero integer part of 1-3 digits ("1,250" is 1250;
+    "0,500" and "1234.567" keep the decimal point); several: thousands separators.
     """
     separators = [char for char in ".," if char in number]
     if len(separators) == 2:
@@ -361,6 +455,11 @@ def _split_decimal(number: str) -> tuple[str, str | None] | None:
     if not separators:
         return number, None
     parts = number.split(separators[0])
+    if decimal_sign in (".", ","):
+        if separators[0] == decimal_sign and len(parts) == 2:
+            return parts[0], parts[1]
+        if separators[0] != decimal_sign and _valid_grouping(parts):
+            return "".join(parts), None
     if len(parts) == 2 and (len(parts[1]) != 3 or parts[0].strip("0") == "" or len(parts[0]) > 3):
         return parts[0], parts[1]
     if not _valid_grouping(parts):
@@ -368,14 +467,14 @@ def _split_decimal(number: str) -> tuple[str, str | None] | None:
     return "".join(parts), None
 
 
-def _plain_decimal(number: str) -> tuple[str | None, str | None]:
+def _plain_decimal(number: str, decimal_sign: str | None = None) -> tuple[str | None, str | None]:
     """"1.056,24" -> "1056.24": "." as decimal point, no thousands separators, the given fraction digits."""
     compact = number.replace("'", "").replace("’", "")
     if re.fullmatch(r"[.,]\d+", compact):
         return "0." + compact[1:], None
     if not re.fullmatch(r"\d+(?:[.,]\d+)*", compact):
         return None, f"unclear digit grouping in {number!r}"
-    split = _split_decimal(compact)
+    split = _split_decimal(compact, decimal_sign)
     if split is None:
         return None, f"unclear digit grouping in {number!r}"
     integer, fraction = split
@@ -391,25 +490,29 @@ def _is_negative(before: str, after: str) -> bool:
     return "(" in before and ")" in after
 
 
-def _parse_signed_number(text: str) -> tuple[str | None, str | None]:
-    """The one number in `text` as a plain decimal string, or (None, reason)."""
+def _number_span(text: str, decimal_sign: str | None = None) -> tuple[str | None, str | None, tuple[int, int]]:
+    """(the one number in `text` as a plain decimal string, or None; the reason; where it is in the text)."""
     runs = list(_NUMBER_RUN.finditer(text))
     numbers = [number for run in runs for number in _group_space_chunks(run[0])]
     if not numbers:
-        return None, "no number found"
+        return None, "no number found", (0, 0)
+    span = runs[0].span()
     if len(numbers) > 1:
-        return None, "more than one number"
-    value, error = _plain_decimal(numbers[0])
+        return None, "more than one number", span
+    value, error = _plain_decimal(numbers[0], decimal_sign)
     if error:
-        return None, error
-    if _is_negative(text[: runs[0].start()], text[runs[0].end():]) and value.strip("0.") != "":
+        return None, error, span
+    if _is_negative(text[: span[0]], text[span[1]:]) and value.strip("0.") != "":
         value = "-" + value
-    return value, None
+    return value, None, span
 
 
-def parse_number(text: str) -> tuple[str | None, str | None]:
-    """A count or quantity as a plain decimal string: "2", "1,5" -> "1.5", "x3" -> "3"; or (None, reason)."""
-    return _parse_signed_number(text)
+def parse_number(text: str, locale: str | None = None) -> tuple[str | None, str | None]:
+    """A count or quantity as a plain decimal string: "2", "1,5" -> "1.5", "x3" -> "3"; or (None, reason).
+    `locale` settles a lone separator ("1.234": 1234 in de, 1.234 in en)."""
+    facts = locale_facts(locale)
+    value, error, _ = _number_span(text, facts["decimal"] if facts else None)
+    return value, error
 
 
 # -------------------------------------------------------------------------------------------- amounts
@@ -438,21 +541,46 @@ def _currency_codes(text: str) -> set[str]:
     return codes
 
 
-def _currency_symbols(text: str) -> set[str]:
-    """Currencies written as symbols; "$" after a country prefix ("C$", "HK$") is that country's dollar."""
+def _one_currency(codes, facts: dict | None) -> str | None:
+    """The currency a symbol that several share stands for ("$", "kr", "¥"): the locale's when it is one of
+    them, else US dollars for "$" and yen for "¥" (the most common on invoices), else None ("kr" may be
+    Swedish, Norwegian or Danish)."""
+    if len(codes) == 1:
+        return codes[0]
+    if facts and facts["currency"] in codes:
+        return facts["currency"]
+    for preferred in ("USD", "JPY"):
+        if preferred in codes:
+            return preferred
+    return None
+
+
+def _currency_symbols(text: str, facts: dict | None = None) -> set[str]:
+    """Currencies written as symbols; "$" after a country prefix ("C$", "HK$") is that country's dollar, a
+    bare "$" the locale's dollar (else USD)."""
     codes = set()
     for match in re.finditer(r"([A-Za-z]{0,2})\$", text):
-        codes.add(_DOLLAR_PREFIXES.get(match[1].upper(), "USD"))
+        bare = _one_currency(CURRENCY_SYMBOLS["$"], facts)
+        codes.add(_DOLLAR_PREFIXES.get(match[1].upper(), bare))
     for symbol, code in _CURRENCY_SYMBOLS.items():
         if symbol != "$" and symbol in text:
             codes.add(code)
     return codes
 
 
-def _currency(text: str) -> tuple[str | None, str | None]:
+def _currency(text: str, span: tuple[int, int], facts: dict | None) -> tuple[str | None, str | None]:
     """(currency code or None, None), or (None, reason) when the text names two currencies.
-    A code written in the text wins over a symbol ("CAD $5.00" is CAD)."""
-    for codes in (_currency_codes(text), _currency_symbols(text)):
+
+    What surrounds the number, when it is one symbol as CLDR writes it in some locale ("$US", "$ US", "zł",
+    "kr."), is that currency (a shared symbol: `_one_currency`). Else a code written in the text wins over a
+    symbol ("CAD $5.00" is CAD)."""
+    around = " ".join(f"{text[: span[0]]} {text[span[1]:]}".split()).strip(_MINUS_SIGNS + "() ")
+    around = " ".join(around.split())
+    if around.upper() in _CURRENCY_CODES:
+        return around.upper(), None
+    if around in CURRENCY_SYMBOLS:
+        return _one_currency(CURRENCY_SYMBOLS[around], facts), None
+    for codes in (_currency_codes(text), _currency_symbols(text, facts)):
         if len(codes) > 1:
             return None, f"more than one currency ({', '.join(sorted(codes))})"
         if codes:
@@ -460,18 +588,21 @@ def _currency(text: str) -> tuple[str | None, str | None]:
     return None, None
 
 
-def parse_amount(text: str) -> tuple[dict | None, str | None]:
+def parse_amount(text: str, locale: str | None = None) -> tuple[dict | None, str | None]:
     """({"amount": "1250.00", "currency": "USD" or None}, None), or (None, reason).
 
-    Separators: see `_split_decimal`; spaces and apostrophes between digit groups are thousands separators
-    ("1 250,00", "1'250.00"). A bare "$" is read as USD; an ISO code in the text wins over a symbol.
+    Separators: see `_split_decimal`; spaces (also no-break and narrow no-break) and apostrophes between digit
+    groups are thousands separators ("1 250,00", "1'250.00"). `locale` settles a lone separator and the
+    currency of a shared symbol ("$" in en_CA is CAD, "kr" in nb_NO is NOK); without one a bare "$" is USD.
+    An ISO code in the text wins over a symbol.
     """
     if "%" in text:
         return None, "a percentage, not an amount"
-    amount, error = _parse_signed_number(text)
+    facts = locale_facts(locale)
+    amount, error, span = _number_span(text, facts["decimal"] if facts else None)
     if error:
         return None, error
-    currency, error = _currency(text)
+    currency, error = _currency(text, span, facts)
     if error:
         return None, error
     return {"amount": amount, "currency": currency}, None
@@ -484,23 +615,24 @@ def _collapse_whitespace(text: str) -> str:
 
 def normalize_value(text: str, spec: FieldSpec, schema: FieldSchema | None = None) -> dict:
     """{"normalized": ...} for one value, plus "currency" for amounts, "error" when it does not parse and
-    "ambiguous": True for a numeric date read M/D only because the schema sets no `day_first`."""
+    "ambiguous": True for a numeric date read M/D only because neither the schema's `day_first` nor its
+    `locale` settles the order."""
     schema = schema or FieldSchema()
     if spec.type == "date":
-        iso, error = parse_date(text, schema.day_first)
-        result = {"normalized": iso}
-        if error:
-            result["error"] = error
-        elif schema.day_first is None and date_is_ambiguous(text):
+        reading = read_date(text, schema.day_first, schema.locale)
+        result = {"normalized": reading.iso}
+        if reading.error:
+            result["error"] = reading.error
+        elif reading.ambiguous:
             result["ambiguous"] = True
         return result
     if spec.type == "amount":
-        parsed, error = parse_amount(text)
+        parsed, error = parse_amount(text, schema.locale)
         if error:
             return {"normalized": None, "currency": None, "error": error}
         return {"normalized": parsed["amount"], "currency": parsed["currency"]}
     if spec.type == "number":
-        number, error = parse_number(text)
+        number, error = parse_number(text, schema.locale)
         return {"normalized": number} if error is None else {"normalized": None, "error": error}
     return {"normalized": _collapse_whitespace(text)}
 

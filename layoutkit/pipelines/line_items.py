@@ -177,7 +177,7 @@ def _linked_rows(cells: list[dict], rule: list[list[int]], links, cell_of_entity
     return list(groups.values())
 
 
-def _row_output(cells: list[dict], members: list[int]) -> dict:
+def _row_output(cells: list[dict], members: list[int], locale: str | None = None) -> dict:
     by_column: dict[str, list[dict]] = {}
 
     def reading(i: int):
@@ -202,10 +202,10 @@ def _row_output(cells: list[dict], members: list[int]) -> dict:
         best = max(candidates, key=lambda cell: cell["score"])
         detail = {"text": best["text"], "score": round(best["score"], 4), "box": best.get("box")}
         if column == "quantity":
-            value, error = parse_number(best["text"])
+            value, error = parse_number(best["text"], locale)
             detail["normalized"] = value
         else:
-            parsed, error = parse_amount(best["text"])
+            parsed, error = parse_amount(best["text"], locale)
             value = parsed["amount"] if parsed else None
             detail.update(normalized=value, currency=parsed["currency"] if parsed else None)
             if parsed and parsed["currency"] and (row["currency"] is None or column == "amount"):
@@ -249,14 +249,16 @@ def links_from_pairs(entities: list[dict], pairs: list[dict], page: int | None =
     return links
 
 
-def group_line_items(entities: list[dict], links=None, column_types: dict | None = None) -> list[dict]:
+def group_line_items(entities: list[dict], links=None, column_types: dict | None = None,
+                     locale: str | None = None) -> list[dict]:
     """The line items of one document from its entities (all pages; each with "entity_group", "word",
     "score", "box" and "page", default 1).
 
     `links`: optional (head, tail) pairs of indices into `entities` from a relation model; cells they connect
     form one row (see the module docstring). `column_types`: entity type names per column (default
-    `COLUMN_TYPES`). Returns one dict per row: "description", "quantity", "unit_price", "amount" (typed
-    values or None), "currency", "box", "page", "score" (mean of the cells' scores) and "cells"."""
+    `COLUMN_TYPES`). `locale`: how numbers and currency symbols are read (`fields.parse_amount`). Returns one
+    dict per row: "description", "quantity", "unit_price", "amount" (typed values or None), "currency", "box",
+    "page", "score" (mean of the cells' scores) and "cells"."""
     cells = []
     index_of_entity: dict[int, int] = {}
     for index, entity in enumerate(entities):
@@ -270,4 +272,4 @@ def group_line_items(entities: list[dict], links=None, column_types: dict | None
     rows = rule_rows(cells)
     if links:
         rows = _linked_rows(cells, rows, links, index_of_entity)
-    return [_row_output(cells, members) for members in rows]
+    return [_row_output(cells, members, locale) for members in rows]

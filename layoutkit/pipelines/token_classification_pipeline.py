@@ -27,16 +27,17 @@ Output: entity groups shaped like the stock pipeline's `aggregation_strategy="si
 end exclusive) plus `box`, the union of the words' boxes in the original image's pixels. With
 `return_words=True`: `{"entities": [...], "words": [{"text", "box", "label", "score"}, ...],
 "width", "height", "words_source"}` (where the words came from: "given", the input's own "words_source" such as
-"pdf_text" for a PDF's text layer, or "ocr:ENGINE"); `return_fields=True` adds `"fields"`, one typed value per field (`fields.py`, types from
-`schema`), and `"line_items"`, the rows of the item table (`line_items.py`; alone with `return_line_items=True`);
-`draw=True` adds `"image"`, the page with its words and entities drawn and a legend of the field types' colours
-(`draw.py`); `draw="panel"` with a side panel listing the entities instead of the legend.
+"pdf_text" for a PDF's text layer, or "ocr:ENGINE"); `return_fields=True` adds `"fields"`, one typed value per field
+(`fields.py`, types from `schema`) with its calibrated `score` and `needs_review`, `"line_items"`, the rows of the
+item table (`line_items.py`; alone with `return_line_items=True`), and `"checks"`, `"review_status"`,
+`"review_reasons"` (`review.py`); `draw=True` adds `"image"`, the page with its words and entities drawn and a legend
+of the field types' colours (`draw.py`); `draw="panel"` with a side panel listing the entities instead of the legend.
 
 Call options: `ocr_engine` ("rapidocr", "tesseract" or an `OcrEngine`), `ocr_lang` ("eng"), `ocr_config` (extra
 tesseract options), `min_ocr_confidence`, `ocr_options` (a dict of engine settings), `batch_size` (windows per
 forward pass, default 8), `mixed_precision` ("no" or "bf16" autocast), `rules` (post-processing rules, see
 `postprocess.py`), `return_words`, `return_fields`, `return_line_items`, `schema` (a `FieldSchema`, dict or JSON
-path), `draw`.
+path), `locale` and `day_first` (override the schema's: how dates and amounts are read), `draw`.
 
 This file and the modules it imports relatively use only the standard library, numpy, PIL, torch and
 transformers (the OCR engine's package only when OCR runs), as required for code loaded with `trust_remote_code`.
@@ -53,7 +54,7 @@ import numpy as np
 
 from .boxes import group_lines, segment_boxes, union_box
 from .draw import draw_page
-from .fields import FieldSchema, extract_fields
+from .fields import FieldSchema
 from .labels import OUTSIDE, bio_spans
 from .line_items import group_line_items
 from .pipeline_inputs import (
@@ -66,6 +67,7 @@ from .pipeline_inputs import (
     recorded_preprocessing,
 )
 from .postprocess import RuleConfig, apply_rules
+from .review import assess_document, trust_settings
 from .windows import WordPredictionMerger
 
 
@@ -94,6 +96,8 @@ class LayoutTokenClassificationPipeline(WindowedLayoutPipeline):
         draw=None,
         aggregation_strategy=None,
         return_line_items=None,
+        locale=None,
+        day_first=None,
     ):
         preprocess, forward = input_parameters(ocr_engine, ocr_lang, ocr_config, min_ocr_confidence, ocr_options,
                                                window_batch_size, mixed_precision)
@@ -102,9 +106,14 @@ class LayoutTokenClassificationPipeline(WindowedLayoutPipeline):
             postprocess["rules"] = RuleConfig.from_value(rules)
         if return_words is not None:
             postprocess["return_words"] = bool(return_words)
-        if return_fields is not None or schema is not None:
+        if return_fields is not None or schema is not None or locale is not None or day_first is not None:
             postprocess["return_fields"] = bool(return_fields) or schema is not None
-            postprocess["schema"] = FieldSchema.load(schema)
+            settings = FieldSchema.load(schema).to_dict()
+            if locale is not None:
+                settings["locale"] = locale
+            if day_first is not None:
+                settings["day_first"] = bool(day_first)
+            postprocess["schema"] = FieldSchema.load(settings)
         if draw is not None:
             postprocess["draw"] = draw if draw == "panel" else bool(draw)
         if return_line_items is not None:
@@ -211,8 +220,9 @@ class LayoutTokenClassificationPipeline(WindowedLayoutPipeline):
         output = {"entities": entities, "words": word_rows, "width": width, "height": height,
                   "words_source": model_outputs["words_source"]}
         if return_fields:
-            output["fields"] = extract_fields(entities, schema)
-        if return_fields or return_line_items:
+            # Calibrated scores, cross-field checks and the review decision: review.py.
+            output.update(assess_document(entities, schema, trust_settings(self.model.config)))
+        elif return_line_items:
             output["line_items"] = group_line_items(entities)
         if draw:
             output["image"] = draw_page(model_outputs["page"], word_rows, entities, labels=self.entity_types(),

@@ -313,6 +313,11 @@ class TokenClassificationArguments:
         "the final evaluation in all_results.json and the model card always has them",
         False,
     )
+    review_precision: float = flag(
+        "after training, the calibrated field score above which values are accepted without review is picked on "
+        "validation so that the accepted values reach this precision (recorded in config.json's field_trust)",
+        0.99,
+    )
 
 
 @dataclass

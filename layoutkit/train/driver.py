@@ -141,6 +141,12 @@ class Task:
         """Facts of the run for all_results.json (e.g. the metric that picked the epoch)."""
         return {}
 
+    def fit_confidence(self, accelerator, model, dataloader, raw, split: str) -> dict:
+        """After training, on the validation split: fit what the checkpoint records about its confidence (the
+        token-classification task's field calibration and review threshold, into the model's config).
+        Returns results for all_results.json."""
+        return {}
+
     def report(self, accelerator, model, raw, split: str, prefix: str, evaluation: Evaluation,
                processing: Processing) -> dict:
         """Further results of the final evaluation (written into all_results.json) and report files; runs on
@@ -229,6 +235,9 @@ def train_and_evaluate(task: Task, on_epoch_end=None) -> dict:
     results.update(task.run_results())
     results["validation_split"] = validation_split
     results.update(training_summary(state, len(raw["train"]), prepared.steps_per_epoch))
+    # Before the test report and the save: the confidence fitted on validation goes into the saved config.
+    if eval_split is not None:
+        results.update(task.fit_confidence(accelerator, model, eval_dataloaders[eval_split], raw, eval_split))
     # Without a test split the kept model is reported on validation (its numbers are then not a test score).
     report_split = "test" if "test" in eval_dataloaders else eval_split
     if report_split is not None:

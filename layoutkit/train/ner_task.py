@@ -3,6 +3,7 @@ training task (`TokenClassificationTask`, run by driver.py; `main` is `run_invoi
 
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 import torch
@@ -176,6 +177,35 @@ class TokenClassificationTask(Task):
         if not (final or self.args.task.return_entity_level_metrics):
             metrics = overall_metrics(metrics)
         return Evaluation(metrics, records)
+
+    def fit_confidence(self, accelerator, model, dataloader, raw, split: str) -> dict:
+        """Field calibration, review threshold and day_first (field_trust.py) into `config.field_trust`."""
+        from .field_trust import fit_trust, gold_dates
+
+        _, records = evaluate_ner(accelerator, model, dataloader, raw[split], self.label_names)
+        dates = [text for part in ("train", split) for text in gold_dates(raw[part], self.label_names)]
+        trust, metrics = fit_trust(records, raw[split]["bboxes"], review_precision=self.args.task.review_precision,
+                                   dates=dates)
+        accelerator.unwrap_model(model).config.field_trust = trust
+        self.field_trust = trust
+        accelerator.print(f"field confidence: {metrics['field_calibration_method']} calibration, review threshold "
+                          f"{metrics['review_threshold']:.4f} (validation precision {metrics['auto_precision']:.4f}, "
+                          f"coverage {metrics['auto_coverage']:.4f})")
+        return {f"eval_{name}": value for name, value in metrics.items()}
+
+    def report(self, accelerator, model, raw, split: str, prefix: str, evaluation: Evaluation, processing) -> dict:
+        """ECE before and after calibration, precision and coverage of the values accepted without review, and
+        the reliability plot (field_reliability.png) on the report split."""
+        from .field_trust import RELIABILITY_PLOT, measure_trust, plot_reliability
+
+        trust = getattr(self, "field_trust", None)
+        if not trust:
+            return {}
+        metrics, tables = measure_trust(evaluation.records, raw[split]["bboxes"], trust)
+        if accelerator.is_main_process:
+            plot_reliability(tables, os.path.join(self.args.training.output_dir, RELIABILITY_PLOT),
+                             title=f"Field confidence ({split})")
+        return {f"{prefix}_{name}": value for name, value in metrics.items()}
 
 
 def main(argv=None, description: str | None = None) -> dict:

@@ -285,15 +285,14 @@ def test_service_reads_the_text_layer(vendor_ner_checkpoint, tmp_path):
     from layoutkit.apps import serve
 
     data = samples.born_digital(tmp_path / "invoice.pdf").read_bytes()
-    args = serve.parse_args(["--model", str(vendor_ner_checkpoint), "--device", "cpu", "--dpi", "100"])
-    assert args.pdf_text == "auto"
-    service = serve.ExtractionService(serve.build_extractor(args), args)
+    settings, args = serve.parse_args(["--model", str(vendor_ner_checkpoint), "--device", "cpu", "--dpi", "100"])
+    assert settings.pdf_text == "auto"
+    service = serve.ExtractionService(serve.build_extractor(settings, args), settings, args)
     try:
-        result = service.extract_file(data, "invoice.pdf", "application/pdf")
+        result = service.extract_file(service.check_upload(data, "invoice.pdf", "application/pdf"))
         assert result["source"] == "invoice.pdf" and [p["words_source"] for p in result["pages"]] == ["pdf_text"]
         assert [w["text"] for w in result["words"]] == words_of(samples.LINES)
         with pytest.raises(SystemExit):
             serve.parse_args(["--model", str(vendor_ner_checkpoint), "--pdf_text", "sometimes"])
     finally:
-        service.extractor.batcher.close()
-        service.pool.shutdown()
+        service.close()

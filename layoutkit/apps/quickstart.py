@@ -120,17 +120,18 @@ def main(argv=None) -> int:
     tracking = importlib.util.find_spec("mlflow") is not None
     if not tracking:
         print("    (mlflow is not installed: no tracking; pip install 'layoutkit[tracking]' to record the run)")
-    from ..train.ner_task import main as train_main
+    # Through the `layoutkit train-ner` command, as a user runs it (the apps import no training code themselves).
+    from ..cli import main as layoutkit_command
 
-    results = train_main([
-        "--dataset_path", str(dataset), "--config_name", str(scratch), "--output_dir", str(model),
+    check(layoutkit_command([
+        "train-ner", "--dataset_path", str(dataset), "--config_name", str(scratch), "--output_dir", str(model),
         "--num_train_epochs", str(args.epochs), "--learning_rate", "1e-3", "--warmup_ratio", "0.1",
         "--per_device_train_batch_size", "8", "--early_stopping_patience", "3",
-        "--mixed_precision", args.mixed_precision, *(["--with_tracking"] if tracking else [])])
+        "--mixed_precision", args.mixed_precision, *(["--with_tracking"] if tracking else [])]), "training")
     steps.done()
 
     steps.start("test", "the kept model on the held-out test split (entity F1 per field)")
-    results = json.loads((model / "all_results.json").read_text()) if not isinstance(results, dict) else results
+    results = json.loads((model / "all_results.json").read_text())
     print(f"    test entity F1 {results['test_f1']:.3f} (precision {results['test_precision']:.3f}, recall "
           f"{results['test_recall']:.3f}, word accuracy {results['test_accuracy']:.3f}); per field in the summary")
     steps.done()

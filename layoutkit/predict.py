@@ -52,10 +52,11 @@ from layoutkit.documents import (
 )
 from layoutkit.fields import FieldSchema
 from layoutkit.labelstudio import document_tasks
-from layoutkit.ocr import OCR_ENGINES, parse_engine_option
+from layoutkit.ocr import DEFAULT_RAPIDOCR_PRESET, OCR_ENGINES, RAPIDOCR_PRESETS, parse_engine_option
 from layoutkit.postprocess import RULES, RuleConfig
 from layoutkit.prediction import predict_document
 from layoutkit.predictor import BACKENDS, load_predictor
+from layoutkit.read_ahead import read_ahead
 from layoutkit.relation_extraction import load_relation_pipeline
 
 
@@ -74,6 +75,16 @@ def parse_args(argv=None):
     parser.add_argument(
         "--ocr_option", action="append", default=[], metavar="KEY=VALUE",
         help="an OCR engine setting, repeatable, e.g. min_height=0 (values read as JSON when they parse)",
+    )
+    parser.add_argument(
+        "--ocr_preset", choices=sorted(RAPIDOCR_PRESETS),
+        help="RapidOCR settings by name: accurate (RapidOCR's own) or fast (no angle classifier, larger recognition "
+        "batches); default: what the model records, else " + DEFAULT_RAPIDOCR_PRESET + " (docs/performance.md)",
+    )
+    parser.add_argument(
+        "--ocr_workers", type=int, default=None,
+        help="pages OCR'd at once, ahead of the model, each with cores/workers ONNX Runtime threads (RapidOCR; "
+        "default: one per core up to 2); 0 reads each page inside the pipeline, one at a time",
     )
     parser.add_argument("--schema", help="JSON file of field types (date, amount, number, text); see docs/inference.md")
     parser.add_argument("--draw", action="store_true", help="also write <name>.page<N>.png with words and entities")
@@ -112,6 +123,10 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.input is None and args.words_json is None:
         parser.error("give --input (image, PDF or folder) or --words_json")
+    if args.ocr_preset and args.ocr_engine == "tesseract":
+        parser.error("--ocr_preset names RapidOCR settings; Tesseract's are --ocr_option KEY=VALUE (docs/ocr.md)")
+    if args.ocr_workers is not None and args.ocr_workers < 0:
+        parser.error("--ocr_workers must be 0 or more")
     if args.batch_size < 1 or args.dpi < 1 or args.max_image_pixels < 1:
         parser.error("--batch_size, --dpi and --max_image_pixels must be positive")
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -134,6 +149,8 @@ def parse_args(argv=None):
         args.ocr_options = dict(parse_engine_option(text) for text in args.ocr_option)
     except ValueError as error:
         parser.error(f"--ocr_option: {error}")
+    if args.ocr_preset:
+        args.ocr_options["preset"] = args.ocr_preset
     return args
 
 
@@ -235,12 +252,21 @@ def main(argv=None) -> int:
     labelstudio_tasks = []  # (source, its tasks) of this process's documents
     summary_path = output_dir / ("summary.jsonl" if state.num_processes == 1 else
                                  f"summary.process{state.process_index}.jsonl.partial")
+    if words_pages is None and args.ocr_workers != 0:
+        engine, workers = read_ahead_engine(extractor, args, state.num_processes)
+        documents = read_ahead(shard, lambda source: document_pages(source, args), engine, workers)
+    else:
+        documents = ((source, None, None) for source in shard)
     with open(summary_path, "w", encoding="utf-8") as summary:
-        for source in shard:
+        for source, read_pages, read_error in documents:
             started = time.perf_counter()
             row = {"source": str(source)}
             try:
-                if words_pages is not None and not args.input:
+                if read_error is not None:
+                    raise read_error
+                if read_pages is not None:
+                    pages = read_pages
+                elif words_pages is not None and not args.input:
                     pages = (next(image_pages(p["image_path"], args.max_image_pixels)) for p in words_pages)
                 else:
                     pages = document_pages(source, args)
@@ -289,6 +315,22 @@ def main(argv=None) -> int:
         print(f"{succeeded}/{len(sources)} documents processed; summary: {output_dir / 'summary.jsonl'}",
               file=sys.stderr)
     return 0 if succeeded else 1
+
+
+def read_ahead_engine(extractor, args, num_processes: int = 1):
+    """The OCR engine that reads pages ahead of the model, and how many pages it reads at once: RapidOCR with
+    --ocr_workers instances of cores / (workers x processes) ONNX Runtime threads each, so OCR threads never
+    outnumber the cores (more spin and slow every page: docs/performance.md); Tesseract (one single-threaded
+    subprocess per page) with --ocr_workers threads."""
+    cores = max(1, (os.cpu_count() or 1) // num_processes)
+    workers = args.ocr_workers or min(2, cores)
+    overrides = {"engine": args.ocr_engine, "lang": args.ocr_lang, "config": args.ocr_config,
+                 "options": args.ocr_options}
+    engine = extractor.ocr_engine(overrides)
+    if engine.name == "rapidocr":
+        speed = {"workers": workers, "threads": max(1, cores // workers)}
+        engine = extractor.ocr_engine({**overrides, "options": {**args.ocr_options, **speed}})
+    return engine, workers
 
 
 def merge_summaries(output_dir: Path, num_processes: int, sources: list[Path]) -> None:

@@ -9,6 +9,7 @@ from .documents import DocumentError
 from .fields import extract_fields
 from .line_items import group_line_items, links_from_pairs
 from .ocr import OcrError
+from .read_ahead import ReadWords
 
 
 def predict_document(extractor, source: Path | None, pages, words_pages, args, linker=None) -> tuple[dict, list]:
@@ -20,14 +21,19 @@ def predict_document(extractor, source: Path | None, pages, words_pages, args, l
 
     `args` carries the settings of predict.py's command line (the service builds the same): model_name_or_path,
     ocr_engine, ocr_lang, ocr_config, ocr_options, batch_size, mixed_precision, rule_config, draw, words_json,
-    field_schema, line_item_grouping."""
+    field_schema, line_item_grouping.
+
+    A page is an image, or (image, future OCR result) when its words are being read ahead
+    (`layoutkit.read_ahead`): the pipeline then takes those words as if it had read them itself."""
     result = {"model": args.model_name_or_path, "source": str(source) if source else None, "status": "ok",
               "pages": [], "fields": {}, "line_items": [], "entities": [], "words": []}
     drawings = []
     call = dict(ocr_engine=args.ocr_engine, ocr_lang=args.ocr_lang, ocr_config=args.ocr_config,
                 ocr_options=args.ocr_options, window_batch_size=args.batch_size, mixed_precision=args.mixed_precision,
                 rules=args.rule_config, return_words=True, draw=args.draw)
-    for number, image in enumerate(pages, start=1):
+    for number, page_input in enumerate(pages, start=1):
+        image, ocr_ahead = page_input if isinstance(page_input, tuple) else (page_input, None)
+        page_call = call
         if words_pages is not None:
             if number > len(words_pages):
                 raise DocumentError(f"{args.words_json}: no words for page {number} of {source}")
@@ -37,7 +43,9 @@ def predict_document(extractor, source: Path | None, pages, words_pages, args, l
         else:
             inputs = image
         try:
-            output = extractor(inputs, **call)
+            if ocr_ahead is not None:
+                page_call = {**call, "ocr_engine": ReadWords(ocr_ahead.result())}
+            output = extractor(inputs, **page_call)
         except OcrError as error:
             raise DocumentError(f"{source}: OCR failed on page {number}: {error}") from None
         except ValueError as error:

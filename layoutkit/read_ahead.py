@@ -1,0 +1,93 @@
+"""OCR ahead of the model: pages are read and OCR'd in worker threads while the model runs on earlier pages.
+
+    for source, pages, error in read_ahead(sources, read_pages, engine, workers=2):
+        ...  # pages: [(image, future OcrResult)], in input order; error: the DocumentError reading the file
+
+OCR is ~98% of a page's time on a CPU (benchmarks/page_latency.py), so predict.py over a folder or a multi-page PDF
+keeps `workers` pages in OCR at once (the engine's own `workers`, e.g. RapidOCR instances) while the main thread
+runs the model on the pages already read. At most `depth` decoded pages wait ahead of the model (memory stays
+bounded on a long PDF). Results come back in input order.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable, Iterable, Iterator
+
+from .documents import DocumentError
+from .ocr import OcrEngine, OcrResult
+
+
+class ReadWords(OcrEngine):
+    """An "engine" that returns the words the read-ahead threads already read (and filtered) for the page it is
+    given, so the pipeline runs exactly as with OCR inside it (confidences, line ids, segment boxes)."""
+
+    name = "read-ahead"
+
+    def __init__(self, result: OcrResult):
+        super().__init__()
+        self.result = result
+
+    def read(self, page) -> OcrResult:
+        return self.result
+
+
+_END = object()
+
+
+def read_ahead(sources: Iterable, read_pages: Callable[[Any], Iterable], engine: OcrEngine, workers: int = 1,
+               depth: int | None = None) -> Iterator[tuple[Any, list[tuple[Any, Future]], Exception | None]]:
+    """(source, [(page image, future OcrResult)], error) per source, in order. `read_pages(source)` yields a
+    document's page images (DocumentError when the file cannot be read: reported as `error`, with the pages read
+    before it). One thread decodes pages in order; `workers` threads run `engine` on them; at most `depth`
+    (default 2 x workers) pages wait decoded ahead of the consumer."""
+    depth = depth or 2 * workers
+    pending: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="ocr")
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                pending.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def decode() -> None:
+        try:
+            for source in sources:
+                error = None
+                try:
+                    for image in read_pages(source):
+                        if not put(("page", source, (image, pool.submit(engine, image)))):
+                            return
+                except DocumentError as caught:
+                    error = caught
+                except Exception as caught:  # an unexpected file problem must not stop the other documents
+                    error = DocumentError(f"{source}: {type(caught).__name__}: {caught}")
+                if not put(("end", source, error)):
+                    return
+        finally:
+            put(_END)
+
+    decoder = threading.Thread(target=decode, name="decode-pages", daemon=True)
+    decoder.start()
+    try:
+        pages: list = []
+        while True:
+            item = pending.get()
+            if item is _END:
+                return
+            kind, source, value = item
+            if kind == "page":
+                pages.append(value)
+            else:
+                yield source, pages, value
+                pages = []
+    finally:
+        stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)

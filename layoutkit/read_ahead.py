@@ -76,11 +76,13 @@ def read_ahead(sources: Iterable, read_pages: Callable[[Any], Iterable], engine:
 
     decoder = threading.Thread(target=decode, name="decode-pages", daemon=True)
     decoder.start()
+    finished = False
     try:
         pages: list = []
         while True:
             item = pending.get()
             if item is _END:
+                finished = True
                 return
             kind, source, value = item
             if kind == "page":
@@ -89,5 +91,7 @@ def read_ahead(sources: Iterable, read_pages: Callable[[Any], Iterable], engine:
                 yield source, pages, value
                 pages = []
     finally:
+        # Every page handed out keeps its OCR; a consumer that stops early (an exception, a closed generator)
+        # cancels the pages nobody will ask for.
         stop.set()
-        pool.shutdown(wait=True, cancel_futures=True)
+        pool.shutdown(wait=False, cancel_futures=not finished)

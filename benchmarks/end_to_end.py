@@ -29,14 +29,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from transformers import pipeline
-
 from dataset_loader.annotations import read_annotation
 from dataset_loader.funsd import read_funsd
 from dataset_loader.ocr_build import OcrBuild
 from layoutkit.labels import bio_spans
 from layoutkit.pipeline_inputs import recorded_preprocessing, resolve_ocr_engine
-from layoutkit.token_classification_pipeline import LayoutTokenClassificationPipeline
+from layoutkit.predictor import load_predictor
 
 
 def squeeze(text: str) -> str:
@@ -97,7 +95,8 @@ def ocr_cell(result: dict) -> str:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", action="append", required=True, help="a checkpoint (repeatable)")
+    parser.add_argument("--model", action="append", required=True,
+                        help="a checkpoint or an ONNX export folder (repeatable)")
     parser.add_argument("--data_dir", type=Path, help="annotation folder (images/ + annotations/)")
     parser.add_argument("--dataset_path", type=Path, help="the dataset built from --data_dir (for the split's ids)")
     parser.add_argument("--split", default="test")
@@ -118,8 +117,9 @@ def main(argv=None) -> None:
 
     results = []
     for model in args.model:
-        extractor = pipeline("token-classification", model=model, pipeline_class=LayoutTokenClassificationPipeline,
-                             device="cpu")
+        # An export folder of `python -m layoutkit.export_onnx` (fp32 or --quantize int8) runs on ONNX Runtime.
+        backend = "onnx" if (Path(model) / "model.onnx").is_file() else "torch"
+        extractor = load_predictor(model, backend=backend, task="token-classification", device="cpu")
         for source in sources:
             tally, ocr_seconds_total = Tally(), 0.0
             if source != "given":

@@ -32,12 +32,12 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ocr_quality import funsd_pages, invoice_pages  # noqa: E402
+from ocr_quality import funsd_pages, invoice_pages
 
-from layoutkit.boxes import load_page  # noqa: E402
-from layoutkit.fields import extract_fields  # noqa: E402
-from layoutkit.line_items import group_line_items  # noqa: E402
-from layoutkit.ocr import RapidOcrEngine, get_ocr_engine  # noqa: E402
+from layoutkit.boxes import load_page
+from layoutkit.fields import extract_fields
+from layoutkit.line_items import group_line_items
+from layoutkit.ocr import RapidOcrEngine, get_ocr_engine
 
 STAGES = ("decode", "detection", "angle cls", "recognition", "ocr other", "tesseract", "encoding", "forward",
           "fields", "JSON")

@@ -26,9 +26,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from end_to_end import Tally, gold_values, predicted_values  # noqa: E402
+from end_to_end import Tally, gold_values, predicted_values
 
-from dataset_loader.annotations import read_annotation  # noqa: E402
+from dataset_loader.annotations import read_annotation
 
 ROOT = Path(__file__).resolve().parents[1]
 

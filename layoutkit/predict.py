@@ -56,7 +56,7 @@ from layoutkit.ocr import DEFAULT_RAPIDOCR_PRESET, OCR_ENGINES, RAPIDOCR_PRESETS
 from layoutkit.postprocess import RULES, RuleConfig
 from layoutkit.prediction import predict_document
 from layoutkit.predictor import BACKENDS, load_predictor
-from layoutkit.read_ahead import read_ahead
+from layoutkit.read_ahead import parallel_ocr_options, read_ahead
 from layoutkit.relation_extraction import load_relation_pipeline
 
 
@@ -318,19 +318,12 @@ def main(argv=None) -> int:
 
 
 def read_ahead_engine(extractor, args, num_processes: int = 1):
-    """The OCR engine that reads pages ahead of the model, and how many pages it reads at once: RapidOCR with
-    --ocr_workers instances of cores / (workers x processes) ONNX Runtime threads each, so OCR threads never
-    outnumber the cores (more spin and slow every page: docs/performance.md); Tesseract (one single-threaded
-    subprocess per page) with --ocr_workers threads."""
-    cores = max(1, (os.cpu_count() or 1) // num_processes)
-    workers = args.ocr_workers or min(2, cores)
+    """The OCR engine that reads pages ahead of the model, with --ocr_workers pages at once (parallel_ocr_options),
+    and that number."""
     overrides = {"engine": args.ocr_engine, "lang": args.ocr_lang, "config": args.ocr_config,
                  "options": args.ocr_options}
-    engine = extractor.ocr_engine(overrides)
-    if engine.name == "rapidocr":
-        speed = {"workers": workers, "threads": max(1, cores // workers)}
-        engine = extractor.ocr_engine({**overrides, "options": {**args.ocr_options, **speed}})
-    return engine, workers
+    speed, workers = parallel_ocr_options(extractor.ocr_engine(overrides), args.ocr_workers, num_processes)
+    return extractor.ocr_engine({**overrides, "options": {**args.ocr_options, **speed}}), workers
 
 
 def merge_summaries(output_dir: Path, num_processes: int, sources: list[Path]) -> None:

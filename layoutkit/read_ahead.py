@@ -11,10 +11,12 @@ bounded on a long PDF). Results come back in input order.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 from .documents import DocumentError
 from .ocr import OcrEngine, OcrResult
@@ -32,6 +34,19 @@ class ReadWords(OcrEngine):
 
     def read(self, page) -> OcrResult:
         return self.result
+
+
+def parallel_ocr_options(engine: OcrEngine, workers: int | None = None, processes: int = 1) -> tuple[dict, int]:
+    """Engine options that let `workers` pages (default: one per core, at most 2) be OCR'd at once, and that
+    number. RapidOCR gets `workers` instances of cores / (workers x processes) ONNX Runtime threads each, so OCR
+    threads never outnumber the cores (they spin while waiting for work, and more of them than cores slow every
+    page: docs/performance.md); other engines need nothing (Tesseract runs a single-threaded subprocess per
+    page)."""
+    cores = max(1, (os.cpu_count() or 1) // max(1, processes))
+    workers = workers or min(2, cores)
+    if engine.name != "rapidocr":
+        return {}, workers
+    return {"workers": workers, "threads": max(1, cores // workers)}, workers
 
 
 _END = object()

@@ -51,6 +51,7 @@ from .fields import FieldSchema
 from .ocr import DEFAULT_OCR_ENGINE, OCR_ENGINES, parse_engine_option
 from .postprocess import RULES, RuleConfig
 from .prediction import predict_document
+from .read_ahead import parallel_ocr_options
 
 logger = logging.getLogger("layoutkit.serve")
 PAGE_HTML = Path(__file__).with_name("static") / "serve.html"
@@ -148,6 +149,12 @@ class ExtractionService:
             mixed_precision=args.mixed_precision, rule_config=args.rule_config, draw=False, words_json="request",
             field_schema=args.field_schema, line_item_grouping="rule",
         )
+        # Requests in flight OCR their pages at once (one RapidOCR instance each, cores / instances threads each)
+        # instead of queueing for one engine.
+        recorded = {"engine": args.ocr_engine, "lang": args.ocr_lang, "config": args.ocr_config,
+                    "options": args.ocr_options}
+        speed, _ = parallel_ocr_options(extractor.ocr_engine(recorded), min(args.workers, os.cpu_count() or 1))
+        self.settings.ocr_options = {**args.ocr_options, **speed}
         self.pool = ThreadPoolExecutor(max_workers=args.workers, thread_name_prefix="extract")
 
     # ------------------------------------------------------------------------------------------- files

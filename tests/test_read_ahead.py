@@ -71,7 +71,7 @@ def test_look_ahead_is_bounded():
     documents = read_ahead([50], read_pages, engine, workers=1, depth=4)
     time.sleep(0.5)
     assert len(decoded) <= 5
-    (source, pages, error), = list(documents)
+    ((_, pages, error),) = list(documents)
     assert len(pages) == 50 and error is None
 
 

@@ -91,3 +91,26 @@ def test_an_unexpected_reader_error_is_the_documents_error(workers):
     assert [(s, len(p), type(e).__name__ if e else None) for s, p, e in results] == [
         ("a", 1, None), ("boom", 0, "DocumentError"), ("b", 1, None)]
     assert "boom: OSError: disk gone" in str(results[1][2])
+
+
+def test_predict_ocr_speed_flags(tmp_path):
+    from layoutkit import predict
+
+    base = ["--model_name_or_path", "m", "--input", "x.png", "--output_dir", str(tmp_path)]
+    args = predict.parse_args([*base, "--ocr_preset", "accurate", "--ocr_workers", "3"])
+    assert args.ocr_options == {"preset": "accurate"} and args.ocr_workers == 3
+    assert predict.parse_args(base).ocr_workers is None  # min(2, cores) pages at once
+    for wrong in (["--ocr_preset", "fast", "--ocr_engine", "tesseract"], ["--ocr_workers", "-1"]):
+        with pytest.raises(SystemExit):
+            predict.parse_args([*base, *wrong])
+
+
+def test_parallel_ocr_options_never_outnumber_the_cores(monkeypatch):
+    from layoutkit import read_ahead as module
+    from layoutkit.ocr import get_ocr_engine
+
+    monkeypatch.setattr(module.os, "cpu_count", lambda: 8)
+    rapidocr = get_ocr_engine("rapidocr")
+    assert module.parallel_ocr_options(rapidocr) == ({"workers": 2, "threads": 4}, 2)
+    assert module.parallel_ocr_options(rapidocr, 4, processes=2) == ({"workers": 4, "threads": 1}, 4)
+    assert module.parallel_ocr_options(get_ocr_engine("tesseract"), 3) == ({}, 3)

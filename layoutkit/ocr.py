@@ -308,9 +308,10 @@ RAPIDOCR_PRESETS: dict[str, dict[str, Any]] = {
     # RapidOCR's own configuration: detection on the page with its short side at least 736 px, the angle
     # classifier on every text line, 6 lines per recognition batch.
     "accurate": {},
-    # Pages are upright (load_page applies EXIF rotation): no angle classifier; 16 lines per recognition batch.
-    # The default. "accurate" is for pages with upside-down text lines.
-    "fast": {"Global.use_cls": False, "Rec.rec_batch_num": 16},
+    # Pages are upright (load_page applies EXIF rotation): no angle classifier. The default; "accurate" is for
+    # pages with upside-down text lines. (16 lines per recognition batch read the same words, no faster, with
+    # 100 MiB more memory: not kept.)
+    "fast": {"Global.use_cls": False},
 }
 DEFAULT_RAPIDOCR_PRESET = "fast"
 

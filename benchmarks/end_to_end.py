@@ -27,14 +27,12 @@ import sys
 import time
 from pathlib import Path
 
-from transformers import pipeline
-
 from dataset_loader.annotations import read_annotation
 from dataset_loader.funsd import read_funsd
 from dataset_loader.ocr_build import OcrBuild
 from layoutkit.apps.end_to_end import measure
 from layoutkit.pipelines.pipeline_inputs import recorded_preprocessing, resolve_ocr_engine
-from layoutkit.pipelines.token_classification_pipeline import LayoutTokenClassificationPipeline
+from layoutkit.apps.pipeline_loader import load_predictor
 
 
 def load_documents(args) -> list:
@@ -56,7 +54,8 @@ def ocr_cell(result: dict) -> str:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", action="append", required=True, help="a checkpoint (repeatable)")
+    parser.add_argument("--model", action="append", required=True,
+                        help="a checkpoint or an ONNX export folder (repeatable)")
     parser.add_argument("--data_dir", type=Path, help="annotation folder (images/ + annotations/)")
     parser.add_argument("--dataset_path", type=Path, help="the dataset built from --data_dir (for the split's ids)")
     parser.add_argument("--split", default="test")
@@ -76,8 +75,9 @@ def main(argv=None) -> None:
 
     results = []
     for model in args.model:
-        extractor = pipeline("token-classification", model=model, pipeline_class=LayoutTokenClassificationPipeline,
-                             device="cpu")
+        # An export folder of `python -m layoutkit.apps.export_onnx` (fp32 or --quantize int8) runs on ONNX Runtime.
+        backend = "onnx" if (Path(model) / "model.onnx").is_file() else "torch"
+        extractor = load_predictor(model, backend=backend, task="token-classification", device="cpu")
         for source in sources:
             ocr_seconds_total = 0.0
             if source != "given":

@@ -38,7 +38,13 @@ SETTINGS = {
     "tesseract-threshold": ("tesseract", {"preprocess": "threshold"}),
     "tesseract-psm6": ("tesseract", {"psm": 6, "fallback_psms": []}),
     "tesseract-psm4": ("tesseract", {"psm": 4, "fallback_psms": []}),
-    "rapidocr": ("rapidocr", {}),
+    "rapidocr": ("rapidocr", {}),  # the default preset, "fast"
+    "rapidocr-accurate": ("rapidocr", {"preset": "accurate"}),  # RapidOCR's own configuration
+    "rapidocr-fast": ("rapidocr", {"preset": "fast"}),  # no angle classifier
+    "rapidocr-fast-rec-batch-16": ("rapidocr", {"preset": "fast", "params": {"Rec.rec_batch_num": 16}}),
+    "rapidocr-no-cls": ("rapidocr", {"params": {"Global.use_cls": False}}),
+    "rapidocr-det-960": ("rapidocr", {"params": {"Det.limit_type": "max", "Det.limit_side_len": 960}}),
+    "rapidocr-1-thread": ("rapidocr", {"threads": 1}),
 }
 
 

@@ -72,7 +72,7 @@ HYPERPARAMETERS = (
     "learning_rate", "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
     "num_train_epochs", "max_train_steps", "lr_scheduler_type", "num_warmup_steps", "warmup_ratio",
     "weight_decay", "max_grad_norm", "seed", "mixed_precision", "early_stopping_patience", "max_seq_length",
-    "stride", "label_all_tokens", "box_level", "image_size",
+    "stride", "label_all_tokens", "box_level", "image_size", "group_by_length", "attention_dropout",
 )
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -97,7 +97,8 @@ def card_inputs_from_args(args) -> dict:
         "dataset_config": values.get("dataset_config_name"),
         "repo_id": repo_id,
         "model_name": (repo_id or os.path.basename(os.path.normpath(output_dir))).split("/")[-1],
-        "hyperparameters": {k: values[k] for k in HYPERPARAMETERS if values.get(k) not in (None, False)},
+        # `is`, not `in`: 0.0 == False, and attention_dropout 0 is a choice the card records.
+        "hyperparameters": {k: values[k] for k in HYPERPARAMETERS if values.get(k) is not None and values[k] is not False},
     }
 
 

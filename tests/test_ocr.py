@@ -201,3 +201,35 @@ def test_tesseract_thread_limit_does_not_leak(monkeypatch):
     monkeypatch.setenv("OMP_THREAD_LIMIT", "3")
     get_ocr_engine("tesseract", min_height=0)(text_page())
     assert os.environ["OMP_THREAD_LIMIT"] == "3"
+
+
+# ----------------------------------------------------------------------------------- RapidOCR presets and speed
+def test_rapidocr_presets_and_speed_settings():
+    """A preset is a set of RapidOCR params, given params win key by key; the thread count goes to ONNX Runtime;
+    the settings a dataset records name the preset and params but not the speed settings (same words)."""
+    engine = ocr.RapidOcrEngine(preset="fast", params={"Rec.rec_batch_num": 8}, threads=1, workers=2)
+    assert engine.rapidocr_params() == {"Global.use_cls": False, "Rec.rec_batch_num": 8,
+                                        "EngineConfig.onnxruntime.intra_op_num_threads": 1}
+    assert engine.settings() == {"engine": "rapidocr", "lang": "eng", "min_confidence": 0.0, "preset": "fast",
+                                 "params": {"Rec.rec_batch_num": 8}}
+    assert ocr.RapidOcrEngine().rapidocr_params() == ocr.RAPIDOCR_PRESETS[ocr.DEFAULT_RAPIDOCR_PRESET]
+    with pytest.raises(ValueError, match="unknown RapidOCR preset 'quick'; available: accurate, fast"):
+        get_ocr_engine("rapidocr", preset="quick")
+    with pytest.raises(ValueError, match="at least 1"):
+        get_ocr_engine("rapidocr", workers=0)
+
+
+def test_rapidocr_reads_pages_in_parallel_like_one_at_a_time():
+    """Two workers (one RapidOCR instance each, one ONNX Runtime thread each) read the same words as one."""
+    pytest.importorskip("rapidocr", reason="rapidocr is not installed (pip install rapidocr onnxruntime)")
+    from concurrent.futures import ThreadPoolExecutor
+
+    pages = [text_page(), text_page(LINES[::-1])]
+    single = [get_ocr_engine("rapidocr", preset="fast")(page) for page in pages]
+    parallel_engine = get_ocr_engine("rapidocr", preset="fast", workers=2, threads=1)
+    with ThreadPoolExecutor(2) as pool:
+        parallel = list(pool.map(parallel_engine, pages * 2))
+    assert len(parallel_engine._idle) <= 2
+    for result, expected in zip(parallel, single * 2):
+        assert result.words == expected.words and result.line_ids == expected.line_ids
+    assert single[0].words == words_of()

@@ -135,3 +135,29 @@ def test_predict_onnx_backend_gives_the_torch_output(trained_ner_checkpoint, syn
 
     with pytest.raises(FileNotFoundError, match="layoutkit.apps.export_onnx"):
         load_predictor(trained_ner_checkpoint, backend="onnx")
+
+
+@pytest.mark.parametrize("model_type", ["layoutlm", "lilt"])
+def test_int8_export_is_smaller_and_agrees_with_pytorch(scratch_checkpoint, tmp_path, model_type):
+    """`--quantize int8`: ONNX Runtime dynamic quantization of the verified graph; the int8 graph replaces the fp32
+    one, records how far it is from PyTorch, and runs through the pipeline on the ONNX backend."""
+    from PIL import Image
+
+    from layoutkit.apps.export_onnx import main
+    from layoutkit.apps.pipeline_loader import load_predictor
+
+    checkpoint = classification_checkpoint(scratch_checkpoint, tmp_path, model_type, "token")
+    assert main(["--model", str(checkpoint), "--output", str(tmp_path / "fp32")]) == 0
+    assert main(["--model", str(checkpoint), "--output", str(tmp_path / "int8"), "--quantize", "int8"]) == 0
+    info = json.loads((tmp_path / "int8" / "onnx_export.json").read_text())
+    assert info["quantization"]["method"].startswith("onnxruntime.quantization.quantize_dynamic")
+    assert all(p["max_abs_diff"] < MAX_ABS_DIFF for p in info["parity"])  # the fp32 graph it started from
+    agreement = [p["argmax_agreement"] for p in info["quantization"]["parity"]]
+    assert min(agreement) >= 0.9, agreement
+    assert (tmp_path / "int8" / "model.onnx").stat().st_size < 0.6 * (tmp_path / "fp32" / "model.onnx").stat().st_size
+    assert not list((tmp_path / "int8").glob("*.int8.onnx"))
+    extractor = load_predictor(tmp_path / "int8", backend="onnx", task="token-classification")
+    output = extractor({"image": Image.new("RGB", (200, 100), "white"), "words": ["Total", "12.00"],
+                        "boxes": [[10, 10, 60, 30], [70, 10, 120, 30]]}, return_words=True)
+    assert [w["text"] for w in output["words"]] == ["Total", "12.00"]
+    assert {w["label"] for w in output["words"]} <= {"O", "B-total", "I-total"}

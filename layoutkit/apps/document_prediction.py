@@ -46,7 +46,9 @@ def predict_document(extractor, source: Path | None, pages, words_pages, setting
                 mixed_precision=settings.mixed_precision, rules=settings.rule_config, return_words=True, draw=draw)
     for number, page_input in enumerate(pages, start=1):
         # A page is an image, or (a PDF page, documents.pdf_page_inputs) a dict with its image and, when its text
-        # layer was taken, its words ("words_source" pdf_text / pdf_invisible_text; None: read by OCR).
+        # layer was taken, its words ("words_source" pdf_text / pdf_invisible_text; None: read by OCR); either may
+        # come as (page, future words) when OCR reads it ahead of the model (read_ahead.py).
+        page_input, ocr_ahead = page_input if isinstance(page_input, tuple) else (page_input, None)
         page_input = page_input if isinstance(page_input, dict) else {"image": page_input}
         image = page_input["image"]
         if words_pages is not None:
@@ -58,8 +60,10 @@ def predict_document(extractor, source: Path | None, pages, words_pages, setting
         else:
             inputs = page_input  # a pipeline input: with words (text layer) or without (OCR)
         try:
+            # Words read ahead: the pipeline takes them as if its engine had read the page itself.
+            page_call = call if ocr_ahead is None else {**call, "ocr_engine": ocr_ahead.result()}
             with collect_warnings() as messages:
-                output = extractor(inputs, **call)
+                output = extractor(inputs, **page_call)
         except OcrError as error:
             raise DocumentError(f"{source}: OCR failed on page {number}: {error}") from None
         except ValueError as error:

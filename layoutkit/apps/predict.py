@@ -51,6 +51,7 @@ from layoutkit.apps.documents import (
     pdf_page_inputs,
 )
 from layoutkit.apps.labelstudio_format import document_tasks, document_uncertainty
+from layoutkit.apps.read_ahead import parallel_ocr_options, read_ahead
 from layoutkit.apps.settings import InferenceSettings, parse_inference_args
 from layoutkit.flags import flag
 
@@ -62,6 +63,9 @@ class PredictArguments:
     output_dir: str = field(metadata={"help": "where the JSON files and summary.jsonl go"})
     input: str | None = flag("an image, a PDF or a folder of them (optional with --words_json)")
     words_json: str | None = flag("words and pixel boxes in the annotation format; skips OCR")
+    ocr_workers: int | None = flag("pages OCR'd at once, ahead of the model, each with cores/workers ONNX Runtime "
+                                   "threads (RapidOCR; default: one per core up to 2); 0 reads each page inside the "
+                                   "pipeline, one at a time")
     batch_size: int = flag("windows per forward pass", 8)
     draw: str | None = flag("also write <name>.page<N>.png: the page with its words and entities and a legend of the "
                             "field colours; --draw panel: with a side panel listing the entities instead",
@@ -87,6 +91,8 @@ class PredictArguments:
             raise ValueError("--batch_size must be positive")
         if self.line_item_grouping == "relations" and not self.relation_model:
             raise ValueError("--line_item_grouping relations needs --relation_model")
+        if self.ocr_workers is not None and self.ocr_workers < 0:
+            raise ValueError("--ocr_workers must be 0 or more")
 
 
 def parse_args(argv=None) -> tuple[InferenceSettings, PredictArguments]:
@@ -197,12 +203,21 @@ def main(argv=None) -> int:
     labelstudio_tasks = []  # (source, its tasks) of this process's documents
     summary_path = output_dir / ("summary.jsonl" if state.num_processes == 1 else
                                  f"summary.process{state.process_index}.jsonl.partial")
+    if words_pages is None and args.ocr_workers != 0:
+        engine, workers = read_ahead_engine(extractor, settings, args.ocr_workers, state.num_processes)
+        documents = read_ahead(shard, lambda source: document_pages(source, settings), engine, workers)
+    else:
+        documents = ((source, None, None) for source in shard)
     with open(summary_path, "w", encoding="utf-8") as summary:
-        for source in shard:
+        for source, read_pages, read_error in documents:
             started = time.perf_counter()
             row = {"source": str(source)}
             try:
-                if words_pages is not None and not args.input:
+                if read_error is not None:
+                    raise read_error
+                if read_pages is not None:
+                    pages = read_pages
+                elif words_pages is not None and not args.input:
                     pages = (next(image_pages(p["image_path"], settings.max_image_pixels)) for p in words_pages)
                 else:
                     pages = document_pages(source, settings)
@@ -262,6 +277,15 @@ def main(argv=None) -> int:
         print(f"{succeeded}/{len(sources)} documents processed; summary: {output_dir / 'summary.jsonl'}",
               file=sys.stderr)
     return 0 if succeeded else 1
+
+
+def read_ahead_engine(extractor, settings: InferenceSettings, ocr_workers: int | None, num_processes: int = 1):
+    """The OCR engine that reads pages ahead of the model, with `ocr_workers` pages at once (parallel_ocr_options),
+    and that number."""
+    overrides = {"engine": settings.ocr_engine, "lang": settings.ocr_lang, "config": settings.ocr_config,
+                 "options": settings.ocr_options}
+    speed, workers = parallel_ocr_options(extractor.ocr_engine(overrides), ocr_workers, num_processes)
+    return extractor.ocr_engine({**overrides, "options": {**settings.ocr_options, **speed}}), workers
 
 
 def merge_summaries(output_dir: Path, num_processes: int, sources: list[Path]) -> None:

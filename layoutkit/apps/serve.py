@@ -25,6 +25,7 @@ Requires the `serve` extra: `pip install 'layoutkit[serve]'` (FastAPI, uvicorn, 
 import asyncio
 import base64
 import contextlib
+import copy
 import functools
 import io
 import logging
@@ -44,6 +45,7 @@ from ..pipelines.ocr import DEFAULT_OCR_ENGINE
 from .document_prediction import predict_document
 from .documents import DocumentError, LimitError, image_pages, pdf_page_inputs
 from .process_tempdir import ProcessTempDir
+from .read_ahead import parallel_ocr_options
 from .request_checks import (
     CheckedUpload,
     CheckedWords,
@@ -139,7 +141,13 @@ class ExtractionService:
 
     def __init__(self, extractor, settings: InferenceSettings, args: ServiceArguments):
         self.extractor = extractor
-        self.settings, self.args = settings, args
+        self.settings, self.args = copy.copy(settings), args
+        # Requests in flight OCR their pages at once (one RapidOCR instance each, cores / instances threads each)
+        # instead of queueing for one engine.
+        recorded = {"engine": settings.ocr_engine, "lang": settings.ocr_lang, "config": settings.ocr_config,
+                    "options": settings.ocr_options}
+        speed, _ = parallel_ocr_options(extractor.ocr_engine(recorded), min(args.workers, os.cpu_count() or 1))
+        self.settings.ocr_options = {**settings.ocr_options, **speed}
         self.max_upload_bytes = int(args.max_upload_mb * 1_000_000)
         self.limits = Limits(args.max_pages, settings.max_image_pixels, settings.dpi)
         self.pool = ThreadPoolExecutor(max_workers=args.workers, thread_name_prefix="extract")

@@ -15,7 +15,7 @@ from transformers import HfArgumentParser
 
 from ..flags import HelpFormatter, flag, parse_dataclasses
 from ..pipelines.fields import FieldSchema
-from ..pipelines.ocr import OCR_ENGINES, parse_engine_option
+from ..pipelines.ocr import DEFAULT_RAPIDOCR_PRESET, OCR_ENGINES, RAPIDOCR_PRESETS, parse_engine_option
 from ..pipelines.pdf_text import PDF_TEXT_HELP
 from ..pipelines.postprocess import RULES, RuleConfig
 from .documents import DEFAULT_MAX_PIXELS
@@ -42,6 +42,9 @@ class InferenceSettings:
                                   "rapidocr)", choices=sorted(OCR_ENGINES))
     ocr_lang: str | None = flag('OCR language(s), e.g. "eng", "deu+eng" (default eng)')
     ocr_config: str | None = flag('extra tesseract options, e.g. "--oem 1"')
+    ocr_preset: str | None = flag(
+        "RapidOCR settings by name: accurate (RapidOCR's own) or fast (no angle classifier); default: what the model "
+        f"records, else {DEFAULT_RAPIDOCR_PRESET} (docs/performance.md)", choices=sorted(RAPIDOCR_PRESETS))
     ocr_option: list[str] = field(default_factory=list, metadata={
         "help": "OCR engine settings KEY=VALUE, repeatable, e.g. min_height=0 (values read as JSON when they parse)",
         "action": "extend", "metavar": "KEY=VALUE"})
@@ -89,6 +92,11 @@ class InferenceSettings:
             self.ocr_options = dict(parse_engine_option(text) for text in self.ocr_option)
         except ValueError as error:
             raise ValueError(f"--ocr_option: {error}") from None
+        if self.ocr_preset:
+            if self.ocr_engine == "tesseract":
+                raise ValueError("--ocr_preset names RapidOCR settings; Tesseract's are --ocr_option KEY=VALUE "
+                                 "(docs/ocr.md)")
+            self.ocr_options["preset"] = self.ocr_preset
 
 
 def parse_inference_args(program_arguments: type, argv=None, description: str | None = None) -> tuple:

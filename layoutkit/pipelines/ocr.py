@@ -300,26 +300,66 @@ def scale_box(box, factor: float, width: int, height: int) -> list[int]:
 
 
 # ------------------------------------------------------------------------------------------------ RapidOCR
+# Named RapidOCR settings (`--ocr_preset`), judged by benchmarks/ocr_quality.py (docs/performance.md): on 20 FUNSD
+# test scans "fast" finds 74.0% of the words against "accurate"'s 72.6% (the angle classifier turns some upright
+# lines of real scans upside down), without the classifier's pass over every text line. Keys are
+# `rapidocr.RapidOCR(params=...)` keys; `params` given with a preset override it key by key.
+RAPIDOCR_PRESETS: dict[str, dict[str, Any]] = {
+    # RapidOCR's own configuration: detection on the page with its short side at least 736 px, the angle
+    # classifier on every text line, 6 lines per recognition batch.
+    "accurate": {},
+    # Pages are upright (load_page applies EXIF rotation): no angle classifier. The default; "accurate" is for
+    # pages with upside-down text lines. (16 lines per recognition batch read the same words, no faster, with
+    # 100 MiB more memory: not kept.)
+    "fast": {"Global.use_cls": False},
+}
+DEFAULT_RAPIDOCR_PRESET = "fast"
+
+
 @register_ocr_engine
 class RapidOcrEngine(OcrEngine):
     """RapidOCR (PaddleOCR's models on ONNX Runtime) with word boxes (`return_word_box`).
 
     The wheel's default models read Latin script and Chinese; `lang` is recorded but does not pick a model.
-    `params` is passed to `rapidocr.RapidOCR(params=...)` (other models, thresholds, threads).
+    `preset`: a name of `RAPIDOCR_PRESETS` ("accurate", "fast"); `params` is passed on top of it to
+    `rapidocr.RapidOCR(params=...)` (other models, thresholds).
+
+    Speed settings (not recorded: they do not change the words): `workers`, how many pages are read at once (one
+    RapidOCR instance each, loaded when first needed; default 1: callers beyond it wait), and `threads`, ONNX
+    Runtime's intra-op threads per instance (default: ONNX Runtime's own, one per core). On a shared or busy
+    machine give workers x threads <= cores: ONNX Runtime's threads spin while waiting for work, so more threads
+    than cores slow every page (docs/performance.md).
     """
 
     name = "rapidocr"
     requirement = "`pip install rapidocr onnxruntime` (`pip install 'layoutkit[ocr]'` with layoutkit)"
 
-    def __init__(self, lang: str = "eng", min_confidence: float = 0.0, params: dict | None = None):
+    def __init__(self, lang: str = "eng", min_confidence: float = 0.0, params: dict | None = None,
+                 preset: str = DEFAULT_RAPIDOCR_PRESET, threads: int | None = None, workers: int = 1):
         super().__init__(lang, min_confidence)
+        if preset not in RAPIDOCR_PRESETS:
+            raise ValueError(f"unknown RapidOCR preset {preset!r}; available: {', '.join(RAPIDOCR_PRESETS)}")
+        if (threads is not None and int(threads) < 1) or int(workers) < 1:
+            raise ValueError(f"threads and workers must be at least 1, got threads={threads}, workers={workers}")
         self.params = dict(params or {})
-        self._reader = None
-        # One page at a time: ONNX Runtime already uses every core for one page.
-        self._lock = threading.Lock()
+        self.preset = preset
+        self.threads = None if threads is None else int(threads)
+        self.workers = int(workers)
+        # RapidOCR instances not reading a page now; a caller takes one (or loads one) and gives it back.
+        self._idle: list = []
+        self._pool_lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(self.workers)
 
     def settings(self) -> dict[str, Any]:
-        return {**super().settings(), "params": self.params}
+        # `threads` changes the speed, not the words: not recorded.
+        return {**super().settings(), "preset": self.preset, "params": self.params}
+
+    def rapidocr_params(self) -> dict[str, Any]:
+        """What `rapidocr.RapidOCR(params=...)` receives: the preset, the given params, the thread count."""
+        params = {**RAPIDOCR_PRESETS[self.preset], **self.params}
+        if self.threads is not None:
+            params["EngineConfig.onnxruntime.intra_op_num_threads"] = self.threads
+        return params
 
     def __getstate__(self) -> dict[str, Any]:
         """The engine pickles as its settings: the loaded reader (ONNX Runtime sessions, which cannot be pickled)
@@ -331,22 +371,39 @@ class RapidOcrEngine(OcrEngine):
         self.__dict__.update(state, _reader=None, _lock=threading.Lock())
 
     def _load(self):
-        if self._reader is None:
-            try:
-                import logging
+        try:
+            import logging
 
-                from rapidocr import RapidOCR
-            except ImportError as error:
-                raise OcrError(f"the rapidocr OCR engine needs {self.requirement}") from error
-            self._reader = RapidOCR(params=self.params or None)
-            # It logs every model path at INFO and "text detection result is empty" as a warning for every blank
-            # page; an empty page is reported by the caller (predict.py: "no text found").
-            logging.getLogger("RapidOCR").setLevel(logging.ERROR)
-        return self._reader
+            from rapidocr import RapidOCR
+        except ImportError as error:
+            raise OcrError(f"the rapidocr OCR engine needs {self.requirement}") from error
+        reader = RapidOCR(params=self.rapidocr_params() or None)
+        # It logs every model path at INFO and "text detection result is empty" as a warning for every blank
+        # page; an empty page is reported by the caller (predict.py: "no text found").
+        logging.getLogger("RapidOCR").setLevel(logging.ERROR)
+        return reader
+
+    def run(self, page: Image.Image):
+        """RapidOCR's own output for a page (its `elapse_list` holds seconds of detection, angle classification
+        and recognition: benchmarks/page_latency.py). At most `workers` pages at once."""
+        with self._slots:
+            with self._pool_lock:
+                reader = self._idle.pop() if self._idle else None
+            try:
+                if reader is None:
+                    reader = self._load()
+                return reader(np.asarray(page), return_word_box=True)
+            finally:
+                if reader is not None:
+                    with self._pool_lock:
+                        self._idle.append(reader)
 
     def read(self, page: Image.Image) -> OcrResult:
-        with self._lock:
-            output = self._load()(np.asarray(page), return_word_box=True)
+        return self.words(self.run(page), page)
+
+    @staticmethod
+    def words(output, page: Image.Image) -> OcrResult:
+        """RapidOCR's output as words with boxes in the page's pixels, one line id per detected text line."""
         result = OcrResult()
         if not output.txts:  # nothing detected (word_results then holds a placeholder without a box)
             return result

@@ -15,6 +15,8 @@ surrounding words, their positions and the page.
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import nn
 from transformers.modeling_outputs import MaskedLMOutput
@@ -42,7 +44,10 @@ class LayoutMaskedLMMixin:
 
     def __init__(self, config):
         super().__init__(config)
-        setattr(self, self.base_model_prefix, self.base_model_class(config))
+        # Built as the family's token classifier builds it (LiLT's without its pooler), so the two load each other.
+        takes_pooling = "add_pooling_layer" in inspect.signature(self.base_model_class.__init__).parameters
+        encoder = self.base_model_class(config, **({"add_pooling_layer": False} if takes_pooling else {}))
+        setattr(self, self.base_model_prefix, encoder)
         self.mlm_head = LayoutMaskedLMHead(config)
         self.post_init()
         # The pooler (the first token's tanh projection, for classification) is not part of this objective.

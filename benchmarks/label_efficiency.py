@@ -30,9 +30,11 @@ def run(script: str, *args) -> dict:
     output_dir = Path(args[list(args).index("--output_dir") + 1])
     if not (output_dir / "all_results.json").is_file():  # a re-run reuses finished runs
         env = {**os.environ, "PYTHONPATH": str(REPO)}
-        result = subprocess.run(command, env=env, capture_output=True, text=True)
-        if result.returncode:
-            sys.exit(f"failed: {' '.join(command)}\n{result.stderr[-4000:]}")
+        log = output_dir.parent / f"{output_dir.name}.log"
+        with open(log, "w") as handle:
+            code = subprocess.run(command, env=env, stdout=handle, stderr=subprocess.STDOUT).returncode
+        if code:
+            sys.exit(f"failed: {' '.join(command)}; see {log}")
     return json.loads((output_dir / "all_results.json").read_text())
 
 

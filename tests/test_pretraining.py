@@ -151,3 +151,50 @@ def test_fine_tuning_starts_from_the_pretrained_checkpoint(invoice_dataset, scra
     config = json.loads((output / "config.json").read_text())
     assert config["architectures"] == ["LayoutLMForTokenClassification"] and "token-classification" in config[
         "custom_pipelines"]
+
+
+def test_pages_folder_becomes_a_corpus_with_cached_ocr(tmp_path, monkeypatch):
+    """`layoutkit pretraining-corpus`: images and a PDF's pages, read by the OCR engine once (a second build reads
+    every page from the cache), words and boxes scaled with the stored image, blank pages skipped."""
+    from datasets import load_from_disk
+    from PIL import Image
+
+    from layoutkit.cli import main as layoutkit
+    from layoutkit.pipelines.ocr import OCR_ENGINES, OcrEngine, OcrResult, register_ocr_engine
+
+    calls = []
+
+    class FixedWords(OcrEngine):
+        name = "fixed-words-test"
+
+        def read(self, page):
+            calls.append(page.size)
+            if page.getpixel((0, 0)) == (0, 0, 0):  # the black page has no words
+                return OcrResult()
+            return OcrResult(["Invoice", "total"], [[100, 100, 300, 150], [1000, 1800, 1900, 1950]], [99, 99], [0, 0])
+
+    monkeypatch.setitem(OCR_ENGINES, FixedWords.name, FixedWords)
+    register_ocr_engine(FixedWords)
+    pages = tmp_path / "pages"
+    (pages / "sub").mkdir(parents=True)
+    Image.new("RGB", (2000, 2000), "white").save(pages / "a.png")
+    Image.new("RGB", (500, 700), "white").save(pages / "sub" / "b.jpg")
+    Image.new("RGB", (400, 400), "black").save(pages / "blank.png")
+    Image.new("RGB", (300, 300), "white").save(pages / "c.pdf", save_all=True,
+                                                 append_images=[Image.new("RGB", (300, 300), "white")])
+    (pages / "notes.txt").write_text("not a page")
+    cache = tmp_path / "ocr-cache"
+    # Another --max_side the second time, so the pages are read again (not taken from the datasets cache).
+    for build, max_side in (("first", "800"), ("second", "1000")):
+        assert layoutkit(["pretraining-corpus", "--pages_dir", str(pages), "--output", str(tmp_path / build),
+                          "--ocr_engine", FixedWords.name, "--ocr_cache", str(cache), "--max_side", max_side,
+                          "--validation_fraction", "0.2"]) == 0
+        if build == "first":
+            assert len(calls) == 5  # a.png, blank.png, c.pdf's two pages, sub/b.jpg
+    assert len(calls) == 5  # the second build read every page from the OCR cache
+    corpus = load_from_disk(str(tmp_path / "second"))
+    assert sorted(corpus) == ["train", "validation"] and len(corpus["train"]) + len(corpus["validation"]) == 4
+    page = next(p for split in corpus.values() for p in split if p["id"] == "a.png#1")
+    assert page["image"].size == (1000, 1000) and page["words"] == ["Invoice", "total"]
+    assert page["bboxes"][1] == [500, 900, 950, 975]  # halved with the image
+    assert {p["id"] for split in corpus.values() for p in split} == {"a.png#1", "b.jpg#1", "c.pdf#1", "c.pdf#2"}

@@ -32,7 +32,8 @@ def run(script: str, *args) -> dict:
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         log = output_dir.parent / f"{output_dir.name}.log"
         with open(log, "w") as handle:
-            code = subprocess.run(command, env=env, stdout=handle, stderr=subprocess.STDOUT).returncode
+            code = subprocess.run(command, env=env, stdout=handle, stderr=subprocess.STDOUT,
+                                  check=False).returncode
         if code:
             sys.exit(f"failed: {' '.join(command)}; see {log}")
     return json.loads((output_dir / "all_results.json").read_text())

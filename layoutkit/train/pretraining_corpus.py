@@ -17,7 +17,8 @@ import json
 import os
 from pathlib import Path
 
-from datasets import DatasetDict, Features, Image as ImageFeature, Sequence, Value
+from datasets import DatasetDict, Features, Sequence, Value
+from datasets import Image as ImageFeature
 from tqdm.auto import tqdm
 
 from ..apps.documents import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, PDF_SUFFIXES, image_pages, pdf_pages

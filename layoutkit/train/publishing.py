@@ -45,13 +45,14 @@ def epoch_end_hook(accelerator: Accelerator, training: TrainingArguments, model,
                    on_epoch_end=None):
     """The `fit(on_epoch_end=...)` callback: with --push_every_epoch, save and upload the model; then
     `on_epoch_end(epoch, metrics)` (a hyperparameter search's pruning report), if given."""
-    from ..pipelines.attach import attach_pipeline
+    from ..pipelines.attach import PIPELINES, attach_pipeline
 
     def end_of_epoch(epoch: int, metrics: dict) -> None:
         if training.push_to_hub and training.push_every_epoch:
             save_model(accelerator, model, processor, training.output_dir)  # every process: it waits for all
             if accelerator.is_main_process:
-                attach_pipeline(training.output_dir, task)
+                if task in PIPELINES:
+                    attach_pipeline(training.output_dir, task)
                 push_folder(training, training.output_dir, f"epoch {epoch}")
         if on_epoch_end is not None and metrics:  # a search prunes on validation metrics; none, nothing to report
             on_epoch_end(epoch, metrics)

@@ -48,6 +48,16 @@ def test_each_family_pretrains_into_a_checkpoint_token_classification_loads(
     saved = __import__("safetensors.torch", fromlist=["load_file"]).load_file(str(output / "model.safetensors"))
     encoder = {k: v for k, v in model.state_dict().items() if not k.startswith("classifier.")}
     assert all(torch.equal(saved[k], v) for k, v in encoder.items() if k in saved)
+    # Continuing pretraining from the output loads every weight, the masked-LM head's included, unchanged.
+    from transformers import AutoConfig
+
+    from layoutkit.train.masked_lm import MaskedLayoutModel
+
+    again, info = MaskedLayoutModel.from_pretrained(output, config=AutoConfig.from_pretrained(output),
+                                                    output_loading_info=True)
+    assert not any(info.values()), info
+    weights = again.state_dict()  # v1's tied decoder is not saved separately: the embeddings are
+    assert set(saved) <= set(weights) and all(torch.equal(v, weights[k]) for k, v in saved.items())
     card = (output / "README.md").read_text()
     assert "masked language modelling" in card and "3 optimizer steps" in card and "12 pages" in card
     assert "custom_pipelines" not in json.loads((output / "config.json").read_text())

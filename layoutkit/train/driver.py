@@ -137,6 +137,10 @@ class Task:
         """The labels the model card lists."""
         return self.label_names
 
+    def card_overrides(self, results: dict) -> dict:
+        """Model-card fields the task words itself (`build_model_card` arguments: intended_use, usage, tags)."""
+        return {}
+
     def run_results(self) -> dict:
         """Facts of the run for all_results.json (e.g. the metric that picked the epoch)."""
         return {}
@@ -252,6 +256,6 @@ def train_and_evaluate(task: Task, on_epoch_end=None) -> dict:
             write_jsonl(os.path.join(training.output_dir, f"{report_split}_predictions.jsonl"), evaluation.records)
 
     save_run(accelerator, training, args.flags(), model, processor, task.pipeline_task, task.card_labels(), results,
-             state)
+             state, card_overrides=task.card_overrides(results))
     accelerator.end_training()
     return results

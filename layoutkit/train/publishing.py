@@ -45,13 +45,14 @@ def epoch_end_hook(accelerator: Accelerator, training: TrainingArguments, model,
                    on_epoch_end=None):
     """The `fit(on_epoch_end=...)` callback: with --push_every_epoch, save and upload the model; then
     `on_epoch_end(epoch, metrics)` (a hyperparameter search's pruning report), if given."""
-    from ..pipelines.attach import attach_pipeline
+    from ..pipelines.attach import PIPELINES, attach_pipeline
 
     def end_of_epoch(epoch: int, metrics: dict) -> None:
         if training.push_to_hub and training.push_every_epoch:
             save_model(accelerator, model, processor, training.output_dir)  # every process: it waits for all
             if accelerator.is_main_process:
-                attach_pipeline(training.output_dir, task)
+                if task in PIPELINES:
+                    attach_pipeline(training.output_dir, task)
                 push_folder(training, training.output_dir, f"epoch {epoch}")
         if on_epoch_end is not None and metrics:  # a search prunes on validation metrics; none, nothing to report
             on_epoch_end(epoch, metrics)
@@ -60,12 +61,13 @@ def epoch_end_hook(accelerator: Accelerator, training: TrainingArguments, model,
 
 
 def save_run(accelerator: Accelerator, training: TrainingArguments, flags: dict, model, processor, task: str,
-             label_names, results: dict, state: TrainingState) -> None:
+             label_names, results: dict, state: TrainingState, card_overrides: dict | None = None) -> None:
     """The final model folder: weights and processor, the task's custom pipeline, all_results.json,
     training_history.json and the model card; logged to MLflow and pushed with --push_to_hub.
     `flags` (every flag of the run) fill the card's hyperparameters. Task-specific reports must be written into
-    the output folder before, so they are logged and pushed too."""
-    from ..pipelines.attach import attach_pipeline
+    the output folder before, so they are logged and pushed too. A task without a shipped pipeline (pretraining)
+    gets none."""
+    from ..pipelines.attach import PIPELINES, attach_pipeline
 
     if accelerator.is_main_process:
         # The results first: a failure in a later, optional step (pipeline files, card, upload) cannot lose them.
@@ -74,8 +76,9 @@ def save_run(accelerator: Accelerator, training: TrainingArguments, flags: dict,
     save_model(accelerator, model, processor, training.output_dir)
     if accelerator.is_main_process:
         write_model_card(training.output_dir, task=task, labels=label_names, metrics=results, history=state.history,
-                         args=flags)
-        attach_pipeline(training.output_dir, task)  # pipeline(task, model=output_dir, trust_remote_code=True)
+                         args=flags, **(card_overrides or {}))
+        if task in PIPELINES:
+            attach_pipeline(training.output_dir, task)  # pipeline(task, model=output_dir, trust_remote_code=True)
         log_artifacts(accelerator, training.output_dir, "model")
         if training.push_to_hub:
             repo_id = push_folder(training, training.output_dir, "End of training")

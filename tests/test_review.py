@@ -211,10 +211,10 @@ def test_locale_and_day_first_flags(tmp_path, capsys):
     base = ["--model_name_or_path", "m", "--input", "x", "--output_dir", "o"]
     schema = tmp_path / "schema.json"
     schema.write_text('{"locale": "en_US", "fields": {"total": {"type": "amount", "required": true}}}')
-    args = predict.parse_args(base + ["--schema", str(schema), "--locale", "de-DE", "--day_first", "false"])
-    assert args.field_schema.locale == "de-DE" and args.field_schema.day_first is False
-    assert args.field_schema.required_fields() == ["total"]
-    assert serve.parse_args(["--model", "m", "--locale", "fr_CH"]).field_schema.locale == "fr_CH"
+    settings, _ = predict.parse_args(base + ["--schema", str(schema), "--locale", "de-DE", "--day_first", "false"])
+    assert settings.field_schema.locale == "de-DE" and settings.field_schema.day_first is False
+    assert settings.field_schema.required_fields() == ["total"]
+    assert serve.parse_args(["--model", "m", "--locale", "fr_CH"])[0].field_schema.locale == "fr_CH"
     with pytest.raises(SystemExit):
         predict.parse_args(base + ["--locale", "xx_YY"])
     assert "unknown locale 'xx_YY'" in capsys.readouterr().err

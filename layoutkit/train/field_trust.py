@@ -99,9 +99,9 @@ def split_outcomes(records, boxes_per_document, schema) -> list[tuple[str, float
 def review_threshold(scores, correct, precision: float) -> tuple[float, float, float]:
     """(threshold, precision, coverage): the lowest score s such that the values scoring >= s are right at
     least `precision` of the time, with that precision and the share of values accepted. When no threshold
-    reaches it, a threshold above every score (nothing accepted)."""
+    reaches it, a threshold above every score (nothing accepted; precision None)."""
     pairs = sorted(zip(scores, correct), key=lambda pair: -pair[0])
-    best = (math.nextafter(1.0, 2.0), float("nan"), 0.0)
+    best = (math.nextafter(1.0, 2.0), None, 0.0)
     right = 0
     for index, (score, ok) in enumerate(pairs):
         right += int(ok)
@@ -144,7 +144,7 @@ def fit_trust(records, boxes_per_document, schema=None, review_precision: float 
     metrics = {
         "field_calibration_method": calibration["chosen"],
         "field_values": len(outcomes),
-        "field_accuracy": sum(correct) / len(correct) if correct else float("nan"),
+        "field_accuracy": sum(correct) / len(correct) if correct else None,
         **{f"field_ece_heldout_{method}": ece for method, ece in calibration["heldout_ece"].items()},
         **{f"field_brier_heldout_{method}": value for method, value in calibration.get("heldout_brier", {}).items()},
         "review_threshold": threshold,
@@ -167,11 +167,12 @@ def measure_trust(records, boxes_per_document, trust: dict, schema=None) -> tupl
     accepted = [right for score, right in zip(calibrated, correct) if score >= trust["review_threshold"]]
     metrics = {
         "field_values": len(outcomes),
-        "field_accuracy": sum(correct) / len(correct) if correct else float("nan"),
+        "field_accuracy": sum(correct) / len(correct) if correct else None,
         "field_ece_model": expected_calibration_error(raw, correct),
         "field_ece": expected_calibration_error(calibrated, correct),
-        "auto_precision": sum(accepted) / len(accepted) if accepted else float("nan"),
-        "auto_coverage": len(accepted) / len(correct) if correct else float("nan"),
+        # None, not NaN, where nothing is there to count: results are JSON (and NaN never equals itself).
+        "auto_precision": sum(accepted) / len(accepted) if accepted else None,
+        "auto_coverage": len(accepted) / len(correct) if correct else None,
     }
     tables = {"model": reliability_bins(raw, correct), "calibrated": reliability_bins(calibrated, correct)}
     return metrics, tables

@@ -188,8 +188,9 @@ class TokenClassificationTask(Task):
                                    dates=dates)
         accelerator.unwrap_model(model).config.field_trust = trust
         self.field_trust = trust
+        precision = "none reached" if metrics["auto_precision"] is None else f"{metrics['auto_precision']:.4f}"
         accelerator.print(f"field confidence: {metrics['field_calibration_method']} calibration, review threshold "
-                          f"{metrics['review_threshold']:.4f} (validation precision {metrics['auto_precision']:.4f}, "
+                          f"{metrics['review_threshold']:.4f} (validation precision {precision}, "
                           f"coverage {metrics['auto_coverage']:.4f})")
         return {f"eval_{name}": value for name, value in metrics.items()}
 

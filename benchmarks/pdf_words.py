@@ -2,9 +2,9 @@
 """PDFs end to end: field values from a PDF's text layer against the given words and OCR, through predict.py's code
 path, and the per-page routing (`--pdf_text auto`) against the truth.
 
-    python -m dataset_loader synth --output data/pdf --num-docs 600 --seed 0 --format pdf
-    python -m dataset_loader synth --output data/pdf_mixed --num-docs 600 --seed 0 --format pdf \
-        --scanned-share 0.5 --multi-page 0.3
+    python -m dataset_loader synth --output data/pdf --num_docs 600 --seed 0 --format pdf
+    python -m dataset_loader synth --output data/pdf_mixed --num_docs 600 --seed 0 --format pdf \
+        --scanned_share 0.5 --multi_page 0.3
     python benchmarks/pdf_words.py --model runs/invoices-layoutlm-small --pdf_dir data/pdf \
         --mixed_dir data/pdf_mixed --dataset_path data/invoices --sources pdf_text,given,rapidocr,tesseract
 
@@ -204,7 +204,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="a token-classification checkpoint")
     parser.add_argument("--pdf_dir", type=Path, required=True, help="synth --format pdf output (born-digital)")
-    parser.add_argument("--mixed_dir", type=Path, help="synth --format pdf --scanned-share S --multi-page M output")
+    parser.add_argument("--mixed_dir", type=Path, help="synth --format pdf --scanned_share S --multi_page M output")
     parser.add_argument("--dataset_path", type=Path, required=True, help="the dataset whose split ids are used")
     parser.add_argument("--split", default="test")
     parser.add_argument("--sources", default="pdf_text,given,rapidocr", help="comma-separated word sources")

@@ -31,7 +31,7 @@ def test_two_processes_write_what_one_process_writes(trained_ner_checkpoint, syn
     (scans / "page1b.png").write_bytes(b"not an image")
     predict = [REPO_ROOT / "predict.py", "--model_name_or_path", trained_ner_checkpoint, "--input", scans]
 
-    from layoutkit import predict as predict_script  # one process: in this one
+    from layoutkit.apps import predict as predict_script  # one process: in this one
 
     assert predict_script.main([str(a) for a in predict[1:]] + ["--output_dir", str(tmp_path / "one")]) == 0
     # Two CPU ranks (accelerate runs `--cpu --num_processes 2` as one process; see test_run_invoice_ner.py).

@@ -97,16 +97,16 @@ def test_predict_ocr_speed_flags(tmp_path):
     from layoutkit.apps import predict
 
     base = ["--model_name_or_path", "m", "--input", "x.png", "--output_dir", str(tmp_path)]
-    args = predict.parse_args([*base, "--ocr_preset", "accurate", "--ocr_workers", "3"])
-    assert args.ocr_options == {"preset": "accurate"} and args.ocr_workers == 3
-    assert predict.parse_args(base).ocr_workers is None  # min(2, cores) pages at once
+    settings, args = predict.parse_args([*base, "--ocr_preset", "accurate", "--ocr_workers", "3"])
+    assert settings.ocr_options == {"preset": "accurate"} and args.ocr_workers == 3
+    assert predict.parse_args(base)[1].ocr_workers is None  # min(2, cores) pages at once
     for wrong in (["--ocr_preset", "fast", "--ocr_engine", "tesseract"], ["--ocr_workers", "-1"]):
         with pytest.raises(SystemExit):
             predict.parse_args([*base, *wrong])
 
 
 def test_parallel_ocr_options_never_outnumber_the_cores(monkeypatch):
-    from layoutkit import read_ahead as module
+    from layoutkit.apps import read_ahead as module
     from layoutkit.pipelines.ocr import get_ocr_engine
 
     monkeypatch.setattr(module.os, "cpu_count", lambda: 8)

@@ -98,7 +98,7 @@ def test_tracking_logs_params_metrics_and_model_to_mlflow(invoice_dataset, scrat
     assert {"model/config.json", "model/model.safetensors", "model/all_results.json"} <= artifacts
 
 
-@pytest.mark.parametrize("order", [["--no_group_by_length"], []], ids=["shuffled", "grouped_by_length"])
+@pytest.mark.parametrize("order", [[], ["--group_by_length"]], ids=["shuffled", "grouped_by_length"])
 def test_resume_mid_epoch_matches_uninterrupted_run(order, invoice_dataset, scratch_checkpoint, tmp_path):
     """A run stopped after step 5 (mid-epoch 2: 4 steps per epoch) and resumed from its last checkpoint
     ends with the same metrics and predictions as a run that was never stopped."""

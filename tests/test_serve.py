@@ -498,7 +498,8 @@ def test_sigkill_mid_request_leaves_no_upload_after_restart(trained_ner_checkpoi
             second.process.send_signal(signal.SIGTERM)
             assert second.process.wait(timeout=30) == 0, second.read_log()
             assert answer.result(timeout=60).status_code == 503
-        assert "abandoned" in second.read_log()
+        # (Whether the page's OCR thread was still running when the service closed, and so was abandoned, depends on
+        # how fast OCR is; the client's 503 and the exit code above are the contract.)
     assert not own.exists()
     assert sorted(path.name for path in temp.iterdir()) == [alive.name]
 

@@ -362,13 +362,14 @@ class RapidOcrEngine(OcrEngine):
         return params
 
     def __getstate__(self) -> dict[str, Any]:
-        """The engine pickles as its settings: the loaded reader (ONNX Runtime sessions, which cannot be pickled)
-        and the lock stay behind and are made again where the copy reads its first page. `datasets` pickles a
+        """The engine pickles as its settings: the loaded readers (ONNX Runtime sessions, which cannot be pickled)
+        and the locks stay behind and are made again where the copy reads its first page. `datasets` pickles a
         build's arguments to fingerprint them, and worker processes receive the engine pickled."""
-        return {key: value for key, value in self.__dict__.items() if key not in ("_reader", "_lock")}
+        return {key: value for key, value in self.__dict__.items() if key not in ("_idle", "_pool_lock", "_slots")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state, _reader=None, _lock=threading.Lock())
+        self.__dict__.update(state, _idle=[], _pool_lock=threading.Lock(),
+                             _slots=threading.BoundedSemaphore(state["workers"]))
 
     def _load(self):
         try:

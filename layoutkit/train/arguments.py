@@ -83,10 +83,11 @@ class ModelArguments:
     trust_remote_code: bool = flag("allow code from the checkpoint's repo", False)
     attention_dropout: float | None = flag(
         "dropout on the attention probabilities, set as the config's attention_probs_dropout_prob (0.1 in the "
-        "published checkpoints). Default 0: PyTorch's fused attention kernel runs, 1.8x faster steps and 32%% less "
-        "peak memory at no measured F1 cost (README, Speed); give 0.1 for the published recipe",
-        0.0,
+        "published checkpoints); 0 lets PyTorch's fused attention kernel run: 1.8x faster steps and 32%% less peak "
+        "memory (docs/speed.md), but the quick start's model lost 2.4 test F1 points with it and --group_by_length "
+        "together (docs/performance.md), so it is not the default"
     )
+
     ignore_mismatched_sizes: bool = flag(
         "load a checkpoint whose classification head has another number of labels (the head is then trained anew)",
         False,
@@ -136,10 +137,11 @@ class TrainingArguments:
     dataloader_num_workers: int = flag("DataLoader worker processes", 0)
     group_by_length: bool = flag(
         "batch training windows of similar length together (shuffled in groups, as transformers' Trainer does), "
-        "so dynamic padding pads little: 1.65x faster steps at no measured F1 cost (README, Speed); on by default, "
-        "--no_group_by_length for fully random batches",
-        True,
+        "so dynamic padding pads little: 1.65x faster steps (docs/speed.md); not the default, since with "
+        "--attention_dropout 0 it cost the quick start's model 2.4 test F1 points (docs/performance.md)",
+        False,
     )
+
     # Given as text (true/false, yes/no, on/off, 1/0) and a bool once parsed; argparse's own bool reads any
     # non-empty text as True.
     ddp_find_unused_parameters: str | None = flag(

@@ -38,17 +38,17 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from types import SimpleNamespace
 
-from end_to_end import Tally, predicted_values, squeeze
+from layoutkit.apps.end_to_end import Tally, predicted_values, squeeze
 
 from layoutkit.apps.documents import pdf_page_inputs
-from layoutkit.pipelines.fields import FieldSchema
 from layoutkit.pipelines.labels import bio_spans
 from layoutkit.apps.document_prediction import predict_document
+from layoutkit.apps.settings import InferenceSettings
 from layoutkit.apps.pipeline_loader import load_predictor
 
 DPI = 200
+BATCH_SIZE = 8  # windows per forward pass, predict.py's default
 
 
 def annotations_of(folder: Path, document_id: str) -> list[dict]:
@@ -67,24 +67,23 @@ def gold_of(pages: list[dict]) -> dict[str, list[str]]:
     return values
 
 
-def settings(model: str, ocr_engine: str | None) -> SimpleNamespace:
+def settings(model: str, ocr_engine: str | None) -> InferenceSettings:
     """predict_document's settings as predict.py's command line gives them by default."""
-    return SimpleNamespace(model_name_or_path=model, ocr_engine=ocr_engine, ocr_lang=None, ocr_config=None,
-                           ocr_options={}, batch_size=8, mixed_precision="no", rule_config=None, draw=False,
-                           words_json="annotation", field_schema=FieldSchema.load(None), line_item_grouping="rule")
+    return InferenceSettings(model_name_or_path=model, ocr_engine=ocr_engine)
 
 
 def run_source(extractor, model: str, source: str, path: Path, pages: list[dict]) -> tuple[dict, list[str]]:
     """One document through predict's path with words from `source`; its JSON and each page's words_source."""
     if source == "given":
         inputs = pdf_page_inputs(path, DPI, 10**9, "never")
-        result, _ = predict_document(extractor, path, inputs, pages, settings(model, None))
+        result, _ = predict_document(extractor, path, inputs, pages, settings(model, None), BATCH_SIZE,
+                                     words_source="annotation")
     elif source == "pdf_text":
         result, _ = predict_document(extractor, path, pdf_page_inputs(path, DPI, 10**9, "auto"), None,
-                                     settings(model, None))
+                                     settings(model, None), BATCH_SIZE)
     else:
         result, _ = predict_document(extractor, path, pdf_page_inputs(path, DPI, 10**9, "never"), None,
-                                     settings(model, source))
+                                     settings(model, source), BATCH_SIZE)
     return result, [page["words_source"] for page in result["pages"]]
 
 

@@ -152,7 +152,7 @@ def test_build_on_rapidocr_words(tmp_path):
     folder = small_pages(tmp_path / "pages")
     build = OcrBuild.create("rapidocr", cache_dir=tmp_path / "cache", workers=1)
     dataset = build_dataset(folder, tmp_path / "ds", ocr=build, ratios=(1, 0, 0), seed=0)
-    assert build.engine._reader is not None  # the pages were read now, not taken from a cache
+    assert build.engine._idle, "the pages were read now (a loaded reader kept), not taken from a cache"
     rows = list(dataset["train"])
     assert len(rows) == 2 and all(row["words"] for row in rows)
     names = dataset["train"].features["ner_tags"].feature.names
@@ -166,4 +166,4 @@ def test_build_on_rapidocr_words(tmp_path):
     assert report["ocr"]["settings"]["engine"] == "rapidocr"
     # The engine pickles as its settings; a copy loads its own reader when it reads a page.
     copy = pickle.loads(pickle.dumps(build.engine))
-    assert copy._reader is None and copy.settings() == build.engine.settings()
+    assert copy._idle == [] and copy.settings() == build.engine.settings()

@@ -84,7 +84,7 @@ class ModelArguments:
     attention_dropout: float | None = flag(
         "dropout on the attention probabilities, set as the config's attention_probs_dropout_prob (0.1 in the "
         "published checkpoints); 0 lets PyTorch's fused attention kernel run: 1.8x faster steps and 32%% less peak "
-        "memory (docs/speed.md), but the quick start's model lost 2.4 test F1 points with it and --group_by_length "
+        "memory (docs/speed.md), but the quick start's model lost 2.6 test F1 points with it and --group_by_length "
         "together (docs/performance.md), so it is not the default"
     )
 
@@ -138,7 +138,7 @@ class TrainingArguments:
     group_by_length: bool = flag(
         "batch training windows of similar length together (shuffled in groups, as transformers' Trainer does), "
         "so dynamic padding pads little: 1.65x faster steps (docs/speed.md); not the default, since with "
-        "--attention_dropout 0 it cost the quick start's model 2.4 test F1 points (docs/performance.md)",
+        "--attention_dropout 0 it cost the quick start's model 2.6 test F1 points (docs/performance.md)",
         False,
     )
 

@@ -87,7 +87,7 @@ def import_pdfium(path: Path):
 
 def open_pdf(path: Path, data: bytes | None = None):
     """The PDF file, or the PDF `data` (then kept alive by the caller until the document is closed), as a pypdfium2
-    document; DocumentError when it cannot be used (encrypted, malformed, no pages). Call it holding PDFIUM_LOCK.
+    document; DocumentError when it cannot be used (encrypted, malformed, no pages). It takes PDFIUM_LOCK itself.
 
     Opened through PDFium's own loader, not `PdfDocument(path)`: that one reports a PDF without pages as a load
     failure with PDFium's last error code, which is global and not reset by a successful load, so an empty PDF
@@ -140,27 +140,6 @@ def pdf_pages(path: Path, dpi: int, max_pixels: int, data: bytes | None = None):
     """Every page of a PDF (the file, or `data`) rendered at `dpi`, one at a time (images only: no text layer)."""
     for page in pdf_page_inputs(path, dpi, max_pixels, "never", data):
         yield page["image"]
-
-
-def count_pages(path: Path, is_pdf: bool, data: bytes | None = None) -> int:
-    """The number of pages of a PDF or frames of an image file (or of `data`), read without rendering or decoding
-    them."""
-    if is_pdf:
-        with PDFIUM_LOCK:
-            pdf = open_pdf(path, data)
-            try:
-                return len(pdf)
-            finally:
-                pdf.close()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path if data is None else io.BytesIO(data)) as image:
-                return int(getattr(image, "n_frames", 1))
-    except Image.DecompressionBombError:
-        return 1  # refused with its own message when the page is read (image_pages)
-    except (OSError, ValueError) as error:
-        raise DocumentError(f"{path}: not a readable image ({error})") from None
 
 
 def check_words_pages(data, where: str) -> list[dict]:

@@ -282,8 +282,7 @@ def main(argv=None) -> int:
 def read_ahead_engine(extractor, settings: InferenceSettings, ocr_workers: int | None, num_processes: int = 1):
     """The OCR engine that reads pages ahead of the model, with `ocr_workers` pages at once (parallel_ocr_options),
     and that number."""
-    overrides = {"engine": settings.ocr_engine, "lang": settings.ocr_lang, "config": settings.ocr_config,
-                 "options": settings.ocr_options}
+    overrides = settings.ocr_overrides()
     speed, workers = parallel_ocr_options(extractor.ocr_engine(overrides), ocr_workers, num_processes)
     return extractor.ocr_engine({**overrides, "options": {**settings.ocr_options, **speed}}), workers
 

@@ -144,9 +144,8 @@ class ExtractionService:
         self.settings, self.args = copy.copy(settings), args
         # Requests in flight OCR their pages at once (one RapidOCR instance each, cores / instances threads each)
         # instead of queueing for one engine.
-        recorded = {"engine": settings.ocr_engine, "lang": settings.ocr_lang, "config": settings.ocr_config,
-                    "options": settings.ocr_options}
-        speed, _ = parallel_ocr_options(extractor.ocr_engine(recorded), min(args.workers, os.cpu_count() or 1))
+        speed, _ = parallel_ocr_options(extractor.ocr_engine(settings.ocr_overrides()),
+                                        min(args.workers, os.cpu_count() or 1))
         self.settings.ocr_options = {**settings.ocr_options, **speed}
         self.max_upload_bytes = int(args.max_upload_mb * 1_000_000)
         self.limits = Limits(args.max_pages, settings.max_image_pixels, settings.dpi)

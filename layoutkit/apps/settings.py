@@ -98,6 +98,12 @@ class InferenceSettings:
                                  "(docs/ocr.md)")
             self.ocr_options["preset"] = self.ocr_preset
 
+    def ocr_overrides(self) -> dict:
+        """The OCR settings of the command line, as a pipeline's `ocr_engine(overrides)` takes them (what is not
+        given falls back to the engine the model records)."""
+        return {"engine": self.ocr_engine, "lang": self.ocr_lang, "config": self.ocr_config,
+                "options": self.ocr_options}
+
 
 def parse_inference_args(program_arguments: type, argv=None, description: str | None = None) -> tuple:
     """(InferenceSettings, the program's own flags as `program_arguments`) from a command line; a value a check

@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Pages per second through predict.py over a folder of invoice images, and the field exact match of its output.
 
-    python benchmarks/predict_throughput.py --model runs/invoices-layoutlm-small --data_dir data/unseen_invoices \
-        --max_docs 50 --config "before=--ocr_workers 0 --ocr_preset accurate" --config "after="
+    python benchmarks/predict_throughput.py --model runs/invoices-layoutlm-small --data_dir data/sample_invoices \
+        --dataset_path data/invoices --max_docs 50 --config "before=--ocr_workers 0 --ocr_preset accurate" --config "after="
 
 Each `--config NAME=FLAGS` runs `predict.py --model_name_or_path MODEL --input FOLDER --output_dir ...
 FLAGS` in a fresh process on the same images (the first --max_docs of --data_dir/images, linked into one folder);
@@ -25,8 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from end_to_end import Tally, gold_values, predicted_values
+from layoutkit.apps.end_to_end import Tally, gold_values, predicted_values
 
 from dataset_loader.annotations import read_annotation
 
@@ -37,6 +36,9 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True)
     parser.add_argument("--data_dir", type=Path, required=True, help="annotation folder (images/ + annotations/)")
+    parser.add_argument("--dataset_path", type=Path,
+                        help="the dataset built from --data_dir: take --split's documents (default: the first files)")
+    parser.add_argument("--split", default="test")
     parser.add_argument("--max_docs", type=int, default=50)
     parser.add_argument("--config", action="append", required=True, metavar="NAME=FLAGS")
     parser.add_argument("--repeats", type=int, default=1)
@@ -44,7 +46,13 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     configs = [text.partition("=")[::2] for text in args.config]
 
-    annotations = sorted((args.data_dir / "annotations").glob("*.json"))[: args.max_docs]
+    if args.dataset_path:
+        from datasets import load_from_disk
+
+        ids = load_from_disk(str(args.dataset_path))[args.split]["id"][: args.max_docs]
+        annotations = [args.data_dir / "annotations" / f"{i}.json" for i in ids]
+    else:
+        annotations = sorted((args.data_dir / "annotations").glob("*.json"))[: args.max_docs]
     documents = [read_annotation(path, args.data_dir / "images") for path in annotations]
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch) / "pages"

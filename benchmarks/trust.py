@@ -2,12 +2,16 @@
 """Fields a finance team can trust, measured on held-out invoices: calibration, review routing, checks, locales.
 
     python benchmarks/trust.py --model runs/invoices --data_dir data/heldout_invoices --max_docs 200
+    python benchmarks/trust.py --model runs/invoices --data_dir data/sample_invoices --dataset_path data/invoices \
+        --split test --ocr_engine rapidocr
 
 For each document of `--data_dir` (an annotation folder: images/ + annotations/, e.g. `dataset_loader synth
---seed 777`, invoices the model never saw) the checkpoint's pipeline tags the annotated words (given, not OCR:
-RapidOCR on this shared 2-core machine would take most of the run), and `review.assess_document` builds the fields
-with the checkpoint's recorded `field_trust`. Gold values come from the annotated labels through the same
-`extract_fields`. Reported:
+--seed 777`, invoices the model never saw; or, with `--dataset_path`, the `--split` documents of the dataset built
+from it) the checkpoint's pipeline tags the words of the page, and `review.assess_document` builds the fields with the
+checkpoint's recorded `field_trust`. The words are the annotated ones, or with `--ocr_engine` what that engine reads
+on the page image (cached as `dataset_loader build --ocr` caches them); the annotation's labels are carried over to
+the OCR words by the builder's label transfer, only to know which words are amounts for the injected errors. Gold
+values come from the annotated words and labels through the same `extract_fields`. Reported:
 
 - ECE (10 bins) of the model's field scores and of the calibrated ones; a value counts as right when its
   normalised value equals the gold one;
@@ -17,7 +21,7 @@ with the checkpoint's recorded `field_trust`. Gold values come from the annotate
 - the checks: on the clean documents, the share with a failed check (any cause) and of false alarms (a check that
   fails although every value it reads was extracted right and none is missing), and the catch rate of injected
   single-digit errors (one digit of one amount word, chosen at random among the words labelled item_amount,
-  item_unit_price, subtotal, tax or total, changed to another digit, before the model reads the page);
+  item_unit_price, subtotal, tax or total, changed to another digit after OCR, before the model reads the page);
 - what choosing candidates by the checks gains: exact values of the checked single fields, model choice vs checks;
 - the locale suite (`layoutkit.apps.locale_suite`, needs babel): share of CLDR-formatted dates and amounts read back.
 
@@ -36,9 +40,11 @@ from pathlib import Path
 from transformers import pipeline
 
 from dataset_loader.annotations import read_annotation
+from dataset_loader.ocr_build import OcrBuild
 from layoutkit.pipelines.calibration import expected_calibration_error
 from layoutkit.pipelines.field_checks import CheckConfig
 from layoutkit.train.field_trust import entities_from_words, value_key, value_outcomes
+from layoutkit.train.ocr_alignment import transfer_labels
 from layoutkit.pipelines.fields import extract_fields
 from layoutkit.pipelines.review import assess_document, document_schema, effective_schema, trust_settings
 from layoutkit.pipelines.token_classification_pipeline import LayoutTokenClassificationPipeline
@@ -65,6 +71,10 @@ def inject_digit_error(words, labels, rng: random.Random):
     return changed, index
 
 
+def ocr_options(args) -> dict:
+    return {"preset": args.ocr_preset} if args.ocr_preset else {}
+
+
 def value_count(entry: dict | None) -> int:
     if not entry:
         return 0
@@ -82,7 +92,14 @@ def run(args) -> dict:
     if not trust:
         raise SystemExit(f"{args.model}: config.json has no field_trust; train it with this version of layoutkit")
     schema = effective_schema(args.schema, trust)
-    paths = sorted((args.data_dir / "annotations").glob("*.json"))[: args.max_docs]
+    if args.dataset_path:
+        from datasets import load_from_disk
+
+        ids = load_from_disk(str(args.dataset_path))[args.split]["id"][: args.max_docs]
+        paths = [args.data_dir / "annotations" / f"{i}.json" for i in ids]
+    else:
+        paths = sorted((args.data_dir / "annotations").glob("*.json"))[: args.max_docs]
+    ocr = OcrBuild.create(args.ocr_engine, workers=1, **ocr_options(args)) if args.ocr_engine else None
     rng = random.Random(args.seed)
     rows = []  # one per predicted value: (model score, calibrated score, right, needs_review)
     documents = {"clean": 0, "clean_failed_check": 0, "clean_false_alarm": 0, "clean_auto": 0, "injected": 0,
@@ -95,8 +112,15 @@ def run(args) -> dict:
         gold_entities = entities_from_words(document.words, document.boxes, document.labels)
         gold = extract_fields(gold_entities, document_schema(gold_entities, schema))
 
+        if ocr is None:
+            words, boxes, labels = document.words, document.boxes, document.labels
+        else:
+            read = ocr.read(document, image)
+            words, boxes = read.words, read.boxes
+            labels, _ = transfer_labels(document.words, document.boxes, document.labels, words, boxes)
+
         started = time.perf_counter()
-        output = extractor({"image": image, "words": document.words, "boxes": document.boxes}, return_words=True)
+        output = extractor({"image": image, "words": words, "boxes": boxes}, return_words=True)
         assessed = assess_document(output["entities"], schema, trust)
         seconds += time.perf_counter() - started
         documents["clean"] += 1
@@ -122,10 +146,10 @@ def run(args) -> dict:
                 selection["checks"] += value_key(assessed["fields"][name]) == value_key(gold[name])
                 selection["changed"] += assessed["fields"][name].get("chosen_by") == "checks"
 
-        words, _ = inject_digit_error(document.words, document.labels, rng)
-        if words is None:
+        injected_words, _ = inject_digit_error(words, labels, rng)
+        if injected_words is None:
             continue
-        output = extractor({"image": image, "words": words, "boxes": document.boxes}, return_words=True)
+        output = extractor({"image": image, "words": injected_words, "boxes": boxes}, return_words=True)
         injected = assess_document(output["entities"], schema, trust)
         documents["injected"] += 1
         documents["caught"] += any(not check["ok"] for check in injected["checks"])
@@ -138,7 +162,8 @@ def run(args) -> dict:
     by_score = [right for score, right in zip(calibrated, correct) if score >= threshold]
     by_routing = [row[2] for row in rows if not row[3]]
     result = {
-        "model": str(args.model), "documents": documents["clean"], "words": "given",
+        "model": str(args.model), "documents": documents["clean"],
+        "words": f"ocr:{ocr.engine.name}" if ocr else "given",
         "calibration": trust["calibration"].get("chosen", trust["calibration"]["method"]), "review_threshold": threshold,
         "review_precision_target": trust.get("review_precision"),
         "values": len(rows), "values_right": sum(correct) / len(rows),
@@ -172,7 +197,13 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="a checkpoint trained with field_trust recorded")
     parser.add_argument("--data_dir", type=Path, required=True, help="held-out annotation folder (images/ + annotations/)")
+    parser.add_argument("--dataset_path", type=Path,
+                        help="the dataset built from --data_dir: measure its --split documents (default: the folder's)")
+    parser.add_argument("--split", default="test")
     parser.add_argument("--max_docs", type=int, default=200)
+    parser.add_argument("--ocr_engine", help="read the pages with this engine (rapidocr, tesseract) instead of "
+                        "giving the annotated words")
+    parser.add_argument("--ocr_preset", help="RapidOCR preset (default: the engine's default)")
     parser.add_argument("--schema", help="a schema file (default: types from the field names, all checks)")
     parser.add_argument("--seed", type=int, default=0, help="which digit of which amount word is changed")
     parser.add_argument("--skip_locale_suite", action="store_true")
@@ -181,7 +212,7 @@ def main(argv=None) -> None:
     result = run(args)
     print(json.dumps(result, indent=2), file=sys.stderr)
     rows = [
-        ("held-out documents (words given)", f"{result['documents']}"),
+        (f"held-out documents (words: {result['words']})", f"{result['documents']}"),
         ("field values scored / share exactly right", f"{result['values']} / {result['values_right']:.3f}"),
         ("ECE, model scores (10 bins)", f"{result['ece_model']:.4f}"),
         (f"ECE, calibrated ({result['calibration']})", f"{result['ece_calibrated']:.4f}"),

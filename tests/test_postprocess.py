@@ -9,6 +9,7 @@ from layoutkit.pipelines.postprocess import (
     RuleConfig,
     apply_rules,
     company_first_lines_rule,
+    currency_amount_rule,
     matches_keyword,
     repair_bio,
     total_keyword_rule,
@@ -102,9 +103,10 @@ def test_rows_merge_segments_of_one_visual_line():
 
 # ------------------------------------------------------------------------------------------------ config
 def test_rule_config_from_values(tmp_path):
-    assert RuleConfig.from_value(None).rules == ()
+    assert RuleConfig.from_value(None).rules == ("currency_amount",)
+    assert RuleConfig.from_value("none").rules == RuleConfig.from_value([]).rules == ()
     assert RuleConfig.from_value("total_keyword, company_first_lines").rules == ("total_keyword", "company_first_lines")
-    assert RuleConfig.from_value("all").rules == ("total_keyword", "company_first_lines")
+    assert RuleConfig.from_value("all").rules == ("currency_amount", "total_keyword", "company_first_lines")
     assert RuleConfig.from_value(["total_keyword"]).rules == ("total_keyword",)
     path = tmp_path / "rules.json"
     path.write_text(json.dumps({"rules": ["company_first_lines"], "company_lines": 4, "company_types": ["seller"]}))
@@ -117,8 +119,46 @@ def test_rule_config_from_values(tmp_path):
         RuleConfig.from_value({"rules": [], "lines": 3})
     with pytest.raises(ValueError, match="at least 1"):
         RuleConfig(company_lines=0)
-    # Off by default: nothing changes.
+    # The default rule leaves a lone amount alone; the keyword rule is off by default.
     assert apply_rules(["12.00"], [[0, 0, 10, 10]], ["B-total"]) == ["B-total"]
+
+
+# ------------------------------------------------------------------------------------------ currency + amount
+@pytest.mark.parametrize("words, tags, scores, expected", [
+    # "USD" tagged subtotal, its number tagged tax (the model surer of the currency): one subtotal.
+    (["Subtotal", "USD", "6,499.50"], ["O", "B-subtotal", "B-tax"], [0.9, 0.93, 0.80], ["O", "B-subtotal", "I-subtotal"]),
+    # ... surer of the number: both are tax.
+    (["Subtotal", "USD", "6,499.50"], ["O", "B-subtotal", "B-tax"], [0.9, 0.60, 0.95], ["O", "B-tax", "I-tax"]),
+    # The number tagged O joins the currency's entity; a currency tagged O joins the number's.
+    (["Tax", "EUR", "324,98"], ["O", "B-tax", "O"], [0.9] * 3, ["O", "B-tax", "I-tax"]),
+    (["Total", "$", "12.00"], ["O", "O", "B-total"], [0.9] * 3, ["O", "B-total", "I-total"]),
+    # The currency after its number ("2.506,20 €").
+    (["Total", "2.506,20", "€"], ["O", "B-total", "O"], [0.9] * 3, ["O", "B-total", "I-total"]),
+    # Two B- of one type become one entity; an entity already whole is kept.
+    (["Total", "USD", "5.00"], ["O", "B-total", "B-total"], [0.9] * 3, ["O", "B-total", "I-total"]),
+    (["Total", "USD", "5.00"], ["O", "B-total", "I-total"], [0.9] * 3, ["O", "B-total", "I-total"]),
+    # A number that runs on into the next word of its old entity leaves that word to start its own.
+    (["USD", "5.00", "net"], ["B-total", "B-tax", "I-tax"], [0.9, 0.5, 0.5], ["B-total", "I-total", "B-tax"]),
+    # A marker already one entity with the number on its other side stays there.
+    (["51,74", "€", "1.034,80", "€"], ["B-item_unit_price", "I-item_unit_price", "B-item_amount", "I-item_amount"],
+     [0.9] * 4, ["B-item_unit_price", "I-item_unit_price", "B-item_amount", "I-item_amount"]),
+    (["51,74", "€", "1.034,80", "€"], ["B-item_unit_price", "I-item_unit_price", "B-item_amount", "O"],
+     [0.9] * 4, ["B-item_unit_price", "I-item_unit_price", "B-item_amount", "I-item_amount"]),
+    # Not a currency, not a number, or both O: unchanged.
+    (["Total", "Amount", "5.00"], ["O", "B-total", "B-tax"], [0.9] * 3, ["O", "B-total", "B-tax"]),
+    (["USD", "due"], ["B-total", "O"], [0.9] * 2, ["B-total", "O"]),
+    (["USD", "5.00"], ["O", "O"], [0.9] * 2, ["O", "O"]),
+])
+def test_currency_amount_rule(words, tags, scores, expected):
+    _, boxes = line(words, 10)
+    assert currency_amount_rule(words, boxes, tags, scores) == expected
+    assert apply_rules(words, boxes, tags, scores=scores) == expected  # on by default
+
+
+def test_currency_amount_rule_needs_one_line():
+    words, boxes = page(line(["USD"], 10), line(["5.00"], 60))
+    assert currency_amount_rule(words, boxes, ["B-total", "B-tax"]) == ["B-total", "B-tax"]
+    assert apply_rules(words, boxes, ["B-total", "B-tax"], config="none") == ["B-total", "B-tax"]
 
 
 def test_repair_bio():
@@ -205,7 +245,7 @@ def test_measure_command_prints_markdown(tmp_path, capsys):
     main(["--predictions", str(predictions), "--dataset_path", str(tmp_path / "ds"),
           "--output_json", str(tmp_path / "effect.json")])
     out = capsys.readouterr().out
-    assert "Rules: total_keyword, company_first_lines" in out
+    assert "Rules: currency_amount, total_keyword, company_first_lines" in out
     assert "| **overall** | 2 |" in out
     assert json.loads((tmp_path / "effect.json").read_text())["labels"]["total"]["precision_after"] == 1.0
     main(["--predictions", str(predictions), "--dataset_path", str(tmp_path / "ds"), "--rules", "total_keyword",

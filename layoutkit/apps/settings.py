@@ -17,7 +17,7 @@ from ..flags import HelpFormatter, flag, parse_dataclasses
 from ..pipelines.fields import FieldSchema
 from ..pipelines.ocr import DEFAULT_RAPIDOCR_PRESET, OCR_ENGINES, RAPIDOCR_PRESETS, parse_engine_option
 from ..pipelines.pdf_text import PDF_TEXT_HELP
-from ..pipelines.postprocess import RULES, RuleConfig
+from ..pipelines.postprocess import DEFAULT_RULES, RULES, RuleConfig
 from .documents import DEFAULT_MAX_PIXELS
 
 BACKENDS = ("torch", "onnx")  # PyTorch, or ONNX Runtime on an exported model (apps/pipeline_loader.py)
@@ -56,8 +56,8 @@ class InferenceSettings:
     day_first: Literal["true", "false"] | None = flag(
         "numeric dates such as 03/04/2021 are day first (true) or month first (false); default: the locale's order, "
         "else what the training data settled, else month first and flagged ambiguous")
-    rules: str | None = flag(f"post-processing rules: comma-separated ({', '.join(RULES)}, or all) or a JSON file "
-                             "of settings")
+    rules: str | None = flag(f"post-processing rules: comma-separated ({', '.join(RULES)}; all; none) or a JSON "
+                             f"file of settings; default: {', '.join(DEFAULT_RULES)}")
 
     # Read from the flags above when the settings are made.
     ocr_options: dict = field(init=False, repr=False)

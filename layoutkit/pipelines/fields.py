@@ -529,6 +529,17 @@ _CURRENCY_SYMBOLS = {"€": "EUR", "£": "GBP", "¥": "JPY", "￥": "JPY", "₹"
                      "₺": "TRY", "₱": "PHP", "฿": "THB", "₫": "VND", "₪": "ILS", "₦": "NGN", "$": "USD"}
 
 
+def is_bare_currency(word: str) -> bool:
+    """Whether a word is a currency marker and nothing else: an ISO code ("EUR"), RM/Rs/SFr, or symbols ("$",
+    "€", "US$"), without a digit."""
+    text = word.strip(_EDGE_PUNCTUATION)
+    if not text or any(ch.isdigit() for ch in text):
+        return False
+    if text.upper() in _CURRENCY_CODES or text.upper() in _CURRENCY_WORDS or text in CURRENCY_SYMBOLS:
+        return True
+    return bool(_currency_symbols(text)) and not re.sub(r"[A-Za-z]{0,2}\$|[^\w\s]", "", text).strip()
+
+
 def _currency_codes(text: str) -> set[str]:
     """Currencies written as letters: ISO codes ("EUR", "usd") and RM, Rs, SFr."""
     codes = set()

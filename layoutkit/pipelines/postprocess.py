@@ -1,6 +1,14 @@
-"""Optional layout rules applied to word predictions.
+"""Layout rules applied to word predictions.
 
-Two rules, both off by default and configurable (`RuleConfig`):
+One rule on by default, `currency_amount`:
+
+* a currency marker written as its own word ("USD", "EUR", "$", "€") and the number beside it on the same line
+  ("USD 6,499.50", "2.506,20 €") are one amount: when the model gives them different labels, or tags only one of
+  them, both take the label of the word it is surer of (a currency marker is never a value on its own, so a
+  number tagged O joins the marker's entity). Without it "USD" alone becomes the subtotal, and the number is lost
+  or becomes another field.
+
+Two rules off by default (`RuleConfig`):
 
 * `total_keyword`: a word predicted as a total-like field (default: the entity types whose name contains
   "total") must lie right of (same line) or below (same column) another word that matches a total keyword
@@ -27,9 +35,11 @@ from dataclasses import asdict, dataclass, fields
 from typing import Iterable, Sequence
 
 from .boxes import group_lines, union_box
+from .fields import is_bare_currency, parse_amount
 from .labels import OUTSIDE, entity_type
 
-RULES = ("total_keyword", "company_first_lines")
+RULES = ("currency_amount", "total_keyword", "company_first_lines")
+DEFAULT_RULES = ("currency_amount",)
 DEFAULT_TOTAL_KEYWORDS = ("total", "amount", "rm", "$")
 # Characters stripped from both ends of a word before it is compared with a keyword ("Total:" -> "total").
 _PUNCTUATION = " \t:;,.()[]{}*#'\"-_/|"
@@ -37,13 +47,13 @@ _PUNCTUATION = " \t:;,.()[]{}*#'\"-_/|"
 
 @dataclass
 class RuleConfig:
-    """Which rules run and their settings. `rules=()` (the default) changes nothing.
+    """Which rules run and their settings: `DEFAULT_RULES` unless `rules` says otherwise; `rules=()` runs none.
 
     `total_types` / `company_types`: the entity types each rule applies to; None picks the types whose
     name contains "total" / "company" or "vendor" (case-insensitive).
     """
 
-    rules: tuple[str, ...] = ()
+    rules: tuple[str, ...] = DEFAULT_RULES
     total_keywords: tuple[str, ...] = DEFAULT_TOTAL_KEYWORDS
     total_types: tuple[str, ...] | None = None
     company_lines: int = 2
@@ -67,8 +77,9 @@ class RuleConfig:
 
     @classmethod
     def from_value(cls, value=None, **overrides) -> "RuleConfig":
-        """A config from None, a RuleConfig, a dict of fields, a list of rule names, a comma-separated
-        string of rule names ("all" for every rule) or the path of a JSON file holding a dict of fields."""
+        """A config from None (the default rules), a RuleConfig, a dict of fields, a list of rule names, a
+        comma-separated string of rule names ("all" for every rule, "none" for none) or the path of a JSON file
+        holding a dict of fields."""
         if isinstance(value, RuleConfig):
             config = asdict(value)
         elif value is None:
@@ -81,7 +92,8 @@ class RuleConfig:
             if not isinstance(config, dict):
                 raise ValueError(f"{value}: a rules file holds a JSON object such as {{\"rules\": [\"total_keyword\"]}}")
         elif isinstance(value, str):
-            config = {"rules": RULES if value.strip() == "all" else value}
+            name = value.strip()
+            config = {"rules": RULES if name == "all" else () if name == "none" else value}
         elif isinstance(value, (list, tuple)):
             config = {"rules": tuple(value)}
         else:
@@ -180,6 +192,50 @@ def repair_bio(tags: Sequence[str]) -> list[str]:
     return repaired
 
 
+def _is_number(word: str) -> bool:
+    return any(ch.isdigit() for ch in word) and parse_amount(word)[0] is not None
+
+
+def _one_entity(tags, left: int, right: int) -> bool:
+    """Whether the neighbouring words `left` and `left + 1` are in one entity."""
+    return (tags[left] != OUTSIDE and tags[right].startswith("I-")
+            and entity_type(tags[right]) == entity_type(tags[left]))
+
+
+def currency_amount_rule(words, boxes, tags, scores=None) -> list[str]:
+    """A bare currency word and the number next to it on the same line get one label (module docstring)."""
+    tags = list(tags)
+    scores = scores if scores is not None else [1.0] * len(tags)
+    for i in range(len(words) - 1):
+        j = i + 1
+        if is_bare_currency(words[i]) and _is_number(words[j]):
+            marker, number = i, j
+        elif _is_number(words[i]) and is_bare_currency(words[j]):
+            marker, number = j, i
+        else:
+            continue
+        first, second = tags[i], tags[j]
+        if first == OUTSIDE and second == OUTSIDE or not same_line(boxes[i], boxes[j]):
+            continue
+        if _one_entity(tags, i, j):
+            continue
+        # "51,74 € 1.034,80 €": a marker already one entity with the number on its other side stays there.
+        other = 2 * marker - number
+        if 0 <= other < len(words) and _is_number(words[other]) and _one_entity(tags, min(marker, other),
+                                                                                 max(marker, other)):
+            continue
+        if tags[number] == OUTSIDE:
+            label = entity_type(tags[marker])  # a currency is never a value on its own
+        elif tags[marker] == OUTSIDE:
+            label = entity_type(tags[number])
+        else:
+            label = entity_type(tags[i] if scores[i] >= scores[j] else tags[j])
+        # The pair keeps the place of its first word in an entity that runs on before it ("Total due USD 5").
+        tags[i] = first if first != OUTSIDE and entity_type(first) == label else "B-" + label
+        tags[j] = "I-" + label
+    return repair_bio(tags)
+
+
 def total_keyword_rule(words, boxes, tags, keywords=DEFAULT_TOTAL_KEYWORDS, types=None) -> list[str]:
     """Words tagged with one of `types` keep their tag only when they are right of or below another word
     matching one of `keywords`."""
@@ -212,11 +268,12 @@ def company_first_lines_rule(boxes, tags, line_ids=None, max_lines: int = 2, typ
     return repair_bio(tags)
 
 
-def apply_rules(words, boxes, tags, config=None, line_ids=None) -> list[str]:
+def apply_rules(words, boxes, tags, config=None, line_ids=None, scores=None) -> list[str]:
     """Apply the rules of `config` (anything `RuleConfig.from_value` takes) to one page's word tags.
 
     `boxes` are the words' pixel boxes on one page (any consistent pixel space); `line_ids` the OCR line
-    of each word (optional: lines are rebuilt from the boxes otherwise).
+    of each word (optional: lines are rebuilt from the boxes otherwise); `scores` the model's probability of
+    each word's tag (optional: ties otherwise).
     """
     config = RuleConfig.from_value(config)
     tags = list(tags)
@@ -224,7 +281,9 @@ def apply_rules(words, boxes, tags, config=None, line_ids=None) -> list[str]:
         return tags
     present = {entity_type(t) for t in tags if t != OUTSIDE}
     for rule in config.rules:
-        if rule == "total_keyword":
+        if rule == "currency_amount":
+            tags = currency_amount_rule(words, boxes, tags, scores)
+        elif rule == "total_keyword":
             tags = total_keyword_rule(
                 words, boxes, tags, config.total_keywords, config.types_for(rule, present)
             )

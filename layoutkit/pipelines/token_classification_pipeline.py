@@ -194,8 +194,9 @@ class LayoutTokenClassificationPipeline(WindowedLayoutPipeline):
         id2label = self.model.config.id2label
         labels = [id2label[int(i)] for i in model_outputs["label_ids"]]
         predicted = labels
-        if rules is not None and rules.rules:
-            labels = apply_rules(words, boxes, labels, rules, model_outputs["line_ids"])
+        rules = rules if rules is not None else RuleConfig()  # the default rules
+        if rules.rules:
+            labels = apply_rules(words, boxes, labels, rules, model_outputs["line_ids"], scores)
         entities = []
         for span in bio_spans(labels):
             entities.append({

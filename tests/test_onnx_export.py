@@ -1,6 +1,6 @@
 """ONNX export (`python -m layoutkit.apps.export_onnx`): parity of ONNX Runtime logits with PyTorch on tiny checkpoints at
-other batch sizes and sequence lengths than the traced ones, the pipeline and predict.py on the ONNX backend, and
-LayoutLMv2 refused with its reason."""
+other batch sizes and sequence lengths than the traced ones, the pipeline and predict.py on the ONNX backend, the
+Inference Endpoints handler of an fp32 and an int8 export folder, and LayoutLMv2 refused with its reason."""
 
 import base64
 import json
@@ -9,7 +9,7 @@ import shutil
 import pytest
 import torch
 
-from conftest import python_module, run_command
+from conftest import python_module, run_command, run_fresh_python
 
 pytest.importorskip("onnx", reason="the ONNX exporter needs the onnx package (pip install onnx)")
 # Parity batches: (words per document, window length), neither the traced (2 x 32) nor the export check's shapes.
@@ -53,7 +53,7 @@ def test_onnx_runtime_logits_match_pytorch(scratch_checkpoint, tmp_path, model_t
 
     from layoutkit.apps.export_onnx import example_batch, export_onnx, load_classification_model
     from layoutkit.pipelines.modeling import load_processing, model_family
-    from layoutkit.apps.onnx_model import OnnxLayoutModel
+    from layoutkit.pipelines.onnx_model import OnnxLayoutModel
 
     checkpoint = classification_checkpoint(scratch_checkpoint, tmp_path, model_type, head)
     info = export_onnx(str(checkpoint), tmp_path / "onnx")
@@ -161,3 +161,81 @@ def test_int8_export_is_smaller_and_agrees_with_pytorch(scratch_checkpoint, tmp_
                         "boxes": [[10, 10, 60, 30], [70, 10, 120, 30]]}, return_words=True)
     assert [w["text"] for w in output["words"]] == ["Total", "12.00"]
     assert {w["label"] for w in output["words"]} <= {"O", "B-total", "I-total"}
+
+
+# Each folder served as Inference Endpoints does it (its handler.py imported from it, EndpointHandler(path)), one
+# words + boxes request; then the ONNX export again with onnxruntime made unimportable.
+ENDPOINTS_SCRIPT = """
+import base64, importlib.util, json, sys
+assert importlib.util.find_spec("layoutkit") is None, "the project must not be importable here"
+image_path, annotation_path, *folders = sys.argv[1:]
+annotation = json.load(open(annotation_path))
+request = json.dumps({"inputs": {"image": base64.b64encode(open(image_path, "rb").read()).decode(),
+                                 "words": annotation["words"], "boxes": annotation["boxes"]},
+                      "parameters": {"return_words": True, "return_fields": True}})
+
+def endpoint_handler(path):
+    sys.path.insert(0, path)
+    spec = importlib.util.spec_from_file_location("handler", path + "/handler.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.EndpointHandler(path)
+
+out = {}
+for path in folders:
+    handler = endpoint_handler(path)
+    out[path] = {"task": handler.task, "model": type(handler.pipeline.model).__name__,
+                 "answer": handler(json.loads(request))}
+sys.modules["onnxruntime"] = None  # as if requirements.txt had not been installed
+try:
+    endpoint_handler(folders[-1])
+except ImportError as error:
+    out["without_onnxruntime"] = str(error)
+print(json.dumps(out))
+"""
+
+
+def test_endpoint_handler_serves_fp32_and_int8_exports(trained_ner_checkpoint, synthetic_invoices, tmp_path):
+    """An export folder (fp32, int8) carries handler.py, the pipeline files, onnx_model.py and a requirements.txt
+    naming onnxruntime; imported from the folder in a fresh process without layoutkit, the handler answers like the
+    PyTorch checkpoint's handler: fp32 the same words, labels, entities and fields (scores within rounding), int8 the
+    same structure and words with the per-word labels agreeing as the int8 export's own check requires."""
+    from layoutkit.apps.export_onnx import export_onnx
+    from layoutkit.pipelines.attach import ENDPOINT_REQUIREMENTS, pipeline_files
+
+    exports = {"fp32": tmp_path / "fp32", "int8": tmp_path / "int8"}
+    export_onnx(str(trained_ner_checkpoint), exports["fp32"])
+    export_onnx(str(trained_ner_checkpoint), exports["int8"], quantize="int8")
+    shipped = {path.name for path in pipeline_files("token-classification")} | {"handler.py", "onnx_model.py"}
+    for folder in exports.values():
+        assert shipped <= {path.name for path in folder.iterdir()}
+        requirements = (folder / "requirements.txt").read_text().splitlines()
+        assert [line for line in requirements if not line.startswith("#")] == list(ENDPOINT_REQUIREMENTS)
+        assert any(line.startswith("onnxruntime") for line in requirements)
+        assert json.loads((folder / "config.json").read_text())["custom_pipelines"].keys() == {"token-classification"}
+        assert not list(folder.glob("*.safetensors")), "the graph replaces the weights"
+
+    annotation = synthetic_invoices / "annotations" / "invoice_00002.json"
+    image = synthetic_invoices / "images" / json.loads(annotation.read_text())["image"]
+    folders = [trained_ner_checkpoint, exports["fp32"], exports["int8"]]
+    out = run_fresh_python(ENDPOINTS_SCRIPT, [image, annotation, *folders], tmp_path)
+    torch_out, fp32_out, int8_out = (out[str(folder)] for folder in folders)
+    assert torch_out["model"].endswith("ForTokenClassification")
+    assert fp32_out["model"] == int8_out["model"] == "OnnxLayoutModel"
+    assert torch_out["task"] == fp32_out["task"] == int8_out["task"] == "token-classification"
+    torch_answer, fp32_answer, int8_answer = torch_out["answer"], fp32_out["answer"], int8_out["answer"]
+    assert torch_answer["entities"] and torch_answer["fields"]
+
+    assert without_scores(fp32_answer) == without_scores(torch_answer)
+    assert [w["score"] for w in fp32_answer["words"]] == pytest.approx([w["score"] for w in torch_answer["words"]],
+                                                                       abs=2e-4)
+
+    assert int8_answer.keys() == torch_answer.keys()
+    assert [{**w, "label": None, "score": None} for w in int8_answer["words"]] == \
+        [{**w, "label": None, "score": None} for w in torch_answer["words"]]
+    agreement = sum(a["label"] == b["label"] for a, b in zip(int8_answer["words"], torch_answer["words"]))
+    agreement /= len(torch_answer["words"])
+    print(f"int8 handler: per-word label agreement with PyTorch {agreement:.3f} on {len(torch_answer['words'])} words")
+    assert agreement >= 0.9
+
+    assert "onnxruntime" in out["without_onnxruntime"] and "pip install" in out["without_onnxruntime"]

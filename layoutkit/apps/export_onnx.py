@@ -7,6 +7,9 @@ visual embedding, `pixel_values`; output `logits`; batch and sequence axes dynam
 (label maps and the `document_preprocessing` training recorded), its tokenizer / processor files, and
 `onnx_export.json` (inputs, opset, versions and the parity measured at export). `predict.py --backend onnx` and
 `layoutkit.apps.pipeline_loader.load_predictor(folder, backend="onnx")` run it with ONNX Runtime through the same pipeline.
+Like a checkpoint, the folder also carries the pipeline files, `onnx_model.py`, the Inference Endpoints `handler.py`
+and its `requirements.txt` (`layoutkit.pipelines.attach.attach_onnx_export`): pushed to the Hub, it deploys as an
+Inference Endpoint that runs the graph (fp32 or int8) with ONNX Runtime.
 
 Exporter: `torch.onnx.export(..., dynamo=False)`, the TorchScript-based exporter. Measured with torch 2.13: the
 dynamo exporter exports LayoutLM v1 (in about 20 s against 1.5 s) but fails on LayoutLMv3 (a view over the
@@ -39,9 +42,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..pipelines.attach import attach_onnx_export
 from ..pipelines.encoding import LayoutCollator, encode_documents, window_page_images
 from ..pipelines.modeling import load_processing, model_family
-from .onnx_model import EXPORT_INFO_FILE, ONNX_FILE, OnnxLayoutModel
+from ..pipelines.onnx_model import EXPORT_INFO_FILE, ONNX_FILE, OnnxLayoutModel
+from .pipeline_loader import task_of
 
 DEFAULT_OPSET = 17
 DEFAULT_ATOL = 1e-4
@@ -178,6 +183,7 @@ def export_onnx(model_name_or_path: str, output_dir: str | Path, opset: int = DE
         )
         config.save_pretrained(scratch)
         processor.save_pretrained(scratch)
+        attach_onnx_export(scratch, task_of(config.to_dict(), str(model_name_or_path)))
         parity = parity_rows(model, OnnxLayoutModel(scratch), tokenizer, image_processor, family)
         worst = max(row["max_abs_diff"] for row in parity)
         if worst > atol:

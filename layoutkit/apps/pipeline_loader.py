@@ -7,7 +7,8 @@
 
 Both return the layoutkit pipeline of the checkpoint's task (`LayoutTokenClassificationPipeline` for
 token classification, `LayoutDocumentClassificationPipeline` for document classification), so inputs, options and
-outputs are the same; with the ONNX backend the model call goes to `OnnxLayoutModel`.
+outputs are the same; with the ONNX backend the model call goes to `OnnxLayoutModel`
+(`layoutkit.pipelines.onnx_model.onnx_pipeline`, which the Inference Endpoints handler of an export folder calls too).
 
 `load_relation_pipeline(folder)` builds a relation checkpoint's `LayoutRelationExtractionPipeline` (predict.py's
 --relation_model) the same way, from layoutkit's own classes.
@@ -63,19 +64,15 @@ def load_predictor(model: str | os.PathLike, backend: str = "torch", task: str |
         return pipeline(task, model=model, pipeline_class=pipeline_class or PIPELINE_CLASSES[task], device=device,
                         batch_size=batch_size)
 
-    from ..pipelines.modeling import load_processing
-    from .onnx_model import OnnxLayoutModel, onnx_path
+    from ..pipelines.onnx_model import onnx_path, onnx_pipeline
 
     onnx_path(model)  # a clear error before anything else is loaded
     if device is not None and str(device) != "cpu":
         raise ValueError(f"the ONNX backend runs on the CPU; got device {device}")
     config_path = Path(model) / "config.json"
     task = task or task_of(json.loads(config_path.read_text(encoding="utf-8")), str(config_path))
-    onnx_model = OnnxLayoutModel(model, num_threads=num_threads)
-    tokenizer, image_processor, _ = load_processing(model)
-    return (pipeline_class or PIPELINE_CLASSES[task])(model=onnx_model, tokenizer=tokenizer,
-                                                      image_processor=image_processor, task=task, device="cpu",
-                                                      batch_size=batch_size)
+    return onnx_pipeline(model, pipeline_class or PIPELINE_CLASSES[task], task, num_threads=num_threads,
+                         batch_size=batch_size)
 
 
 def load_relation_pipeline(name_or_path: str, device=None):

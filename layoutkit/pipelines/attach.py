@@ -17,6 +17,10 @@ Adding a task (for example "image-classification" for document classification) i
 It also writes what a Hugging Face Inference Endpoint needs to serve the pushed checkpoint without code
 (`attach_endpoint_handler`): `handler.py` (from `endpoint_handler.py`, which loads the pipeline above) and the
 `requirements.txt` the endpoint installs on top of its torch + transformers image.
+
+`attach_onnx_export(export_dir, task)` does the same for a folder written by `layoutkit.apps.export_onnx` (fp32 or
+int8), adding `onnx_model.py` (the ONNX Runtime model behind the pipeline's call signature): the same `handler.py`
+then serves the ONNX graph instead of PyTorch weights.
 """
 
 from __future__ import annotations
@@ -59,8 +63,11 @@ PIPELINES = {
 
 # handler.py of Inference Endpoints; it imports no sibling module (it loads the pipeline through transformers).
 ENDPOINT_HANDLER = PACKAGE_DIR / "endpoint_handler.py"
+# The ONNX Runtime model of an export folder, shipped there beside the pipeline files (not in PyTorch checkpoints).
+ONNX_MODEL = PACKAGE_DIR / "onnx_model.py"
 # What the endpoint installs on top of its image: the transformers major version the pipeline is written for, the
-# default OCR engine (RapidOCR, its models inside the wheel, on onnxruntime) and PDF rendering.
+# default OCR engine (RapidOCR, its models inside the wheel, on onnxruntime, which also runs an ONNX export's
+# model) and PDF rendering.
 ENDPOINT_REQUIREMENTS = ("transformers>=5.0,<6", "rapidocr>=3.4,<4", "onnxruntime>=1.20", "pypdfium2>=4.30")
 
 
@@ -72,14 +79,30 @@ def pipeline_files(task: str) -> list[Path]:
     return [main] + sorted(Path(f) for f in set(get_relative_import_files(str(main))))
 
 
-def third_party_imports(task: str) -> set[str]:
-    """Top-level packages (outside the standard library) the shipped files import outside `try` blocks:
-    what transformers' `check_imports` will require on the machine that loads the pipeline."""
+def onnx_model_files() -> list[Path]:
+    """onnx_model.py and the modules it imports relatively, recursively."""
+    return [ONNX_MODEL] + sorted(Path(f) for f in set(get_relative_import_files(str(ONNX_MODEL))))
+
+
+def third_party_imports(task: str, onnx: bool = False) -> set[str]:
+    """Top-level packages (outside the standard library) the shipped files (with `onnx`, those of an ONNX export)
+    import outside `try` blocks: what transformers' `check_imports` will require on the machine that loads them."""
     import sys
 
     stdlib = set(sys.stdlib_module_names) | {"__future__"}
-    files = [*pipeline_files(task), ENDPOINT_HANDLER]
+    files = [*pipeline_files(task), ENDPOINT_HANDLER, *(onnx_model_files() if onnx else [])]
     return {name for path in files for name in get_imports(str(path))} - stdlib
+
+
+def check_shippable(task: str, onnx: bool = False) -> None:
+    """RuntimeError when the files shipped for `task` (with `onnx`, in an ONNX export) require a package beyond
+    ALLOWED_IMPORTS."""
+    extra = third_party_imports(task, onnx) - ALLOWED_IMPORTS
+    if extra:
+        raise RuntimeError(
+            f"the {task} pipeline files import {sorted(extra)}, which checkpoints cannot require; import them "
+            "lazily inside a try block"
+        )
 
 
 def custom_pipeline_entry(task: str) -> dict:
@@ -96,12 +119,7 @@ def attach_pipeline(output_dir: str | os.PathLike, task: str = "token-classifica
     config_path = output_dir / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"{config_path} not found: save the model before attaching its pipeline")
-    extra = third_party_imports(task) - ALLOWED_IMPORTS
-    if extra:
-        raise RuntimeError(
-            f"the {task} pipeline files import {sorted(extra)}, which checkpoints cannot require; import them "
-            "lazily inside a try block"
-        )
+    check_shippable(task)
     copied = []
     for path in pipeline_files(task):
         shutil.copyfile(path, output_dir / path.name)
@@ -121,3 +139,18 @@ def attach_endpoint_handler(output_dir: str | os.PathLike) -> list[str]:
     header = "# Installed by Hugging Face Inference Endpoints for handler.py (torch, transformers come with the image)."
     (output_dir / "requirements.txt").write_text("\n".join([header, *ENDPOINT_REQUIREMENTS]) + "\n", encoding="utf-8")
     return ["handler.py", "requirements.txt"]
+
+
+def attach_onnx_export(export_dir: str | os.PathLike, task: str) -> list[str]:
+    """Make an ONNX export folder (`model.onnx`, config.json, processor files) deployable like a checkpoint:
+    `attach_pipeline` (the pipeline files, the `custom_pipelines` entry, handler.py, requirements.txt) plus
+    `onnx_model.py` and what it imports, which handler.py loads when the folder holds `model.onnx`. Returns the
+    copied file names."""
+    export_dir = Path(export_dir)
+    check_shippable(task, onnx=True)
+    copied = attach_pipeline(export_dir, task)
+    for path in onnx_model_files():
+        if path.name not in copied:
+            shutil.copyfile(path, export_dir / path.name)
+            copied.append(path.name)
+    return copied

@@ -1,10 +1,15 @@
-"""Hugging Face Inference Endpoints custom handler, saved as `handler.py` in every checkpoint (see `export.py`).
+"""Hugging Face Inference Endpoints custom handler, saved as `handler.py` in every checkpoint and every ONNX export
+folder (see `attach.py`).
 
 Pushed to the Hub, a checkpoint deploys as a custom Inference Endpoint without writing code: the endpoint's
 toolkit imports `handler.py` from the repository, builds `EndpointHandler(path)` once and calls it with each request
 body. The handler loads the checkpoint's own custom pipeline (`pipeline(task, model=path, trust_remote_code=True)`,
 the same code users run in Python), so its answers are the pipeline's answers. `requirements.txt` beside it lists
-what the endpoint installs on top of torch and transformers (the OCR engine, PDF rendering).
+what the endpoint installs on top of torch and transformers (the OCR engine, PDF rendering, onnxruntime).
+
+A folder written by `python -m layoutkit.apps.export_onnx` (fp32 or `--quantize int8`) holds `model.onnx` instead of
+PyTorch weights, with `onnx_model.py` beside the pipeline files: there the handler builds the same pipeline class
+around the ONNX Runtime model (`onnx_model.onnx_pipeline`, what `predict.py --backend onnx` runs), on the CPU.
 
 Request bodies (`data`), as the toolkit hands them over:
 
@@ -23,7 +28,7 @@ pdf_invisible_text, ocr:ENGINE); a list of inputs returns a list of outputs. Str
 URLs: a request cannot make the endpoint open files on its disk or fetch from the network.
 
 Like the other files shipped in a checkpoint, this one imports only the standard library, PIL, torch and transformers
-(pypdfium2 only when a PDF arrives).
+(pypdfium2 only when a PDF arrives; onnxruntime, through onnx_model.py, only in an ONNX export).
 """
 
 from __future__ import annotations
@@ -40,19 +45,42 @@ from PIL import Image
 from transformers import pipeline
 
 DEFAULT_PDF_DPI = 200
+# The graph of an ONNX export folder (onnx_model.ONNX_FILE; this file imports no sibling module at module level).
+ONNX_FILE = "model.onnx"
 PDF_MAGIC = b"%PDF-"
 # Call options that return something JSON cannot carry.
 REFUSED_PARAMETERS = {"draw": "draw=True returns an image, which a JSON response cannot carry"}
 
 
+def custom_pipelines(path: str) -> dict:
+    """config.json's `custom_pipelines`: task -> {"impl": "module.Class", ...}."""
+    with open(os.path.join(path, "config.json"), encoding="utf-8") as handle:
+        return json.load(handle).get("custom_pipelines") or {}
+
+
 def checkpoint_task(path: str) -> str:
     """The task of the custom pipeline registered in the checkpoint's config.json."""
-    config_path = os.path.join(path, "config.json")
-    with open(config_path, encoding="utf-8") as handle:
-        tasks = sorted((json.load(handle).get("custom_pipelines") or {}).keys())
+    tasks = sorted(custom_pipelines(path))
     if len(tasks) != 1:
-        raise ValueError(f"{config_path}: expected one task under 'custom_pipelines', found {tasks or 'none'}")
+        raise ValueError(f"{os.path.join(path, 'config.json')}: expected one task under 'custom_pipelines', found "
+                         f"{tasks or 'none'}")
     return tasks[0]
+
+
+def load_pipeline(path: str, task: str):
+    """The checkpoint's custom pipeline: on its PyTorch weights (GPU when there is one), or, in an ONNX export folder,
+    the same pipeline class around the ONNX Runtime model (CPU). Both classes come from the files in the folder,
+    loaded the way `trust_remote_code=True` loads them."""
+    if not os.path.isfile(os.path.join(path, ONNX_FILE)):
+        return pipeline(task, model=path, trust_remote_code=True, device=0 if torch.cuda.is_available() else -1)
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+    if not os.path.isfile(os.path.join(path, "onnx_model.py")):
+        raise ValueError(f"{path}: an ONNX export without onnx_model.py; export it again with "
+                         "`python -m layoutkit.apps.export_onnx`, which ships it")
+    pipeline_class = get_class_from_dynamic_module(custom_pipelines(path)[task]["impl"], path)
+    onnx_pipeline = get_class_from_dynamic_module("onnx_model.onnx_pipeline", path)
+    return onnx_pipeline(path, pipeline_class, task)  # ImportError naming onnxruntime where it is missing
 
 
 def decode_base64(text: str, where: str) -> bytes:
@@ -117,8 +145,7 @@ class EndpointHandler:
     def __init__(self, path: str = ""):
         path = path or os.path.dirname(os.path.abspath(__file__))
         self.task = checkpoint_task(path)
-        self.pipeline = pipeline(self.task, model=path, trust_remote_code=True,
-                                 device=0 if torch.cuda.is_available() else -1)
+        self.pipeline = load_pipeline(path, self.task)
 
     def __call__(self, data: dict[str, Any]) -> Any:
         inputs = data.pop("inputs", data) if isinstance(data, dict) else data

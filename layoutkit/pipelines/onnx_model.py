@@ -3,11 +3,17 @@ signature the pipelines use for the torch model: `model(input_ids=..., attention
 [pixel_values=...]).logits`, with `config`, `device` and `dtype`. So the same pipeline classes (and their
 preprocessing, window merging and post-processing) run either backend:
 
-    from layoutkit.apps.onnx_model import OnnxLayoutModel
+    from layoutkit.pipelines.onnx_model import OnnxLayoutModel
     model = OnnxLayoutModel.from_pretrained("exports/invoices-onnx")
     logits = model(**batch).logits  # a torch tensor, like the torch model's
 
-`layoutkit.apps.pipeline_loader.load_predictor(folder, backend="onnx")` builds the whole pipeline around it.
+`onnx_pipeline(folder, pipeline_class, task)` builds a whole pipeline around it: what
+`layoutkit.apps.pipeline_loader.load_predictor(folder, backend="onnx")` (predict.py, the service) and the Inference
+Endpoints handler (`endpoint_handler.py`) of an export folder both call.
+
+Copied into every export folder beside `handler.py` and the pipeline files, so, like them, it imports only torch,
+transformers and the standard library at module level; onnxruntime is imported when a model is loaded (an export's
+`requirements.txt` lists it), with an error naming it where it is missing.
 """
 
 from __future__ import annotations
@@ -20,16 +26,22 @@ import torch
 from transformers import AutoConfig
 from transformers.utils import ModelOutput
 
+from .modeling import load_processing
+
 ONNX_FILE = "model.onnx"
 EXPORT_INFO_FILE = "onnx_export.json"
 
 
 def import_onnxruntime():
-    """onnxruntime, an optional dependency (the onnx extra); ImportError naming what to install when it is missing."""
+    """onnxruntime, an optional dependency (layoutkit's onnx extra; listed in an export folder's requirements.txt);
+    ImportError naming what to install when it is missing. Imported inside a `try` so that transformers'
+    `check_imports` does not require it of every environment that loads this file."""
     try:
         import onnxruntime
     except ImportError as error:
-        raise ImportError(f"the ONNX backend needs onnxruntime: pip install 'layoutkit[onnx]' ({error})") from error
+        raise ImportError(f"the ONNX backend needs the onnxruntime package, which is not installed: pip install "
+                          f"onnxruntime (with layoutkit: pip install 'layoutkit[onnx]'; an Inference Endpoint "
+                          f"installs it from the export folder's requirements.txt) ({error})") from error
     return onnxruntime
 
 
@@ -85,3 +97,14 @@ class OnnxLayoutModel:
         feed = {name: inputs[name].detach().cpu().numpy() for name in self.input_names}
         (logits,) = self.session.run(["logits"], feed)
         return ModelOutput(logits=torch.from_numpy(logits))
+
+
+def onnx_pipeline(model_dir: str | os.PathLike, pipeline_class, task: str, num_threads: int | None = None,
+                  batch_size: int | None = None):
+    """`pipeline_class` (the layoutkit pipeline of `task`) around the export folder's `OnnxLayoutModel` and its
+    tokenizer / processor: the torch pipeline's preprocessing and outputs, the model call on ONNX Runtime (CPU)."""
+    onnx_path(model_dir)  # a clear error before anything else is loaded
+    model = OnnxLayoutModel(model_dir, num_threads=num_threads)
+    tokenizer, image_processor, _ = load_processing(str(model_dir))
+    return pipeline_class(model=model, tokenizer=tokenizer, image_processor=image_processor, task=task, device="cpu",
+                          batch_size=batch_size)

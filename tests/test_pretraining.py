@@ -208,3 +208,41 @@ def test_pages_folder_becomes_a_corpus_with_cached_ocr(tmp_path, monkeypatch):
     assert page["image"].size == (1000, 1000) and page["words"] == ["Invoice", "total"]
     assert page["bboxes"][1] == [500, 900, 950, 975]  # halved with the image
     assert {p["id"] for split in corpus.values() for p in split} == {"a.png#1", "b.jpg#1", "c.pdf#1", "c.pdf#2"}
+
+
+def test_corpus_takes_a_pdfs_text_layer_and_ocr_only_its_scanned_pages(tmp_path, monkeypatch):
+    """A mixed PDF in the pages folder: born-digital pages give their text-layer words (no OCR call), image-only
+    ones go to the engine; corpus.json counts the pages per words source. `--pdf_text never` OCRs every page."""
+    import pdf_samples as samples
+    from datasets import load_from_disk
+
+    from layoutkit.cli import main as layoutkit
+    from layoutkit.pipelines.ocr import OCR_ENGINES, OcrEngine, OcrResult, register_ocr_engine
+
+    calls = []
+
+    class FixedWords(OcrEngine):
+        name = "fixed-words-pdf-test"
+
+        def read(self, page):
+            calls.append(page.size)
+            return OcrResult(["scanned"], [[10, 10, 90, 40]], [99], [0])
+
+    monkeypatch.setitem(OCR_ENGINES, FixedWords.name, FixedWords)
+    register_ocr_engine(FixedWords)
+    pages = tmp_path / "pages"
+    pages.mkdir()
+    samples.mixed(pages / "mixed.pdf")  # born-digital, image-only, invisible OCR layer, scan with a stamp
+    common = ["--pages_dir", str(pages), "--ocr_engine", FixedWords.name, "--ocr_cache", str(tmp_path / "cache"),
+              "--validation_fraction", "0.25"]
+    assert layoutkit(["pretraining-corpus", "--output", str(tmp_path / "auto"), *common]) == 0
+    assert len(calls) == 2  # the two pages without a usable text layer
+    report = json.loads((tmp_path / "auto" / "corpus.json").read_text())
+    assert report["words_source"] == {f"ocr:{FixedWords.name}": 2, "pdf_invisible_text": 1, "pdf_text": 1}
+    corpus = load_from_disk(str(tmp_path / "auto"))
+    first = next(p for split in corpus.values() for p in split if p["id"] == "mixed.pdf#1")
+    assert first["words_source"] == "pdf_text" and first["words"][:2] == samples.LINES[0].split()[:2]
+
+    assert layoutkit(["pretraining-corpus", "--output", str(tmp_path / "never"), "--pdf_text", "never", *common]) == 0
+    report = json.loads((tmp_path / "never" / "corpus.json").read_text())
+    assert report["words_source"] == {f"ocr:{FixedWords.name}": 4}

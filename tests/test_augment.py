@@ -189,6 +189,26 @@ def test_augment_split_appends_copies_and_keeps_words_and_tags():
         assert row["image"].mode == "RGB" and row["image"].size == PAGE_SIZE
 
 
+def test_boxes_only_augmentation_keeps_the_images_and_moves_the_boxes_as_with_images():
+    """images=False (a model that reads no pixels): each copy keeps its page image byte for byte, and its boxes get
+    the same warp as with images (the jitter draws from the rng after the photometry, so only unjittered pages are
+    compared box for box)."""
+    dataset = tiny_dataset()
+    config = AugmentConfig(box_jitter_probability=0.0)
+    n = len(dataset)
+    boxes_only = augment_split(dataset, copies=2, seed=5, config=config, images=False)
+    with_images = augment_split(dataset, copies=2, seed=5, config=config)
+    assert boxes_only.features == dataset.features and len(boxes_only) == 3 * n
+    assert list(boxes_only["id"]) == list(with_images["id"])
+    for k in range(n, 3 * n):
+        assert np.array_equal(np.asarray(boxes_only[k]["image"]), np.asarray(dataset[k % n]["image"]))
+        assert boxes_only[k]["bboxes"] == with_images[k]["bboxes"] != dataset[k % n]["bboxes"]
+        assert boxes_only[k]["segment_bboxes"] == with_images[k]["segment_bboxes"]
+    jittered = augment_split(dataset, copies=1, seed=5, images=False)
+    for row in jittered:
+        assert_ordered_and_clamped(row["bboxes"], PAGE_SIZE)
+
+
 def test_augment_split_is_seeded_and_copies_differ():
     dataset = tiny_dataset()
     n = len(dataset)

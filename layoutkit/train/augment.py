@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from datasets import Dataset, concatenate_datasets
+from datasets import Image as ImageFeature
 from PIL import Image, ImageEnhance, ImageFilter
 
 # Columns holding one [x0, y0, x1, y1] pixel box per word; whichever a dataset has are transformed.
@@ -202,6 +203,17 @@ def augment_page(
     return augmented, moved
 
 
+def augment_boxes(size: tuple[int, int], box_columns: dict[str, Boxes], rng: np.random.Generator,
+                  config: AugmentConfig) -> dict[str, Boxes]:
+    """`augment_page` for a model that never sees the page: the same warp and jitter of the boxes, no pixels."""
+    params = sample_params(rng, config, size)
+    matrix = affine_matrix(size, params.angle, params.scale, params.shift_x, params.shift_y)
+    moved = {name: transform_boxes(boxes, matrix, size) for name, boxes in box_columns.items()}
+    if params.jitter:
+        moved = {name: jitter_boxes(boxes, rng, config.box_jitter_pixels, size) for name, boxes in moved.items()}
+    return moved
+
+
 # ------------------------------------------------------------------------------------------------ datasets
 def _integer_valued(feature) -> bool:
     """Whether a (nested) box feature stores integers, e.g. List(List(Value("int32"), length=4))."""
@@ -236,6 +248,23 @@ def augment_document(
     return update
 
 
+def augment_document_boxes(
+    document: dict, index: int, *, copy_number: int, seed: int, config: AugmentConfig,
+    box_columns: list[str], integer_columns: list[str],
+) -> dict:
+    """`augment_document` without touching the image (stored undecoded: only its size is read)."""
+    rng = np.random.default_rng([seed, copy_number, index])
+    image = document["image"]
+    with Image.open(io.BytesIO(image["bytes"]) if image.get("bytes") else image["path"]) as page:
+        size = page.size  # the header only; the pixels are never decoded
+    present = {name: document[name] for name in box_columns if document[name] is not None}
+    update = {name: _round_outward(boxes, *size) if name in integer_columns else boxes
+              for name, boxes in augment_boxes(size, present, rng, config).items()}
+    if "id" in document:
+        update["id"] = f"{document['id']}#aug{copy_number}"
+    return update
+
+
 def augment_split(
     dataset: Dataset,
     copies: int,
@@ -243,12 +272,15 @@ def augment_split(
     config: AugmentConfig | None = None,
     num_proc: int | None = None,
     load_from_cache_file: bool = True,
+    images: bool = True,
 ) -> Dataset:
     """The documents followed by `copies` augmented copies of every document (for the training split only).
 
     Each copy is one cached `Dataset.map` (so it is computed once and reused while the data, seed and config
     are unchanged); copy k of document i uses `numpy.random.default_rng([seed, k, i])`. Words, tags and any
     other column are kept; ids get `#aug{k}` appended so they stay unique; features are unchanged.
+    `images=False` (a model that reads no pixels: LayoutLM v1, LiLT) moves and jitters the boxes only and keeps
+    each copy's page image as it is, undecoded: the same layout augmentation in a fraction of the time.
     """
     if copies < 0:
         raise ValueError(f"copies must be >= 0, got {copies}")
@@ -259,26 +291,29 @@ def augment_split(
     config = config or AugmentConfig()
     box_columns = [name for name in BOX_COLUMNS if name in dataset.column_names]
     integer_columns = [name for name in box_columns if _integer_valued(dataset.features[name])]
+    source = dataset if images else dataset.cast_column("image", ImageFeature(decode=False))
     augmented = [
-        dataset.map(
-            augment_document,
+        source.map(
+            augment_document if images else augment_document_boxes,
             with_indices=True,
             fn_kwargs={"copy_number": copy_number, "seed": seed, "config": config,
                        "box_columns": box_columns, "integer_columns": integer_columns},
-            features=dataset.features,
+            features=source.features,
             num_proc=num_proc,
             load_from_cache_file=load_from_cache_file,
-            desc=f"Augmenting training documents (copy {copy_number}/{copies})",
+            desc=f"Augmenting training documents (copy {copy_number}/{copies}{'' if images else ', boxes only'})",
         )
         for copy_number in range(1, copies + 1)
     ]
+    if not images:
+        augmented = [copy.cast_column("image", dataset.features["image"]) for copy in augmented]
     return concatenate_datasets([dataset, *augmented])
 
 
 def augment_training_split(accelerator, copies: int, raw, seed: int, num_proc: int | None = None,
-                           load_from_cache_file: bool = True) -> None:
+                           load_from_cache_file: bool = True, images: bool = True) -> None:
     """Replace raw["train"] by the originals plus `copies` augmented copies of each (cached; the main process
-    builds the cache first)."""
+    builds the cache first). `images=False`: boxes only (`augment_split`)."""
     with accelerator.main_process_first():
         raw["train"] = augment_split(raw["train"], copies, seed, num_proc=num_proc,
-                                     load_from_cache_file=load_from_cache_file)
+                                     load_from_cache_file=load_from_cache_file, images=images)

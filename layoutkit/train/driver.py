@@ -195,14 +195,16 @@ def train_and_evaluate(task: Task, on_epoch_end=None) -> dict:
     validation_split = carve_validation_split(raw, training.seed, stratify_by_column=task.stratify_column)
     accelerator.print(f"validation split: {validation_split}")
     task.read_labels(raw)
-    if args.augmentation is not None and args.augmentation.augment:
-        augment_training_split(accelerator, args.augmentation.augment_copies, raw, training.seed,
-                               data.preprocessing_num_workers, load_from_cache_file=not data.overwrite_cache)
 
     # ---- model
     model, tokenizer, image_processor, processor = load_model_and_processing(
         args.model, config, data.max_seq_length, task.model_class(), **task.config_kwargs()
     )
+    if args.augmentation is not None and args.augmentation.augment:
+        # A model without an image processor (LayoutLM v1, LiLT) reads no pixels: only its boxes are augmented.
+        augment_training_split(accelerator, args.augmentation.augment_copies, raw, training.seed,
+                               data.preprocessing_num_workers, load_from_cache_file=not data.overwrite_cache,
+                               images=image_processor is not None)
     processing = Processing(tokenizer, image_processor, model_family(config))
     model.config.document_preprocessing = task.document_preprocessing()
     task.configure_model(model.config)

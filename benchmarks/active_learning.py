@@ -150,10 +150,15 @@ def run_seed(args, raw, pool: list[str], counts: list[int], scratch: Path, seed:
                 checkpoint = out / f"shared-{counts[0]}" if len(labelled) == counts[0] else previous
                 uncertainty = pool_uncertainty(checkpoint, args.data_dir, unlabelled)
                 chosen = pick_most_uncertain(unlabelled, uncertainty, need)
+                (checkpoint / "pool_uncertainty.json").write_text(json.dumps(uncertainty, indent=1) + "\n")
+                # Calibrated scores are step functions (isotonic): many documents can share the cut-off value, and
+                # among those the pool's order decides, as the input order does for predict.py.
+                cut = min(uncertainty[d] for d in chosen)
                 print(f"  scored {len(unlabelled)} unlabelled documents in {time.perf_counter() - started:.0f} s; "
-                      f"picked uncertainty {min(uncertainty[d] for d in chosen):.3f}..."
-                      f"{max(uncertainty[d] for d in chosen):.3f} (pool mean "
-                      f"{statistics.mean(uncertainty.values()):.3f})", flush=True)
+                      f"picked uncertainty {cut:.3f}...{max(uncertainty[d] for d in chosen):.3f} (pool mean "
+                      f"{statistics.mean(uncertainty.values()):.3f}; {sum(u == cut for u in uncertainty.values())} "
+                      f"documents at the cut-off value, {sum(u > cut for u in uncertainty.values())} above it)",
+                      flush=True)
             labelled += chosen
             results = train_round(args, raw, labelled, scratch, seed, out / f"{strategy}-{count}")
             curve.append({"documents": count, "test_f1": results["test_f1"], "labelled": list(labelled)})
@@ -217,7 +222,7 @@ def main(argv=None) -> None:
     parser.add_argument("--ceiling", action="store_true", help="also train on the whole pool (per seed)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--train_steps", type=int, default=300, help="optimizer steps of every run")
-    parser.add_argument("--epoch_documents", type=int, default=200,
+    parser.add_argument("--epoch_documents", type=int, default=400,
                         help="labelled documents are repeated to about this many per epoch (validation per epoch)")
     parser.add_argument("--learning_rate", type=float, default=3e-3)
     parser.add_argument("--batch_size", type=int, default=8)

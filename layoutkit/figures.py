@@ -32,3 +32,26 @@ def confusion_figure(matrix: np.ndarray, label_names: Sequence[str], title: str 
     axes.set_title(title)
     figure.tight_layout()
     return figure
+
+
+def curve_figure(series: dict[str, tuple[Sequence[float], Sequence[float], Sequence[float]]], x_label: str,
+                 y_label: str, title: str):
+    """A matplotlib Figure (Agg canvas) of one line per series name: (x, mean, spread), the spread drawn as a band of
+    mean +- spread (e.g. the standard deviation over seeds)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(5.5, 3.6), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    for name, (x, mean, spread) in series.items():
+        mean, spread = np.asarray(mean, dtype=float), np.asarray(spread, dtype=float)
+        axes.plot(x, mean, marker="o", label=name)
+        axes.fill_between(x, mean - spread, mean + spread, alpha=0.2)
+    axes.set_xlabel(x_label)
+    axes.set_ylabel(y_label)
+    axes.grid(alpha=0.3)
+    axes.legend()
+    axes.set_title(title)
+    figure.tight_layout()
+    return figure

@@ -1,0 +1,64 @@
+"""The selection logic of benchmarks/active_learning.py, on hand-made documents (no model is trained)."""
+
+import importlib.util
+import random
+
+import pytest
+
+from conftest import REPO_ROOT
+from layoutkit.apps.labelstudio_format import document_uncertainty
+
+spec = importlib.util.spec_from_file_location("active_learning", REPO_ROOT / "benchmarks" / "active_learning.py")
+active_learning = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(active_learning)
+
+
+def document(*scores):
+    """A predict.py document JSON whose fields have these (calibrated) scores; the last one is multi-valued."""
+    fields = {f"field{i}": {"value": "x", "score": s} for i, s in enumerate(scores[:-1])}
+    if scores:
+        fields["items"] = {"multiple": True, "values": [{"value": "y", "score": scores[-1]}]}
+    return {"fields": fields}
+
+
+def test_uncertainty_picker_takes_the_documents_predict_would_put_first():
+    documents = {
+        "a": document(0.99, 0.98),  # sure of everything: 0.02
+        "b": document(0.95, 0.40),  # one unsure value, the multi-valued one: 0.60
+        "c": document(),  # nothing found: 1.0, the most uncertain
+        "d": document(0.70, 0.99),  # 0.30
+        "e": document(0.99, 0.40),  # 0.60, the same as b
+    }
+    uncertainty = {doc_id: document_uncertainty(doc) for doc_id, doc in documents.items()}
+    assert uncertainty["c"] == 1.0 and uncertainty["b"] == pytest.approx(0.6)
+
+    assert active_learning.pick_most_uncertain(list(documents), uncertainty, 3) == ["c", "b", "e"]
+    # Ties keep the pool's order, as predict.py --order uncertainty keeps the input order.
+    assert active_learning.pick_most_uncertain(["e", "d", "b", "a"], uncertainty, 2) == ["e", "b"]
+    # Only unlabelled documents are candidates; asking for more than there are gives them all.
+    assert active_learning.pick_most_uncertain(["a", "d"], uncertainty, 5) == ["d", "a"]
+
+
+def test_uncertainty_picker_refuses_documents_without_a_score():
+    with pytest.raises(KeyError, match="no uncertainty for 1 unlabelled"):
+        active_learning.pick_most_uncertain(["a", "b"], {"a": 0.5}, 1)
+
+
+def test_random_picker_is_seeded_and_draws_unlabelled_documents_once():
+    pool = [f"doc{i}" for i in range(50)]
+    first = active_learning.pick_random(pool, 10, random.Random(3))
+    assert first == active_learning.pick_random(pool, 10, random.Random(3))
+    assert first != active_learning.pick_random(pool, 10, random.Random(4))
+    assert len(set(first)) == 10 and set(first) <= set(pool)
+    assert sorted(active_learning.pick_random(pool[:4], 10, random.Random(3))) == pool[:4]
+
+
+def test_share_counts_and_the_share_reaching_the_target():
+    assert active_learning.share_counts(400, [0.1, 0.2, 0.35, 0.5]) == [40, 80, 140, 200]
+    with pytest.raises(ValueError, match="must increase"):
+        active_learning.share_counts(400, [0.2, 0.1])
+    with pytest.raises(ValueError, match="distinct counts"):
+        active_learning.share_counts(10, [0.1, 0.12])
+    shares = [0.1, 0.2, 0.35, 0.5]
+    assert active_learning.first_share_reaching(shares, [0.5, 0.61, 0.60, 0.7], 0.6) == 0.2
+    assert active_learning.first_share_reaching(shares, [0.5, 0.55, 0.58, 0.59], 0.6) is None

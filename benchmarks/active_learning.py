@@ -15,8 +15,8 @@ strategies. Each later round adds documents until the next share is labelled, ch
 - `uncertainty`: the most uncertain still-unlabelled documents according to the model of the previous round of the
   same strategy, with `predict.py`'s own path: the checkpoint's pipeline on the document's annotated words and boxes
   (`predict.py --words_json`), `predict_document` (fields with the checkpoint's calibrated scores), and
-  `labelstudio_format.document_uncertainty` (1 - the lowest field score); ties keep the pool's order, as
-  `--order uncertainty` keeps the input order.
+  `labelstudio_format.uncertainty_rank` (1 - the lowest calibrated field score, ties broken by the model's own
+  scores); remaining ties keep the pool's order, as `--order uncertainty` keeps the input order.
 
 Every round fine-tunes from scratch (`layoutkit train-ner`, the same scratch config and tokenizer built from the
 pool's words, the same seed) for the same budget in optimizer steps (`--train_steps`): the labelled documents are
@@ -45,13 +45,13 @@ def pick_random(unlabelled: list[str], count: int, rng: random.Random) -> list[s
     return rng.sample(list(unlabelled), min(count, len(unlabelled)))
 
 
-def pick_most_uncertain(unlabelled: list[str], uncertainty: dict[str, float], count: int) -> list[str]:
+def pick_most_uncertain(unlabelled: list[str], uncertainty: dict[str, float | list[float]], count: int) -> list[str]:
     """The `count` documents of `unlabelled` with the highest uncertainty; equal uncertainties keep the order of
     `unlabelled` (sorted is stable), as predict.py's `--order uncertainty` keeps the input order."""
     missing = [doc_id for doc_id in unlabelled if doc_id not in uncertainty]
     if missing:
         raise KeyError(f"no uncertainty for {len(missing)} unlabelled documents, e.g. {missing[:3]}")
-    return sorted(unlabelled, key=lambda doc_id: -uncertainty[doc_id])[:count]
+    return sorted(unlabelled, key=lambda doc_id: uncertainty[doc_id], reverse=True)[:count]
 
 
 def share_counts(pool_size: int, shares: list[float]) -> list[int]:
@@ -69,12 +69,12 @@ def first_share_reaching(shares: list[float], f1s: list[float], target: float) -
 
 
 # ----------------------------------------------------------------------------------------- uncertainty
-def pool_uncertainty(checkpoint: Path, data_dir: Path, doc_ids: list[str]) -> dict[str, float]:
+def pool_uncertainty(checkpoint: Path, data_dir: Path, doc_ids: list[str]) -> dict[str, list[float]]:
     """document_uncertainty of each document as `predict.py --words_json annotations/ID.json --labelstudio ...
     --order uncertainty` computes it with `checkpoint`."""
     from layoutkit.apps.documents import image_pages
     from layoutkit.apps.document_prediction import predict_document
-    from layoutkit.apps.labelstudio_format import document_uncertainty
+    from layoutkit.apps.labelstudio_format import uncertainty_rank
     from layoutkit.apps.pipeline_loader import load_predictor
     from layoutkit.apps.predict import read_words_json
     from layoutkit.apps.settings import InferenceSettings
@@ -92,7 +92,7 @@ def pool_uncertainty(checkpoint: Path, data_dir: Path, doc_ids: list[str]) -> di
         image = words_pages[0]["image_path"]
         result, _ = predict_document(extractor, image, image_pages(image, settings.max_image_pixels), words_pages,
                                      settings, batch_size=8, words_source=str(words_json))
-        uncertainty[doc_id] = document_uncertainty(result)
+        uncertainty[doc_id] = list(uncertainty_rank(result))
     return uncertainty
 
 

@@ -72,7 +72,8 @@ def inject_digit_error(words, labels, rng: random.Random):
 
 
 def ocr_options(args) -> dict:
-    return {"preset": args.ocr_preset} if args.ocr_preset else {}
+    # One ONNX Runtime thread: the benchmark reads one page at a time (threads do not change the words or the cache).
+    return {"threads": 1, **({"preset": args.ocr_preset} if args.ocr_preset else {})}
 
 
 def value_count(entry: dict | None) -> int:

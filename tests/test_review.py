@@ -232,6 +232,18 @@ def test_document_uncertainty_orders_label_studio_tasks():
     assert documents[1] is unsure
 
 
+def test_uncertainty_rank_breaks_calibration_ties_with_the_model_scores():
+    """Isotonic calibration gives many documents one calibrated score; the model's own scores order them."""
+    from layoutkit.apps.labelstudio_format import uncertainty_rank
+
+    calmer = {"fields": {"total": {"score": 0.938, "model_score": 0.97}}}
+    shakier = {"fields": {"total": {"score": 0.938, "model_score": 0.81}}}
+    uncalibrated = {"fields": {"total": {"score": 0.7}}}
+    assert uncertainty_rank(calmer)[0] == uncertainty_rank(shakier)[0]
+    assert sorted([calmer, shakier, uncalibrated], key=uncertainty_rank, reverse=True) == [uncalibrated, shakier, calmer]
+    assert uncertainty_rank({"fields": {}}) == (1.0, 1.0)
+
+
 def test_grouped_calibration_tells_confirmed_values_apart():
     """Values a check confirmed are right far more often at the same model score: a calibrator per group
     separates them, where one over all values cannot."""

@@ -144,11 +144,25 @@ def document_uncertainty(document: dict[str, Any]) -> float:
     values (every value of a multi-valued field); 1.0 for a document without fields (nothing found is the least
     certain). Labelling the most uncertain documents first (`predict.py --order uncertainty`) teaches the model
     most per document labelled."""
+    scores = _value_scores(document, "score")
+    return 1.0 - min(scores) if scores else 1.0
+
+
+def uncertainty_rank(document: dict[str, Any]) -> tuple[float, float]:
+    """The sort key of `--order uncertainty`, larger first: `document_uncertainty`, then the same from the model's
+    own scores. Isotonic calibration maps scores to a few steps, so many documents share one calibrated
+    uncertainty; the raw scores still order them (without them the tie would fall back to input order)."""
+    raw = _value_scores(document, "model_score") or _value_scores(document, "score")
+    return document_uncertainty(document), 1.0 - min(raw) if raw else 1.0
+
+
+def _value_scores(document: dict[str, Any], key: str) -> list[float]:
+    """`key` of every value of the document's fields (every value of a multi-valued field)."""
     scores = []
     for entry in document.get("fields", {}).values():
         values = entry["values"] if entry.get("multiple") else [entry]
-        scores += [float(value["score"]) for value in values if value.get("score") is not None]
-    return 1.0 - min(scores) if scores else 1.0
+        scores += [float(value[key]) for value in values if value.get(key) is not None]
+    return scores
 
 
 def document_tasks(document: dict[str, Any], image: str, model_version: str) -> list[dict[str, Any]]:

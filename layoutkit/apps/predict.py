@@ -50,7 +50,7 @@ from layoutkit.apps.documents import (
     image_pages,
     pdf_page_inputs,
 )
-from layoutkit.apps.labelstudio_format import document_tasks, document_uncertainty
+from layoutkit.apps.labelstudio_format import document_tasks, uncertainty_rank
 from layoutkit.apps.read_ahead import parallel_ocr_options, read_ahead
 from layoutkit.apps.settings import InferenceSettings, parse_inference_args
 from layoutkit.flags import flag
@@ -237,7 +237,7 @@ def main(argv=None) -> int:
                 if args.labelstudio and len(result["pages"]) == 1 and source.suffix.lower() in IMAGE_SUFFIXES:
                     labelstudio_tasks.append((str(source), document_tasks(
                         result, args.labelstudio_image_prefix + source.name, settings.model_name_or_path),
-                        document_uncertainty(result)))
+                        uncertainty_rank(result)))
                 elif args.labelstudio:
                     row["labelstudio"] = "not exported: Label Studio tasks are one image; convert the pages to images"
             except DocumentError as error:
@@ -265,7 +265,8 @@ def main(argv=None) -> int:
             order = {str(source): index for index, source in enumerate(sources)}
 
             def position(item):
-                return (-item[2] if args.order == "uncertainty" else 0, order[item[0]])
+                rank = tuple(-value for value in item[2]) if args.order == "uncertainty" else ()
+                return (*rank, order[item[0]])
 
             tasks = [task for _, doc_tasks, _ in sorted(labelstudio_tasks, key=position) for task in doc_tasks]
             Path(args.labelstudio).write_text(json.dumps(tasks, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")

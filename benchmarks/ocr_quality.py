@@ -46,14 +46,15 @@ SETTINGS = {
     "rapidocr-fast": ("rapidocr", {"preset": "fast"}),  # no angle classifier, detection 960, lines at own width
     "rapidocr-fast-rec-batch-16": ("rapidocr", {"preset": "accurate",  # the first "fast" preset, 16 lines a batch
                                                 "params": {"Global.use_cls": False, "Rec.rec_batch_num": 16}}),
-    "rapidocr-no-cls": ("rapidocr", {"params": {"Global.use_cls": False}}),
-    # One lever of the "fast" preset at a time, on top of no angle classifier (the first "fast", = rapidocr-no-cls):
-    "rapidocr-det-max-960": ("rapidocr", {"params": {"Global.use_cls": False, "Det.limit_type": "max",
-                                                     "Det.limit_side_len": 960}}),
-    "rapidocr-det-max-736": ("rapidocr", {"params": {"Global.use_cls": False, "Det.limit_type": "max",
-                                                     "Det.limit_side_len": 736}}),
-    "rapidocr-rec-min-width-48": ("rapidocr", {"params": {"Global.use_cls": False,
-                                                          "Rec.rec_img_shape": [3, 48, 48]}}),
+    "rapidocr-no-cls": ("rapidocr", {"preset": "accurate", "params": {"Global.use_cls": False}}),
+    # One lever of the "fast" preset at a time, on top of no angle classifier (the first "fast", = rapidocr-no-cls;
+    # params go on top of a preset, so these start from "accurate", RapidOCR's own configuration):
+    "rapidocr-det-max-960": ("rapidocr", {"preset": "accurate", "params": {
+        "Global.use_cls": False, "Det.limit_type": "max", "Det.limit_side_len": 960}}),
+    "rapidocr-det-max-736": ("rapidocr", {"preset": "accurate", "params": {
+        "Global.use_cls": False, "Det.limit_type": "max", "Det.limit_side_len": 736}}),
+    "rapidocr-rec-min-width-48": ("rapidocr", {"preset": "accurate", "params": {
+        "Global.use_cls": False, "Rec.rec_img_shape": [3, 48, 48]}}),
     "rapidocr-1-thread": ("rapidocr", {"threads": 1}),
 }
 

@@ -3,12 +3,15 @@
 
     python benchmarks/end_to_end.py --model runs/invoices-words --model runs/invoices-ocr \
         --data_dir data/sample_invoices --dataset_path data/invoices --engines given,tesseract,rapidocr
+    python benchmarks/end_to_end.py --model runs/invoices-words --data_dir data/sample_invoices \
+        --dataset_path data/invoices --engines rapidocr:accurate,rapidocr:fast --ocr_option threads=1
     python benchmarks/end_to_end.py --model runs/funsd --funsd ../shared/datasets/funsd --engines given,tesseract
 
 Documents: the `--split` (default test) of the dataset built from `--data_dir` (its ids; the words, labels and
 images are read from the annotation folder, before any resize), or FUNSD's testing_data. For each model and each
 word source (`given`: the annotated words and boxes; an engine name: that OCR engine with the settings the model
-records, or the engine's defaults) the page goes through the model's pipeline and `layoutkit.pipelines.fields.extract_fields`
+records, or the engine's defaults; `rapidocr:PRESET`: RapidOCR with one of its presets, `--ocr_option KEY=VALUE`
+for every engine's other settings) the page goes through the model's pipeline and `layoutkit.pipelines.fields.extract_fields`
 (one value per single-valued field, every value of a multiple one).
 
 Gold values are the annotated entities' texts; the measure is `layoutkit/apps/end_to_end.py`'s. Reported per field and
@@ -31,6 +34,7 @@ from dataset_loader.annotations import read_annotation
 from dataset_loader.funsd import read_funsd
 from dataset_loader.ocr_build import OcrBuild
 from layoutkit.apps.end_to_end import measure
+from layoutkit.pipelines.ocr import parse_engine_option
 from layoutkit.pipelines.pipeline_inputs import recorded_preprocessing, resolve_ocr_engine
 from layoutkit.apps.pipeline_loader import load_predictor
 
@@ -61,6 +65,8 @@ def main(argv=None) -> None:
     parser.add_argument("--split", default="test")
     parser.add_argument("--funsd", type=Path, help="FUNSD root instead (testing_data)")
     parser.add_argument("--engines", default="given,tesseract", help="comma-separated: given and/or OCR engine names")
+    parser.add_argument("--ocr_option", action="append", default=[], metavar="KEY=VALUE",
+                        help="an OCR engine setting for every engine, e.g. threads=1 (repeatable)")
     parser.add_argument("--max_docs", type=int)
     parser.add_argument("--ocr_cache", type=Path, help="reuse OCR results of `dataset_loader build --ocr_cache DIR`")
     parser.add_argument("--output_json", type=Path)
@@ -68,6 +74,10 @@ def main(argv=None) -> None:
     if not args.funsd and not (args.data_dir and args.dataset_path):
         parser.error("give --funsd, or --data_dir with --dataset_path")
     sources = [name.strip() for name in args.engines.split(",") if name.strip()]
+    try:
+        ocr_options = dict(parse_engine_option(option) for option in args.ocr_option)
+    except ValueError as error:
+        parser.error(f"--ocr_option: {error}")
 
     documents = load_documents(args)
     pages = {document.id: document.load_image() for document in documents}
@@ -81,8 +91,10 @@ def main(argv=None) -> None:
         for source in sources:
             ocr_seconds_total = 0.0
             if source != "given":
+                # `rapidocr:fast`: the engine's name, then its preset.
+                engine_name, _, preset = source.partition(":")
                 engine = resolve_ocr_engine(recorded_preprocessing(extractor.model.config).get("ocr"),
-                                            {"engine": source})
+                                            {"engine": engine_name, "preset": preset or None, "options": ocr_options})
                 key = json.dumps(engine.settings(), sort_keys=True)
                 if key not in ocr_cache:
                     ocr_cache[key] = {}

@@ -208,10 +208,12 @@ def test_rapidocr_presets_and_speed_settings():
     """A preset is a set of RapidOCR params, given params win key by key; the thread count goes to ONNX Runtime;
     the settings a dataset records name the preset and params but not the speed settings (same words)."""
     engine = ocr.RapidOcrEngine(preset="fast", params={"Rec.rec_batch_num": 8}, threads=1, workers=2)
-    assert engine.rapidocr_params() == {"Global.use_cls": False, "Rec.rec_batch_num": 8,
+    assert engine.rapidocr_params() == {"Global.use_cls": False, "Det.limit_type": "max", "Det.limit_side_len": 960,
+                                        "Rec.rec_img_shape": [3, 48, 48], "Rec.rec_batch_num": 8,
                                         "EngineConfig.onnxruntime.intra_op_num_threads": 1}
     assert engine.settings() == {"engine": "rapidocr", "lang": "eng", "min_confidence": 0.0, "preset": "fast",
                                  "params": {"Rec.rec_batch_num": 8}}
+    assert ocr.RapidOcrEngine(preset="accurate").rapidocr_params() == {}  # RapidOCR's own configuration
     assert ocr.RapidOcrEngine().rapidocr_params() == ocr.RAPIDOCR_PRESETS[ocr.DEFAULT_RAPIDOCR_PRESET]
     with pytest.raises(ValueError, match="unknown RapidOCR preset 'quick'; available: accurate, fast"):
         get_ocr_engine("rapidocr", preset="quick")

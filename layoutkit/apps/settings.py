@@ -43,8 +43,9 @@ class InferenceSettings:
     ocr_lang: str | None = flag('OCR language(s), e.g. "eng", "deu+eng" (default eng)')
     ocr_config: str | None = flag('extra tesseract options, e.g. "--oem 1"')
     ocr_preset: str | None = flag(
-        "RapidOCR settings by name: accurate (RapidOCR's own) or fast (no angle classifier); default: what the model "
-        f"records, else {DEFAULT_RAPIDOCR_PRESET} (docs/performance.md)", choices=sorted(RAPIDOCR_PRESETS))
+        "RapidOCR settings by name: accurate (RapidOCR's own) or fast (no angle classifier, detection at 960 px, "
+        "recognition at each line's width; 0.6x the CPU); default: what the model records, else "
+        f"{DEFAULT_RAPIDOCR_PRESET} (docs/performance.md)", choices=sorted(RAPIDOCR_PRESETS))
     ocr_option: list[str] = field(default_factory=list, metadata={
         "help": "OCR engine settings KEY=VALUE, repeatable, e.g. min_height=0 (values read as JSON when they parse)",
         "action": "extend", "metavar": "KEY=VALUE"})

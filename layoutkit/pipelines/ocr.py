@@ -300,18 +300,27 @@ def scale_box(box, factor: float, width: int, height: int) -> list[int]:
 
 
 # ------------------------------------------------------------------------------------------------ RapidOCR
-# Named RapidOCR settings (`--ocr_preset`), judged by benchmarks/ocr_quality.py (docs/performance.md): on 20 FUNSD
-# test scans "fast" finds 74.0% of the words against "accurate"'s 72.6% (the angle classifier turns some upright
-# lines of real scans upside down), without the classifier's pass over every text line. Keys are
+# Named RapidOCR settings (`--ocr_preset`), judged by benchmarks/ocr_quality.py and benchmarks/end_to_end.py
+# (docs/performance.md, section 2): "fast" takes 0.61-0.65x "accurate"'s CPU time per page on FUNSD's scans and the
+# synthetic invoices, finds more of FUNSD's words (73.6% against 72.6%: the angle classifier turns some upright
+# lines of real scans upside down) and extracts more invoice fields exactly (0.887 against 0.875). Keys are
 # `rapidocr.RapidOCR(params=...)` keys; `params` given with a preset override it key by key.
 RAPIDOCR_PRESETS: dict[str, dict[str, Any]] = {
-    # RapidOCR's own configuration: detection on the page with its short side at least 736 px, the angle
-    # classifier on every text line, 6 lines per recognition batch.
+    # RapidOCR's own configuration: detection on the page with its short side at least 736 px (pages of 750-1100 px
+    # run at their own size, a 300-dpi scan at 2480 x 3508), the angle classifier on every text line, recognition in
+    # batches of 6 lines, each line padded to the batch's widest and to at least 320 px wide at 48 px high.
     "accurate": {},
-    # Pages are upright (load_page applies EXIF rotation): no angle classifier. The default; "accurate" is for
-    # pages with upside-down text lines. (16 lines per recognition batch read the same words, no faster, with
-    # 100 MiB more memory: not kept.)
-    "fast": {"Global.use_cls": False},
+    # - No angle classifier: pages are upright (load_page applies EXIF rotation); "accurate" is for pages with
+    #   upside-down text lines.
+    # - Detection on the page shrunk to at most 960 px on its long side (PaddleOCR's own classic default): about
+    #   0.7-0.9x the pixels of 1000-1135 px pages and a fraction of a high-dpi scan's (whose lines are still read
+    #   from the full-size page). 736 px was faster still but lost 0.8 points of field exact match on the
+    #   invoices (merged and misread words); for small print on high-dpi scans, "accurate" detects at full size.
+    # - Recognition one line at a time at the line's own width (RapidOCR pads short lines, most invoice values, to
+    #   320 px and every line to its batch's widest): the same words from fewer pixels. More lines per batch were
+    #   slower on a CPU, not faster (6 lines: +20-25% recognition time; 12: +57% on FUNSD).
+    "fast": {"Global.use_cls": False, "Det.limit_type": "max", "Det.limit_side_len": 960,
+             "Rec.rec_img_shape": [3, 48, 48], "Rec.rec_batch_num": 1},
 }
 DEFAULT_RAPIDOCR_PRESET = "fast"
 

@@ -233,7 +233,10 @@ def currency_amount_rule(words, boxes, tags, scores=None) -> list[str]:
         # The pair keeps the place of its first word in an entity that runs on before it ("Total due USD 5").
         tags[i] = first if first != OUTSIDE and entity_type(first) == label else "B-" + label
         tags[j] = "I-" + label
-    return repair_bio(tags)
+        # A word that continued the number's old entity now starts it; other words keep the model's tags.
+        if j + 1 < len(tags) and tags[j + 1].startswith("I-") and entity_type(tags[j + 1]) != label:
+            tags[j + 1] = "B-" + tags[j + 1][2:]
+    return tags
 
 
 def total_keyword_rule(words, boxes, tags, keywords=DEFAULT_TOTAL_KEYWORDS, types=None) -> list[str]:

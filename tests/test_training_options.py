@@ -151,3 +151,55 @@ def test_attention_dropout_is_recorded_in_the_config(invoice_dataset, scratch_ch
     assert config["hidden_dropout_prob"] == 0.1
     card = (output / "README.md").read_text()
     assert "| attention_dropout | 0" in card and "| group_by_length | True" in card
+
+
+def tiny_token_classifier(model_type: str):
+    """A two-layer model of `model_type` with random weights and dropout on, and one batch of it."""
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    sizes = {"vocab_size": 100, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+             "intermediate_size": 64, "max_position_embeddings": 64, "num_labels": 3, "hidden_dropout_prob": 0.1,
+             "attention_probs_dropout_prob": 0.1}
+    batch = {"input_ids": torch.randint(3, 100, (2, 12)), "bbox": torch.randint(0, 500, (2, 12, 4)).sort(-1).values,
+             "attention_mask": torch.ones(2, 12, dtype=torch.long), "labels": torch.randint(0, 3, (2, 12))}
+    if model_type == "layoutlmv3":
+        config = transformers.LayoutLMv3Config(**sizes, input_size=32, patch_size=16, coordinate_size=5,
+                                               shape_size=6, max_2d_position_embeddings=1024)
+        batch["pixel_values"] = torch.randn(2, 3, 32, 32)
+    else:
+        config = transformers.LayoutLMConfig(**sizes)
+    return transformers.AutoModelForTokenClassification.from_config(config), batch
+
+
+@pytest.mark.parametrize("model_type", ["layoutlmv3", "layoutlm"])
+def test_gradient_checkpointing_recomputes_the_layers_and_gives_the_same_loss_and_gradients(model_type):
+    """LayoutLMv3 (checkpointed by layoutkit: transformers does not support it) and LayoutLM (transformers' own):
+    each encoder layer runs again in the backward pass, and the loss and every gradient are those of the model
+    without checkpointing, dropout included (the recompute replays the same random masks)."""
+    import torch
+
+    from layoutkit.train.model_setup import enable_gradient_checkpointing, encoder_layers
+
+    def loss_gradients_and_layer_calls(checkpointed: bool):
+        model, batch = tiny_token_classifier(model_type)
+        model.train()
+        if checkpointed:
+            how = enable_gradient_checkpointing(model)
+            assert ("layoutkit" in how) == (model_type == "layoutlmv3")
+        calls = []
+        for layer in encoder_layers(model):
+            layer.intermediate.register_forward_hook(lambda *_: calls.append(1))
+        torch.manual_seed(1)  # the dropout masks
+        loss = model(**batch).loss
+        loss.backward()
+        return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}, len(calls)
+
+    plain_loss, plain_gradients, plain_calls = loss_gradients_and_layer_calls(checkpointed=False)
+    loss, gradients, calls = loss_gradients_and_layer_calls(checkpointed=True)
+    assert plain_calls == 2 and calls == 4  # two layers, each run once more for its backward pass
+    assert loss == pytest.approx(plain_loss, rel=1e-6)
+    assert gradients.keys() == plain_gradients.keys()
+    for name, gradient in gradients.items():
+        torch.testing.assert_close(gradient, plain_gradients[name], rtol=1e-5, atol=1e-7, msg=name)

@@ -24,7 +24,8 @@ from .data import carve_validation_split, dataset_preprocessing, load_raw_datase
 from .dataloaders import build_dataloaders
 from .loop import LoopHooks, fit
 from .losses import build_loss, parse_class_weights
-from .model_setup import load_config, load_model_and_processing
+from .memory import release_free_memory
+from .model_setup import enable_gradient_checkpointing, load_config, load_model_and_processing
 from .optimization import prepare_training
 from .publishing import epoch_end_hook, save_run, write_jsonl
 
@@ -203,6 +204,8 @@ def train_and_evaluate(task: Task, on_epoch_end=None) -> dict:
     model, tokenizer, image_processor, processor = load_model_and_processing(
         args.model, config, data.max_seq_length, task.model_class(), **task.config_kwargs()
     )
+    if training.gradient_checkpointing:
+        accelerator.print(enable_gradient_checkpointing(model))
     processing = Processing(tokenizer, image_processor, model_family(config))
     model.config.document_preprocessing = task.document_preprocessing()
     task.configure_model(model.config)
@@ -211,6 +214,8 @@ def train_and_evaluate(task: Task, on_epoch_end=None) -> dict:
         windows = {split: task.encode(raw, split, processing) for split in raw}
     train_dataloader, eval_dataloaders, eval_split = build_dataloaders(training, windows, task.collator(processing))
     loss_function = task.loss_function(raw)
+    if training.release_memory:  # what the encoding freed, before training allocates anew
+        release_free_memory()
 
     # ---- optimizer, schedule, accelerate
     prepared = prepare_training(accelerator, training, model, train_dataloader, eval_dataloaders)

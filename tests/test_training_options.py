@@ -1,8 +1,9 @@
-"""Training-quality options of the scripts: focal loss with class weights, augmentation, Optuna search."""
+"""Training options of the scripts: focal loss with class weights, augmentation, Optuna search, the low-memory flags."""
 
 import json
 
 import pytest
+import torch
 
 from conftest import REPO_ROOT
 from learning import assert_learned
@@ -155,7 +156,6 @@ def test_attention_dropout_is_recorded_in_the_config(invoice_dataset, scratch_ch
 
 def tiny_token_classifier(model_type: str):
     """A two-layer model of `model_type` with random weights and dropout on, and one batch of it."""
-    import torch
     import transformers
 
     torch.manual_seed(0)
@@ -178,8 +178,6 @@ def test_gradient_checkpointing_recomputes_the_layers_and_gives_the_same_loss_an
     """LayoutLMv3 (checkpointed by layoutkit: transformers does not support it) and LayoutLM (transformers' own):
     each encoder layer runs again in the backward pass, and the loss and every gradient are those of the model
     without checkpointing, dropout included (the recompute replays the same random masks)."""
-    import torch
-
     from layoutkit.train.model_setup import enable_gradient_checkpointing, encoder_layers
 
     def loss_gradients_and_layer_calls(checkpointed: bool):
@@ -203,3 +201,21 @@ def test_gradient_checkpointing_recomputes_the_layers_and_gives_the_same_loss_an
     assert gradients.keys() == plain_gradients.keys()
     for name, gradient in gradients.items():
         torch.testing.assert_close(gradient, plain_gradients[name], rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_low_memory_flags_train_the_same_model(invoice_dataset, scratch_checkpoint, tmp_path):
+    """--gradient_checkpointing (LayoutLMv3: layoutkit's wrapping) and --release_memory change where activations and
+    freed memory live, not what is learned: the run with them ends with the weights of the run without them."""
+    from safetensors.torch import load_file
+
+    checkpoint = scratch_checkpoint("layoutlmv3")
+    plain, low_memory = tmp_path / "plain", tmp_path / "low-memory"
+    steps = ["--max_train_steps", 6, "--per_device_train_batch_size", 4]
+    train(invoice_dataset, checkpoint, plain, *steps)
+    log = train(invoice_dataset, checkpoint, low_memory, *steps, "--gradient_checkpointing", "--release_memory")
+    assert "encoder layers of LayoutLMv3ForTokenClassification wrapped by layoutkit" in log.stdout
+    expected, weights = load_file(plain / "model.safetensors"), load_file(low_memory / "model.safetensors")
+    assert weights.keys() == expected.keys()
+    for name, tensor in weights.items():
+        torch.testing.assert_close(tensor, expected[name], rtol=1e-4, atol=1e-6, msg=name)
+    assert results(low_memory)["eval_f1"] == pytest.approx(results(plain)["eval_f1"], abs=1e-6)

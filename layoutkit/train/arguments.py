@@ -150,9 +150,10 @@ class TrainingArguments:
     )
 
     release_memory: bool = flag(
-        "hand the memory freed by the encoding, by each optimizer step and by each evaluation back to the system "
-        "(glibc's malloc_trim; does nothing on other C libraries): lower peak memory with dynamic padding, whose "
-        "changing tensor shapes fragment the heap (docs/speed.md)",
+        "hand the memory freed by the encoding, by each optimizer step and by each evaluation back to the system, "
+        "and map blocks of 4 MiB or more on their own (glibc's malloc_trim and mallopt; does nothing on other C "
+        "libraries): lower peak memory with dynamic padding, whose changing tensor shapes fragment the heap "
+        "(docs/speed.md)",
         False,
     )
 

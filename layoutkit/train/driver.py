@@ -24,7 +24,7 @@ from .data import carve_validation_split, dataset_preprocessing, load_raw_datase
 from .dataloaders import build_dataloaders
 from .loop import LoopHooks, fit
 from .losses import build_loss, parse_class_weights
-from .memory import release_free_memory
+from .memory import map_large_blocks, release_free_memory
 from .model_setup import enable_gradient_checkpointing, load_config, load_model_and_processing
 from .optimization import prepare_training
 from .publishing import epoch_end_hook, save_run, write_jsonl
@@ -183,6 +183,8 @@ def train_and_evaluate(task: Task, on_epoch_end=None) -> dict:
     """One training run: data, model, loop, test, save. Returns all_results.json's content."""
     args = task.args
     data, training = args.data, args.training
+    if training.release_memory:  # before the encoding and the model allocate anything large
+        map_large_blocks()
     config = load_config(args.model)
     accelerator = build_accelerator(training, config.model_type)
     set_seed(training.seed)

@@ -219,3 +219,28 @@ def test_low_memory_flags_train_the_same_model(invoice_dataset, scratch_checkpoi
     for name, tensor in weights.items():
         torch.testing.assert_close(tensor, expected[name], rtol=1e-4, atol=1e-6, msg=name)
     assert results(low_memory)["eval_f1"] == pytest.approx(results(plain)["eval_f1"], abs=1e-6)
+
+
+def test_release_memory_uses_glibc_where_there_is_one_and_leaves_a_users_threshold_alone(monkeypatch):
+    from layoutkit.train import memory
+
+    calls = []
+
+    class FakeGlibc:
+        def mallopt(self, parameter, value):
+            calls.append(("mallopt", parameter, value))
+            return 1
+
+        def malloc_trim(self, pad):
+            calls.append(("malloc_trim", pad))
+            return 1
+
+    monkeypatch.setattr(memory, "glibc", lambda: FakeGlibc())
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    assert memory.map_large_blocks() and memory.release_free_memory()
+    assert calls == [("mallopt", memory.M_MMAP_THRESHOLD, 4 * 1024 * 1024), ("malloc_trim", 0)]
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "1048576")
+    assert not memory.map_large_blocks() and len(calls) == 2  # the environment's threshold stays
+    monkeypatch.setattr(memory, "glibc", lambda: None)  # macOS, Windows, musl
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
+    assert not memory.map_large_blocks() and not memory.release_free_memory() and len(calls) == 2

@@ -20,8 +20,8 @@ M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
 # Blocks from this size up are mapped on their own and unmapped when freed, instead of coming from the heap. glibc
 # raises its threshold itself, up to 32 MiB, each time such a block is freed, so the activations of a step (a few
 # MiB to 30 MiB each, in shapes that change with every batch) end up in the heap and fragment it. A fixed 4 MiB
-# (which also stops that raising) cut the low-memory run's peak from 1249 to 1104 MiB at no measured cost in speed;
-# 1 MiB was 33% slower (docs/speed.md).
+# (which also stops that raising) took the low-memory comparison's peak from 1249 to 1096 MiB; 1 MiB cost a third
+# of the speed (docs/speed.md).
 MMAP_THRESHOLD_BYTES = 4 * 1024 * 1024
 
 

@@ -1,8 +1,9 @@
-"""Training-quality options of the scripts: focal loss with class weights, augmentation, Optuna search."""
+"""Training options of the scripts: focal loss with class weights, augmentation, Optuna search, the low-memory flags."""
 
 import json
 
 import pytest
+import torch
 
 from conftest import REPO_ROOT
 from learning import assert_learned
@@ -151,3 +152,95 @@ def test_attention_dropout_is_recorded_in_the_config(invoice_dataset, scratch_ch
     assert config["hidden_dropout_prob"] == 0.1
     card = (output / "README.md").read_text()
     assert "| attention_dropout | 0" in card and "| group_by_length | True" in card
+
+
+def tiny_token_classifier(model_type: str):
+    """A two-layer model of `model_type` with random weights and dropout on, and one batch of it."""
+    import transformers
+
+    torch.manual_seed(0)
+    sizes = {"vocab_size": 100, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+             "intermediate_size": 64, "max_position_embeddings": 64, "num_labels": 3, "hidden_dropout_prob": 0.1,
+             "attention_probs_dropout_prob": 0.1}
+    batch = {"input_ids": torch.randint(3, 100, (2, 12)), "bbox": torch.randint(0, 500, (2, 12, 4)).sort(-1).values,
+             "attention_mask": torch.ones(2, 12, dtype=torch.long), "labels": torch.randint(0, 3, (2, 12))}
+    if model_type == "layoutlmv3":
+        config = transformers.LayoutLMv3Config(**sizes, input_size=32, patch_size=16, coordinate_size=5,
+                                               shape_size=6, max_2d_position_embeddings=1024)
+        batch["pixel_values"] = torch.randn(2, 3, 32, 32)
+    else:
+        config = transformers.LayoutLMConfig(**sizes)
+    return transformers.AutoModelForTokenClassification.from_config(config), batch
+
+
+@pytest.mark.parametrize("model_type", ["layoutlmv3", "layoutlm"])
+def test_gradient_checkpointing_recomputes_the_layers_and_gives_the_same_loss_and_gradients(model_type):
+    """LayoutLMv3 (checkpointed by layoutkit: transformers does not support it) and LayoutLM (transformers' own):
+    each encoder layer runs again in the backward pass, and the loss and every gradient are those of the model
+    without checkpointing, dropout included (the recompute replays the same random masks)."""
+    from layoutkit.train.model_setup import enable_gradient_checkpointing, encoder_layers
+
+    def loss_gradients_and_layer_calls(checkpointed: bool):
+        model, batch = tiny_token_classifier(model_type)
+        model.train()
+        if checkpointed:
+            how = enable_gradient_checkpointing(model)
+            assert ("layoutkit" in how) == (model_type == "layoutlmv3")
+        calls = []
+        for layer in encoder_layers(model):
+            layer.intermediate.register_forward_hook(lambda *_: calls.append(1))
+        torch.manual_seed(1)  # the dropout masks
+        loss = model(**batch).loss
+        loss.backward()
+        return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}, len(calls)
+
+    plain_loss, plain_gradients, plain_calls = loss_gradients_and_layer_calls(checkpointed=False)
+    loss, gradients, calls = loss_gradients_and_layer_calls(checkpointed=True)
+    assert plain_calls == 2 and calls == 4  # two layers, each run once more for its backward pass
+    assert loss == pytest.approx(plain_loss, rel=1e-6)
+    assert gradients.keys() == plain_gradients.keys()
+    for name, gradient in gradients.items():
+        torch.testing.assert_close(gradient, plain_gradients[name], rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_low_memory_flags_train_the_same_model(invoice_dataset, scratch_checkpoint, tmp_path):
+    """--gradient_checkpointing (LayoutLMv3: layoutkit's wrapping) and --release_memory change where activations and
+    freed memory live, not what is learned: the run with them ends with the weights of the run without them."""
+    from safetensors.torch import load_file
+
+    checkpoint = scratch_checkpoint("layoutlmv3")
+    plain, low_memory = tmp_path / "plain", tmp_path / "low-memory"
+    steps = ["--max_train_steps", 6, "--per_device_train_batch_size", 4]
+    train(invoice_dataset, checkpoint, plain, *steps)
+    log = train(invoice_dataset, checkpoint, low_memory, *steps, "--gradient_checkpointing", "--release_memory")
+    assert "encoder layers of LayoutLMv3ForTokenClassification wrapped by layoutkit" in log.stdout
+    expected, weights = load_file(plain / "model.safetensors"), load_file(low_memory / "model.safetensors")
+    assert weights.keys() == expected.keys()
+    for name, tensor in weights.items():
+        torch.testing.assert_close(tensor, expected[name], rtol=1e-4, atol=1e-6, msg=name)
+    assert results(low_memory)["eval_f1"] == pytest.approx(results(plain)["eval_f1"], abs=1e-6)
+
+
+def test_release_memory_uses_glibc_where_there_is_one_and_leaves_a_users_threshold_alone(monkeypatch):
+    from layoutkit.train import memory
+
+    calls = []
+
+    class FakeGlibc:
+        def mallopt(self, parameter, value):
+            calls.append(("mallopt", parameter, value))
+            return 1
+
+        def malloc_trim(self, pad):
+            calls.append(("malloc_trim", pad))
+            return 1
+
+    monkeypatch.setattr(memory, "glibc", lambda: FakeGlibc())
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    assert memory.map_large_blocks() and memory.release_free_memory()
+    assert calls == [("mallopt", memory.M_MMAP_THRESHOLD, 4 * 1024 * 1024), ("malloc_trim", 0)]
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "1048576")
+    assert not memory.map_large_blocks() and len(calls) == 2  # the environment's threshold stays
+    monkeypatch.setattr(memory, "glibc", lambda: None)  # macOS, Windows, musl
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
+    assert not memory.map_large_blocks() and not memory.release_free_memory() and len(calls) == 2

@@ -142,6 +142,21 @@ class TrainingArguments:
         False,
     )
 
+    gradient_checkpointing: bool = flag(
+        "keep only each encoder layer's inputs in the forward pass and recompute the rest in the backward pass "
+        "(transformers' own where the model supports it, else layoutkit wraps the encoder layers, as for "
+        "LayoutLMv3): less memory per step, for about one more forward pass (docs/speed.md)",
+        False,
+    )
+
+    release_memory: bool = flag(
+        "hand the memory freed by the encoding, by each optimizer step and by each evaluation back to the system, "
+        "and map blocks of 4 MiB or more on their own (glibc's malloc_trim and mallopt; does nothing on other C "
+        "libraries): lower peak memory with dynamic padding, whose changing tensor shapes fragment the heap "
+        "(docs/speed.md)",
+        False,
+    )
+
     # Given as text (true/false, yes/no, on/off, 1/0) and a bool once parsed; argparse's own bool reads any
     # non-empty text as True.
     ddp_find_unused_parameters: str | None = flag(

@@ -24,7 +24,8 @@ from .data import carve_validation_split, dataset_preprocessing, load_raw_datase
 from .dataloaders import build_dataloaders
 from .loop import LoopHooks, fit
 from .losses import build_loss, parse_class_weights
-from .model_setup import load_config, load_model_and_processing
+from .memory import map_large_blocks, release_free_memory
+from .model_setup import enable_gradient_checkpointing, load_config, load_model_and_processing
 from .optimization import prepare_training
 from .publishing import epoch_end_hook, save_run, write_jsonl
 
@@ -182,6 +183,8 @@ def train_and_evaluate(task: Task, on_epoch_end=None) -> dict:
     """One training run: data, model, loop, test, save. Returns all_results.json's content."""
     args = task.args
     data, training = args.data, args.training
+    if training.release_memory:  # before the encoding and the model allocate anything large
+        map_large_blocks()
     config = load_config(args.model)
     accelerator = build_accelerator(training, config.model_type)
     set_seed(training.seed)
@@ -200,6 +203,8 @@ def train_and_evaluate(task: Task, on_epoch_end=None) -> dict:
     model, tokenizer, image_processor, processor = load_model_and_processing(
         args.model, config, data.max_seq_length, task.model_class(), **task.config_kwargs()
     )
+    if training.gradient_checkpointing:
+        accelerator.print(enable_gradient_checkpointing(model))
     if args.augmentation is not None and args.augmentation.augment:
         # A model without an image processor (LayoutLM v1, LiLT) reads no pixels: only its boxes are augmented.
         augment_training_split(accelerator, args.augmentation.augment_copies, raw, training.seed,
@@ -213,6 +218,8 @@ def train_and_evaluate(task: Task, on_epoch_end=None) -> dict:
         windows = {split: task.encode(raw, split, processing) for split in raw}
     train_dataloader, eval_dataloaders, eval_split = build_dataloaders(training, windows, task.collator(processing))
     loss_function = task.loss_function(raw)
+    if training.release_memory:  # what the encoding freed, before training allocates anew
+        release_free_memory()
 
     # ---- optimizer, schedule, accelerate
     prepared = prepare_training(accelerator, training, model, train_dataloader, eval_dataloaders)

@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from .arguments import TrainingArguments
 from .checkpoints import TrainingState, resume, save_checkpoint
+from .memory import release_free_memory
 from .optimization import PreparedTraining
 
 
@@ -105,6 +106,8 @@ def fit(accelerator: Accelerator, training: TrainingArguments, prepared: Prepare
                 optimizer.zero_grad()
             if not accelerator.sync_gradients:
                 continue
+            if training.release_memory:  # the step's activations and gradients are freed by now
+                release_free_memory()
             state.completed_steps += 1
             progress.update(1)
             if state.completed_steps % training.logging_steps == 0:
@@ -130,6 +133,8 @@ def fit(accelerator: Accelerator, training: TrainingArguments, prepared: Prepare
         state.train_seconds, clock = state.train_seconds + now - clock, now
 
         metrics = evaluate() if evaluate is not None else {}
+        if training.release_memory:
+            release_free_memory()
         should_stop = state.record_epoch(epoch, metrics, accelerator.unwrap_model(model),
                                          training.early_stopping_patience)
         headline = {k: v for k, v in metrics.items() if "_" not in k and isinstance(v, float)}

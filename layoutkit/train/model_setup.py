@@ -1,10 +1,13 @@
 """The model of a run: its config (--config_name, --attention_dropout), weights from a checkpoint or from scratch
-(with the scratch classification-head init), the window-length check, and freezing the parameters that never get
-a gradient."""
+(with the scratch classification-head init), the window-length check, freezing the parameters that never get
+a gradient, and activation checkpointing (--gradient_checkpointing)."""
 
 from __future__ import annotations
 
+import functools
+
 import torch
+import torch.utils.checkpoint
 
 from .arguments import ModelArguments
 
@@ -129,3 +132,59 @@ def freeze_parameters_without_gradient(model: torch.nn.Module) -> list[str]:
             parameter.requires_grad_(False)
             frozen.append(name)
     return frozen
+
+
+def enable_gradient_checkpointing(model: torch.nn.Module) -> str:
+    """Recompute each encoder layer's activations in the backward pass instead of keeping them
+    (--gradient_checkpointing): one layer's activations alive at a time instead of all of them, for about one more
+    forward pass per step.
+
+    Models that transformers checkpoints (`supports_gradient_checkpointing`: LayoutLM, LiLT) are set up by
+    transformers. LayoutLMv3 and LayoutLMv2 do not offer it (transformers 5), although their encoder layers are built
+    for it; their encoder layers, and those of any model that wraps such an encoder (the relation model), are then
+    wrapped here in `torch.utils.checkpoint.checkpoint(..., use_reentrant=False)`. Returns how it was enabled, for
+    the log.
+    """
+    if getattr(model, "supports_gradient_checkpointing", False):
+        kwargs = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):  # its name from transformers 5.x on
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        return f"gradient checkpointing: transformers' own for {type(model).__name__}"
+    layers = encoder_layers(model)
+    if not layers:
+        raise ValueError(
+            f"--gradient_checkpointing: {type(model).__name__} has no encoder layers to checkpoint (no "
+            "`encoder.layer` list) and transformers does not support checkpointing it; train without the flag"
+        )
+    for layer in layers:
+        checkpoint_forward(layer)
+    return f"gradient checkpointing: {len(layers)} encoder layers of {type(model).__name__} wrapped by layoutkit"
+
+
+def encoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The layers of every BERT-style encoder in `model` (each `encoder.layer` ModuleList), in order."""
+    layers = []
+    for name, module in model.named_modules():
+        if name.split(".")[-1] == "encoder" and isinstance(getattr(module, "layer", None), torch.nn.ModuleList):
+            layers.extend(module.layer)
+    return layers
+
+
+def checkpoint_forward(layer: torch.nn.Module) -> None:
+    """Make `layer`'s forward keep only its inputs while training, recomputing the rest in the backward pass.
+
+    Non-reentrant checkpointing takes keyword arguments and inputs that need no gradient (the attention mask,
+    LayoutLMv3's position bias), and replays the layer's dropout with the same random masks. In evaluation, or
+    under `torch.no_grad()`, the layer runs as it is.
+    """
+    forward = layer.forward
+
+    @functools.wraps(forward)
+    def checkpointed(*args, **kwargs):
+        if layer.training and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, **kwargs)
+        return forward(*args, **kwargs)
+
+    layer.forward = checkpointed

@@ -197,10 +197,7 @@ def augment_page(
     params = sample_params(rng, config, size)
     matrix = affine_matrix(size, params.angle, params.scale, params.shift_x, params.shift_y)
     augmented = adjust_photometry(transform_image(image, matrix), params, rng)
-    moved = {name: transform_boxes(boxes, matrix, size) for name, boxes in box_columns.items()}
-    if params.jitter:
-        moved = {name: jitter_boxes(boxes, rng, config.box_jitter_pixels, size) for name, boxes in moved.items()}
-    return augmented, moved
+    return augmented, move_boxes(box_columns, matrix, params, rng, config, size)
 
 
 def augment_boxes(size: tuple[int, int], box_columns: dict[str, Boxes], rng: np.random.Generator,
@@ -208,6 +205,12 @@ def augment_boxes(size: tuple[int, int], box_columns: dict[str, Boxes], rng: np.
     """`augment_page` for a model that never sees the page: the same warp and jitter of the boxes, no pixels."""
     params = sample_params(rng, config, size)
     matrix = affine_matrix(size, params.angle, params.scale, params.shift_x, params.shift_y)
+    return move_boxes(box_columns, matrix, params, rng, config, size)
+
+
+def move_boxes(box_columns: dict[str, Boxes], matrix: np.ndarray, params: PageParams, rng: np.random.Generator,
+               config: AugmentConfig, size: tuple[int, int]) -> dict[str, Boxes]:
+    """Every box column warped by `matrix`, then jittered when the page's `params` say so."""
     moved = {name: transform_boxes(boxes, matrix, size) for name, boxes in box_columns.items()}
     if params.jitter:
         moved = {name: jitter_boxes(boxes, rng, config.box_jitter_pixels, size) for name, boxes in moved.items()}
@@ -234,32 +237,22 @@ def _round_outward(boxes: Boxes, width: int, height: int) -> list[list[int]]:
 
 def augment_document(
     document: dict, index: int, *, copy_number: int, seed: int, config: AugmentConfig,
-    box_columns: list[str], integer_columns: list[str],
+    box_columns: list[str], integer_columns: list[str], images: bool = True,
 ) -> dict:
-    """`Dataset.map` function: one augmented copy of one document (other columns pass through unchanged)."""
+    """`Dataset.map` function: one augmented copy of one document (other columns pass through unchanged).
+    `images=False`: the boxes only; the image column arrives undecoded and only its size is read."""
     rng = np.random.default_rng([seed, copy_number, index])
     present = {name: document[name] for name in box_columns if document[name] is not None}
-    image, boxes = augment_page(document["image"], present, rng, config)
-    update = {"image": image}
+    if images:
+        image, boxes = augment_page(document["image"], present, rng, config)
+        size, update = image.size, {"image": image}
+    else:
+        stored = document["image"]
+        with Image.open(io.BytesIO(stored["bytes"]) if stored.get("bytes") else stored["path"]) as page:
+            size = page.size  # the header only; the pixels are never decoded
+        boxes, update = augment_boxes(size, present, rng, config), {}
     for name, column_boxes in boxes.items():
-        update[name] = _round_outward(column_boxes, *image.size) if name in integer_columns else column_boxes
-    if "id" in document:
-        update["id"] = f"{document['id']}#aug{copy_number}"
-    return update
-
-
-def augment_document_boxes(
-    document: dict, index: int, *, copy_number: int, seed: int, config: AugmentConfig,
-    box_columns: list[str], integer_columns: list[str],
-) -> dict:
-    """`augment_document` without touching the image (stored undecoded: only its size is read)."""
-    rng = np.random.default_rng([seed, copy_number, index])
-    image = document["image"]
-    with Image.open(io.BytesIO(image["bytes"]) if image.get("bytes") else image["path"]) as page:
-        size = page.size  # the header only; the pixels are never decoded
-    present = {name: document[name] for name in box_columns if document[name] is not None}
-    update = {name: _round_outward(boxes, *size) if name in integer_columns else boxes
-              for name, boxes in augment_boxes(size, present, rng, config).items()}
+        update[name] = _round_outward(column_boxes, *size) if name in integer_columns else column_boxes
     if "id" in document:
         update["id"] = f"{document['id']}#aug{copy_number}"
     return update
@@ -294,10 +287,10 @@ def augment_split(
     source = dataset if images else dataset.cast_column("image", ImageFeature(decode=False))
     augmented = [
         source.map(
-            augment_document if images else augment_document_boxes,
+            augment_document,
             with_indices=True,
             fn_kwargs={"copy_number": copy_number, "seed": seed, "config": config,
-                       "box_columns": box_columns, "integer_columns": integer_columns},
+                       "box_columns": box_columns, "integer_columns": integer_columns, "images": images},
             features=source.features,
             num_proc=num_proc,
             load_from_cache_file=load_from_cache_file,

@@ -33,20 +33,18 @@ from pathlib import Path
 from dataset_loader.annotations import read_annotation
 from dataset_loader.funsd import read_funsd
 from dataset_loader.ocr_build import OcrBuild
-from layoutkit.apps.end_to_end import measure
+from layoutkit.apps.end_to_end import annotation_files, measure
+from layoutkit.apps.pipeline_loader import load_predictor
 from layoutkit.pipelines.ocr import parse_engine_option
 from layoutkit.pipelines.pipeline_inputs import recorded_preprocessing, resolve_ocr_engine
-from layoutkit.apps.pipeline_loader import load_predictor
 
 
 def load_documents(args) -> list:
     if args.funsd:
         paths = sorted((args.funsd / "testing_data" / "annotations").glob("*.json"))
         return [read_funsd(path) for path in paths[: args.max_docs]]
-    from datasets import load_from_disk
-
-    ids = load_from_disk(str(args.dataset_path))[args.split]["id"][: args.max_docs]
-    return [read_annotation(args.data_dir / "annotations" / f"{i}.json", args.data_dir / "images") for i in ids]
+    paths = annotation_files(args.data_dir, args.dataset_path, args.split, args.max_docs)
+    return [read_annotation(path, args.data_dir / "images") for path in paths]
 
 
 def ocr_cell(result: dict) -> str:

@@ -39,13 +39,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from layoutkit.apps.end_to_end import Tally, predicted_values, squeeze
-
-from layoutkit.apps.documents import pdf_page_inputs
-from layoutkit.pipelines.labels import bio_spans
 from layoutkit.apps.document_prediction import predict_document
-from layoutkit.apps.settings import InferenceSettings
+from layoutkit.apps.documents import pdf_page_inputs
+from layoutkit.apps.end_to_end import Tally, predicted_values, split_ids, squeeze
 from layoutkit.apps.pipeline_loader import load_predictor
+from layoutkit.apps.settings import InferenceSettings
+from layoutkit.pipelines.labels import bio_spans
 
 DPI = 200
 BATCH_SIZE = 8  # windows per forward pass, predict.py's default
@@ -211,9 +210,7 @@ def main(argv=None) -> None:
     parser.add_argument("--compare_extractors", type=int, default=0, metavar="N")
     parser.add_argument("--output_json", type=Path)
     args = parser.parse_args(argv)
-    from datasets import load_from_disk
-
-    ids = list(load_from_disk(str(args.dataset_path))[args.split]["id"][: args.max_docs])
+    ids = split_ids(args.dataset_path, args.split, args.max_docs)
     sources = [s.strip() for s in args.sources.split(",") if s.strip()]
     report: dict = {"model": args.model, "split": args.split, "documents": len(ids)}
     if args.compare_extractors:

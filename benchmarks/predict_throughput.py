@@ -25,9 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from layoutkit.apps.end_to_end import Tally, gold_values, predicted_values
-
 from dataset_loader.annotations import read_annotation
+from layoutkit.apps.end_to_end import Tally, annotation_files, gold_values, predicted_values
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,13 +45,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     configs = [text.partition("=")[::2] for text in args.config]
 
-    if args.dataset_path:
-        from datasets import load_from_disk
-
-        ids = load_from_disk(str(args.dataset_path))[args.split]["id"][: args.max_docs]
-        annotations = [args.data_dir / "annotations" / f"{i}.json" for i in ids]
-    else:
-        annotations = sorted((args.data_dir / "annotations").glob("*.json"))[: args.max_docs]
+    annotations = annotation_files(args.data_dir, args.dataset_path, args.split, args.max_docs)
     documents = [read_annotation(path, args.data_dir / "images") for path in annotations]
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch) / "pages"

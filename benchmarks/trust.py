@@ -41,13 +41,14 @@ from transformers import pipeline
 
 from dataset_loader.annotations import read_annotation
 from dataset_loader.ocr_build import OcrBuild
+from layoutkit.apps.end_to_end import annotation_files
 from layoutkit.pipelines.calibration import expected_calibration_error
 from layoutkit.pipelines.field_checks import CheckConfig
-from layoutkit.train.field_trust import entities_from_words, value_key, value_outcomes
-from layoutkit.train.ocr_alignment import transfer_labels
 from layoutkit.pipelines.fields import extract_fields
 from layoutkit.pipelines.review import assess_document, document_schema, effective_schema, trust_settings
 from layoutkit.pipelines.token_classification_pipeline import LayoutTokenClassificationPipeline
+from layoutkit.train.field_trust import entities_from_words, value_key, value_outcomes
+from layoutkit.train.ocr_alignment import transfer_labels
 
 AMOUNT_LABELS = ("item_amount", "item_unit_price", "subtotal", "tax", "total")
 # The fields behind the line-item check.
@@ -93,13 +94,7 @@ def run(args) -> dict:
     if not trust:
         raise SystemExit(f"{args.model}: config.json has no field_trust; train it with this version of layoutkit")
     schema = effective_schema(args.schema, trust)
-    if args.dataset_path:
-        from datasets import load_from_disk
-
-        ids = load_from_disk(str(args.dataset_path))[args.split]["id"][: args.max_docs]
-        paths = [args.data_dir / "annotations" / f"{i}.json" for i in ids]
-    else:
-        paths = sorted((args.data_dir / "annotations").glob("*.json"))[: args.max_docs]
+    paths = annotation_files(args.data_dir, args.dataset_path, args.split, args.max_docs)
     ocr = OcrBuild.create(args.ocr_engine, workers=1, **ocr_options(args)) if args.ocr_engine else None
     rng = random.Random(args.seed)
     rows = []  # one per predicted value: (model score, calibrated score, right, needs_review)

@@ -12,8 +12,24 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 from ..pipelines.labels import bio_spans
+
+
+def split_ids(dataset_path, split: str = "test", max_docs: int | None = None) -> list[str]:
+    """The `id`s of a saved dataset's `split` (its first `max_docs`): the documents a benchmark measures."""
+    from datasets import load_from_disk
+
+    return list(load_from_disk(str(dataset_path))[split]["id"][:max_docs])
+
+
+def annotation_files(data_dir: Path, dataset_path=None, split: str = "test", max_docs: int | None = None) -> list[Path]:
+    """The annotation files of `data_dir` (images/ + annotations/) to measure: those of the `split` of the dataset
+    built from it (`dataset_path`), else the folder's first `max_docs` in name order."""
+    if dataset_path:
+        return [data_dir / "annotations" / f"{i}.json" for i in split_ids(dataset_path, split, max_docs)]
+    return sorted((data_dir / "annotations").glob("*.json"))[:max_docs]
 
 
 def squeeze(text: str) -> str:

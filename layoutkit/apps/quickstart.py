@@ -210,17 +210,15 @@ def unseen_invoice(model: Path, folder: Path, predictions: Path) -> dict:
 
 def end_to_end_scores(model: Path, sample: Path, dataset: Path, engines: list[str], max_docs: int) -> dict:
     """Exact match per field on the first `max_docs` test invoices, per word source (layoutkit/apps/end_to_end.py)."""
-    from datasets import load_from_disk
     from transformers import pipeline
 
     from dataset_loader.annotations import read_annotation
 
-    from .end_to_end import measure
     from ..pipelines.pipeline_inputs import recorded_preprocessing, resolve_ocr_engine
     from ..pipelines.token_classification_pipeline import LayoutTokenClassificationPipeline
+    from .end_to_end import annotation_files, measure
 
-    ids = load_from_disk(str(dataset))["test"]["id"][:max_docs]
-    documents = [read_annotation(sample / "annotations" / f"{i}.json", sample / "images") for i in ids]
+    documents = [read_annotation(path, sample / "images") for path in annotation_files(sample, dataset, "test", max_docs)]
     pages = {document.id: document.load_image() for document in documents}
     extractor = pipeline("token-classification", model=str(model), pipeline_class=LayoutTokenClassificationPipeline,
                          device="cpu")

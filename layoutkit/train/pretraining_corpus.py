@@ -81,10 +81,11 @@ def corpus_pages(files: list[str], ocr_engine: str, cache_dir: str, max_side: in
     engine = get_ocr_engine(ocr_engine)
     for name in tqdm(files, desc=f"pages ({engine.name})", unit="file"):
         path = Path(name)
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        digest = None  # the OCR cache's key; a PDF read from its text layer alone never needs it
         for number, (page, words, boxes, source) in enumerate(page_words(path, dpi, pdf_text), start=1):
             page = page.convert("RGB")
             if words is None:
+                digest = digest or hashlib.sha256(path.read_bytes()).hexdigest()
                 result = cached_ocr(engine, Path(cache_dir), digest, number, page)
                 words, boxes, source = result.words, result.boxes, f"ocr:{engine.name}"
             if not words:

@@ -1,11 +1,14 @@
 """Augmentation: boxes follow the ink through the affine warp, runs are seeded, augment_split keeps the data."""
 
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from datasets import ClassLabel, Dataset, Features, Image as ImageFeature, Sequence, Value
 from PIL import Image, ImageDraw
 
+from layoutkit.pipelines.boxes import reading_order
 from layoutkit.train.augment import AugmentConfig, augment_page, augment_split
 
 PAGE_SIZE = (320, 220)
@@ -207,6 +210,33 @@ def test_boxes_only_augmentation_keeps_the_images_and_moves_the_boxes_as_with_im
     jittered = augment_split(dataset, copies=1, seed=5, images=False)
     for row in jittered:
         assert_ordered_and_clamped(row["bboxes"], PAGE_SIZE)
+
+
+def test_reading_order_copies_list_words_as_ocr_reads_them_with_their_tags_and_boxes():
+    # The annotation lists the words out of reading order (the right-hand block first, as a labelling tool may).
+    order = [2, 4, 0, 3, 1]
+    words = [f"w{i}" for i in order]
+    boxes = [WORD_BOXES[i] for i in order]
+    tags = [i % 3 for i in order]
+    features = Features({"id": Value("string"), "words": Sequence(Value("string")),
+                         "bboxes": Sequence(Sequence(Value("int32"), length=4)),
+                         "ner_tags": Sequence(ClassLabel(names=LABELS)), "image": ImageFeature()})
+    dataset = Dataset.from_dict({"id": ["doc"], "words": [words], "bboxes": [boxes], "ner_tags": [tags],
+                                 "image": [draw_page(boxes)]}, features=features)
+    config = replace(IDENTITY, reading_order_probability=1.0)
+    copy = augment_split(dataset, copies=1, seed=0, config=config, images=False)[1]
+    assert copy["words"] == ["w0", "w1", "w2", "w3", "w4"]
+    assert copy["ner_tags"] == [0, 1, 2, 0, 1]
+    assert copy["bboxes"] == WORD_BOXES
+    never = replace(IDENTITY, reading_order_probability=0.0)
+    assert augment_split(dataset, copies=1, seed=0, config=never, images=False)[1]["words"] == words
+
+
+def test_reading_order_groups_words_into_lines_top_to_bottom_then_left_to_right():
+    # A title left of a taller vendor name on one line, a two-line block and a word below.
+    boxes = [[530, 75, 674, 96], [684, 76, 766, 102], [70, 76, 180, 96], [60, 120, 120, 132],
+             [60, 136, 140, 148], [600, 118, 640, 134]]
+    assert reading_order(boxes) == [2, 0, 1, 3, 5, 4]
 
 
 def test_augment_split_is_seeded_and_copies_differ():

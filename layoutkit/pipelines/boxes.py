@@ -139,6 +139,20 @@ def group_lines(boxes: Sequence[Box], gap_factor: float = 1.5) -> list[int]:
     return line_ids
 
 
+def reading_order(boxes: Sequence[Box]) -> list[int]:
+    """The indices of `boxes` in the order OCR engines return words: text lines top to bottom (a box joins the
+    line whose first box's vertical band holds its middle), each line left to right."""
+    by_middle = sorted(range(len(boxes)), key=lambda i: (boxes[i][1] + boxes[i][3]) / 2)
+    lines: list[tuple[float, float, list[int]]] = []  # (top, bottom, members)
+    for index in by_middle:
+        middle = (boxes[index][1] + boxes[index][3]) / 2
+        if lines and lines[-1][0] <= middle <= lines[-1][1]:
+            lines[-1][2].append(index)
+        else:
+            lines.append((boxes[index][1], boxes[index][3], [index]))
+    return [index for _, _, members in lines for index in sorted(members, key=lambda i: (boxes[i][0], i))]
+
+
 def segment_boxes(boxes: Sequence[Box], segment_ids: Sequence[int]) -> list[list[int]]:
     """Give every word the union box of all words sharing its segment (line or entity) id."""
     members: dict[int, list[Box]] = {}

@@ -7,7 +7,9 @@ result does not depend on `num_proc`.
 
 Geometry: one affine transform per page (rotation about the centre, scale, translation) moves the image and
 every box column with the same matrix; a box becomes the axis-aligned envelope of its four moved corners,
-clamped to the page. Photometric changes touch the image only; box jitter touches the boxes only.
+clamped to the page. Photometric changes touch the image only; box jitter touches the boxes only. Half of the
+copies (`reading_order_probability`) list their words in reading order, as OCR returns them, instead of the
+annotation's order.
 """
 
 from __future__ import annotations
@@ -21,8 +23,12 @@ from datasets import Dataset, concatenate_datasets
 from datasets import Image as ImageFeature
 from PIL import Image, ImageEnhance, ImageFilter
 
+from ..pipelines.boxes import reading_order
+
 # Columns holding one [x0, y0, x1, y1] pixel box per word; whichever a dataset has are transformed.
 BOX_COLUMNS = ("bboxes", "segment_bboxes")
+# Columns with one value per word: reordered together when a copy's words are put in reading order.
+WORD_COLUMNS = ("words", "ner_tags", "entity_ids", "row_ids", *BOX_COLUMNS)
 
 Range = tuple[float, float]
 Boxes = list[list[float]]
@@ -52,6 +58,10 @@ class AugmentConfig:
     # box jitter (boxes only): imitates loose or tight OCR boxes
     box_jitter_probability: float = 0.5  # chance that a page's boxes are jittered
     box_jitter_pixels: float = 2.0  # largest move of a box edge, in pixels
+    # word order: annotations list words in the order their tool wrote them (a vendor block before the title left
+    # of it, a description's two lines together); OCR returns them line by line. A copy in reading order teaches
+    # the model the order it reads at inference.
+    reading_order_probability: float = 0.5  # chance that a copy's words are put in reading order
 
 
 @dataclass
@@ -235,6 +245,19 @@ def _round_outward(boxes: Boxes, width: int, height: int) -> list[list[int]]:
     ]
 
 
+def in_reading_order(document: dict, update: dict) -> dict:
+    """The per-word columns of a document (the moved boxes from `update`) reordered as OCR reads the page
+    (`boxes.reading_order` of the word boxes). Labels stay on their words: the second line of a description
+    read after the first line's amounts starts with an I- tag, as the model sees it at inference."""
+    order = reading_order(update["bboxes"])
+    columns = {}
+    for name in WORD_COLUMNS:
+        values = update.get(name, document.get(name))
+        if values is not None and len(values) == len(order):
+            columns[name] = [values[i] for i in order]
+    return columns
+
+
 def augment_document(
     document: dict, index: int, *, copy_number: int, seed: int, config: AugmentConfig,
     box_columns: list[str], integer_columns: list[str], images: bool = True,
@@ -253,6 +276,8 @@ def augment_document(
         boxes, update = augment_boxes(size, present, rng, config), {}
     for name, column_boxes in boxes.items():
         update[name] = _round_outward(column_boxes, *size) if name in integer_columns else column_boxes
+    if "bboxes" in update and rng.random() < config.reading_order_probability:
+        update.update(in_reading_order(document, update))
     if "id" in document:
         update["id"] = f"{document['id']}#aug{copy_number}"
     return update

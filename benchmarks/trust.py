@@ -35,6 +35,7 @@ import json
 import random
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from transformers import pipeline
@@ -42,10 +43,12 @@ from transformers import pipeline
 from dataset_loader.annotations import read_annotation
 from dataset_loader.ocr_build import OcrBuild
 from layoutkit.apps.end_to_end import annotation_files
+from layoutkit.apps.read_ahead import ReadWords
 from layoutkit.pipelines.calibration import expected_calibration_error
 from layoutkit.pipelines.field_checks import CheckConfig
 from layoutkit.pipelines.fields import extract_fields
-from layoutkit.pipelines.review import assess_document, document_schema, effective_schema, trust_settings
+from layoutkit.pipelines.review import (assess_document, document_schema, effective_schema, trust_for_words,
+                                       trust_settings)
 from layoutkit.pipelines.token_classification_pipeline import LayoutTokenClassificationPipeline
 from layoutkit.train.field_trust import entities_from_words, value_key, value_outcomes
 from layoutkit.train.ocr_alignment import transfer_labels
@@ -97,6 +100,8 @@ def run(args) -> dict:
     paths = annotation_files(args.data_dir, args.dataset_path, args.split, args.max_docs)
     ocr = OcrBuild.create(args.ocr_engine, workers=1, **ocr_options(args)) if args.ocr_engine else None
     rng = random.Random(args.seed)
+    words_source = f"ocr:{ocr.engine.name}" if ocr else "given"
+    calibration = trust_for_words(trust, words_source)
     rows = []  # one per predicted value: (model score, calibrated score, right, needs_review)
     documents = {"clean": 0, "clean_failed_check": 0, "clean_false_alarm": 0, "clean_auto": 0, "injected": 0,
                  "caught": 0, "injected_review": 0}
@@ -109,15 +114,25 @@ def run(args) -> dict:
         gold = extract_fields(gold_entities, document_schema(gold_entities, schema))
 
         if ocr is None:
+            read = None
             words, boxes, labels = document.words, document.boxes, document.labels
         else:
             read = ocr.read(document, image)
             words, boxes = read.words, read.boxes
             labels, _ = transfer_labels(document.words, document.boxes, document.labels, words, boxes)
 
+        def extract(page_words):
+            """The pipeline on the page as predict.py runs it: given words, or OCR's (with their line ids and
+            confidences, and the calibration fitted on that engine's words where the checkpoint has one)."""
+            if read is None:
+                output = extractor({"image": image, "words": page_words, "boxes": boxes}, return_words=True)
+            else:
+                output = extractor({"image": image}, return_words=True,
+                                   ocr_engine=ReadWords(replace(read, words=list(page_words)), ocr.engine.name))
+            return output, assess_document(output["entities"], schema, trust, words_source=output["words_source"])
+
         started = time.perf_counter()
-        output = extractor({"image": image, "words": words, "boxes": boxes}, return_words=True)
-        assessed = assess_document(output["entities"], schema, trust)
+        output, assessed = extract(words)
         seconds += time.perf_counter() - started
         documents["clean"] += 1
         documents["clean_failed_check"] += any(not check["ok"] for check in assessed["checks"])
@@ -145,8 +160,7 @@ def run(args) -> dict:
         injected_words, _ = inject_digit_error(words, labels, rng)
         if injected_words is None:
             continue
-        output = extractor({"image": image, "words": injected_words, "boxes": boxes}, return_words=True)
-        injected = assess_document(output["entities"], schema, trust)
+        _, injected = extract(injected_words)
         documents["injected"] += 1
         documents["caught"] += any(not check["ok"] for check in injected["checks"])
         documents["injected_review"] += injected["review_status"] == "review"
@@ -154,14 +168,15 @@ def run(args) -> dict:
     model_scores = [row[0] for row in rows]
     calibrated = [row[1] for row in rows]
     correct = [row[2] for row in rows]
-    threshold = trust["review_threshold"]
+    threshold = calibration["review_threshold"]
     by_score = [right for score, right in zip(calibrated, correct) if score >= threshold]
     by_routing = [row[2] for row in rows if not row[3]]
     result = {
         "model": str(args.model), "documents": documents["clean"],
-        "words": f"ocr:{ocr.engine.name}" if ocr else "given",
-        "calibration": trust["calibration"].get("chosen", trust["calibration"]["method"]), "review_threshold": threshold,
-        "review_precision_target": trust.get("review_precision"),
+        "words": words_source,
+        "calibration": calibration["calibration"].get("chosen", calibration["calibration"]["method"]),
+        "calibration_fitted_on": "validation OCR words" if calibration is not trust else "validation given words",
+        "review_threshold": threshold, "review_precision_target": calibration.get("review_precision"),
         "values": len(rows), "values_right": sum(correct) / len(rows),
         "ece_model": expected_calibration_error(model_scores, correct),
         "ece_calibrated": expected_calibration_error(calibrated, correct),
@@ -211,7 +226,8 @@ def main(argv=None) -> None:
         (f"held-out documents (words: {result['words']})", f"{result['documents']}"),
         ("field values scored / share exactly right", f"{result['values']} / {result['values_right']:.3f}"),
         ("ECE, model scores (10 bins)", f"{result['ece_model']:.4f}"),
-        (f"ECE, calibrated ({result['calibration']})", f"{result['ece_calibrated']:.4f}"),
+        (f"ECE, calibrated ({result['calibration']}, fitted on {result['calibration_fitted_on']})",
+         f"{result['ece_calibrated']:.4f}"),
         (f"auto-accepted by score >= {result['review_threshold']:.4f}: precision / coverage",
          f"{result['auto_precision_score']:.4f} / {result['auto_coverage_score']:.4f}"),
         ("auto-accepted by routing (score, checks, dates): precision / coverage",

@@ -37,6 +37,8 @@ COMMANDS: dict[str, Command] = {
                                  "masked-LM pretraining with layout on unlabeled documents; run_pretraining.py"),
     "pretraining-corpus": Command("layoutkit.train.pretraining_corpus:main",
                                   "a folder of unlabeled page images/PDFs into a pretraining dataset (OCR, cached)"),
+    "calibrate": Command("layoutkit.train.ocr_calibration:main",
+                         "fit a checkpoint's field confidence on validation pages read by OCR (config.json)"),
     "predict": Command("layoutkit.apps.predict:main",
                        "images, PDFs or a folder into structured JSON (fields, line items, words, boxes)"),
     "dataset": Command("dataset_loader.__main__:main",

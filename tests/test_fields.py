@@ -293,6 +293,57 @@ def test_not_merged(second):
     assert [span["word"] for span in merge_continuations([first, second])] == [first["word"], second["word"]]
 
 
+def test_merge_continuation_across_other_types_as_ocr_reads_a_table():
+    # OCR reads an item table line by line: the second line of the first description ("delivered to site", opened
+    # by an I- tag) comes after the first line's amount, and the next item's description (opened by B-) right after
+    # it in word order. The continuation joins its description; the B- span starts a value of its own.
+    spans = [entity("item_description", "Cleaning Service", start=0, box=(60, 400, 200, 418), continuation=False),
+             entity("item_amount", "1.004,00", start=2, box=(600, 400, 660, 418), continuation=False),
+             entity("item_description", "delivered to site", start=3, box=(60, 422, 190, 440), continuation=True),
+             entity("item_description", "Shipping incl.", start=6, box=(60, 446, 170, 464), continuation=False),
+             entity("item_amount", "2.171,61", start=8, box=(600, 446, 660, 464), continuation=False),
+             entity("item_description", "installation", start=9, box=(60, 468, 150, 486), continuation=True)]
+    merged = merge_continuations(spans)
+    assert [span["word"] for span in merged] == ["Cleaning Service delivered to site", "1.004,00",
+                                                 "Shipping incl. installation", "2.171,61"]
+    assert all("continuation" not in span for span in merged)
+
+
+def test_new_value_opened_by_b_tag_never_merges():
+    # Adjacent in word order and on the next line, but the model opened it with B-: two values.
+    spans = [entity("item_description", "Custom Chair", start=0, box=(60, 400, 200, 418), continuation=False),
+             entity("item_description", "Office Desk", start=2, box=(60, 422, 190, 440), continuation=False)]
+    assert [span["word"] for span in merge_continuations(spans)] == ["Custom Chair", "Office Desk"]
+
+
+def test_continuation_too_far_below_stays_alone():
+    spans = [entity("vendor", "ACME", start=0, box=(60, 100, 200, 118), continuation=False),
+             entity("vendor", "Corp", start=5, box=(60, 300, 190, 318), continuation=True)]
+    assert [span["word"] for span in merge_continuations(spans)] == ["ACME", "Corp"]
+
+
+def test_split_date_and_amount_pieces_are_joined_when_only_together_they_parse():
+    entities = [entity("due_date", "Jul", 0.97, start=4, box=(100, 50, 130, 66)),
+                entity("due_date", "27, 2023", 0.95, start=5, box=(134, 50, 200, 66)),
+                entity("total", "EUR", 0.9, start=9, box=(100, 300, 130, 316)),
+                entity("total", "1.234,56", 0.99, start=10, box=(134, 300, 200, 316))]
+    fields = extract_fields(entities, {"locale": "de_DE"})
+    assert (fields["due_date"]["value"], fields["due_date"]["normalized"]) == ("Jul 27, 2023", "2023-07-27")
+    assert fields["due_date"]["candidates"] == [fields["due_date"]["candidates"][0]]
+    assert (fields["total"]["normalized"], fields["total"]["currency"]) == ("1234.56", "EUR")
+
+
+@pytest.mark.parametrize("second", [
+    entity("item_amount", "4.00", start=2, box=(134, 50, 200, 66)),  # both parse alone: two values of a column
+    entity("item_amount", "4.00", start=3, box=(134, 50, 200, 66)),  # a word between them
+    entity("item_amount", "EUR", start=2, box=(100, 80, 130, 96)),  # on the next line
+])
+def test_values_that_parse_alone_or_are_apart_stay_apart(second):
+    first = entity("item_amount", "12.00", start=1, box=(60, 50, 100, 66))
+    values = extract_fields([first, second])["item_amount"]["values"]
+    assert [value["text"] for value in values] == ["12.00", second["word"]]
+
+
 def test_merge_only_consecutive_spans():
     spans = [entity("vendor", "ACME", start=0, box=(10, 10, 60, 30)),
              entity("total", "$5", start=1, box=(70, 10, 90, 30)),

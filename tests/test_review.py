@@ -188,10 +188,9 @@ def test_fit_and_measure_trust_on_records():
         wrong = i % 4 == 0
         words = ["Total", f"{i}.00", "Date", "25/04/2023"]
         labels = ["O", "B-total", "O", "B-invoice_date"]
-        predictions = ["O", "B-total", "O", "B-invoice_date" if not wrong else "O"]
-        if wrong:
-            predictions[0] = "B-total"
-        scores = [0.9 if wrong else 0.99, 0.9 if wrong else 0.999, 0.99, 0.999 - rng.random() * 0.01]
+        # Wrong: the total read off the label below it ("Date"), less surely, and no invoice date.
+        predictions = ["O", "O", "B-total", "O"] if wrong else ["O", "B-total", "O", "B-invoice_date"]
+        scores = [0.99, 0.999, 0.9 if wrong else 0.99, 0.999 - rng.random() * 0.01]
         records.append(record(words, labels, predictions, scores))
         boxes.append([[0, 0, 10, 10], [20, 0, 30, 10], [0, 20, 10, 30], [20, 20, 30, 30]])
     trust, metrics = fit_trust(records, boxes, review_precision=0.95, dates=["25/04/2023"])

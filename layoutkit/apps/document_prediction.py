@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from ..pipelines.input_validation import collect_warnings
 from ..pipelines.line_items import links_from_pairs
 from ..pipelines.ocr import OcrError
-from ..pipelines.review import assess_document, trust_settings
+from ..pipelines.review import assess_document, document_words_source, trust_settings
 
 if TYPE_CHECKING:
     from .settings import InferenceSettings
@@ -103,7 +103,9 @@ def predict_document(extractor, source: Path | None, pages, words_pages, setting
     links = links_from_pairs(result["entities"], result["pairs"]) if by_links else None
     # Typed fields with calibrated scores, line items, cross-field checks and the review decision (review.py).
     trust = trust_settings(getattr(getattr(extractor, "model", None), "config", None))
-    result.update(assess_document(result["entities"], settings.field_schema, trust, links=links))
+    words_source = document_words_source(page["words_source"] for page in result["pages"])
+    result.update(assess_document(result["entities"], settings.field_schema, trust, links=links,
+                                  words_source=words_source))
     return result, drawings
 
 

@@ -3,7 +3,7 @@
 The pipeline tags words; users want "the invoice date" as 2023-04-05 and "the total" as 1250.00 USD.
 `extract_fields(entities, schema)` takes the entities of all pages of one document (each with "entity_group",
 "score", "word", "start", "end", "box" and "page"), merges spans that continue one another
-(`merge_continuations`), and returns per entity type either the best-scoring value (single-valued fields) or
+(`merge_continuations`) and the pieces of one date or amount the model split (`join_split_values`), and returns per entity type either the best-scoring value (single-valued fields) or
 all values in reading order (`multiple` fields such as line-item columns), each normalised by its type:
 
     {"invoice_date": {"type": "date", "value": "05/04/2023", "normalized": "2023-05-04", "ambiguous": True,
@@ -673,6 +673,15 @@ def _continues(current: dict, last_box, entity: dict, mergeable) -> bool:
     return last_box is not None and entity.get("box") is not None and _on_next_line(last_box, entity["box"])
 
 
+def _previous_of_type(merged: list[dict], entity: dict) -> int | None:
+    """The index of the last merged span of `entity`'s type and page, or None."""
+    for index in range(len(merged) - 1, -1, -1):
+        if merged[index].get("entity_group") == entity.get("entity_group") and \
+                merged[index].get("page") == entity.get("page"):
+            return index
+    return None
+
+
 def _weight(entity: dict) -> float:
     if "num_words" in entity:
         return max(1, entity["num_words"])
@@ -698,23 +707,61 @@ def _merge_pair(current: dict, entity: dict) -> dict:
 
 
 def merge_continuations(entities: list[dict], mergeable=None) -> list[dict]:
-    """Merge consecutive spans of one entity type that continue each other: adjacent in word order, or the
-    next one on the text line below (a vendor name or address broken over lines), for the types
-    `mergeable(type)` accepts (default: all). Returns new dicts.
+    """Merge spans of one entity type that continue each other: adjacent in word order, or the next one on the
+    text line below (a vendor name or address broken over lines), for the types `mergeable(type)` accepts
+    (default: all). Returns new dicts.
+
+    Spans from the pipeline say whether the model opened them with a B- tag (`"continuation": False`, a new
+    value: never merged into an earlier one) or with an I- tag that follows no span of its type
+    (`"continuation": True`: the rest of an earlier value). A continuation joins the last span of its type on the
+    page, however many spans of other types lie between them in word order: OCR reads an item table line by
+    line, so the second line of a description comes after the first line's quantity and amounts. Spans without
+    the key (entities from elsewhere) merge only with the span just before them.
 
     The merged span joins the words with spaces, covers both start/end ranges and boxes, and scores the
     word-weighted mean ("num_words" when given, else end - start). Spans on different pages never merge.
     """
+    mergeable = mergeable or (lambda name: True)
     merged: list[dict] = []
-    last_box = None  # the box of the last piece merged in: a multi-line span's union box is no line height
+    last_boxes: list = []  # per merged span, the box of its last piece: a multi-line span's union is no line height
     for entity in entities:
         entity = {**entity, "box": list(entity["box"])} if entity.get("box") is not None else dict(entity)
-        if merged and _continues(merged[-1], last_box, entity, mergeable or (lambda name: True)):
-            merged[-1] = _merge_pair(merged[-1], entity)
+        continuation = entity.pop("continuation", None)
+        target = None
+        if continuation is None and merged:
+            target = len(merged) - 1
+        elif continuation:
+            target = _previous_of_type(merged, entity)
+        if target is not None and _continues(merged[target], last_boxes[target], entity, mergeable):
+            merged[target] = _merge_pair(merged[target], entity)
+            last_boxes[target] = entity.get("box")
         else:
             merged.append(entity)
-        last_box = entity.get("box")
+            last_boxes.append(entity.get("box"))
     return merged
+
+
+def join_split_values(entities: list[dict], schema: "FieldSchema") -> list[dict]:
+    """Join two spans of one date, amount or number field that are adjacent in word order on one text line when
+    one of them does not parse alone and the two together do: the model opened a second span inside one value
+    ("Jul" + "27, 2023", "EUR" + "1.234,56"), which happens on OCR words whose boxes differ from the training
+    data's. Values that parse alone (two amounts of a column side by side) stay apart. Returns new dicts."""
+    joined: list[dict] = []
+    for entity in entities:
+        previous = joined[-1] if joined else None
+        spec = schema.spec(entity.get("entity_group"))
+        if (previous is not None and spec.type != "text"
+                and previous.get("entity_group") == entity.get("entity_group")
+                and previous.get("page") == entity.get("page")
+                and entity.get("start") is not None and entity.get("start") == previous.get("end")
+                and _same_line(previous, entity)):
+            pieces = (previous.get("word", ""), entity.get("word", ""))
+            if (any("error" in normalize_value(piece, spec, schema) for piece in pieces)
+                    and "error" not in normalize_value(" ".join(pieces), spec, schema)):
+                joined[-1] = _merge_pair(previous, entity)
+                continue
+        joined.append(entity)
+    return joined
 
 
 # ------------------------------------------------------------------------------------------- extracting
@@ -802,7 +849,7 @@ def extract_fields(entities: list[dict], schema=None) -> dict[str, dict]:
         return schema.spec(name).type == "text"
 
     for page in sorted(pages):
-        for entity in merge_continuations(pages[page], is_text):
+        for entity in join_split_values(merge_continuations(pages[page], is_text), schema):
             by_type.setdefault(entity["entity_group"], []).append(_candidate(entity))
     result = {}
     for name in sorted(by_type):

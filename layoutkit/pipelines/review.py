@@ -23,7 +23,9 @@ document's entities into:
    field".
 
 `trust` is `config.field_trust` of a checkpoint trained by this version (`field_trust.py` writes it):
-{"calibration": {...}, "review_threshold": 0.93, "review_precision": 0.99, "day_first": true | false | null}.
+{"calibration": {...}, "review_threshold": 0.93, "review_precision": 0.99, "day_first": true | false | null,
+"words_sources": {"ocr:rapidocr": {"calibration": {...}, "review_threshold": 0.97, ...}}}; `words_sources` holds
+what `layoutkit calibrate` fitted on validation pages read by OCR, used for documents whose words came from there.
 Without it (older checkpoints) scores stay the model's and no value is held back for its score alone.
 
 Copied into saved checkpoints beside the custom pipeline: the standard library and sibling modules only.
@@ -47,6 +49,24 @@ def trust_settings(config) -> dict | None:
         return None
     value = config.get("field_trust") if isinstance(config, dict) else getattr(config, "field_trust", None)
     return value or None
+
+
+def trust_for_words(trust: dict | None, words_source: str | None) -> dict | None:
+    """The trust settings for a document whose words came from `words_source` ("given", "pdf_text",
+    "ocr:rapidocr", ...): the calibration and review threshold fitted on such words (`layoutkit calibrate`, kept
+    under `words_sources`) where the checkpoint has them, else those fitted at training time on the validation
+    split's own words. A model is surer of itself than it should be on OCR's words, which carry misreadings and
+    another word order."""
+    fitted = ((trust or {}).get("words_sources") or {}).get(words_source) if words_source else None
+    return {**trust, **fitted} if fitted else trust
+
+
+def document_words_source(sources) -> str | None:
+    """The words source a document is calibrated for: its pages' one source, else the first OCR engine any page
+    was read with (the least exact words decide), else the first source."""
+    sources = [source for source in sources if source]
+    ocr = [source for source in sources if source.startswith("ocr:")]
+    return ocr[0] if ocr else (sources[0] if sources else None)
 
 
 def effective_schema(schema, trust: dict | None) -> FieldSchema:
@@ -146,10 +166,11 @@ def route(fields: dict, checks: list[dict], schema: FieldSchema, threshold: floa
     return reasons
 
 
-def assess_document(entities: list[dict], schema=None, trust: dict | None = None, links=None) -> dict:
+def assess_document(entities: list[dict], schema=None, trust: dict | None = None, links=None,
+                    words_source: str | None = None) -> dict:
     """Fields, line items, checks and the review decision of one document (all its pages' entities); see the
-    module docstring."""
-    trust = trust or {}
+    module docstring. `words_source` picks the calibration fitted on such words (`trust_for_words`)."""
+    trust = trust_for_words(trust, words_source) or {}
     schema = document_schema(entities, effective_schema(schema, trust))
     fields = extract_fields(entities, schema)
     line_items = group_line_items(entities, links=links, locale=schema.locale)

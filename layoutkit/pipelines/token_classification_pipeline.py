@@ -6,7 +6,7 @@ Saved into every checkpoint (see `layoutkit/pipelines/attach.py`), so a trained 
     extractor = pipeline("token-classification", model="runs/invoices", trust_remote_code=True)
     extractor("invoice.png")
     # [{"entity_group": "total", "score": 0.98, "word": "1,250.00", "start": 41, "end": 42,
-    #   "box": [612, 880, 701, 902]}, ...]
+    #   "box": [612, 880, 701, 902], "continuation": False}, ...]
 
 Input: an image (a path or a PIL image; words come from OCR: the engine and settings the training data was read
 with, recorded in config.json, else RapidOCR), or a dict
@@ -206,6 +206,8 @@ class LayoutTokenClassificationPipeline(WindowedLayoutPipeline):
                 "start": span.start,
                 "end": span.end,
                 "box": [round(v) for v in union_box(boxes[span.start : span.end])],
+                # Opened by an I- tag after no span of its type: the rest of an earlier value (fields.py merges it).
+                "continuation": labels[span.start].startswith("I-"),
             })
         if not (return_words or return_fields or return_line_items or draw):
             return entities
@@ -222,7 +224,8 @@ class LayoutTokenClassificationPipeline(WindowedLayoutPipeline):
                   "words_source": model_outputs["words_source"]}
         if return_fields:
             # Calibrated scores, cross-field checks and the review decision: review.py.
-            output.update(assess_document(entities, schema, trust_settings(self.model.config)))
+            output.update(assess_document(entities, schema, trust_settings(self.model.config),
+                                          words_source=model_outputs["words_source"]))
         elif return_line_items:
             output["line_items"] = group_line_items(entities)
         if draw:

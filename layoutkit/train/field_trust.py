@@ -40,7 +40,8 @@ def entities_from_words(words, boxes, labels, scores=None) -> list[dict]:
         score = sum(scores[span.start:span.end]) / (span.end - span.start) if scores is not None else 1.0
         entities.append({"entity_group": span.label, "score": float(score),
                          "word": " ".join(words[span.start:span.end]),
-                         "start": span.start, "end": span.end, "box": box, "page": 1})
+                         "start": span.start, "end": span.end, "box": box, "page": 1,
+                         "continuation": labels[span.start].startswith("I-")})
     return entities
 
 
@@ -81,9 +82,17 @@ def document_outcomes(record: dict, boxes, schema: FieldSchema) -> list[tuple[st
     """(calibration group, model score, exactly right) of each value of one evaluation record, the fields built
     as at inference (`review.assess_document`, uncalibrated: checks, candidates chosen by them)."""
     entities = entities_from_words(record["words"], boxes, record["predictions"], record["scores"])
+    gold_entities = entities_from_words(record["words"], boxes, record["labels"])
+    return entity_outcomes(entities, gold_entities, schema)
+
+
+def entity_outcomes(entities: list[dict], gold_entities: list[dict], schema: FieldSchema) \
+        -> list[tuple[str, float, bool]]:
+    """(calibration group, model score, exactly right) of each value built from a document's predicted entities,
+    against the values of its gold entities (which may sit on other words: the annotation's, where the prediction
+    read OCR's)."""
     assessed = assess_document(entities, schema)
     checked = checked_fields(assessed["fields"], assessed["checks"])
-    gold_entities = entities_from_words(record["words"], boxes, record["labels"])
     gold = extract_fields(gold_entities, document_schema(gold_entities, schema))
     return [(group_of(name, name in checked), score, right)
             for name, score, right in field_outcomes(assessed["fields"], gold)]
@@ -123,13 +132,9 @@ def gold_dates(documents, label_names, schema=None) -> list[str]:
     return texts
 
 
-def fit_trust(records, boxes_per_document, schema=None, review_precision: float = 0.99,
-              dates=()) -> tuple[dict, dict]:
-    """(the checkpoint's `field_trust`, validation metrics) from a validation split's records."""
-    recorded_day_first = day_first_from_dates(dates)
-    trust = {"day_first": recorded_day_first}
-    schema = effective_schema(schema, trust)
-    outcomes = split_outcomes(records, boxes_per_document, schema)
+def fit_calibration(outcomes, review_precision: float = 0.99) -> tuple[dict, dict]:
+    """({"calibration", "review_threshold", "review_precision"}, metrics) fitted on (group, score, right)
+    outcomes: `calibration.choose_calibration`, then the review threshold reaching `review_precision`."""
     groups = [group for group, _, _ in outcomes]
     scores = [score for _, score, _ in outcomes]
     correct = [right for _, _, right in outcomes]
@@ -140,7 +145,7 @@ def fit_trust(records, boxes_per_document, schema=None, review_precision: float 
         calibration = choose_calibration(scores, correct, groups)
     calibrated = [calibrate(calibration, score, group) for group, score in zip(groups, scores)]
     threshold, precision, coverage = review_threshold(calibrated, correct, review_precision)
-    trust.update(calibration=calibration, review_threshold=threshold, review_precision=review_precision)
+    fitted = {"calibration": calibration, "review_threshold": threshold, "review_precision": review_precision}
     metrics = {
         "field_calibration_method": calibration["chosen"],
         "field_values": len(outcomes),
@@ -151,9 +156,19 @@ def fit_trust(records, boxes_per_document, schema=None, review_precision: float 
         "review_precision_target": review_precision,
         "auto_precision": precision,
         "auto_coverage": coverage,
-        "day_first": recorded_day_first,
     }
-    return trust, metrics
+    return fitted, metrics
+
+
+def fit_trust(records, boxes_per_document, schema=None, review_precision: float = 0.99,
+              dates=()) -> tuple[dict, dict]:
+    """(the checkpoint's `field_trust`, validation metrics) from a validation split's records."""
+    recorded_day_first = day_first_from_dates(dates)
+    trust = {"day_first": recorded_day_first}
+    schema = effective_schema(schema, trust)
+    fitted, metrics = fit_calibration(split_outcomes(records, boxes_per_document, schema), review_precision)
+    trust.update(fitted)
+    return trust, {**metrics, "day_first": recorded_day_first}
 
 
 def measure_trust(records, boxes_per_document, trust: dict, schema=None) -> tuple[dict, dict]:

@@ -124,3 +124,34 @@ def test_streamed_batches_go_on_across_periods_and_resume_where_they_stopped():
     remaining = resumed.skip_first_batches(1)
     assert torch.equal(torch.rand(3), expected)  # the 4 batches read again drew their masks from a forked state
     assert [batch["x"].tolist() for batch in remaining] == batches[1][1:]
+
+
+def test_a_streamed_run_resumed_mid_period_trains_on_the_uninterrupted_runs_batches(
+        corpus_copy, scratch_checkpoint, tmp_path, monkeypatch):
+    """Checkpointed after step 3 of 4 (one evaluation period) and resumed: the stream is read again up to that
+    batch, and the resumed run's last step takes the uninterrupted run's last batch (the same windows; the masks
+    of a batch the dataloader fetched before the checkpoint are drawn anew, as without --streaming)."""
+    import shutil
+
+    from layoutkit.train.dataloaders import StreamedBatches
+    from layoutkit.train.pretraining_task import main
+
+    drawn = []
+    next_batch = StreamedBatches.next_batch
+
+    def recorded(self):
+        batch = next_batch(self)
+        drawn.append((self.position, batch["doc_index"].tolist(), batch["bbox"].sum().item()))
+        return batch
+
+    monkeypatch.setattr(StreamedBatches, "next_batch", recorded)
+    args = ["--dataset_path", str(corpus_copy), "--config_name", str(scratch_checkpoint("layoutlm")), *STREAMED,
+            "--max_train_steps", "4", "--checkpointing_steps", "3"]
+    uninterrupted, interrupted = tmp_path / "uninterrupted", tmp_path / "interrupted"
+    main([*args, "--output_dir", str(uninterrupted)])
+    expected, drawn[:] = list(drawn), []
+    interrupted.mkdir()
+    shutil.copytree(uninterrupted / "step_3", interrupted / "step_3")
+    results = main([*args, "--output_dir", str(interrupted), "--resume_from_checkpoint", "latest"])
+    assert results["train_steps"] == 4
+    assert [position for position, *_ in expected] == [1, 2, 3, 4] and drawn == expected

@@ -113,7 +113,7 @@ def test_streamed_batches_go_on_across_periods_and_resume_where_they_stopped():
         batches.append([batch["x"].tolist() for batch in uninterrupted])
     flat = [batch for period in batches for batch in period]
     assert [len(period) for period in batches] == [3, 3, 3] and [len(b) for b in flat] == [3, 3, 3, 1, 3, 3, 3, 1, 3]
-    first_pass, second_pass = sum(flat[:4], []), sum(flat[4:8], [])
+    first_pass, second_pass = ([x for batch in flat[passed] for x in batch] for passed in (slice(0, 4), slice(4, 8)))
     assert sorted(first_pass) == sorted(second_pass) == list(range(10)) and first_pass != second_pass
 
     resumed = reader()

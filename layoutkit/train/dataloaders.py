@@ -49,7 +49,7 @@ class StreamedBatches:
         self.position = 0  # batches drawn since training started
         self.batches = None  # the current pass's iterator
 
-    def prepare(self, accelerator) -> "StreamedBatches":
+    def prepare(self, accelerator) -> StreamedBatches:
         return StreamedBatches(accelerator.prepare(self.dataloader), self.batches_per_period)
 
     def __len__(self) -> int:
@@ -58,7 +58,7 @@ class StreamedBatches:
     def set_epoch(self, period: int) -> None:
         self.seek(period * self.batches_per_period)
 
-    def skip_first_batches(self, num_batches: int) -> "StreamedBatches":
+    def skip_first_batches(self, num_batches: int) -> StreamedBatches:
         """Resuming mid-period: the rest of the current period."""
         self.seek(self.position + num_batches)
         return self

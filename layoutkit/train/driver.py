@@ -27,8 +27,8 @@ from .losses import build_loss, parse_class_weights
 from .memory import map_large_blocks, release_free_memory
 from .model_setup import enable_gradient_checkpointing, load_config, load_model_and_processing
 from .optimization import prepare_training
-from .streaming import stream_training_split
 from .publishing import epoch_end_hook, save_run, write_jsonl
+from .streaming import stream_training_split
 
 
 @dataclass

@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-STREAMED = ["--streaming", "--shuffle_buffer_size", "16", "--max_seq_length", "128", "--stride", "32",
-            "--learning_rate", "2e-3", "--per_device_train_batch_size", "8", "--max_train_samples", "12",
-            "--max_eval_samples", "4", "--seed", "7"]
+TINY = ["--max_seq_length", "128", "--stride", "32", "--learning_rate", "2e-3", "--per_device_train_batch_size", "8",
+        "--max_train_samples", "12", "--max_eval_samples", "4", "--seed", "7"]
+STREAMED = ["--streaming", "--shuffle_buffer_size", "16", *TINY]
 
 
 @pytest.fixture
@@ -48,7 +48,7 @@ def test_streamed_and_regular_pretraining_each_give_a_checkpoint(corpus_copy, sc
 
     regular = tmp_path / "regular"
     results = main(["--dataset_path", str(corpus_copy), *config, "--output_dir", str(regular),
-                    *STREAMED[STREAMED.index("--max_seq_length"):], "--max_train_steps", "3"])
+                    *TINY, "--max_train_steps", "3"])
     assert results["train_steps"] == 3 and results["pretraining_pages"] == 12
     assert (regular / "model.safetensors").is_file() and cache_files(corpus_copy)
 

@@ -7,6 +7,10 @@ your own unlabeled documents: whole-word masked language modelling with the word
         --model_name_or_path microsoft/layoutlmv3-base          # or --config_name runs/scratch (from scratch)
     accelerate launch run_invoice_ner.py --model_name_or_path runs/pretrained --dataset_path data/invoices ...
 
+A corpus larger than memory or disk: --streaming --max_train_steps N [--eval_steps M] reads the train split as a
+datasets.IterableDataset (a saved dataset, a folder of parquet shards, or --dataset_name on the Hub), shuffled in a
+buffer, encoded as it is read (nothing cached) and shared out across processes; validation every M steps.
+
 Any saved dataset with words and boxes works as the corpus (labels are ignored, a test split is dropped). The
 output folder holds the encoder with its masked-LM head, the tokenizer/processor and a model card stating the
 corpus, objective and steps; the fine-tuning scripts load it directly. See docs/pretraining.md.

@@ -170,7 +170,8 @@ class LayoutCollator:
                 rows.append(row)
             batch[key] = torch.stack(rows)
         if "doc_index" in features[0]:
-            batch["doc_index"] = torch.as_tensor([f["doc_index"] for f in features], dtype=torch.long)
+            # int(): a streamed dataset's numpy rows give 0-d arrays, which a tensor cannot be made of in a list.
+            batch["doc_index"] = torch.as_tensor([int(f["doc_index"]) for f in features], dtype=torch.long)
         if self.image_input and self.image_input in features[0]:
             batch[self.image_input] = torch.stack([torch.as_tensor(np.asarray(f[self.image_input])) for f in features])
         return batch

@@ -30,8 +30,10 @@ def build_accelerator(training: TrainingArguments, model_type: str) -> Accelerat
         mixed_precision=mixed_precision,
         log_with=training.report_to if training.with_tracking else None,
         project_config=ProjectConfiguration(project_dir=training.output_dir),
-        # The same shuffle order on every run with the same seed, which resuming mid-epoch relies on.
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        # The same shuffle order on every run with the same seed, which resuming mid-epoch relies on. Each process
+        # reads its own batches of a streamed corpus too (dispatching them from the main process, accelerate's
+        # default for an IterableDataset, concatenates batches, which dynamic padding gives different lengths).
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, dispatch_batches=False),
     )
     if why:
         accelerator.print(f"--mixed_precision auto: {accelerator.mixed_precision} ({why})")

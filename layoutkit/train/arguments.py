@@ -226,6 +226,44 @@ class HpSearchArguments:
 
 
 @dataclass
+class StreamingArguments:
+    _argument_group_name = "streaming (a corpus read as it is trained on: it may exceed memory and disk)"
+
+    streaming: bool = flag(
+        "read the training split as a datasets.IterableDataset: pages shuffled in a buffer, encoded as they are "
+        "read (no encoding cache is written), shared out across processes; the corpus is read again, in a new "
+        "order, when it runs out. Needs --max_train_steps (a stream has no length). --dataset_path: a saved "
+        "dataset, or a folder of parquet shards (train-*.parquet, validation-*.parquet, as push_to_hub writes them); "
+        "--dataset_name: a Hub dataset, streamed. The validation split is read whole (keep it small: "
+        "--max_eval_samples)",
+        False,
+    )
+    shuffle_buffer_size: int = flag("with --streaming: pages in the shuffle buffer (memory: that many pages)", 1000)
+    eval_steps: int | None = flag(
+        "with --streaming: evaluate on validation every N optimizer steps (the kept model, early stopping and "
+        '--checkpointing_steps epoch follow these evaluations); default: once, after --max_train_steps'
+    )
+
+    def __post_init__(self):
+        if self.shuffle_buffer_size < 1:
+            raise ValueError(f"--shuffle_buffer_size must be at least 1, got {self.shuffle_buffer_size}")
+        if self.eval_steps is not None and self.eval_steps < 1:
+            raise ValueError(f"--eval_steps must be at least 1, got {self.eval_steps}")
+
+    def problem_with(self, training: TrainingArguments) -> str | None:
+        """What the other flags of the run ask that a stream cannot give, or None."""
+        if not self.streaming:
+            return "--eval_steps is for --streaming runs (the others evaluate after each epoch)" if self.eval_steps \
+                else None
+        if training.max_train_steps is None:
+            return ("--streaming needs --max_train_steps: a streamed corpus has no length, so neither epochs nor "
+                    "the learning-rate schedule can be sized from it")
+        if training.group_by_length:
+            return "--group_by_length needs every window's length up front; a streamed corpus has none: drop one"
+        return None
+
+
+@dataclass
 class RunArguments:
     """The argument groups of one training run. `args.learning_rate` reads a value by its flag name, whichever
     group holds it (handy in logs and tests); code that uses a value takes its group (`args.training`)."""
@@ -237,6 +275,7 @@ class RunArguments:
     objective: LossArguments | None = None
     augmentation: AugmentArguments | None = None
     search: HpSearchArguments | None = None
+    streaming: StreamingArguments | None = None
 
     def groups(self) -> dict[str, Any]:
         """The groups this run has, by field name (optional groups the script does not take are left out)."""
@@ -269,8 +308,10 @@ class RunArguments:
 
 
 GROUP_CLASSES = {"data": DataArguments, "model": ModelArguments, "training": TrainingArguments}
-OPTIONAL_GROUPS = {"objective": LossArguments, "augmentation": AugmentArguments, "search": HpSearchArguments}
-ALL_OPTIONAL_GROUPS = tuple(OPTIONAL_GROUPS)
+OPTIONAL_GROUPS = {"objective": LossArguments, "augmentation": AugmentArguments, "search": HpSearchArguments,
+                   "streaming": StreamingArguments}
+# The groups a task takes unless it says otherwise; streaming only where the task encodes a stream (pretraining).
+ALL_OPTIONAL_GROUPS = ("objective", "augmentation", "search")
 
 
 def build_parser(task_arguments, optional_groups=ALL_OPTIONAL_GROUPS, description=None) -> HfArgumentParser:
@@ -310,7 +351,11 @@ def parse_run_arguments(task_arguments, argv=None, description=None,
                 action.required = False
     groups = [g for g in parse_dataclasses(parser, argv) if dataclasses.is_dataclass(g)]  # drop the namespace of --config_file
     data, model, training, task, *optional = groups
-    return RunArguments(data=data, model=model, training=training, task=task, **dict(zip(optional_groups, optional)))
+    run = RunArguments(data=data, model=model, training=training, task=task, **dict(zip(optional_groups, optional)))
+    problem = run.streaming.problem_with(training) if run.streaming is not None else None
+    if problem:
+        parser.error(problem)
+    return run
 
 
 # ------------------------------------------------------------------------------------------------ the tasks' flags

@@ -148,13 +148,14 @@ def restore_best(accelerator: Accelerator, model: torch.nn.Module, state: Traini
         accelerator.unwrap_model(model).load_state_dict(state.best_state_dict)
 
 
-def training_summary(state: TrainingState, num_train_documents: int, steps_per_epoch: int) -> dict:
-    """The run's training figures for all_results.json (documents/s counts all processes)."""
+def training_summary(state: TrainingState, num_train_documents: int | None, steps_per_epoch: int) -> dict:
+    """The run's training figures for all_results.json (documents/s counts all processes; None for a streamed
+    corpus, `num_train_documents` None, whose size is not known)."""
     epochs_trained = state.completed_steps / steps_per_epoch
     return {
         "best_epoch": state.best_epoch,
         "train_steps": state.completed_steps,
         "train_seconds": round(state.train_seconds, 2),
         "train_documents_per_second": round(num_train_documents * epochs_trained / state.train_seconds, 3)
-        if state.train_seconds else None,
+        if state.train_seconds and num_train_documents is not None else None,
     }

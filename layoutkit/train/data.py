@@ -11,8 +11,18 @@ from dataset_loader.preprocessing import load_preprocessing
 from .arguments import DataArguments
 
 
-def load_raw_datasets(args: DataArguments, cache_dir: str | None = None) -> DatasetDict:
-    """A saved dataset (`--dataset_path`) or a Hub dataset (`--dataset_name`), optionally truncated."""
+def load_raw_datasets(args: DataArguments, cache_dir: str | None = None, streaming: bool = False) -> DatasetDict:
+    """A saved dataset (`--dataset_path`) or a Hub dataset (`--dataset_name`), optionally truncated.
+
+    With `streaming` (--streaming), a folder of parquet shards or a Hub dataset comes with its train split as an
+    IterableDataset (streaming.py); a saved dataset is loaded as usual (memory-mapped), and streamed after the
+    validation carve."""
+    if streaming:
+        from .streaming import load_streamed_corpus  # streaming.py imports this module
+
+        streamed = load_streamed_corpus(args, cache_dir)
+        if streamed is not None:
+            return streamed
     if args.dataset_path:
         if not os.path.isdir(args.dataset_path):
             raise FileNotFoundError(

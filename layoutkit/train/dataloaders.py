@@ -1,4 +1,5 @@
-"""The training and evaluation dataloaders, with the length-grouped sampler of --group_by_length."""
+"""The training and evaluation dataloaders, with the length-grouped sampler of --group_by_length, and the training
+batches of a streamed corpus (`StreamedBatches`, --streaming)."""
 
 from __future__ import annotations
 
@@ -30,16 +31,94 @@ class LengthGroupedEpochSampler(LengthGroupedSampler):
         return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
 
 
-def build_dataloaders(training: TrainingArguments, windows: dict, collator):
+class StreamedBatches:
+    """The training batches of a streamed corpus (windows of a `datasets.IterableDataset`), cut into the loop's
+    "epochs": periods of `batches_per_period` batches (--eval_steps optimizer steps), after each of which the loop
+    evaluates, keeps the best model and checkpoints, as after an epoch.
+
+    A period goes on where the last one stopped (the stream is not restarted); when the corpus runs out it is read
+    again, in a new order (the dataloader's `set_epoch(pass)` reshuffles the dataset). Every process draws the same
+    number of batches per period, so processes with uneven shards stay in step. `prepare(accelerator)` wraps the
+    dataloader accelerate prepares; resuming re-reads the stream up to the checkpoint's batch (`seek`).
+    """
+
+    def __init__(self, dataloader, batches_per_period: int):
+        self.dataloader, self.batches_per_period = dataloader, batches_per_period
+        self.passes = 0  # times the corpus has been started
+        self.pass_batches = 0  # batches drawn in the current pass
+        self.position = 0  # batches drawn since training started
+        self.batches = None  # the current pass's iterator
+
+    def prepare(self, accelerator) -> StreamedBatches:
+        return StreamedBatches(accelerator.prepare(self.dataloader), self.batches_per_period)
+
+    def __len__(self) -> int:
+        return self.batches_per_period
+
+    def set_epoch(self, period: int) -> None:
+        self.seek(period * self.batches_per_period)
+
+    def skip_first_batches(self, num_batches: int) -> StreamedBatches:
+        """Resuming mid-period: the rest of the current period."""
+        self.seek(self.position + num_batches)
+        return self
+
+    def seek(self, position: int) -> None:
+        """Be at batch `position` of the training. Only a resumed run moves (an uninterrupted one is there
+        already): it reads the stream again from its start, drawing the masks of the batches it drops from a
+        forked random state, so training goes on with the random state the checkpoint restored."""
+        if position == self.position:
+            return
+        self.passes, self.pass_batches, self.position, self.batches = 0, 0, 0, None
+        with torch.random.fork_rng(devices=[]):
+            while self.position < position:
+                self.next_batch()
+
+    def next_batch(self):
+        while True:
+            if self.batches is None:
+                self.dataloader.set_epoch(self.passes)
+                self.batches, self.pass_batches = iter(self.dataloader), 0
+            try:
+                batch = next(self.batches)
+            except StopIteration:
+                if self.pass_batches == 0:
+                    raise ValueError("the streamed training split gave no batch on this process: it is empty, or "
+                                     "has fewer pages than processes") from None
+                self.batches, self.passes = None, self.passes + 1
+                continue
+            self.pass_batches += 1
+            self.position += 1
+            return batch
+
+    def __iter__(self):
+        end = (self.position // self.batches_per_period + 1) * self.batches_per_period
+        while self.position < end:
+            yield self.next_batch()
+
+
+def skip_first_batches(accelerator, train_dataloader, num_batches: int):
+    """The training batches after the first `num_batches` of an epoch (resuming mid-epoch)."""
+    if isinstance(train_dataloader, StreamedBatches):
+        return train_dataloader.skip_first_batches(num_batches)
+    return accelerator.skip_first_batches(train_dataloader, num_batches)
+
+
+def build_dataloaders(training: TrainingArguments, windows: dict, collator, eval_steps: int | None = None):
     """(train dataloader, {"validation"/"test": dataloader}, the split evaluated after each epoch).
 
     The split evaluated after each epoch picks the model that is kept, so it is "validation" or None (no
-    validation split: nothing is selected), never "test": a test score chosen on test is no test score.
+    validation split: nothing is selected), never "test": a test score chosen on test is no test score. Streamed
+    training windows (an IterableDataset, shuffled by the dataset itself) come in periods of `eval_steps`
+    optimizer steps (default: all of --max_train_steps), the loop's epochs: `StreamedBatches`.
     """
+    from datasets import IterableDataset
     from torch.utils.data import DataLoader
 
     order = dict(shuffle=True)
-    if training.group_by_length:
+    if isinstance(windows["train"], IterableDataset):
+        order = {}
+    elif training.group_by_length:
         order = dict(sampler=LengthGroupedEpochSampler.for_windows(
             windows["train"], training.per_device_train_batch_size, training.seed))
     train_dataloader = DataLoader(
@@ -50,6 +129,9 @@ def build_dataloaders(training: TrainingArguments, windows: dict, collator):
         # than an uninterrupted run at that point, and its dropout masks would all be shifted by one draw.
         generator=torch.Generator().manual_seed(training.seed),
     )
+    if isinstance(windows["train"], IterableDataset):
+        period = (eval_steps or training.max_train_steps) * training.gradient_accumulation_steps
+        train_dataloader = StreamedBatches(train_dataloader, period)
     eval_dataloaders = {
         split: DataLoader(windows[split], collate_fn=collator, batch_size=training.per_device_eval_batch_size)
         for split in ("validation", "test") if split in windows

@@ -28,6 +28,7 @@ from .memory import map_large_blocks, release_free_memory
 from .model_setup import enable_gradient_checkpointing, load_config, load_model_and_processing
 from .optimization import prepare_training
 from .publishing import epoch_end_hook, save_run, write_jsonl
+from .streaming import stream_training_split
 
 
 @dataclass
@@ -193,10 +194,15 @@ def train_and_evaluate(task: Task, on_epoch_end=None) -> dict:
     accelerator.wait_for_everyone()
 
     # ---- data
-    raw = task.prepare_dataset(accelerator, load_raw_datasets(data, args.model.cache_dir))
+    streaming = args.streaming if args.streaming is not None and args.streaming.streaming else None
+    raw = task.prepare_dataset(accelerator, load_raw_datasets(data, args.model.cache_dir, streaming is not None))
     # Before augmentation, so no augmented copy of a validation document ends up in train.
     validation_split = carve_validation_split(raw, training.seed, stratify_by_column=task.stratify_column)
     accelerator.print(f"validation split: {validation_split}")
+    num_train_documents = None if streaming else len(raw["train"])
+    if streaming:  # train read as a shuffled stream from here on (streaming.py)
+        stream_training_split(raw, streaming, training.seed,
+                              accelerator.num_processes * max(1, training.dataloader_num_workers))
     task.read_labels(raw)
 
     # ---- model
@@ -216,7 +222,8 @@ def train_and_evaluate(task: Task, on_epoch_end=None) -> dict:
 
     with accelerator.main_process_first():
         windows = {split: task.encode(raw, split, processing) for split in raw}
-    train_dataloader, eval_dataloaders, eval_split = build_dataloaders(training, windows, task.collator(processing))
+    train_dataloader, eval_dataloaders, eval_split = build_dataloaders(
+        training, windows, task.collator(processing), streaming.eval_steps if streaming else None)
     loss_function = task.loss_function(raw)
     if training.release_memory:  # what the encoding freed, before training allocates anew
         release_free_memory()
@@ -247,7 +254,7 @@ def train_and_evaluate(task: Task, on_epoch_end=None) -> dict:
     results = {f"eval_{k}": v for k, v in state.best_metrics.items()}
     results.update(task.run_results())
     results["validation_split"] = validation_split
-    results.update(training_summary(state, len(raw["train"]), prepared.steps_per_epoch))
+    results.update(training_summary(state, num_train_documents, prepared.steps_per_epoch))
     # Before the test report and the save: the confidence fitted on validation goes into the saved config.
     if eval_split is not None:
         results.update(task.fit_confidence(accelerator, model, eval_dataloaders[eval_split], raw, eval_split))

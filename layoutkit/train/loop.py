@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from .arguments import TrainingArguments
 from .checkpoints import TrainingState, resume, save_checkpoint
+from .dataloaders import skip_first_batches
 from .memory import release_free_memory
 from .optimization import PreparedTraining
 
@@ -86,7 +87,7 @@ def fit(accelerator: Accelerator, training: TrainingArguments, prepared: Prepare
         train_dataloader.set_epoch(epoch)
         batches = train_dataloader
         if skip_batches:
-            batches = accelerator.skip_first_batches(train_dataloader, skip_batches)
+            batches = skip_first_batches(accelerator, train_dataloader, skip_batches)
             skip_batches = 0
         clock = time.perf_counter()
         for batch in batches:

@@ -7,7 +7,7 @@ import os
 from typing import Sequence
 
 import torch
-from datasets import Array3D, Dataset, Features, Value
+from datasets import Array3D, Dataset, Features, IterableDataset, Value
 from datasets import Sequence as SequenceFeature
 from PIL import Image
 
@@ -57,7 +57,8 @@ def encode_ner_split(
     """Encode a split of documents (`words`, `bboxes`/`segment_bboxes`, `ner_tags`, `image`) into windows.
 
     Runs through `Dataset.map`, so the result is cached on disk next to the dataset and reused by the
-    next run with the same settings (tokenization and image preprocessing happen once, not per epoch).
+    next run with the same settings (tokenization and image preprocessing happen once, not per epoch). A streamed
+    split (an `IterableDataset`, --streaming) is encoded lazily, as it is read, and nothing is written.
     """
     box_column = BOX_COLUMNS[box_level]
     if box_column not in dataset.column_names:
@@ -74,13 +75,18 @@ def encode_ner_split(
             label_all_tokens=label_all_tokens, b_to_i=b_to_i,
         )
 
+    features = window_features(family, image_processor, with_labels)
+    if isinstance(dataset, IterableDataset):
+        # Rows as `encode` makes them (lists, numpy pixels), which the collator takes: typing them as `features` and
+        # formatting them as numpy converts every scalar on its own, 10x the encoding's own time.
+        return dataset.map(encode, batched=True, batch_size=32, with_indices=True, remove_columns=dataset.column_names)
     windows = dataset.map(
         encode,
         batched=True,
         batch_size=32,
         with_indices=True,
         remove_columns=dataset.column_names,
-        features=window_features(family, image_processor, with_labels),
+        features=features,
         num_proc=num_proc,
         load_from_cache_file=load_from_cache_file,
         desc="Encoding documents into windows",

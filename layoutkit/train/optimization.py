@@ -12,6 +12,7 @@ from transformers import get_scheduler
 from transformers.trainer_pt_utils import get_parameter_names
 
 from .arguments import TrainingArguments
+from .dataloaders import StreamedBatches
 
 # Normalisation layers whose weights get no weight decay (biases get none either), as in transformers' Trainer.
 NORM_LAYERS = (torch.nn.LayerNorm, torch.nn.GroupNorm, torch.nn.modules.batchnorm._BatchNorm)
@@ -66,10 +67,12 @@ def prepare_training(accelerator: Accelerator, training: TrainingArguments, mode
     """Optimizer, accelerate's prepare and the LR schedule, in the order that sizes the schedule right.
 
     The schedule is sized from the prepared (per-process) dataloader, so N processes take N times fewer steps of an
-    N times larger global batch.
+    N times larger global batch. A streamed corpus's "epoch" is a period of --eval_steps (`StreamedBatches`).
     """
     optimizer = create_optimizer(model, training.learning_rate, training.weight_decay)
     model, optimizer, train_dataloader = accelerator.prepare(model, optimizer, train_dataloader)
+    if isinstance(train_dataloader, StreamedBatches):  # passed through by `prepare`: its dataloader is prepared
+        train_dataloader = train_dataloader.prepare(accelerator)
     steps_per_epoch = math.ceil(len(train_dataloader) / training.gradient_accumulation_steps)
     max_train_steps, num_epochs = schedule(training, steps_per_epoch)
     lr_scheduler = accelerator.prepare(

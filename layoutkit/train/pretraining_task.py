@@ -20,6 +20,7 @@ from .arguments import flag
 from .driver import Evaluation, Task
 from .masked_lm import MaskedLayoutModel, WholeWordMaskCollator
 from .ner_task import encode_ner_split, model_inputs
+from .streaming import is_streamed
 
 # Columns of labelled datasets that pretraining ignores.
 LABEL_COLUMNS = ("ner_tags", "label", "labels", "relations", "entity_ids", "row_ids")
@@ -45,7 +46,7 @@ class PretrainingTask(Task):
     pipeline_task = "fill-mask"
     script_name = "run_pretraining"
     arguments_class = PretrainingArguments
-    optional_groups = ()  # no class weights, label augmentation or search: there are no labels
+    optional_groups = ("streaming",)  # no class weights, label augmentation or search: there are no labels
     model_inputs = staticmethod(model_inputs)
 
     @property
@@ -87,6 +88,9 @@ class PretrainingTask(Task):
                                      processing.family.image_input)
 
     def describe(self, raw, windows) -> str:
+        if is_streamed(raw["train"]):  # --streaming: its size is not known
+            self.num_pages = None
+            return "a streamed corpus of pretraining pages, encoded as they are read"
         self.num_pages = len(raw["train"])
         return f"{len(raw['train'])} pretraining pages in {len(windows['train'])} windows"
 
@@ -127,7 +131,8 @@ class PretrainingTask(Task):
             "intended_use": (
                 f"A starting point for fine-tuning (`run_invoice_ner.py --model_name_or_path THIS_FOLDER`, or the "
                 f"classification and relation scripts), not a predictor by itself. Pretrained on {corpus} "
-                f"({results.get('pretraining_pages')} pages, {results.get('train_steps')} optimizer steps) with "
+                f"({results.get('pretraining_pages') or 'streamed'} pages, {results.get('train_steps')} optimizer "
+                "steps) with "
                 f"{objectives}. The metrics are the masked-token accuracy and loss on the held-out validation pages."
             ),
             "usage": ("```bash\naccelerate launch run_invoice_ner.py --model_name_or_path THIS_FOLDER \\\n"

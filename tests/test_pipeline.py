@@ -125,11 +125,13 @@ def test_fresh_process_words_and_boxes(fresh_process_results, synthetic_invoices
     annotation, out = fresh_process_results
     assert out["class"].startswith("transformers_modules.")
     words, boxes = annotation["words"], annotation["boxes"]
-    # Every word is I-vendor: one entity over the page, its box the union of the word boxes in original pixels.
+    # Every word is I-vendor: one entity over the page, its box the union of the word boxes in original pixels,
+    # opened by an I- tag (a continuation, with no earlier value to continue).
     assert out["entities"] == [{
         "entity_group": "vendor", "score": pytest.approx(out["entities"][0]["score"]), "word": " ".join(words),
         "start": 0, "end": len(words),
         "box": [min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)],
+        "continuation": True,
     }]
     assert 0 < out["entities"][0]["score"] <= 1
     assert [w["text"] for w in out["words"]] == words and [w["box"] for w in out["words"]] == boxes
@@ -156,7 +158,7 @@ def test_fresh_process_image_with_ocr(fresh_process_results, synthetic_invoices)
     width, height = Image.open(synthetic_invoices / "images" / "invoice_00001.png").size
     assert out["ocr_entities"], "the OCR found no words"
     for entity in out["ocr_entities"]:
-        assert set(entity) == {"entity_group", "score", "word", "start", "end", "box"}
+        assert set(entity) == {"entity_group", "score", "word", "start", "end", "box", "continuation"}
         x0, y0, x1, y1 = entity["box"]
         assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height
     result = out["ocr_result"]

@@ -112,6 +112,7 @@ def lilt_last_layout_stream(config) -> tuple[str, ...]:
 NO_GRADIENT_PARAMETERS = {
     "LayoutLMv3": ("encoder.rel_pos_bias.", "encoder.rel_pos_x_bias.", "encoder.rel_pos_y_bias."),
     "LayoutLMForTokenClassification": ("pooler.",),
+    "LayoutLMForMaskedLM": ("pooler.",),  # run_pretraining.py: the masked words come from the sequence output
     "LayoutLMv2ForTokenClassification": ("pooler.",),
     "Lilt": lilt_last_layout_stream,  # prefixes that depend on the config: a function of it
     # Relation extraction (relation_model.py) reads its encoder's token states: never the pooler either.

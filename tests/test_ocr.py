@@ -215,10 +215,59 @@ def test_rapidocr_presets_and_speed_settings():
                                  "params": {"Rec.rec_batch_num": 8}}
     assert ocr.RapidOcrEngine(preset="accurate").rapidocr_params() == {}  # RapidOCR's own configuration
     assert ocr.RapidOcrEngine().rapidocr_params() == ocr.RAPIDOCR_PRESETS[ocr.DEFAULT_RAPIDOCR_PRESET]
-    with pytest.raises(ValueError, match="unknown RapidOCR preset 'quick'; available: accurate, fast"):
+    with pytest.raises(ValueError, match="unknown RapidOCR preset 'quick'; available: accurate, fast, fast-openvino"):
         get_ocr_engine("rapidocr", preset="quick")
     with pytest.raises(ValueError, match="at least 1"):
         get_ocr_engine("rapidocr", workers=0)
+
+
+def test_fast_openvino_preset_runs_detection_on_openvino_from_the_wheels_onnx_file():
+    """"fast-openvino" is "fast" with detection on OpenVINO: the threads go to both backends, the backend stays a
+    string in what a dataset records, RapidOCR gets its enum and the ONNX file ONNX Runtime would run (offline)."""
+    pytest.importorskip("rapidocr", reason="rapidocr is not installed (pip install rapidocr onnxruntime)")
+    from rapidocr import EngineType
+
+    engine = ocr.RapidOcrEngine(preset="fast-openvino", threads=1)
+    params = engine.rapidocr_params()
+    assert params == {**ocr.RAPIDOCR_PRESETS["fast"], "Det.engine_type": "openvino",
+                      "EngineConfig.onnxruntime.intra_op_num_threads": 1,
+                      "EngineConfig.openvino.inference_num_threads": 1}
+    without_openvino = ocr.RapidOcrEngine(preset="fast", threads=1).rapidocr_params()
+    assert "EngineConfig.openvino.inference_num_threads" not in without_openvino
+    given = ocr.with_backends(params)
+    if given["Det.engine_type"] == EngineType.OPENVINO:  # openvino installed
+        assert given["Det.model_path"].endswith(".onnx") and "Rec.model_path" not in given
+        from pathlib import Path
+
+        assert Path(given["Det.model_path"]).is_file()
+    assert "Rec.engine_type" not in given
+    with pytest.raises(ValueError, match="'tensorflow': not a RapidOCR backend"):
+        ocr.with_backends({"Rec.engine_type": "tensorflow"})
+
+
+def test_fast_openvino_without_openvino_falls_back_to_onnxruntime_with_a_warning(monkeypatch, caplog):
+    pytest.importorskip("rapidocr", reason="rapidocr is not installed (pip install rapidocr onnxruntime)")
+    import importlib.util
+
+    from rapidocr import EngineType
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "openvino" else find_spec(name, *args))
+    given = ocr.with_backends(ocr.RapidOcrEngine(preset="fast-openvino").rapidocr_params())
+    assert given["Det.engine_type"] == EngineType.ONNXRUNTIME and "Det.model_path" not in given
+    assert "pip install openvino" in caplog.text and "runs on ONNX Runtime instead" in caplog.text
+
+
+def test_fast_openvino_reads_the_words_of_fast():
+    """Detection in bfloat16 (where the CPU has it) finds the same lines on a clean page."""
+    pytest.importorskip("rapidocr", reason="rapidocr is not installed (pip install rapidocr onnxruntime)")
+    pytest.importorskip("openvino", reason="openvino is not installed (pip install openvino)")
+    page = text_page()
+    openvino_reader = get_ocr_engine("rapidocr", preset="fast-openvino", threads=1)
+    result = openvino_reader(page)
+    assert result.words == get_ocr_engine("rapidocr", preset="fast", threads=1)(page).words == words_of()
+    assert type(openvino_reader._idle[0].text_det.session).__name__ == "OpenVINOInferSession"
 
 
 def test_rapidocr_reads_pages_in_parallel_like_one_at_a_time():

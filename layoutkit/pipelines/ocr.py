@@ -334,15 +334,17 @@ DEFAULT_RAPIDOCR_PRESET = "fast"
 
 @register_ocr_engine
 class RapidOcrEngine(OcrEngine):
-    """RapidOCR (PaddleOCR's models on ONNX Runtime) with word boxes (`return_word_box`).
+    """RapidOCR (PaddleOCR's models on ONNX Runtime; "fast-openvino": detection on OpenVINO) with word boxes
+    (`return_word_box`).
 
     The wheel's default models read Latin script and Chinese; `lang` is recorded but does not pick a model.
-    `preset`: a name of `RAPIDOCR_PRESETS` ("accurate", "fast"); `params` is passed on top of it to
+    `preset`: a name of `RAPIDOCR_PRESETS` ("accurate", "fast", "fast-openvino"); `params` is passed on top of it to
     `rapidocr.RapidOCR(params=...)` (other models, thresholds).
 
     Speed settings (not recorded: they do not change the words): `workers`, how many pages are read at once (one
     RapidOCR instance each, loaded when first needed; default 1: callers beyond it wait), and `threads`, ONNX
-    Runtime's intra-op threads per instance (default: ONNX Runtime's own, one per core). On a shared or busy
+    Runtime's intra-op threads per instance, and OpenVINO's where a model runs on it (default: each backend's own,
+    one per core). On a shared or busy
     machine give workers x threads <= cores: ONNX Runtime's threads spin while waiting for work, so more threads
     than cores slow every page (docs/performance.md).
     """

@@ -329,6 +329,9 @@ RAPIDOCR_PRESETS: dict[str, dict[str, Any]] = {
 # compiles kernels for every new input shape, and each text line has its own width. Without OpenVINO this preset
 # runs detection on ONNX Runtime, i.e. it is "fast" (with a warning).
 RAPIDOCR_PRESETS["fast-openvino"] = {**RAPIDOCR_PRESETS["fast"], "Det.engine_type": "openvino"}
+# Both models on OpenVINO: recognition in bfloat16 too, each text line padded to a multiple of 64 px wide
+# (`PaddedWidthRecognizer`) so that OpenVINO prepares kernels for a few widths rather than for every line's own.
+RAPIDOCR_PRESETS["fastest-openvino"] = {**RAPIDOCR_PRESETS["fast-openvino"], "Rec.engine_type": "openvino"}
 DEFAULT_RAPIDOCR_PRESET = "fast"
 
 
@@ -400,7 +403,10 @@ class RapidOcrEngine(OcrEngine):
             from rapidocr import RapidOCR
         except ImportError as error:
             raise OcrError(f"the rapidocr OCR engine needs {self.requirement}") from error
-        reader = RapidOCR(params=with_backends(self.rapidocr_params()) or None)
+        params = with_backends(self.rapidocr_params())
+        reader = RapidOCR(params=params or None)
+        if params.get("Rec.engine_type") is not None and str(params["Rec.engine_type"].value) == "openvino":
+            pad_recognizer_widths(reader)
         # It logs every model path at INFO and "text detection result is empty" as a warning for every blank
         # page; an empty page is reported by the caller (predict.py: "no text found").
         logging.getLogger("RapidOCR").setLevel(logging.ERROR)
@@ -506,3 +512,39 @@ def onnx_model_path(params: dict[str, Any], model: str):
         raise OcrError(f"RapidOCR's {model} model {path} is not there (it is a download, and this machine may be "
                        f"offline); give an ONNX file as params {model}.model_path, or run the model on ONNX Runtime")
     return path
+
+
+class PaddedWidthRecognizer:
+    """RapidOCR's recogniser session with every batch padded on the right to a multiple of `multiple` pixels wide,
+    and its output cut back to the columns of the batch's own width (what RapidOCR's decoder and word boxes expect).
+
+    OpenVINO prepares kernels for every new input shape and keeps them: at each line's own width, a page's 30-100
+    lines cost a compilation each and the process grew to 1.6-1.9 GB over 20 pages. Padding with zeros is what
+    RapidOCR does to the lines of a batch (to the widest), so the model has seen it; 96.7% of held-out lines read
+    the same (docs/performance.md). PP-OCR recognisers emit one column per 8 pixels, (width + 3) // 8 of them."""
+
+    def __init__(self, session, multiple: int = 64):
+        self.session, self.multiple = session, int(multiple)
+
+    def __getattr__(self, name: str):
+        return getattr(self.session, name)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        width = batch.shape[3]
+        padded_width = -(-width // self.multiple) * self.multiple
+        if padded_width == width:
+            return self.session(batch)
+        padded = np.zeros((*batch.shape[:3], padded_width), dtype=batch.dtype)
+        padded[..., :width] = batch
+        output = self.session(padded)
+        if output.shape[1] != padded_width // 8:
+            raise OcrError(f"RapidOCR's recogniser gave {output.shape[1]} columns for {padded_width} px, not one per 8 "
+                           "px: padded widths do not fit this model; run it on ONNX Runtime (Rec.engine_type)")
+        return output[:, : (width + 3) // 8]
+
+
+def pad_recognizer_widths(reader, multiple: int = 64) -> None:
+    """Load `reader`'s recogniser (RapidOCR loads models on the first page) and pad its input widths."""
+    recognizer = reader._load_rec_model()
+    if not isinstance(recognizer.session, PaddedWidthRecognizer):
+        recognizer.session = PaddedWidthRecognizer(recognizer.session, multiple)

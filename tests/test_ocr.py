@@ -258,6 +258,8 @@ def test_fast_openvino_without_openvino_falls_back_to_onnxruntime_with_a_warning
     given = ocr.with_backends(ocr.RapidOcrEngine(preset="fast-openvino").rapidocr_params())
     assert given["Det.engine_type"] == EngineType.ONNXRUNTIME and "Det.model_path" not in given
     assert "pip install openvino" in caplog.text and "runs on ONNX Runtime instead" in caplog.text
+    given = ocr.with_backends(ocr.RapidOcrEngine(preset="fastest-openvino").rapidocr_params())
+    assert given["Det.engine_type"] == given["Rec.engine_type"] == EngineType.ONNXRUNTIME
 
 
 def test_fast_openvino_reads_the_words_of_fast():

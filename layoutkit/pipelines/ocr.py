@@ -322,15 +322,16 @@ RAPIDOCR_PRESETS: dict[str, dict[str, Any]] = {
     "fast": {"Global.use_cls": False, "Det.limit_type": "max", "Det.limit_side_len": 960,
              "Rec.rec_img_shape": [3, 48, 48], "Rec.rec_batch_num": 1},
 }
-# "fast" with detection on OpenVINO (`pip install openvino`, `layoutkit[openvino]`): the same ONNX file, 5-7x less
-# CPU per page where the CPU has bfloat16 (AMX or AVX-512 BF16: OpenVINO then runs it in bfloat16 by default), so
-# 0.42-0.46x "accurate"'s CPU per page against "fast"'s 0.61-0.65x, the same word recall. Recognition stays on ONNX
-# Runtime: in bfloat16 on OpenVINO it misread more invoice characters, and in float32 it was no faster; OpenVINO also
-# compiles kernels for every new input shape, and each text line has its own width. Without OpenVINO this preset
-# runs detection on ONNX Runtime, i.e. it is "fast" (with a warning).
+# "fast" with detection on OpenVINO (`pip install openvino`, `layoutkit[openvino]`): the same ONNX file, detection
+# takes 5-7x less CPU where the CPU has bfloat16 (AMX or AVX-512 BF16: OpenVINO then runs it in bfloat16 by default), so
+# 0.4x "accurate"'s CPU per page against "fast"'s 0.65x, the same word recall. Without OpenVINO a preset that names
+# it runs that model on ONNX Runtime (with a warning): "fast-openvino" is then "fast".
 RAPIDOCR_PRESETS["fast-openvino"] = {**RAPIDOCR_PRESETS["fast"], "Det.engine_type": "openvino"}
 # Both models on OpenVINO: recognition in bfloat16 too, each text line padded to a multiple of 64 px wide
 # (`PaddedWidthRecognizer`) so that OpenVINO prepares kernels for a few widths rather than for every line's own.
+# About 0.2x "accurate"'s CPU per page; FUNSD recall +0.4 points, invoice recall -0.2 against "fast-openvino", the
+# same field exact match (docs/performance.md). On a CPU without bfloat16 OpenVINO's float32 recognition is no
+# faster than ONNX Runtime's: take "fast-openvino" there.
 RAPIDOCR_PRESETS["fastest-openvino"] = {**RAPIDOCR_PRESETS["fast-openvino"], "Rec.engine_type": "openvino"}
 DEFAULT_RAPIDOCR_PRESET = "fast"
 

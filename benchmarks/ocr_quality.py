@@ -44,6 +44,8 @@ SETTINGS = {
     "rapidocr": ("rapidocr", {}),  # the default preset, "fast"
     "rapidocr-accurate": ("rapidocr", {"preset": "accurate"}),  # RapidOCR's own configuration
     "rapidocr-fast": ("rapidocr", {"preset": "fast"}),  # no angle classifier, detection 960, lines at own width
+    "rapidocr-fast-openvino": ("rapidocr", {"preset": "fast-openvino"}),  # "fast", detection on OpenVINO
+    "rapidocr-fastest-openvino": ("rapidocr", {"preset": "fastest-openvino"}),  # both models on OpenVINO
     "rapidocr-fast-rec-batch-16": ("rapidocr", {"preset": "accurate",  # the first "fast" preset, 16 lines a batch
                                                 "params": {"Global.use_cls": False, "Rec.rec_batch_num": 16}}),
     "rapidocr-no-cls": ("rapidocr", {"preset": "accurate", "params": {"Global.use_cls": False}}),

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv with the project installed (editable) and its dependencies, every extra (OCR, serve, ONNX, MLflow,
-# Optuna) and the test tools. torch goes first, pinned, so that nothing pulls the CUDA build (on a GPU machine,
+# Create .venv with the project installed (editable) and its dependencies, every extra (OCR, OpenVINO, serve, ONNX,
+# MLflow, Optuna) and the test tools. torch goes first, pinned, so that nothing pulls the CUDA build (on a GPU machine,
 # install the CUDA torch build of your choice first instead).
 set -euo pipefail
 cd "$(dirname "$0")/.."

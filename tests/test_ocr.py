@@ -215,10 +215,98 @@ def test_rapidocr_presets_and_speed_settings():
                                  "params": {"Rec.rec_batch_num": 8}}
     assert ocr.RapidOcrEngine(preset="accurate").rapidocr_params() == {}  # RapidOCR's own configuration
     assert ocr.RapidOcrEngine().rapidocr_params() == ocr.RAPIDOCR_PRESETS[ocr.DEFAULT_RAPIDOCR_PRESET]
-    with pytest.raises(ValueError, match="unknown RapidOCR preset 'quick'; available: accurate, fast"):
+    with pytest.raises(ValueError, match="unknown RapidOCR preset 'quick'; available: accurate, fast, fast-openvino, "
+                                         "fastest-openvino"):
         get_ocr_engine("rapidocr", preset="quick")
     with pytest.raises(ValueError, match="at least 1"):
         get_ocr_engine("rapidocr", workers=0)
+
+
+def test_fast_openvino_preset_runs_detection_on_openvino_from_the_wheels_onnx_file():
+    """"fast-openvino" is "fast" with detection on OpenVINO: the threads go to both backends, the backend stays a
+    string in what a dataset records, RapidOCR gets its enum and the ONNX file ONNX Runtime would run (offline)."""
+    pytest.importorskip("rapidocr", reason="rapidocr is not installed (pip install rapidocr onnxruntime)")
+    from rapidocr import EngineType
+
+    engine = ocr.RapidOcrEngine(preset="fast-openvino", threads=1)
+    params = engine.rapidocr_params()
+    assert params == {**ocr.RAPIDOCR_PRESETS["fast"], "Det.engine_type": "openvino",
+                      "EngineConfig.onnxruntime.intra_op_num_threads": 1,
+                      "EngineConfig.openvino.inference_num_threads": 1}
+    without_openvino = ocr.RapidOcrEngine(preset="fast", threads=1).rapidocr_params()
+    assert "EngineConfig.openvino.inference_num_threads" not in without_openvino
+    given = ocr.with_backends(params)
+    if given["Det.engine_type"] == EngineType.OPENVINO:  # openvino installed
+        assert given["Det.model_path"].endswith(".onnx") and "Rec.model_path" not in given
+        from pathlib import Path
+
+        assert Path(given["Det.model_path"]).is_file()
+    assert "Rec.engine_type" not in given
+    with pytest.raises(ValueError, match="'tensorflow': not a RapidOCR backend"):
+        ocr.with_backends({"Rec.engine_type": "tensorflow"})
+
+
+def test_fast_openvino_without_openvino_falls_back_to_onnxruntime_with_a_warning(monkeypatch, caplog):
+    pytest.importorskip("rapidocr", reason="rapidocr is not installed (pip install rapidocr onnxruntime)")
+    import importlib.util
+
+    from rapidocr import EngineType
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "openvino" else find_spec(name, *args))
+    given = ocr.with_backends(ocr.RapidOcrEngine(preset="fast-openvino").rapidocr_params())
+    assert given["Det.engine_type"] == EngineType.ONNXRUNTIME and "Det.model_path" not in given
+    assert "pip install openvino" in caplog.text and "runs on ONNX Runtime instead" in caplog.text
+    given = ocr.with_backends(ocr.RapidOcrEngine(preset="fastest-openvino").rapidocr_params())
+    assert given["Det.engine_type"] == given["Rec.engine_type"] == EngineType.ONNXRUNTIME
+
+
+def test_fast_openvino_reads_the_words_of_fast():
+    """Detection in bfloat16 (where the CPU has it) finds the same lines on a clean page."""
+    pytest.importorskip("rapidocr", reason="rapidocr is not installed (pip install rapidocr onnxruntime)")
+    pytest.importorskip("openvino", reason="openvino is not installed (pip install openvino)")
+    page = text_page()
+    openvino_reader = get_ocr_engine("rapidocr", preset="fast-openvino", threads=1)
+    result = openvino_reader(page)
+    assert result.words == get_ocr_engine("rapidocr", preset="fast", threads=1)(page).words == words_of()
+    assert type(openvino_reader._idle[0].text_det.session).__name__ == "OpenVINOInferSession"
+
+
+def test_padded_width_recognizer_pads_to_a_multiple_and_cuts_the_columns_back():
+    """The recogniser sees widths in steps of 64 px (zeros on the right); RapidOCR's decoder gets the columns of the
+    line's own width, (width + 3) // 8 as PP-OCR's recognisers give them."""
+    import numpy as np
+
+    seen = []
+
+    def session(batch):  # one column per 8 px, numbered, as a PP-OCR recogniser's [batch, columns, classes]
+        seen.append(batch.copy())
+        columns = (batch.shape[3] + 3) // 8
+        return np.arange(columns, dtype=np.float32)[None, :, None].repeat(batch.shape[0], 0)
+
+    padded = ocr.PaddedWidthRecognizer(session, multiple=64)
+    line = np.ones((2, 3, 48, 100), np.float32)
+    output = padded(line)
+    assert seen[-1].shape == (2, 3, 48, 128) and seen[-1][..., 100:].sum() == 0 and seen[-1][..., :100].all()
+    assert output.shape == (2, 12, 1) and output[0, :, 0].tolist() == list(range(12))  # 100 px: 12 columns
+    assert padded(np.ones((1, 3, 48, 128), np.float32)).shape == (1, 16, 1) and seen[-1].shape[3] == 128
+    with pytest.raises(OcrError, match="not one per 8 px"):
+        ocr.PaddedWidthRecognizer(lambda batch: np.zeros((1, 5, 1), np.float32))(line[:1])
+
+
+def test_fastest_openvino_reads_the_words_of_fast():
+    """Both models on OpenVINO, recognition padded to 64 px steps: the same words on a clean page, boxes within a
+    few pixels (detection in bfloat16 draws a line's box 1-6 px off, as in "fast-openvino")."""
+    pytest.importorskip("rapidocr", reason="rapidocr is not installed (pip install rapidocr onnxruntime)")
+    pytest.importorskip("openvino", reason="openvino is not installed (pip install openvino)")
+    page = text_page()
+    engine = get_ocr_engine("rapidocr", preset="fastest-openvino", threads=1)
+    result, expected = engine(page), get_ocr_engine("rapidocr", preset="fast", threads=1)(page)
+    assert result.words == expected.words == words_of()
+    for box, expected_box in zip(result.boxes, expected.boxes):
+        assert max(abs(a - b) for a, b in zip(box, expected_box)) <= 8, (box, expected_box)
+    assert isinstance(engine._idle[0].text_rec.session, ocr.PaddedWidthRecognizer)
 
 
 def test_rapidocr_reads_pages_in_parallel_like_one_at_a_time():

@@ -322,20 +322,33 @@ RAPIDOCR_PRESETS: dict[str, dict[str, Any]] = {
     "fast": {"Global.use_cls": False, "Det.limit_type": "max", "Det.limit_side_len": 960,
              "Rec.rec_img_shape": [3, 48, 48], "Rec.rec_batch_num": 1},
 }
+# "fast" with detection on OpenVINO (`pip install openvino`, `layoutkit[openvino]`): the same ONNX file, detection
+# takes 5-7x less CPU where the CPU has bfloat16 (AMX or AVX-512 BF16: OpenVINO then runs it in bfloat16 by default), so
+# 0.4x "accurate"'s CPU per page against "fast"'s 0.65x, the same word recall. Without OpenVINO a preset that names
+# it runs that model on ONNX Runtime (with a warning): "fast-openvino" is then "fast".
+RAPIDOCR_PRESETS["fast-openvino"] = {**RAPIDOCR_PRESETS["fast"], "Det.engine_type": "openvino"}
+# Both models on OpenVINO: recognition in bfloat16 too, each text line padded to a multiple of 64 px wide
+# (`PaddedWidthRecognizer`) so that OpenVINO prepares kernels for a few widths rather than for every line's own.
+# About 0.2x "accurate"'s CPU per page; FUNSD recall +0.4 points, invoice recall -0.2 against "fast-openvino", the
+# same field exact match (docs/performance.md). On a CPU without bfloat16 OpenVINO's float32 recognition is no
+# faster than ONNX Runtime's: take "fast-openvino" there.
+RAPIDOCR_PRESETS["fastest-openvino"] = {**RAPIDOCR_PRESETS["fast-openvino"], "Rec.engine_type": "openvino"}
 DEFAULT_RAPIDOCR_PRESET = "fast"
 
 
 @register_ocr_engine
 class RapidOcrEngine(OcrEngine):
-    """RapidOCR (PaddleOCR's models on ONNX Runtime) with word boxes (`return_word_box`).
+    """RapidOCR (PaddleOCR's models on ONNX Runtime; "fast-openvino": detection on OpenVINO) with word boxes
+    (`return_word_box`).
 
     The wheel's default models read Latin script and Chinese; `lang` is recorded but does not pick a model.
-    `preset`: a name of `RAPIDOCR_PRESETS` ("accurate", "fast"); `params` is passed on top of it to
+    `preset`: a name of `RAPIDOCR_PRESETS` ("accurate", "fast", "fast-openvino"); `params` is passed on top of it to
     `rapidocr.RapidOCR(params=...)` (other models, thresholds).
 
     Speed settings (not recorded: they do not change the words): `workers`, how many pages are read at once (one
     RapidOCR instance each, loaded when first needed; default 1: callers beyond it wait), and `threads`, ONNX
-    Runtime's intra-op threads per instance (default: ONNX Runtime's own, one per core). On a shared or busy
+    Runtime's intra-op threads per instance, and OpenVINO's where a model runs on it (default: each backend's own,
+    one per core). On a shared or busy
     machine give workers x threads <= cores: ONNX Runtime's threads spin while waiting for work, so more threads
     than cores slow every page (docs/performance.md).
     """
@@ -364,10 +377,14 @@ class RapidOcrEngine(OcrEngine):
         return {**super().settings(), "preset": self.preset, "params": self.params}
 
     def rapidocr_params(self) -> dict[str, Any]:
-        """What `rapidocr.RapidOCR(params=...)` receives: the preset, the given params, the thread count."""
+        """What `rapidocr.RapidOCR(params=...)` receives: the preset, the given params, the thread count (of every
+        backend the params name: ONNX Runtime's, and OpenVINO's when a model runs on it). Engine types stay
+        strings here (they are recorded in datasets as JSON); `_load` turns them into RapidOCR's enum."""
         params = {**RAPIDOCR_PRESETS[self.preset], **self.params}
         if self.threads is not None:
             params["EngineConfig.onnxruntime.intra_op_num_threads"] = self.threads
+            if "openvino" in engine_types(params).values():
+                params["EngineConfig.openvino.inference_num_threads"] = self.threads
         return params
 
     def __getstate__(self) -> dict[str, Any]:
@@ -387,7 +404,10 @@ class RapidOcrEngine(OcrEngine):
             from rapidocr import RapidOCR
         except ImportError as error:
             raise OcrError(f"the rapidocr OCR engine needs {self.requirement}") from error
-        reader = RapidOCR(params=self.rapidocr_params() or None)
+        params = with_backends(self.rapidocr_params())
+        reader = RapidOCR(params=params or None)
+        if params.get("Rec.engine_type") is not None and str(params["Rec.engine_type"].value) == "openvino":
+            pad_recognizer_widths(reader)
         # It logs every model path at INFO and "text detection result is empty" as a warning for every blank
         # page; an empty page is reported by the caller (predict.py: "no text found").
         logging.getLogger("RapidOCR").setLevel(logging.ERROR)
@@ -426,3 +446,106 @@ class RapidOcrEngine(OcrEngine):
                 result.confidences.append(round(100 * float(score), 2))
                 result.line_ids.append(line)
         return result
+
+
+# ---------------------------------------------------------------------------------- RapidOCR's other backends
+RAPIDOCR_MODELS = ("Det", "Cls", "Rec")
+# The package each backend other than ONNX Runtime needs, as a user installs it.
+BACKEND_REQUIREMENTS = {"openvino": "`pip install openvino` (`pip install 'layoutkit[openvino]'` with layoutkit)"}
+
+
+def engine_types(params: dict[str, Any]) -> dict[str, str]:
+    """The backend each model runs on when RapidOCR's default (ONNX Runtime) is not: {"Det": "openvino"}."""
+    types = {model: params.get(f"{model}.engine_type") for model in RAPIDOCR_MODELS}
+    return {model: str(getattr(kind, "value", kind)) for model, kind in types.items()
+            if kind is not None and str(getattr(kind, "value", kind)) != "onnxruntime"}
+
+
+def with_backends(params: dict[str, Any]) -> dict[str, Any]:
+    """`params` as RapidOCR takes them where a model runs on another backend than ONNX Runtime.
+
+    - RapidOCR wants its `EngineType` enum, not the string a preset or a dataset's JSON holds.
+    - With OpenVINO and no `model_path` RapidOCR would download its OpenVINO copy of the model; OpenVINO reads ONNX
+      files, so it is pointed at the ONNX file the wheel ships (the one ONNX Runtime runs): offline, same weights.
+    - A backend whose package is missing falls back to ONNX Runtime with a warning naming what to install (the
+      same model, so close to the same words; only slower)."""
+    import importlib.util
+    import logging
+
+    from rapidocr import EngineType
+
+    params = dict(params)
+    backends = engine_types(params)
+    for model, backend in backends.items():
+        key = f"{model}.engine_type"
+        if backend in BACKEND_REQUIREMENTS and importlib.util.find_spec(backend) is None:
+            logging.getLogger(__name__).warning(
+                "RapidOCR's %s model is set to run on %s, which is not installed: it runs on ONNX Runtime instead "
+                "(slower). Install it with %s.", model, backend, BACKEND_REQUIREMENTS[backend])
+            backends[model] = "onnxruntime"
+        try:
+            params[key] = EngineType(backends[model])
+        except ValueError:
+            raise ValueError(f"RapidOCR param {key}={backend!r}: not a RapidOCR backend; available: "
+                             f"{', '.join(kind.value for kind in EngineType)}") from None
+    for model, backend in backends.items():
+        if backend == "openvino" and f"{model}.model_path" not in params:
+            params[f"{model}.model_path"] = str(onnx_model_path(params, model))
+    return params
+
+
+def onnx_model_path(params: dict[str, Any], model: str):
+    """The ONNX file RapidOCR runs for `model` ("Det", "Cls", "Rec") on ONNX Runtime with these params (its
+    version, language and size; by default the file inside the rapidocr wheel). RapidOCR's own lookup: building
+    `RapidOCR` only reads its configuration, the models load on the first page."""
+    from pathlib import Path
+
+    from rapidocr import EngineType, RapidOCR
+    from rapidocr.inference_engine.base import FileInfo, InferSession
+
+    config = RapidOCR(params={**params, f"{model}.engine_type": EngineType.ONNXRUNTIME}).cfg
+    model_config = config[model]
+    url = InferSession.get_model_url(FileInfo(
+        engine_type=EngineType.ONNXRUNTIME, ocr_version=model_config.ocr_version, task_type=model_config.task_type,
+        lang_type=model_config.lang_type, model_type=model_config.model_type))["model_dir"]
+    path = Path(config.Global.model_root_dir) / Path(url).name
+    if not path.is_file():
+        raise OcrError(f"RapidOCR's {model} model {path} is not there (it is a download, and this machine may be "
+                       f"offline); give an ONNX file as params {model}.model_path, or run the model on ONNX Runtime")
+    return path
+
+
+class PaddedWidthRecognizer:
+    """RapidOCR's recogniser session with every batch padded on the right to a multiple of `multiple` pixels wide,
+    and its output cut back to the columns of the batch's own width (what RapidOCR's decoder and word boxes expect).
+
+    OpenVINO prepares kernels for every new input shape and keeps them: at each line's own width, a page's 30-100
+    lines cost a compilation each and the process grew to 1.6-1.9 GB over 20 pages. Padding with zeros is what
+    RapidOCR does to the lines of a batch (to the widest), so the model has seen it; 96.7% of held-out lines read
+    the same (docs/performance.md). PP-OCR recognisers emit one column per 8 pixels, (width + 3) // 8 of them."""
+
+    def __init__(self, session, multiple: int = 64):
+        self.session, self.multiple = session, int(multiple)
+
+    def __getattr__(self, name: str):
+        return getattr(self.session, name)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        width = batch.shape[3]
+        padded_width = -(-width // self.multiple) * self.multiple
+        if padded_width == width:
+            return self.session(batch)
+        padded = np.zeros((*batch.shape[:3], padded_width), dtype=batch.dtype)
+        padded[..., :width] = batch
+        output = self.session(padded)
+        if output.shape[1] != padded_width // 8:
+            raise OcrError(f"RapidOCR's recogniser gave {output.shape[1]} columns for {padded_width} px, not one per 8 "
+                           "px: padded widths do not fit this model; run it on ONNX Runtime (Rec.engine_type)")
+        return output[:, : (width + 3) // 8]
+
+
+def pad_recognizer_widths(reader, multiple: int = 64) -> None:
+    """Load `reader`'s recogniser (RapidOCR loads models on the first page) and pad its input widths."""
+    recognizer = reader._load_rec_model()
+    if not isinstance(recognizer.session, PaddedWidthRecognizer):
+        recognizer.session = PaddedWidthRecognizer(recognizer.session, multiple)

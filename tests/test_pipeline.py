@@ -56,8 +56,8 @@ def test_checkpoint_ships_pipeline(trained_ner_checkpoint):
     assert third_party_imports("token-classification") <= ALLOWED_IMPORTS
     # Field confidence fitted on validation at the end of training, measured on test (field_trust.py).
     trust = config["field_trust"]
-    assert set(trust) == {"calibration", "review_threshold", "review_precision", "day_first"}
-    assert trust["review_precision"] == 0.99 and trust["calibration"]["method"] in ("none", "platt", "isotonic")
+    assert set(trust) == {"calibration", "review_threshold", "review_precision", "review_confidence", "day_first"}
+    assert trust["review_precision"] == 0.99 and trust["review_confidence"] == 0.95 and trust["calibration"]["method"] in ("none", "platt", "isotonic")
     results = json.loads((trained_ner_checkpoint / "all_results.json").read_text())
     assert {"eval_review_threshold", "eval_field_calibration_method", "test_field_ece", "test_field_ece_model",
             "test_auto_coverage"} <= set(results)

@@ -14,7 +14,8 @@ from layoutkit.pipelines.calibration import (
     group_of,
 )
 from layoutkit.pipelines.field_checks import CheckConfig, choose_by_checks, run_checks
-from layoutkit.train.field_trust import field_outcomes, fit_trust, measure_trust, review_threshold
+from layoutkit.train.field_trust import (field_outcomes, fit_trust, measure_trust, precision_lower_bound,
+                                         review_threshold)
 from layoutkit.pipelines.fields import FieldSchema, extract_fields
 from layoutkit.pipelines.review import assess_document, effective_schema
 
@@ -166,6 +167,19 @@ def test_review_threshold_reaches_the_precision():
     assert (threshold, coverage) == (0.99, 90 / 110) and precision == pytest.approx(89 / 90)
     threshold, precision, coverage = review_threshold(scores, correct, 0.999)
     assert threshold > 1.0 and coverage == 0.0
+
+
+def test_review_threshold_with_confidence_asks_the_lower_bound_to_reach_the_precision():
+    # 1000 values at 0.99 of which 5 wrong (99.5% right), 1000 at 0.9 of which 20 wrong: the two together are 98.75%
+    # right (95% lower bound, Wilson: 98.3%), the top thousand alone 99.5% (lower bound 99.0%).
+    scores = [0.99] * 1000 + [0.9] * 1000
+    correct = [0] * 5 + [1] * 995 + [0] * 20 + [1] * 980
+    assert review_threshold(scores, correct, 0.985)[0] == 0.9  # the observed share: everything
+    assert review_threshold(scores, correct, 0.985, confidence=0.95)[0] == 0.99
+    assert precision_lower_bound(995, 1000, 0.95) == pytest.approx(0.9898, abs=1e-4)
+    assert precision_lower_bound(1975, 2000, 0.95) == pytest.approx(0.9827, abs=1e-4)
+    assert precision_lower_bound(995, 1000, 0.0) == 0.995
+    assert precision_lower_bound(50, 50, 0.95) < 1.0
 
 
 def record(words, labels, predictions, scores):

@@ -12,8 +12,9 @@ Each is fitted once over all values and once per group (`group_of`: the field's 
 cross-field checks confirmed the value; a group with fewer than `MIN_GROUP_VALUES` values uses the all-values fit):
 a total that adds up is right far more often than its word probabilities say, an item description less often.
 Their expected calibration error (`expected_calibration_error`, 10 equal-width bins) and Brier score on held-out
-folds of the validation values decide which one the checkpoint keeps (`choose_calibration`: the lowest Brier score
-among those within 0.01 of the lowest ECE); `calibrate(calibration, score, group)` applies it wherever fields are
+folds of the validation values decide which one the checkpoint keeps (`choose_calibration`: among those within
+0.01 of the lowest ECE, the one whose review threshold accepts the most held-out values, then the lowest Brier
+score); `calibrate(calibration, score, group)` applies it wherever fields are
 built (`review.py`).
 
 Copied into saved checkpoints beside the custom pipeline: the standard library only.
@@ -189,12 +190,14 @@ def brier_score(probabilities, correct) -> float:
     return sum((p - float(c)) ** 2 for p, c in pairs) / len(pairs) if pairs else float("nan")
 
 
-def choose_calibration(scores, correct, groups=None, folds: int = 5, seed: int = 0) -> dict:
+def choose_calibration(scores, correct, groups=None, folds: int = 5, seed: int = 0, coverage=None) -> dict:
     """Fit each candidate (Platt, isotonic; with `groups` also each per group, "grouped-platt",
     "grouped-isotonic") on `folds` - 1 folds of the values and predict the held-out fold (every value out of fold
     once); keep the candidate with the lowest held-out Brier score among those within `ECE_SLACK` of the lowest
-    held-out ECE, fitted on all values. The result carries "heldout_ece" and "heldout_brier" per candidate ("none":
-    the raw scores), "chosen" and "num_values"."""
+    held-out ECE, fitted on all values. `coverage(probabilities, correct)`, when given, is what the scores are for
+    (the share of values a review threshold accepts): among those candidates, the one that covers most held-out
+    values wins, the Brier score breaking ties. The result carries "heldout_ece", "heldout_brier" (and
+    "heldout_coverage") per candidate ("none": the raw scores), "chosen" and "num_values"."""
     scores, correct = [float(s) for s in scores], [int(c) for c in correct]
     candidates = {method: (method, False) for method in METHODS}
     if groups is not None:
@@ -217,7 +220,15 @@ def choose_calibration(scores, correct, groups=None, folds: int = 5, seed: int =
     brier = {"none": brier_score(scores, correct)}
     brier.update({name: brier_score(values, correct) for name, values in predicted.items()})
     lowest = min(heldout[name] for name in candidates)
-    chosen = min((name for name in candidates if heldout[name] <= lowest + ECE_SLACK), key=lambda name: brier[name])
+    eligible = [name for name in candidates if heldout[name] <= lowest + ECE_SLACK]
+    extra = {}
+    if coverage is not None:
+        covered = {name: coverage(values, correct) for name, values in predicted.items()}
+        extra["heldout_coverage"] = covered
+        chosen = min(eligible, key=lambda name: (-covered[name], brier[name]))
+    else:
+        chosen = min(eligible, key=lambda name: brier[name])
     method, grouped = candidates[chosen]
     model = fit(method, scores, correct, groups if grouped else None)
-    return {**model, "chosen": chosen, "heldout_ece": heldout, "heldout_brier": brier, "num_values": len(scores)}
+    return {**model, "chosen": chosen, "heldout_ece": heldout, "heldout_brier": brier, **extra,
+            "num_values": len(scores)}

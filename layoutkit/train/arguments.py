@@ -383,6 +383,17 @@ class TokenClassificationArguments:
         "validation so that the accepted values reach this precision (recorded in config.json's field_trust)",
         0.99,
     )
+    review_confidence: float = flag(
+        "the confidence with which the accepted values' precision must reach --review_precision (the lower bound "
+        "of the validation values' precision, so that new documents reach it too; 0: the validation share itself)",
+        0.95,
+    )
+
+    def __post_init__(self):
+        if not 0 < self.review_precision <= 1:
+            raise ValueError(f"--review_precision must be in (0, 1], got {self.review_precision}")
+        if not 0 <= self.review_confidence < 1:
+            raise ValueError(f"--review_confidence must be in [0, 1), got {self.review_confidence}")
 
 
 @dataclass

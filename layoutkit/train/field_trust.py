@@ -8,9 +8,10 @@ value equals the gold one (a multi-valued field's value: one of the gold values 
 calibration group of its field, "+checked" when a passing check confirmed it. Then (`fit_trust`, on validation):
 
 - calibration: Platt and isotonic, over all values and per group, are fitted on 4/5 of the values and measured on
-  the fifth (5 folds); `calibration.choose_calibration` keeps one, fitted on all values;
+  the fifth (5 folds); `calibration.choose_calibration` keeps the one whose review threshold accepts the most
+  held-out values (among those about as well calibrated as the best), fitted on all values;
 - `review_threshold`: the lowest calibrated score above which the accepted values reach `review_precision`
-  (the most values accepted at that precision);
+  with `review_confidence` (the Wilson lower bound of their precision reaches it; the most values accepted);
 - `day_first`: what the training and validation dates settle (`fields.day_first_from_dates`).
 
 `measure_trust` reports, on another split (test), ECE before and after calibration and the precision and coverage
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import math
 import os
+from statistics import NormalDist
 
 from ..pipelines.calibration import calibrate, choose_calibration, expected_calibration_error, group_of, reliability_bins
 from ..pipelines.fields import FieldSchema, day_first_from_dates, extract_fields
@@ -105,17 +107,31 @@ def split_outcomes(records, boxes_per_document, schema) -> list[tuple[str, float
     return outcomes
 
 
-def review_threshold(scores, correct, precision: float) -> tuple[float, float, float]:
+def precision_lower_bound(right: int, accepted: int, confidence: float) -> float:
+    """The one-sided Wilson lower bound, at `confidence`, of the precision of `accepted` values of which `right`
+    were right; the observed share when `confidence` is 0."""
+    share = right / accepted
+    if confidence <= 0:
+        return share
+    z = NormalDist().inv_cdf(confidence)
+    centre = share + z * z / (2 * accepted)
+    spread = z * math.sqrt(share * (1 - share) / accepted + z * z / (4 * accepted * accepted))
+    return (centre - spread) / (1 + z * z / accepted)
+
+
+def review_threshold(scores, correct, precision: float, confidence: float = 0.0) -> tuple[float, float, float]:
     """(threshold, precision, coverage): the lowest score s such that the values scoring >= s are right at
-    least `precision` of the time, with that precision and the share of values accepted. When no threshold
-    reaches it, a threshold above every score (nothing accepted; precision None)."""
+    least `precision` of the time, with that precision and the share of values accepted. With `confidence` (e.g.
+    0.95) the lower confidence bound of their precision must reach it (`precision_lower_bound`): the threshold is
+    picked on a sample of validation values, and new documents should meet the precision too, not only the sample.
+    When no threshold reaches it, a threshold above every score (nothing accepted; precision None)."""
     pairs = sorted(zip(scores, correct), key=lambda pair: -pair[0])
     best = (math.nextafter(1.0, 2.0), None, 0.0)
     right = 0
     for index, (score, ok) in enumerate(pairs):
         right += int(ok)
         last_of_tie = index + 1 == len(pairs) or pairs[index + 1][0] < score
-        if last_of_tie and right / (index + 1) >= precision:
+        if last_of_tie and precision_lower_bound(right, index + 1, confidence) >= precision:
             best = (score, right / (index + 1), (index + 1) / len(pairs))
     return best
 
@@ -132,9 +148,10 @@ def gold_dates(documents, label_names, schema=None) -> list[str]:
     return texts
 
 
-def fit_calibration(outcomes, review_precision: float = 0.99) -> tuple[dict, dict]:
-    """({"calibration", "review_threshold", "review_precision"}, metrics) fitted on (group, score, right)
-    outcomes: `calibration.choose_calibration`, then the review threshold reaching `review_precision`."""
+def fit_calibration(outcomes, review_precision: float = 0.99, review_confidence: float = 0.95) -> tuple[dict, dict]:
+    """({"calibration", "review_threshold", "review_precision", "review_confidence"}, metrics) fitted on (group,
+    score, right) outcomes: `calibration.choose_calibration`, then the review threshold whose accepted values reach
+    `review_precision` with `review_confidence` (`review_threshold`)."""
     groups = [group for group, _, _ in outcomes]
     scores = [score for _, score, _ in outcomes]
     correct = [right for _, _, right in outcomes]
@@ -142,18 +159,28 @@ def fit_calibration(outcomes, review_precision: float = 0.99) -> tuple[dict, dic
         # Nothing to learn a mapping from (every value right, or wrong, or almost no values): identity.
         calibration = {"method": "none", "chosen": "none", "heldout_ece": {}, "num_values": len(outcomes)}
     else:
-        calibration = choose_calibration(scores, correct, groups)
+        # Calibrators that are equally well calibrated differ in what they let through: take the one whose
+        # threshold accepts the most held-out values at the precision (a total confirmed by the arithmetic is
+        # accepted only by a calibrator that knows it).
+        calibration = choose_calibration(
+            scores, correct, groups,
+            coverage=lambda probabilities, right: review_threshold(probabilities, right, review_precision,
+                                                                   review_confidence)[2])
     calibrated = [calibrate(calibration, score, group) for group, score in zip(groups, scores)]
-    threshold, precision, coverage = review_threshold(calibrated, correct, review_precision)
-    fitted = {"calibration": calibration, "review_threshold": threshold, "review_precision": review_precision}
+    threshold, precision, coverage = review_threshold(calibrated, correct, review_precision, review_confidence)
+    fitted = {"calibration": calibration, "review_threshold": threshold, "review_precision": review_precision,
+              "review_confidence": review_confidence}
     metrics = {
         "field_calibration_method": calibration["chosen"],
         "field_values": len(outcomes),
         "field_accuracy": sum(correct) / len(correct) if correct else None,
         **{f"field_ece_heldout_{method}": ece for method, ece in calibration["heldout_ece"].items()},
         **{f"field_brier_heldout_{method}": value for method, value in calibration.get("heldout_brier", {}).items()},
+        **{f"field_coverage_heldout_{method}": value
+           for method, value in calibration.get("heldout_coverage", {}).items()},
         "review_threshold": threshold,
         "review_precision_target": review_precision,
+        "review_confidence": review_confidence,
         "auto_precision": precision,
         "auto_coverage": coverage,
     }
@@ -161,12 +188,13 @@ def fit_calibration(outcomes, review_precision: float = 0.99) -> tuple[dict, dic
 
 
 def fit_trust(records, boxes_per_document, schema=None, review_precision: float = 0.99,
-              dates=()) -> tuple[dict, dict]:
+              dates=(), review_confidence: float = 0.95) -> tuple[dict, dict]:
     """(the checkpoint's `field_trust`, validation metrics) from a validation split's records."""
     recorded_day_first = day_first_from_dates(dates)
     trust = {"day_first": recorded_day_first}
     schema = effective_schema(schema, trust)
-    fitted, metrics = fit_calibration(split_outcomes(records, boxes_per_document, schema), review_precision)
+    fitted, metrics = fit_calibration(split_outcomes(records, boxes_per_document, schema), review_precision,
+                                      review_confidence)
     trust.update(fitted)
     return trust, {**metrics, "day_first": recorded_day_first}
 

@@ -191,7 +191,7 @@ class TokenClassificationTask(Task):
         _, records = evaluate_ner(accelerator, model, dataloader, raw[split], self.label_names)
         dates = [text for part in ("train", split) for text in gold_dates(raw[part], self.label_names)]
         trust, metrics = fit_trust(records, raw[split]["bboxes"], review_precision=self.args.task.review_precision,
-                                   dates=dates)
+                                   dates=dates, review_confidence=self.args.task.review_confidence)
         accelerator.unwrap_model(model).config.field_trust = trust
         self.field_trust = trust
         precision = "none reached" if metrics["auto_precision"] is None else f"{metrics['auto_precision']:.4f}"

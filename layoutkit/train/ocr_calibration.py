@@ -43,6 +43,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--ocr_workers", type=int, help="pages OCR'd at once (default: one per core, at most 2)")
     parser.add_argument("--review_precision", type=float,
                         help="precision of the values accepted without review (default: the checkpoint's)")
+    parser.add_argument("--review_confidence", type=float,
+                        help="confidence of that precision (default: the checkpoint's, else 0.95)")
     parser.add_argument("--schema", help="a schema file (default: the checkpoint's field types and checks)")
     args = parser.parse_args(argv)
     if args.split == "test":
@@ -95,7 +97,9 @@ def main(argv=None) -> int:
         outcomes += document_outcomes(extractor, document, words, ocr.engine.name, schema)
 
     words_source = f"ocr:{ocr.engine.name}"
-    fitted, metrics = fit_calibration(outcomes, args.review_precision or trust.get("review_precision", 0.99))
+    fitted, metrics = fit_calibration(
+        outcomes, args.review_precision or trust.get("review_precision", 0.99),
+        args.review_confidence if args.review_confidence is not None else trust.get("review_confidence", 0.95))
     fitted["fitted_on"] = {"data_dir": str(args.data_dir), "split": args.split if args.dataset_path else None,
                            "documents": len(documents), "ocr": ocr.engine.settings()}
     config_path = args.model / "config.json"

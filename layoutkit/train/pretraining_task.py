@@ -63,11 +63,13 @@ class PretrainingTask(Task):
 
     @property
     def metric_name(self) -> str:
-        # The masked-LM loss on validation (negated: the driver keeps the epoch with the largest value); the
-        # masked-token accuracy ties between epochs on small corpora where the loss still tells them apart.
+        # The validation loss of every objective trained, summed (negated: the driver keeps the epoch with the
+        # largest value); the masked-token accuracy ties between epochs on small corpora where the loss still
+        # tells them apart.
         return "negative_loss"
 
     def prepare_dataset(self, accelerator, raw):
+        # Here, the first hook with the accelerator to print on, because the model class depends on it.
         self.image_objectives = self.resolve_image_objectives(accelerator)
         if "test" in raw:
             accelerator.print("pretraining: the test split is dropped (never trained or selected on)")

@@ -1,6 +1,8 @@
 #!/usr/bin/env python
 """Domain-adaptive pretraining of a LayoutLM-family model (LayoutLM v1, LayoutLMv2, LayoutXLM, LayoutLMv3, LiLT) on
-your own unlabeled documents: whole-word masked language modelling with the words' boxes (and page image) kept.
+your own unlabeled documents: whole-word masked language modelling with the words' boxes (and page image) kept;
+LayoutLMv3 also masks blocks of image patches, regresses their pixels and predicts for each unmasked word whether
+the patches under it are masked (`--image_objectives`, on by default for it).
 
     layoutkit pretraining-corpus --pages_dir scans/ --output datasets/corpus        # OCR, cached
     accelerate launch run_pretraining.py --dataset_path datasets/corpus --output_dir runs/pretrained \
@@ -13,7 +15,7 @@ buffer, encoded as it is read (nothing cached) and shared out across processes; 
 
 Any saved dataset with words and boxes works as the corpus (labels are ignored, a test split is dropped). The
 output folder holds the encoder with its masked-LM head, the tokenizer/processor and a model card stating the
-corpus, objective and steps; the fine-tuning scripts load it directly. See docs/pretraining.md.
+corpus, objectives and steps; the fine-tuning scripts load it directly. See docs/pretraining.md.
 """
 
 from layoutkit.train import driver

@@ -11,6 +11,13 @@ The scratch config and its tokenizer are built from the dataset's training words
 dataset's train (and validation) pages with their labels dropped and its test split removed
 (`PretrainingTask.prepare_dataset`), so no test page is ever pretrained on. `--pretraining_dataset` pretrains on
 another corpus instead (e.g. synthetic invoices of seeds not used for fine-tuning).
+
+LayoutLMv3's image objectives (masked patch regression and word-patch alignment, `--image_objectives` of
+run_pretraining.py): `--image_objectives none mim,wpa` pretrains one checkpoint per value, same steps and seed, and
+fine-tunes from each, so the table compares scratch, masked-LM only and masked-LM plus the image objectives:
+
+    python benchmarks/label_efficiency.py --dataset_path data/invoices --pretraining_dataset data/corpus \
+        --model_type layoutlmv3 --image_objectives none mim,wpa --train_documents 50 --output_dir runs/v3-image
 """
 
 from __future__ import annotations
@@ -49,7 +56,7 @@ def plot_loss_curve(history: list[dict], path: Path) -> None:
     figure, axis = plt.subplots(figsize=(5, 3.2))
     axis.plot([row["epoch"] + 1 for row in history], [row["loss"] for row in history], marker="o")
     axis.set_xlabel("pretraining epoch")
-    axis.set_ylabel("validation masked-LM loss")
+    axis.set_ylabel("validation loss (all objectives)")
     axis.grid(alpha=0.3)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
@@ -72,6 +79,8 @@ def main(argv=None) -> None:
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--train_documents", nargs="+", default=["25", "50", "all"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[1])
+    parser.add_argument("--image_objectives", nargs="+", default=["auto"],
+                        help="run_pretraining.py's --image_objectives: one pretrained checkpoint per value")
     args = parser.parse_args(argv)
 
     out = Path(args.output_dir)
@@ -85,42 +94,56 @@ def main(argv=None) -> None:
     common = ["--max_seq_length", args.max_seq_length, "--stride", 128, "--per_device_train_batch_size",
               args.batch_size, "--warmup_ratio", 0.1, "--logging_steps", 10]
 
-    pretrained = out / "pretrained"
-    pretraining = run("run_pretraining.py", "--dataset_path", args.pretraining_dataset or args.dataset_path,
-                      "--config_name", scratch, "--output_dir", pretrained, "--max_train_steps",
-                      args.pretraining_steps, "--num_train_epochs", 1000, "--learning_rate",
-                      args.pretraining_learning_rate, "--seed", 0, *common)
-    history = json.loads((pretrained / "training_history.json").read_text())
-    plot_loss_curve(history, out / "pretraining_loss.png")
-    pages_per_second = pretraining["train_documents_per_second"]
-    print(f"pretraining: {pretraining['pretraining_pages']} pages, {pretraining['train_steps']} steps in "
-          f"{pretraining['train_seconds']:.0f} s ({pages_per_second} pages/s); validation masked-LM loss "
-          f"{history[0]['loss']:.3f} after epoch 1 -> {pretraining['eval_loss']:.3f} (kept epoch); masked-token "
-          f"accuracy {pretraining['eval_accuracy']:.3f}")
+    # One pretrained checkpoint per --image_objectives value ("pretrained" alone for the default).
+    pretrained = {}
+    for objectives in args.image_objectives:
+        name = "pretrained" if args.image_objectives == ["auto"] else f"pretrained-{objectives.replace(',', '+')}"
+        folder = out / name
+        pretraining = run("run_pretraining.py", "--dataset_path", args.pretraining_dataset or args.dataset_path,
+                          "--config_name", scratch, "--output_dir", folder, "--max_train_steps",
+                          args.pretraining_steps, "--num_train_epochs", 1000, "--learning_rate",
+                          args.pretraining_learning_rate, "--image_objectives", objectives, "--seed", 0, *common)
+        history = json.loads((folder / "training_history.json").read_text())
+        plot_loss_curve(history, out / ("pretraining_loss.png" if name == "pretrained" else f"{name}_loss.png"))
+        image_losses = "".join(f", {key} {pretraining[f'eval_{key}']:.3f}" for key in
+                               ("mim_loss", "wpa_loss", "wpa_accuracy") if f"eval_{key}" in pretraining)
+        print(f"{name} (image objectives: {pretraining['image_objectives']}): {pretraining['pretraining_pages']} "
+              f"pages, {pretraining['train_steps']} steps in {pretraining['train_seconds']:.0f} s "
+              f"({pretraining['train_documents_per_second']} pages/s); validation masked-LM loss "
+              f"{history[0]['mlm_loss']:.3f} after epoch 1 -> {pretraining['eval_mlm_loss']:.3f} (kept epoch); "
+              f"masked-token accuracy {pretraining['eval_accuracy']:.3f}{image_losses}", flush=True)
+        pretrained[name] = folder
 
+    starts = {"scratch": ["--config_name", scratch]}
+    starts.update({name: ["--model_name_or_path", folder] for name, folder in pretrained.items()})
     rows = []
     for documents in args.train_documents:
         for seed in args.seeds:
             limit = [] if documents == "all" else ["--max_train_samples", documents]
             scores = {}
-            for start, model_flags in (("scratch", ["--config_name", scratch]),
-                                       ("pretrained", ["--model_name_or_path", pretrained])):
+            for start, model_flags in starts.items():
                 results = run("run_invoice_ner.py", "--dataset_path", args.dataset_path, *model_flags,
                               "--output_dir", out / f"ner-{start}-{documents}-seed{seed}", "--max_train_steps",
                               args.finetuning_steps, "--num_train_epochs", 1000, "--learning_rate",
                               args.finetuning_learning_rate, "--seed", seed, *limit, *common)
                 scores[start] = (results["test_f1"], results["test_em"])
-            (f1_scratch, em_scratch), (f1_pretrained, em_pretrained) = scores["scratch"], scores["pretrained"]
-            rows.append((documents, seed, f1_scratch, f1_pretrained, em_scratch, em_pretrained))
-            print(f"{documents} documents, seed {seed}: test F1 scratch {f1_scratch:.4f}, pretrained "
-                  f"{f1_pretrained:.4f}; field exact match scratch {em_scratch:.4f}, pretrained {em_pretrained:.4f}",
-                  flush=True)
+            rows.append((documents, seed, scores))
+            print(f"{documents} documents, seed {seed}: " + "; ".join(
+                f"{start} test F1 {f1:.4f}, field EM {em:.4f}" for start, (f1, em) in scores.items()), flush=True)
 
-    lines = ["| training documents | seed | test F1 from scratch | test F1 pretrained | F1 gain (points) "
-             "| field EM from scratch | field EM pretrained | EM gain (points) |",
-             "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {d} | {s} | {a:.4f} | {b:.4f} | {100 * (b - a):+.1f} | {c:.4f} | {e:.4f} | {100 * (e - c):+.1f} |"
-              for d, s, a, b, c, e in rows]
+    header = ["training documents", "seed", "test F1 from scratch"]
+    header += [column for name in pretrained for column in (f"test F1 {name}", f"F1 gain {name} (points)")]
+    header += ["field EM from scratch"] + [column for name in pretrained
+                                           for column in (f"field EM {name}", f"EM gain {name} (points)")]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for documents, seed, scores in rows:
+        (f1_scratch, em_scratch) = scores["scratch"]
+        cells = [documents, seed, f"{f1_scratch:.4f}"]
+        cells += [cell for name in pretrained
+                  for cell in (f"{scores[name][0]:.4f}", f"{100 * (scores[name][0] - f1_scratch):+.1f}")]
+        cells += [f"{em_scratch:.4f}"] + [cell for name in pretrained for cell in (
+            f"{scores[name][1]:.4f}", f"{100 * (scores[name][1] - em_scratch):+.1f}")]
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
     table = "\n".join(lines)
     (out / "label_efficiency.md").write_text(table + "\n")
     print(table)

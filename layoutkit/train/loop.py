@@ -68,6 +68,7 @@ def fit(accelerator: Accelerator, training: TrainingArguments, prepared: Prepare
         total=max_train_steps, initial=state.completed_steps, disable=None if accelerator.is_local_main_process else True
     )
     running_loss = torch.zeros((), device=accelerator.device)
+    running_parts: dict[str, torch.Tensor] = {}  # a summed loss's terms, e.g. pretraining's mlm_loss and mim_loss
     running_batches = 0
     divergence = DivergenceCheck(accelerator, training, first_step=state.completed_steps + 1)
     clock = time.perf_counter()
@@ -92,8 +93,10 @@ def fit(accelerator: Accelerator, training: TrainingArguments, prepared: Prepare
         clock = time.perf_counter()
         for batch in batches:
             with accelerator.accumulate(model):
-                loss = training_loss(model, model_inputs(batch), loss_function)
+                loss, parts = training_loss(model, model_inputs(batch), loss_function)
                 running_loss += loss.detach()
+                for name, part in parts.items():
+                    running_parts[name] = running_parts.get(name, 0) + part.detach()
                 running_batches += 1
                 divergence.add(loss.detach())
                 accelerator.backward(loss)
@@ -114,12 +117,16 @@ def fit(accelerator: Accelerator, training: TrainingArguments, prepared: Prepare
             if state.completed_steps % training.logging_steps == 0:
                 divergence.check(state.completed_steps)
                 mean_loss = accelerator.reduce(running_loss, "mean").item() / running_batches
+                mean_parts = {f"train_{name}": accelerator.reduce(part, "mean").item() / running_batches
+                              for name, part in running_parts.items()}
                 accelerator.log(
-                    {"train_loss": mean_loss, "learning_rate": lr_scheduler.get_last_lr()[0], "epoch": epoch},
+                    {"train_loss": mean_loss, **mean_parts, "learning_rate": lr_scheduler.get_last_lr()[0],
+                     "epoch": epoch},
                     step=state.completed_steps,
                 )
                 progress.set_postfix(loss=f"{mean_loss:.4f}")
                 running_loss.zero_()
+                running_parts.clear()
                 running_batches = 0
             end_of_epoch = state.completed_steps % steps_per_epoch == 0
             last_step = state.completed_steps >= max_train_steps
@@ -186,8 +193,13 @@ class DivergenceCheck:
         self.first_step = last_step + 1
 
 
-def training_loss(model, inputs: dict, loss_function=None) -> torch.Tensor:
+def training_loss(model, inputs: dict, loss_function=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The batch's loss, and the terms it sums when the model's output names them (`*_loss` fields beside `loss`,
+    as pretraining's objectives give), to be logged each on its own."""
     if loss_function is None:
-        return model(**inputs).loss
+        outputs = model(**inputs)
+        parts = {name: value for name, value in outputs.items()
+                 if name.endswith("_loss") and isinstance(value, torch.Tensor)}
+        return outputs.loss, parts
     labels = inputs.pop("labels")  # so the model does not also compute its own cross-entropy
-    return loss_function(model(**inputs).logits, labels)
+    return loss_function(model(**inputs).logits, labels), {}

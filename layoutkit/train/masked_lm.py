@@ -49,11 +49,15 @@ class LayoutMaskedLMMixin:
         encoder = self.base_model_class(config, **({"add_pooling_layer": False} if takes_pooling else {}))
         setattr(self, self.base_model_prefix, encoder)
         self.mlm_head = LayoutMaskedLMHead(config)
+        self.add_objective_heads(config)
         self.post_init()
         # The pooler (the first token's tanh projection, for classification) is not part of this objective.
         for name, parameter in self.named_parameters():
             if ".pooler." in name:
                 parameter.requires_grad_(False)
+
+    def add_objective_heads(self, config) -> None:
+        """Further objectives' heads, built before the weights are initialised (image_objectives.py's)."""
 
     def _init_weights(self, module):
         super()._init_weights(module)
@@ -74,37 +78,52 @@ class LayoutMaskedLMMixin:
         return MaskedLMOutput(loss=loss, logits=logits)
 
 
-_CLASSES: dict[type, type] = {}
+_CLASSES: dict[tuple, type] = {}
 
 
-def masked_lm_class(config) -> type:
+def masked_lm_class(config, image_objectives: tuple[str, ...] = ()) -> type:
     """The masked-LM model class of `config`'s family: LayoutLMForMaskedLM for v1, else the family's base model
-    with `LayoutMaskedLMHead` (a class named e.g. `LiltForLayoutMaskedLM`, built once per family)."""
+    with `LayoutMaskedLMHead` (a class named e.g. `LiltForLayoutMaskedLM`, built once per family). With
+    `image_objectives` ("mim", "wpa"; LayoutLMv3 only) the class also has their heads (image_objectives.py), e.g.
+    `LayoutLMv3ForLayoutPretraining`."""
     from transformers import LayoutLMForMaskedLM
     from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
+    image_objectives = tuple(image_objectives)
+    if image_objectives and config.model_type != "layoutlmv3":
+        raise ValueError(f"the image objectives {image_objectives} are LayoutLMv3's; {config.model_type} has no "
+                         "image patches to mask")
     if config.model_type == "layoutlm":
         return LayoutLMForMaskedLM
     base_class = MODEL_MAPPING[type(config)]
-    if base_class not in _CLASSES:
+    key = (base_class, image_objectives)
+    if key not in _CLASSES:
         pretrained_class = base_class.__mro__[1]  # e.g. LiltPreTrainedModel: config class, prefix, weight init
-        name = base_class.__name__.removesuffix("Model") + "ForLayoutMaskedLM"
-        _CLASSES[base_class] = type(name, (LayoutMaskedLMMixin, pretrained_class),
-                                    {"base_model_class": base_class, "__module__": __name__})
-    return _CLASSES[base_class]
+        family = base_class.__name__.removesuffix("Model")
+        if image_objectives:
+            from .image_objectives import ImageObjectivesMixin
+
+            _CLASSES[key] = type(f"{family}ForLayoutPretraining", (ImageObjectivesMixin, pretrained_class),
+                                 {"base_model_class": base_class, "image_objectives": image_objectives,
+                                  "__module__": __name__})
+        else:
+            _CLASSES[key] = type(f"{family}ForLayoutMaskedLM", (LayoutMaskedLMMixin, pretrained_class),
+                                 {"base_model_class": base_class, "__module__": __name__})
+    return _CLASSES[key]
 
 
 class MaskedLayoutModel:
-    """What the driver loads the model with (`from_pretrained` / `from_config`, as on an Auto class)."""
+    """What the driver loads the model with (`from_pretrained` / `from_config`, as on an Auto class);
+    `image_objectives` as in `masked_lm_class`."""
 
     @staticmethod
-    def from_pretrained(name_or_path, config, **kwargs):
-        return masked_lm_class(config).from_pretrained(name_or_path, config=config, **kwargs)
+    def from_pretrained(name_or_path, config, image_objectives: tuple[str, ...] = (), **kwargs):
+        return masked_lm_class(config, image_objectives).from_pretrained(name_or_path, config=config, **kwargs)
 
     @staticmethod
-    def from_config(config, **kwargs):
+    def from_config(config, image_objectives: tuple[str, ...] = (), **kwargs):
         kwargs.pop("trust_remote_code", None)
-        return masked_lm_class(config)(config)
+        return masked_lm_class(config, image_objectives)(config)
 
 
 class WholeWordMaskCollator(LayoutCollator):

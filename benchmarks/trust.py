@@ -165,6 +165,14 @@ def run(args) -> dict:
         documents["caught"] += any(not check["ok"] for check in injected["checks"])
         documents["injected_review"] += injected["review_status"] == "review"
 
+    if args.reliability_plot:
+        from layoutkit.pipelines.calibration import reliability_bins
+        from layoutkit.train.field_trust import plot_reliability
+
+        correct = [row[2] for row in rows]
+        plot_reliability({"model": reliability_bins([row[0] for row in rows], correct),
+                          "calibrated": reliability_bins([row[1] for row in rows], correct)}, args.reliability_plot,
+                         title=f"Field confidence, {words_source} words")
     model_scores = [row[0] for row in rows]
     calibrated = [row[1] for row in rows]
     correct = [row[2] for row in rows]
@@ -219,6 +227,8 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="which digit of which amount word is changed")
     parser.add_argument("--skip_locale_suite", action="store_true")
     parser.add_argument("--output_json", type=Path)
+    parser.add_argument("--reliability_plot", type=Path,
+                        help="write the reliability diagram (model scores and calibrated) of the measured values here")
     args = parser.parse_args(argv)
     result = run(args)
     print(json.dumps(result, indent=2), file=sys.stderr)

@@ -214,7 +214,7 @@ def test_rapidocr_presets_and_speed_settings():
     assert engine.settings() == {"engine": "rapidocr", "lang": "eng", "min_confidence": 0.0, "preset": "fast",
                                  "params": {"Rec.rec_batch_num": 8}}
     assert ocr.RapidOcrEngine(preset="accurate").rapidocr_params() == {}  # RapidOCR's own configuration
-    assert ocr.RapidOcrEngine().rapidocr_params() == ocr.RAPIDOCR_PRESETS[ocr.DEFAULT_RAPIDOCR_PRESET]
+    assert ocr.RapidOcrEngine().rapidocr_params() == ocr.RAPIDOCR_PRESETS[ocr.default_rapidocr_preset()]
     with pytest.raises(ValueError, match="unknown RapidOCR preset 'quick'; available: accurate, fast, fast-openvino, "
                                          "fastest-openvino"):
         get_ocr_engine("rapidocr", preset="quick")
@@ -323,3 +323,33 @@ def test_rapidocr_reads_pages_in_parallel_like_one_at_a_time():
     for result, expected in zip(parallel, single * 2):
         assert result.words == expected.words and result.line_ids == expected.line_ids
     assert single[0].words == words_of()
+
+
+def test_default_rapidocr_preset_follows_openvinos_precision_on_this_cpu(monkeypatch):
+    """No preset named: "fastest-openvino" where OpenVINO is installed and runs in bfloat16 on the CPU, else "fast";
+    the engine records the preset it resolved to."""
+    import importlib.util
+    import sys
+    import types
+
+    def resolve(openvino_module):
+        ocr._default_rapidocr_preset.cache_clear()
+        with monkeypatch.context() as patch:
+            real_find_spec = importlib.util.find_spec
+            patch.setattr(importlib.util, "find_spec",
+                          lambda name, *a: (object() if openvino_module else None) if name == "openvino"
+                          else real_find_spec(name, *a))
+            patch.setitem(sys.modules, "openvino", openvino_module)
+            try:
+                return ocr.default_rapidocr_preset(), ocr.RapidOcrEngine().settings()["preset"]
+            finally:
+                ocr._default_rapidocr_preset.cache_clear()
+
+    def fake_openvino(precision: str):
+        core = types.SimpleNamespace(get_property=lambda device, name: precision)
+        return types.SimpleNamespace(Core=lambda: core)
+
+    assert resolve(None) == ("fast", "fast")
+    assert resolve(fake_openvino("<Type: 'bfloat16'>")) == ("fastest-openvino", "fastest-openvino")
+    assert resolve(fake_openvino("<Type: 'float32'>")) == ("fast", "fast")
+    assert ocr.RapidOcrEngine(preset="accurate").settings()["preset"] == "accurate"

@@ -425,3 +425,20 @@ def test_image_objectives_beat_their_baselines_on_a_tiny_corpus(invoice_dataset,
     report = dict(initial=initial, final=(mim, wpa, accuracy), baselines=(zeros_loss, prior_entropy, prior_accuracy))
     assert mim < 0.95 * zeros_loss, report
     assert wpa < prior_entropy and accuracy > prior_accuracy, report
+
+
+def test_layoutlm_masked_lm_gives_every_trainable_parameter_a_gradient(scratch_checkpoint):
+    """DistributedDataParallel (2+ processes) stops on parameters without gradient: LayoutLM v1's pooler feeds no
+    masked word and is frozen; everything else trains."""
+    import transformers
+
+    from layoutkit.train.model_setup import freeze_parameters_without_gradient
+
+    config = transformers.AutoConfig.from_pretrained(scratch_checkpoint("layoutlm"))
+    model = transformers.LayoutLMForMaskedLM(config)
+    assert freeze_parameters_without_gradient(model) == ["layoutlm.pooler.dense.weight", "layoutlm.pooler.dense.bias"]
+    input_ids = torch.tensor([[1, 300, 301, 302, 2]])
+    bbox = torch.tensor([[[0, 0, 0, 0], [1, 2, 3, 4], [10, 20, 30, 40], [500, 500, 600, 520], [1000, 1000, 1000, 1000]]])
+    labels = torch.tensor([[-100, 300, -100, 302, -100]])
+    model(input_ids=input_ids, bbox=bbox, labels=labels).loss.backward()
+    assert [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None] == []

@@ -25,6 +25,8 @@ module level.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import json
 import os
 import threading
@@ -333,7 +335,27 @@ RAPIDOCR_PRESETS["fast-openvino"] = {**RAPIDOCR_PRESETS["fast"], "Det.engine_typ
 # same field exact match (docs/performance.md). On a CPU without bfloat16 OpenVINO's float32 recognition is no
 # faster than ONNX Runtime's: take "fast-openvino" there.
 RAPIDOCR_PRESETS["fastest-openvino"] = {**RAPIDOCR_PRESETS["fast-openvino"], "Rec.engine_type": "openvino"}
-DEFAULT_RAPIDOCR_PRESET = "fast"
+
+
+def default_rapidocr_preset() -> str:
+    """The preset a RapidOCR engine takes when none is named: "fastest-openvino" where OpenVINO is installed and
+    runs models in bfloat16 on this CPU (its own default on CPUs with AMX or AVX-512 BF16), where it reads a page for
+    about 0.24x "accurate"'s CPU; else "fast" (ONNX Runtime), since without bfloat16 OpenVINO's recognition is no
+    faster (docs/performance.md). The precision is OpenVINO's choice for this CPU, not ours: CPUs differ."""
+    return _default_rapidocr_preset()
+
+
+@functools.lru_cache(maxsize=1)
+def _default_rapidocr_preset() -> str:
+    if importlib.util.find_spec("openvino") is None:
+        return "fast"
+    try:
+        import openvino
+
+        precision = openvino.Core().get_property("CPU", "INFERENCE_PRECISION_HINT")
+    except Exception:  # no usable CPU plugin: the ONNX Runtime preset
+        return "fast"
+    return "fastest-openvino" if "bf16" in str(precision).lower() or "bfloat16" in str(precision).lower() else "fast"
 
 
 @register_ocr_engine
@@ -342,7 +364,8 @@ class RapidOcrEngine(OcrEngine):
     (`return_word_box`).
 
     The wheel's default models read Latin script and Chinese; `lang` is recorded but does not pick a model.
-    `preset`: a name of `RAPIDOCR_PRESETS` ("accurate", "fast", "fast-openvino"); `params` is passed on top of it to
+    `preset`: a name of `RAPIDOCR_PRESETS` ("accurate", "fast", "fast-openvino", "fastest-openvino"; default
+    `default_rapidocr_preset()`, recorded as the preset it resolved to); `params` is passed on top of it to
     `rapidocr.RapidOCR(params=...)` (other models, thresholds).
 
     Speed settings (not recorded: they do not change the words): `workers`, how many pages are read at once (one
@@ -357,8 +380,9 @@ class RapidOcrEngine(OcrEngine):
     requirement = "`pip install rapidocr onnxruntime` (`pip install 'layoutkit[ocr]'` with layoutkit)"
 
     def __init__(self, lang: str = "eng", min_confidence: float = 0.0, params: dict | None = None,
-                 preset: str = DEFAULT_RAPIDOCR_PRESET, threads: int | None = None, workers: int = 1):
+                 preset: str | None = None, threads: int | None = None, workers: int = 1):
         super().__init__(lang, min_confidence)
+        preset = preset or default_rapidocr_preset()
         if preset not in RAPIDOCR_PRESETS:
             raise ValueError(f"unknown RapidOCR preset {preset!r}; available: {', '.join(RAPIDOCR_PRESETS)}")
         if (threads is not None and int(threads) < 1) or int(workers) < 1:
@@ -472,7 +496,10 @@ def with_backends(params: dict[str, Any]) -> dict[str, Any]:
     import importlib.util
     import logging
 
-    from rapidocr import EngineType
+    try:
+        from rapidocr import EngineType
+    except ImportError as error:
+        raise OcrError(f"the rapidocr OCR engine needs {RapidOcrEngine.requirement}") from error
 
     params = dict(params)
     backends = engine_types(params)
@@ -500,8 +527,11 @@ def onnx_model_path(params: dict[str, Any], model: str):
     `RapidOCR` only reads its configuration, the models load on the first page."""
     from pathlib import Path
 
-    from rapidocr import EngineType, RapidOCR
-    from rapidocr.inference_engine.base import FileInfo, InferSession
+    try:
+        from rapidocr import EngineType, RapidOCR
+        from rapidocr.inference_engine.base import FileInfo, InferSession
+    except ImportError as error:
+        raise OcrError(f"the rapidocr OCR engine needs {RapidOcrEngine.requirement}") from error
 
     config = RapidOCR(params={**params, f"{model}.engine_type": EngineType.ONNXRUNTIME}).cfg
     model_config = config[model]

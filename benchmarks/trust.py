@@ -47,8 +47,13 @@ from layoutkit.apps.read_ahead import ReadWords
 from layoutkit.pipelines.calibration import expected_calibration_error
 from layoutkit.pipelines.field_checks import CheckConfig
 from layoutkit.pipelines.fields import extract_fields
-from layoutkit.pipelines.review import (assess_document, document_schema, effective_schema, trust_for_words,
-                                       trust_settings)
+from layoutkit.pipelines.review import (
+    assess_document,
+    document_schema,
+    effective_schema,
+    trust_for_words,
+    trust_settings,
+)
 from layoutkit.pipelines.token_classification_pipeline import LayoutTokenClassificationPipeline
 from layoutkit.train.field_trust import entities_from_words, value_key, value_outcomes
 from layoutkit.train.ocr_alignment import transfer_labels
@@ -121,7 +126,7 @@ def run(args) -> dict:
             words, boxes = read.words, read.boxes
             labels, _ = transfer_labels(document.words, document.boxes, document.labels, words, boxes)
 
-        def extract(page_words):
+        def extract(page_words, image=image, boxes=boxes, read=read):
             """The pipeline on the page as predict.py runs it: given words, or OCR's (with their line ids and
             confidences, and the calibration fitted on that engine's words where the checkpoint has one)."""
             if read is None:

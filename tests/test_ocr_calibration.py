@@ -4,6 +4,7 @@ OCR, written to config.json under `field_trust.words_sources`, and picked by the
 import hashlib
 import json
 import shutil
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -23,7 +24,7 @@ class AnnotatedWordsEngine(ocr.OcrEngine):
     (line by line), with the last digit of every other amount-like word misread, as OCR misreads digits."""
 
     name = "calibration-test-engine"
-    pages: dict[str, ocr.OcrResult] = {}
+    pages: ClassVar[dict[str, ocr.OcrResult]] = {}
 
     def read(self, page):
         return self.pages[page_key(page)]

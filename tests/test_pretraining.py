@@ -8,7 +8,6 @@ import sys
 
 import pytest
 import torch
-
 from conftest import REPO_ROOT, run_command
 
 PRETRAIN = ["--max_seq_length", "128", "--stride", "32", "--learning_rate", "2e-3", "--per_device_train_batch_size",
@@ -103,6 +102,23 @@ def test_whole_word_masking_keeps_words_whole_and_special_tokens_and_boxes():
     assert 0.65 < total / targets_total < 0.95  # about 80% of the chosen words get [MASK]
 
 
+def train_steps(model, pages, collator, steps: int, learning_rate: float = 3e-3) -> None:
+    """`steps` AdamW steps over shuffled batches of 8 `pages` (as many passes as that takes)."""
+    from layoutkit.train.ner_task import model_inputs
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
+    loader = torch.utils.data.DataLoader(pages, batch_size=8, shuffle=True, collate_fn=collator)
+    step = 0
+    while step < steps:
+        for batch in loader:
+            model(**model_inputs(batch)).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            step += 1
+            if step == steps:
+                break
+
+
 def test_masked_lm_loss_goes_down_on_a_tiny_corpus(invoice_dataset, scratch_checkpoint):
     """LayoutLM tiny, 90 steps with fresh masks each batch on 8 synthetic invoices: on those pages, masked with a
     fixed mask of their own, the masked-LM loss falls below 0.7x its initial value and the masked-token accuracy
@@ -142,17 +158,7 @@ def test_masked_lm_loss_goes_down_on_a_tiny_corpus(invoice_dataset, scratch_chec
         return loss_sum / count, correct / count
 
     initial_loss, _ = measure()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    loader = torch.utils.data.DataLoader(pages, batch_size=8, shuffle=True, collate_fn=collator)
-    step = 0
-    while step < 90:
-        for batch in loader:
-            model(**model_inputs(batch)).loss.backward()
-            optimizer.step()
-            optimizer.zero_grad()
-            step += 1
-            if step == 90:
-                break
+    train_steps(model, pages, collator, steps=90)
     loss, accuracy = measure()
     targets = torch.cat([b["labels"][b["labels"] != -100] for b in evaluation])
     majority = targets.bincount().max().item() / len(targets)
@@ -410,17 +416,7 @@ def test_image_objectives_beat_their_baselines_on_a_tiny_corpus(invoice_dataset,
         return mim / len(masked_targets), wpa / words, correct / words
 
     initial = measure()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    loader = torch.utils.data.DataLoader(pages, batch_size=8, shuffle=True, collate_fn=collator)
-    step = 0
-    while step < 90:
-        for batch in loader:
-            model(**model_inputs(batch)).loss.backward()
-            optimizer.step()
-            optimizer.zero_grad()
-            step += 1
-            if step == 90:
-                break
+    train_steps(model, pages, collator, steps=90)
     mim, wpa, accuracy = measure()
     report = dict(initial=initial, final=(mim, wpa, accuracy), baselines=(zeros_loss, prior_entropy, prior_accuracy))
     assert mim < 0.95 * zeros_loss, report

@@ -24,7 +24,13 @@ import math
 import os
 from statistics import NormalDist
 
-from ..pipelines.calibration import calibrate, choose_calibration, expected_calibration_error, group_of, reliability_bins
+from ..pipelines.calibration import (
+    calibrate,
+    choose_calibration,
+    expected_calibration_error,
+    group_of,
+    reliability_bins,
+)
 from ..pipelines.fields import FieldSchema, day_first_from_dates, extract_fields
 from ..pipelines.labels import bio_spans
 from ..pipelines.review import assess_document, checked_fields, document_schema, effective_schema

@@ -71,6 +71,7 @@ def main(argv=None) -> int:
 
     from dataset_loader.annotations import read_annotation
     from dataset_loader.ocr_build import OcrBuild
+
     from ..apps.end_to_end import annotation_files
     from ..apps.read_ahead import parallel_ocr_options
     from ..pipelines.ocr import get_ocr_engine

@@ -153,12 +153,14 @@ def run_seed(args, raw, pool: list[str], counts: list[int], scratch: Path, seed:
                 (checkpoint / "pool_uncertainty.json").write_text(json.dumps(uncertainty, indent=1) + "\n")
                 # Calibrated scores are step functions (isotonic): many documents can share the cut-off value, and
                 # among those the pool's order decides, as the input order does for predict.py.
-                cut = min(uncertainty[d] for d in chosen)
+                # A rank is (calibrated uncertainty, the model's own): ties need both equal.
+                ranks = {doc_id: tuple(rank) for doc_id, rank in uncertainty.items()}
+                cut = min(ranks[d] for d in chosen)
                 print(f"  scored {len(unlabelled)} unlabelled documents in {time.perf_counter() - started:.0f} s; "
-                      f"picked uncertainty {cut:.3f}...{max(uncertainty[d] for d in chosen):.3f} (pool mean "
-                      f"{statistics.mean(uncertainty.values()):.3f}; {sum(u == cut for u in uncertainty.values())} "
-                      f"documents at the cut-off value, {sum(u > cut for u in uncertainty.values())} above it)",
-                      flush=True)
+                      f"picked calibrated uncertainty {cut[0]:.3f}...{max(ranks[d][0] for d in chosen):.3f} (pool "
+                      f"mean {statistics.mean(rank[0] for rank in ranks.values()):.3f}; "
+                      f"{sum(rank == cut for rank in ranks.values())} documents at the cut-off rank, "
+                      f"{sum(rank > cut for rank in ranks.values())} above it)", flush=True)
             labelled += chosen
             results = train_round(args, raw, labelled, scratch, seed, out / f"{strategy}-{count}")
             curve.append({"documents": count, "test_f1": results["test_f1"], "labelled": list(labelled)})

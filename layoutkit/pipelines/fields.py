@@ -3,8 +3,9 @@
 The pipeline tags words; users want "the invoice date" as 2023-04-05 and "the total" as 1250.00 USD.
 `extract_fields(entities, schema)` takes the entities of all pages of one document (each with "entity_group",
 "score", "word", "start", "end", "box" and "page"), merges spans that continue one another
-(`merge_continuations`) and the pieces of one date or amount the model split (`join_split_values`), and returns per entity type either the best-scoring value (single-valued fields) or
-all values in reading order (`multiple` fields such as line-item columns), each normalised by its type:
+(`merge_continuations`) and the pieces of one date or amount the model split (`join_split_values`), and returns
+per entity type either the best-scoring value (single-valued fields) or all values in reading order (`multiple`
+fields such as line-item columns), each normalised by its type:
 
     {"invoice_date": {"type": "date", "value": "05/04/2023", "normalized": "2023-05-04", "ambiguous": True,
                       "score": 0.97, "box": [...], "page": 1, "candidates": [...]},
@@ -741,7 +742,7 @@ def merge_continuations(entities: list[dict], mergeable=None) -> list[dict]:
     return merged
 
 
-def join_split_values(entities: list[dict], schema: "FieldSchema") -> list[dict]:
+def join_split_values(entities: list[dict], schema: FieldSchema) -> list[dict]:
     """Join two spans of one date, amount or number field that are adjacent in word order on one text line when
     one of them does not parse alone and the two together do: the model opened a second span inside one value
     ("Jul" + "27, 2023", "EUR" + "1.234,56"), which happens on OCR words whose boxes differ from the training

@@ -90,10 +90,10 @@ def main(argv=None) -> int:
     # `workers` pages at once, each engine instance on cores / workers threads (read_ahead.parallel_ocr_options).
     parallel, workers = parallel_ocr_options(get_ocr_engine(args.ocr_engine, **options), args.ocr_workers)
     ocr = OcrBuild(get_ocr_engine(args.ocr_engine, **options, **parallel), workers=workers)
-    documents = [read_annotation(path, args.data_dir / "images") for path in paths]
-    ocr.read_all(paths, lambda path: read_annotation(path, args.data_dir / "images"))  # `workers` pages at once
+    documents = {path: read_annotation(path, args.data_dir / "images") for path in paths}
+    ocr.read_all(paths, documents.__getitem__)  # `workers` pages at once, into the cache
     outcomes = []
-    for document in documents:
+    for document in documents.values():
         words = ocr.read(document)  # from the cache now
         outcomes += document_outcomes(extractor, document, words, ocr.engine.name, schema)
 

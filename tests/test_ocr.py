@@ -333,7 +333,7 @@ def test_default_rapidocr_preset_follows_openvinos_precision_on_this_cpu(monkeyp
     import types
 
     def resolve(openvino_module):
-        ocr._default_rapidocr_preset.cache_clear()
+        ocr.default_rapidocr_preset.cache_clear()
         with monkeypatch.context() as patch:
             real_find_spec = importlib.util.find_spec
             patch.setattr(importlib.util, "find_spec",
@@ -343,7 +343,7 @@ def test_default_rapidocr_preset_follows_openvinos_precision_on_this_cpu(monkeyp
             try:
                 return ocr.default_rapidocr_preset(), ocr.RapidOcrEngine().settings()["preset"]
             finally:
-                ocr._default_rapidocr_preset.cache_clear()
+                ocr.default_rapidocr_preset.cache_clear()
 
     def fake_openvino(precision: str):
         core = types.SimpleNamespace(get_property=lambda device, name: precision)

@@ -337,16 +337,13 @@ RAPIDOCR_PRESETS["fast-openvino"] = {**RAPIDOCR_PRESETS["fast"], "Det.engine_typ
 RAPIDOCR_PRESETS["fastest-openvino"] = {**RAPIDOCR_PRESETS["fast-openvino"], "Rec.engine_type": "openvino"}
 
 
+@functools.lru_cache(maxsize=1)
 def default_rapidocr_preset() -> str:
     """The preset a RapidOCR engine takes when none is named: "fastest-openvino" where OpenVINO is installed and
     runs models in bfloat16 on this CPU (its own default on CPUs with AMX or AVX-512 BF16), where it reads a page for
     about 0.24x "accurate"'s CPU; else "fast" (ONNX Runtime), since without bfloat16 OpenVINO's recognition is no
-    faster (docs/performance.md). The precision is OpenVINO's choice for this CPU, not ours: CPUs differ."""
-    return _default_rapidocr_preset()
-
-
-@functools.lru_cache(maxsize=1)
-def _default_rapidocr_preset() -> str:
+    faster (docs/performance.md). The precision is OpenVINO's choice for this CPU, not ours: CPUs differ (asked
+    once per process)."""
     if importlib.util.find_spec("openvino") is None:
         return "fast"
     try:

@@ -112,11 +112,13 @@ def build_dataloaders(training: TrainingArguments, windows: dict, collator, eval
     training windows (an IterableDataset, shuffled by the dataset itself) come in periods of `eval_steps`
     optimizer steps (default: all of --max_train_steps), the loop's epochs: `StreamedBatches`.
     """
-    from datasets import IterableDataset
     from torch.utils.data import DataLoader
 
+    from .streaming import is_streamed
+
+    streamed = is_streamed(windows["train"])
     order = dict(shuffle=True)
-    if isinstance(windows["train"], IterableDataset):
+    if streamed:
         order = {}
     elif training.group_by_length:
         order = dict(sampler=LengthGroupedEpochSampler.for_windows(
@@ -129,7 +131,7 @@ def build_dataloaders(training: TrainingArguments, windows: dict, collator, eval
         # than an uninterrupted run at that point, and its dropout masks would all be shifted by one draw.
         generator=torch.Generator().manual_seed(training.seed),
     )
-    if isinstance(windows["train"], IterableDataset):
+    if streamed:
         period = (eval_steps or training.max_train_steps) * training.gradient_accumulation_steps
         train_dataloader = StreamedBatches(train_dataloader, period)
     eval_dataloaders = {

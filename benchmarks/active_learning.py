@@ -12,11 +12,17 @@ gives the curve and nothing else. Per seed, the first round labels a random `--s
 strategies. Each later round adds documents until the next share is labelled, chosen
 
 - `random`: uniformly among the still-unlabelled pool documents (seeded);
-- `uncertainty`: the most uncertain still-unlabelled documents according to the model of the previous round of the
-  same strategy, with `predict.py`'s own path: the checkpoint's pipeline on the document's annotated words and boxes
-  (`predict.py --words_json`), `predict_document` (fields with the checkpoint's calibrated scores), and
-  `labelstudio_format.uncertainty_rank` (1 - the lowest calibrated field score, ties broken by the model's own
-  scores); remaining ties keep the pool's order, as `--order uncertainty` keeps the input order.
+- `uncertainty-MEASURE`, one strategy per `--measures` value (`predict.py --uncertainty`): the most uncertain
+  still-unlabelled documents according to the model of the previous round of the same strategy, with `predict.py`'s
+  own path: the checkpoint's pipeline on the document's annotated words and boxes (`predict.py --words_json`),
+  `predict_document` (fields with the checkpoint's calibrated scores), and `labelstudio_format.uncertainty_rank`
+  (`lowest_score`: 1 - the lowest calibrated field score; `expected_corrections`: the sum of 1 - calibrated score
+  over the values plus the required fields not found; `word_errors`: the sum of 1 - the model's word scores; ties
+  broken by the model's own value scores); remaining ties keep the pool's order, as `--order uncertainty` keeps the
+  input order.
+
+Which measure `predict.py` uses by default was chosen with this script on a development pool (invoices of another
+generator seed, its own validation and test), not on the pool whose curve is reported (docs/trust.md).
 
 Every round fine-tunes from scratch (`layoutkit train-ner`, the same scratch config and tokenizer built from the
 pool's words, the same seed) for the same budget in optimizer steps (`--train_steps`): the labelled documents are
@@ -69,9 +75,9 @@ def first_share_reaching(shares: list[float], f1s: list[float], target: float) -
 
 
 # ----------------------------------------------------------------------------------------- uncertainty
-def pool_uncertainty(checkpoint: Path, data_dir: Path, doc_ids: list[str]) -> dict[str, list[float]]:
-    """document_uncertainty of each document as `predict.py --words_json annotations/ID.json --labelstudio ...
-    --order uncertainty` computes it with `checkpoint`."""
+def pool_uncertainty(checkpoint: Path, data_dir: Path, doc_ids: list[str], measure: str) -> dict[str, list[float]]:
+    """uncertainty_rank of each document as `predict.py --words_json annotations/ID.json --labelstudio ...
+    --order uncertainty --uncertainty MEASURE` computes it with `checkpoint`."""
     from layoutkit.apps.documents import image_pages
     from layoutkit.apps.document_prediction import predict_document
     from layoutkit.apps.labelstudio_format import uncertainty_rank
@@ -92,7 +98,7 @@ def pool_uncertainty(checkpoint: Path, data_dir: Path, doc_ids: list[str]) -> di
         image = words_pages[0]["image_path"]
         result, _ = predict_document(extractor, image, image_pages(image, settings.max_image_pixels), words_pages,
                                      settings, batch_size=8, words_source=str(words_json))
-        uncertainty[doc_id] = list(uncertainty_rank(result))
+        uncertainty[doc_id] = list(uncertainty_rank(result, measure))
     return uncertainty
 
 
@@ -135,7 +141,7 @@ def run_seed(args, raw, pool: list[str], counts: list[int], scratch: Path, seed:
     start = sorted(pick_random(pool, counts[0], picker), key=pool.index)
     first = train_round(args, raw, start, scratch, seed, out / f"shared-{counts[0]}")
     curves = {}
-    for strategy in ("random", "uncertainty"):
+    for strategy in strategies(args):
         rng = random.Random(f"{seed}-{strategy}")
         labelled, results = list(start), first
         curve = [{"documents": len(labelled), "test_f1": results["test_f1"], "labelled": list(labelled)}]
@@ -148,16 +154,17 @@ def run_seed(args, raw, pool: list[str], counts: list[int], scratch: Path, seed:
                 started = time.perf_counter()
                 previous = out / f"{strategy}-{len(labelled)}"
                 checkpoint = out / f"shared-{counts[0]}" if len(labelled) == counts[0] else previous
-                uncertainty = pool_uncertainty(checkpoint, args.data_dir, unlabelled)
+                measure = strategy[len("uncertainty-"):]
+                uncertainty = pool_uncertainty(checkpoint, args.data_dir, unlabelled, measure)
                 chosen = pick_most_uncertain(unlabelled, uncertainty, need)
-                (checkpoint / "pool_uncertainty.json").write_text(json.dumps(uncertainty, indent=1) + "\n")
+                (checkpoint / f"pool_uncertainty-{measure}.json").write_text(json.dumps(uncertainty, indent=1) + "\n")
                 # Calibrated scores are step functions (isotonic): many documents can share the cut-off value, and
                 # among those the pool's order decides, as the input order does for predict.py.
                 # A rank is (calibrated uncertainty, the model's own): ties need both equal.
                 ranks = {doc_id: tuple(rank) for doc_id, rank in uncertainty.items()}
                 cut = min(ranks[d] for d in chosen)
                 print(f"  scored {len(unlabelled)} unlabelled documents in {time.perf_counter() - started:.0f} s; "
-                      f"picked calibrated uncertainty {cut[0]:.3f}...{max(ranks[d][0] for d in chosen):.3f} (pool "
+                      f"picked {measure} {cut[0]:.3f}...{max(ranks[d][0] for d in chosen):.3f} (pool "
                       f"mean {statistics.mean(rank[0] for rank in ranks.values()):.3f}; "
                       f"{sum(rank == cut for rank in ranks.values())} documents at the cut-off rank, "
                       f"{sum(rank > cut for rank in ranks.values())} above it)", flush=True)
@@ -176,26 +183,38 @@ def mean_and_spread(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
+def strategies(args) -> list[str]:
+    """random, then one uncertainty strategy per --measures value."""
+    return ["random"] + [f"uncertainty-{measure}" for measure in args.measures]
+
+
 def report(args, pool_size: int, counts: list[int], by_seed: dict[int, dict]) -> str:
     shares = [count / pool_size for count in counts]
-    f1 = {strategy: [[by_seed[seed][strategy][i]["test_f1"] for seed in args.seeds] for i in range(len(counts))]
-          for strategy in ("random", "uncertainty")}
-    lines = [f"| labelled documents (share of the {pool_size}-document pool) | random: test F1 | uncertainty: test F1 "
-             "| uncertainty - random (points) |", "|---|---|---|---|"]
+    f1 = {strategy: [mean_and_spread([by_seed[seed][strategy][i]["test_f1"] for seed in args.seeds])
+                     for i in range(len(counts))] for strategy in strategies(args)}
+    measured = strategies(args)[1:]
+    header = [f"labelled documents (share of the {pool_size}-document pool)", "random: test F1"]
+    header += [column for strategy in measured for column in (f"{strategy}: test F1", f"{strategy} - random (points)")]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for i, count in enumerate(counts):
-        (r, r_sd), (u, u_sd) = mean_and_spread(f1["random"][i]), mean_and_spread(f1["uncertainty"][i])
-        lines.append(f"| {count} ({shares[i]:.0%}) | {r:.4f} +- {r_sd:.4f} | {u:.4f} +- {u_sd:.4f} | "
-                     f"{100 * (u - r):+.1f} |")
+        r, r_sd = f1["random"][i]
+        cells = [f"{count} ({shares[i]:.0%})", f"{r:.4f} +- {r_sd:.4f}"]
+        for strategy in measured:
+            u, u_sd = f1[strategy][i]
+            cells += [f"{u:.4f} +- {u_sd:.4f}", f"{100 * (u - r):+.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
     if args.ceiling:
         c, c_sd = mean_and_spread([by_seed[seed]["all"][0]["test_f1"] for seed in args.seeds])
-        lines.append(f"| {pool_size} (100%, ceiling) | {c:.4f} +- {c_sd:.4f} | (same) | |")
+        lines.append(f"| {pool_size} (100%, ceiling) | {c:.4f} +- {c_sd:.4f} |" + " (same) | |" * len(measured))
     target_index = min(range(len(shares)), key=lambda i: abs(shares[i] - args.target_share))
-    target = mean_and_spread(f1["random"][target_index])[0]
-    reached = first_share_reaching(shares, [mean_and_spread(v)[0] for v in f1["uncertainty"]], target)
-    verdict = (f"uncertainty first reaches random's mean F1 at {shares[target_index]:.0%} ({target:.4f}) at "
-               + (f"{reached:.0%} of the pool" if reached is not None else "no measured share"))
-    met = reached is not None and reached <= args.bar_share + 1e-9
-    lines += ["", f"{verdict}; bar (<= {args.bar_share:.0%}): {'met' if met else 'not met'}."]
+    target = f1["random"][target_index][0]
+    lines.append("")
+    for strategy in measured:
+        reached = first_share_reaching(shares, [mean for mean, _ in f1[strategy]], target)
+        met = reached is not None and reached <= args.bar_share + 1e-9
+        lines.append(f"{strategy} first reaches random's mean F1 at {shares[target_index]:.0%} ({target:.4f}) at "
+                     + (f"{reached:.0%} of the pool" if reached is not None else "no measured share")
+                     + f"; bar (<= {args.bar_share:.0%}): {'met' if met else 'not met'}.")
     return "\n".join(lines)
 
 
@@ -203,7 +222,7 @@ def plot(args, pool_size: int, counts: list[int], by_seed: dict[int, dict], path
     from layoutkit.figures import curve_figure
 
     series = {}
-    for strategy in ("random", "uncertainty"):
+    for strategy in strategies(args):
         values = [mean_and_spread([by_seed[s][strategy][i]["test_f1"] for s in args.seeds]) for i in range(len(counts))]
         series[strategy] = ([100 * c / pool_size for c in counts], [m for m, _ in values], [sd for _, sd in values])
     figure = curve_figure(series, "labelled documents (% of the pool)", "test entity F1",
@@ -212,6 +231,8 @@ def plot(args, pool_size: int, counts: list[int], by_seed: dict[int, dict], path
 
 
 def main(argv=None) -> None:
+    from layoutkit.apps.labelstudio_format import UNCERTAINTY_MEASURES
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data_dir", type=Path, required=True,
                         help="the annotation folder (images/ + annotations/) --dataset_path was built from")
@@ -222,6 +243,8 @@ def main(argv=None) -> None:
     parser.add_argument("--vocab_size", type=int, default=4000)
     parser.add_argument("--shares", type=float, nargs="+", default=[0.1, 0.2, 0.35, 0.5])
     parser.add_argument("--ceiling", action="store_true", help="also train on the whole pool (per seed)")
+    parser.add_argument("--measures", nargs="+", default=["lowest_score"], choices=sorted(UNCERTAINTY_MEASURES),
+                        help="predict.py --uncertainty measures compared with random order, one strategy each")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--train_steps", type=int, default=300, help="optimizer steps of every run")
     parser.add_argument("--epoch_documents", type=int, default=400,

@@ -62,3 +62,18 @@ def test_share_counts_and_the_share_reaching_the_target():
     shares = [0.1, 0.2, 0.35, 0.5]
     assert active_learning.first_share_reaching(shares, [0.5, 0.61, 0.60, 0.7], 0.6) == 0.2
     assert active_learning.first_share_reaching(shares, [0.5, 0.55, 0.58, 0.59], 0.6) is None
+
+
+def test_report_compares_every_measure_with_random_order():
+    args = type("Args", (), {"seeds": [1, 2], "measures": ["lowest_score", "expected_corrections"], "ceiling": False,
+                             "target_share": 0.5, "bar_share": 0.35})()
+    curves = {"random": [0.40, 0.50, 0.55, 0.60], "uncertainty-lowest_score": [0.40, 0.49, 0.56, 0.59],
+              "uncertainty-expected_corrections": [0.40, 0.55, 0.61, 0.64]}
+    by_seed = {seed: {strategy: [{"test_f1": f1 + (seed - 1.5) / 100} for f1 in f1s] for strategy, f1s in curves.items()}
+               for seed in args.seeds}
+    table = active_learning.report(args, 400, [40, 80, 140, 200], by_seed)
+    assert active_learning.strategies(args) == list(curves)
+    assert "| 140 (35%) | 0.5500 +- 0.0071 | 0.5600 +- 0.0071 | +1.0 | 0.6100 +- 0.0071 | +6.0 |" in table
+    assert "uncertainty-lowest_score first reaches random's mean F1 at 50% (0.6000) at no measured share" in table
+    assert "uncertainty-expected_corrections first reaches random's mean F1 at 50% (0.6000) at 35% of the pool; " \
+           "bar (<= 35%): met." in table

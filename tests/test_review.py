@@ -245,6 +245,27 @@ def test_document_uncertainty_orders_label_studio_tasks():
     assert documents[1] is unsure
 
 
+def test_uncertainty_measures_count_what_there_is_to_correct():
+    """`lowest_score` looks at the weakest value only; `expected_corrections` adds up the doubt over every value and
+    counts a missing required field as one sure correction; `word_errors` adds up the model's doubt over every word."""
+    from layoutkit.apps.labelstudio_format import document_uncertainty, uncertainty_rank
+
+    short = {"fields": {"total": {"score": 0.5}}, "words": [{"score": 0.5}, {"score": 1.0}]}
+    long = {"fields": {"total": {"score": 0.9}, "item_amount": {"multiple": True, "values": [
+        {"score": 0.6}, {"score": 0.7}, {"score": 0.8}]}}, "words": [{"score": 0.9}] * 8}
+    assert document_uncertainty(short) > document_uncertainty(long)
+    assert document_uncertainty(short, "expected_corrections") == pytest.approx(0.5)
+    assert document_uncertainty(long, "expected_corrections") == pytest.approx(1.0)
+    assert document_uncertainty(short, "word_errors") == pytest.approx(0.5)
+    assert document_uncertainty(long, "word_errors") == pytest.approx(0.8)
+    missing = {"fields": {}, "review_reasons": [{"field": "total", "reason": "missing required field"},
+                                                 {"field": "vendor", "reason": "low score"}]}
+    assert document_uncertainty(missing, "expected_corrections") == 1.0
+    assert uncertainty_rank(long, "expected_corrections") == (pytest.approx(1.0), pytest.approx(0.4))
+    with pytest.raises(ValueError, match="unknown uncertainty measure 'entropy'"):
+        document_uncertainty(short, "entropy")
+
+
 def test_uncertainty_rank_breaks_calibration_ties_with_the_model_scores():
     """Isotonic calibration gives many documents one calibrated score; the model's own scores order them."""
     from layoutkit.apps.labelstudio_format import uncertainty_rank

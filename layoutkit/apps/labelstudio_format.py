@@ -139,21 +139,40 @@ def prediction_task(image: str, width: int, height: int, words: Sequence[dict[st
     }
 
 
-def document_uncertainty(document: dict[str, Any]) -> float:
-    """How unsure the model is of a predict.py document JSON: 1 - the lowest (calibrated) score among its fields'
-    values (every value of a multi-valued field); 1.0 for a document without fields (nothing found is the least
-    certain). Labelling the most uncertain documents first (`predict.py --order uncertainty`) teaches the model
-    most per document labelled."""
+# How `predict.py --order uncertainty` measures a document's uncertainty (larger: label it sooner).
+UNCERTAINTY_MEASURES = {
+    "lowest_score": "1 - the lowest calibrated field score (the document's weakest value)",
+    "expected_corrections": "the values a reviewer is expected to correct: the sum of 1 - calibrated score over "
+                            "every value, plus one per required field the model did not find",
+    "word_errors": "the words the model is expected to label wrongly: the sum of 1 - the model's score over every "
+                   "word (fields or not)",
+}
+
+
+def document_uncertainty(document: dict[str, Any], measure: str = "lowest_score") -> float:
+    """How unsure the model is of a predict.py document JSON, by `measure` (UNCERTAINTY_MEASURES). `lowest_score`:
+    1 - the lowest (calibrated) score among its fields' values (every value of a multi-valued field), 1.0 for a
+    document without fields (nothing found is the least certain). The two sums grow with what there is to correct
+    in the document, so a long document with many doubtful values comes before a short one with one. Labelling the
+    most uncertain documents first (`predict.py --order uncertainty`) teaches the model most per document
+    labelled."""
+    if measure == "word_errors":
+        return sum(1.0 - float(word["score"]) for word in document.get("words", ()) if word.get("score") is not None)
     scores = _value_scores(document, "score")
+    if measure == "expected_corrections":
+        missing = sum(reason["reason"] == "missing required field" for reason in document.get("review_reasons", ()))
+        return sum(1.0 - score for score in scores) + missing
+    if measure != "lowest_score":
+        raise ValueError(f"unknown uncertainty measure {measure!r}; one of {sorted(UNCERTAINTY_MEASURES)}")
     return 1.0 - min(scores) if scores else 1.0
 
 
-def uncertainty_rank(document: dict[str, Any]) -> tuple[float, float]:
-    """The sort key of `--order uncertainty`, larger first: `document_uncertainty`, then the same from the model's
-    own scores. Isotonic calibration maps scores to a few steps, so many documents share one calibrated
+def uncertainty_rank(document: dict[str, Any], measure: str = "lowest_score") -> tuple[float, float]:
+    """The sort key of `--order uncertainty`, larger first: `document_uncertainty`, then 1 - the lowest of the
+    model's own value scores. Isotonic calibration maps scores to a few steps, so many documents share one calibrated
     uncertainty; the raw scores still order them (without them the tie would fall back to input order)."""
     raw = _value_scores(document, "model_score") or _value_scores(document, "score")
-    return document_uncertainty(document), 1.0 - min(raw) if raw else 1.0
+    return document_uncertainty(document, measure), 1.0 - min(raw) if raw else 1.0
 
 
 def _value_scores(document: dict[str, Any], key: str) -> list[float]:

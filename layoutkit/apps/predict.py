@@ -50,7 +50,7 @@ from layoutkit.apps.documents import (
     image_pages,
     pdf_page_inputs,
 )
-from layoutkit.apps.labelstudio_format import document_tasks, uncertainty_rank
+from layoutkit.apps.labelstudio_format import UNCERTAINTY_MEASURES, document_tasks, uncertainty_rank
 from layoutkit.apps.read_ahead import parallel_ocr_options, read_ahead
 from layoutkit.apps.settings import InferenceSettings, parse_inference_args
 from layoutkit.flags import flag
@@ -73,8 +73,11 @@ class PredictArguments:
     labelstudio: str | None = flag("also write the predictions as Label Studio tasks with pre-annotations (one-page "
                                    "images; see docs/labelstudio.md)", metavar="TASKS.json")
     order: Literal["input", "uncertainty"] = flag(
-        "order of the --labelstudio tasks: as the inputs, or the most uncertain document first (1 - its lowest "
-        "calibrated field score), for labelling what teaches the model most", "input")
+        "order of the --labelstudio tasks: as the inputs, or the most uncertain document first (--uncertainty), for "
+        "labelling what teaches the model most", "input")
+    uncertainty: Literal["lowest_score", "expected_corrections", "word_errors"] = flag(
+        "how --order uncertainty measures a document: " + "; ".join(
+            f"{name}: {meaning}" for name, meaning in UNCERTAINTY_MEASURES.items()), "lowest_score")
     labelstudio_image_prefix: str = flag("prefix of the tasks' image references, before the file name (default: "
                                          "Label Studio local files)", "/data/local-files/?d=")
     relation_model: str | None = flag("a run_relation_extraction.py checkpoint: adds `pairs`, the key -> value links "
@@ -237,7 +240,7 @@ def main(argv=None) -> int:
                 if args.labelstudio and len(result["pages"]) == 1 and source.suffix.lower() in IMAGE_SUFFIXES:
                     labelstudio_tasks.append((str(source), document_tasks(
                         result, args.labelstudio_image_prefix + source.name, settings.model_name_or_path),
-                        uncertainty_rank(result)))
+                        uncertainty_rank(result, args.uncertainty)))
                 elif args.labelstudio:
                     row["labelstudio"] = "not exported: Label Studio tasks are one image; convert the pages to images"
             except DocumentError as error:

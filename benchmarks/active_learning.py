@@ -21,8 +21,9 @@ strategies. Each later round adds documents until the next share is labelled, ch
   broken by the model's own value scores); remaining ties keep the pool's order, as `--order uncertainty` keeps the
   input order.
 
-Which measure `predict.py` uses by default was chosen with this script on a development pool (invoices of another
-generator seed, its own validation and test), not on the pool whose curve is reported (docs/trust.md).
+The measures were compared with this script on a development pool (invoices of another generator seed, its own
+validation and test), not on the pool whose curve is reported; none did better, so `predict.py` keeps `lowest_score`
+by default (docs/trust.md).
 
 Every round fine-tunes from scratch (`layoutkit train-ner`, the same scratch config and tokenizer built from the
 pool's words, the same seed) for the same budget in optimizer steps (`--train_steps`): the labelled documents are
@@ -160,7 +161,7 @@ def run_seed(args, raw, pool: list[str], counts: list[int], scratch: Path, seed:
                 (checkpoint / f"pool_uncertainty-{measure}.json").write_text(json.dumps(uncertainty, indent=1) + "\n")
                 # Calibrated scores are step functions (isotonic): many documents can share the cut-off value, and
                 # among those the pool's order decides, as the input order does for predict.py.
-                # A rank is (calibrated uncertainty, the model's own): ties need both equal.
+                # A rank is (the measure, 1 - the model's own lowest value score): ties need both equal.
                 ranks = {doc_id: tuple(rank) for doc_id, rank in uncertainty.items()}
                 cut = min(ranks[d] for d in chosen)
                 print(f"  scored {len(unlabelled)} unlabelled documents in {time.perf_counter() - started:.0f} s; "

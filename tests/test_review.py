@@ -2,6 +2,7 @@
 
 import math
 import random
+import typing
 
 import pytest
 
@@ -248,7 +249,7 @@ def test_document_uncertainty_orders_label_studio_tasks():
 def test_uncertainty_measures_count_what_there_is_to_correct():
     """`lowest_score` looks at the weakest value only; `expected_corrections` adds up the doubt over every value and
     counts a missing required field as one sure correction; `word_errors` adds up the model's doubt over every word."""
-    from layoutkit.apps.labelstudio_format import document_uncertainty, uncertainty_rank
+    from layoutkit.apps.labelstudio_format import UNCERTAINTY_MEASURES, document_uncertainty, uncertainty_rank
 
     short = {"fields": {"total": {"score": 0.5}}, "words": [{"score": 0.5}, {"score": 1.0}]}
     long = {"fields": {"total": {"score": 0.9}, "item_amount": {"multiple": True, "values": [
@@ -264,6 +265,10 @@ def test_uncertainty_measures_count_what_there_is_to_correct():
     assert uncertainty_rank(long, "expected_corrections") == (pytest.approx(1.0), pytest.approx(0.4))
     with pytest.raises(ValueError, match="unknown uncertainty measure 'entropy'"):
         document_uncertainty(short, "entropy")
+    # predict.py offers exactly these measures.
+    from layoutkit.apps.predict import PredictArguments
+
+    assert typing.get_args(typing.get_type_hints(PredictArguments)["uncertainty"]) == tuple(UNCERTAINTY_MEASURES)
 
 
 def test_uncertainty_rank_breaks_calibration_ties_with_the_model_scores():

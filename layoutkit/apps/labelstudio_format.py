@@ -19,6 +19,8 @@ import math
 import re
 from typing import Any, Sequence
 
+from ..pipelines.review import MISSING_REQUIRED_FIELD
+
 # The names of the OCR template's tags (https://labelstud.io/templates/optical_character_recognition), with the
 # image under the `image` data key; docs/labelstudio.md gives the labelling configuration these names fit.
 TEMPLATE_NAMES = {"image": "image", "rectangle": "bbox", "labels": "label", "textarea": "transcription"}
@@ -160,7 +162,7 @@ def document_uncertainty(document: dict[str, Any], measure: str = "lowest_score"
         return sum(1.0 - float(word["score"]) for word in document.get("words", ()) if word.get("score") is not None)
     scores = _value_scores(document, "score")
     if measure == "expected_corrections":
-        missing = sum(reason["reason"] == "missing required field" for reason in document.get("review_reasons", ()))
+        missing = sum(reason["reason"] == MISSING_REQUIRED_FIELD for reason in document.get("review_reasons", ()))
         return sum(1.0 - score for score in scores) + missing
     if measure != "lowest_score":
         raise ValueError(f"unknown uncertainty measure {measure!r}; one of {sorted(UNCERTAINTY_MEASURES)}")

@@ -30,7 +30,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from .boxes import union_box
+from .boxes import reading_order, union_box
 from .field_checks import CheckConfig
 from .locale_data import CURRENCY_SYMBOLS, LOCALES, MONTH_NAMES, WEEKDAY_NAMES
 
@@ -767,22 +767,15 @@ def join_split_values(entities: list[dict], schema: FieldSchema) -> list[dict]:
 
 # ------------------------------------------------------------------------------------------- extracting
 def _reading_order(candidates: list[dict]) -> list[dict]:
-    """Sorted by page, then top to bottom by text line (boxes whose middle lies within the line's first
-    box), then left to right; a plain (top, left) sort would put a 1-pixel-higher right word first."""
-    ordered = sorted(candidates, key=lambda c: (c["page"], *_top_left(c)))
-    lines: list[list[dict]] = []
-    for candidate in ordered:
-        anchor = lines[-1][0] if lines else None
-        if anchor is not None and anchor["page"] == candidate["page"] and _same_line(anchor, candidate):
-            lines[-1].append(candidate)
-        else:
-            lines.append([candidate])
-    return [candidate for line in lines for candidate in sorted(line, key=lambda c: _top_left(c)[1])]
-
-
-def _top_left(candidate: dict) -> tuple[float, float]:
-    box = candidate.get("box")
-    return (box[1], box[0]) if box else (0.0, 0.0)
+    """Sorted by page, then in boxes.reading_order (text lines top to bottom, each left to right; a plain (top,
+    left) sort would put a 1-pixel-higher right word first). Candidates without a box come first on their page."""
+    ordered = []
+    for page in sorted({candidate["page"] for candidate in candidates}):
+        on_page = [candidate for candidate in candidates if candidate["page"] == page]
+        boxed = [candidate for candidate in on_page if candidate.get("box")]
+        ordered += [candidate for candidate in on_page if not candidate.get("box")]
+        ordered += [boxed[i] for i in reading_order([candidate["box"] for candidate in boxed])]
+    return ordered
 
 
 def _same_line(anchor: dict, candidate: dict) -> bool:

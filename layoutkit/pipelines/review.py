@@ -40,7 +40,8 @@ from .field_checks import choose_by_checks, run_checks
 from .fields import FieldSchema, day_first_from_dates, extract_fields
 from .line_items import column_of, group_line_items
 
-REVIEW_REASONS = ("low score", "failed check", "ambiguous date", "unparsed value", "missing required field")
+MISSING_REQUIRED_FIELD = "missing required field"
+REVIEW_REASONS = ("low score", "failed check", "ambiguous date", "unparsed value", MISSING_REQUIRED_FIELD)
 
 
 def trust_settings(config) -> dict | None:
@@ -162,7 +163,7 @@ def route(fields: dict, checks: list[dict], schema: FieldSchema, threshold: floa
         reasons.append({"field": "line_items", "reason": "failed check", "detail": ", ".join(failed["line_items"])})
     for name in schema.required_fields():
         if name not in fields:
-            reasons.append({"field": name, "reason": "missing required field", "detail": f"no {name} was found"})
+            reasons.append({"field": name, "reason": MISSING_REQUIRED_FIELD, "detail": f"no {name} was found"})
     return reasons
 
 

@@ -103,6 +103,20 @@ def pool_uncertainty(checkpoint: Path, data_dir: Path, doc_ids: list[str], measu
     return uncertainty
 
 
+def saved_or_scored(checkpoint: Path, data_dir: Path, unlabelled: list[str], measure: str) -> tuple[dict, str]:
+    """pool_uncertainty of `unlabelled`, saved beside the checkpoint as pool_uncertainty-MEASURE.json; a re-run (an
+    interrupted benchmark, or seeds run in separate processes into one --output_dir) reads the saved scores when
+    they cover exactly the same documents. Returns the scores and what was done ("scored" or "read the scores of")."""
+    path = checkpoint / f"pool_uncertainty-{measure}.json"
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if set(saved) == set(unlabelled):
+            return saved, "read the scores of"
+    uncertainty = pool_uncertainty(checkpoint, data_dir, unlabelled, measure)
+    path.write_text(json.dumps(uncertainty, indent=1) + "\n")
+    return uncertainty, "scored"
+
+
 # ----------------------------------------------------------------------------------------- training
 def train_round(args, raw, labelled: list[str], scratch: Path, seed: int, run_dir: Path) -> dict:
     """Fine-tune from scratch on the `labelled` pool documents; returns the run's all_results.json (reused when the
@@ -156,15 +170,14 @@ def run_seed(args, raw, pool: list[str], counts: list[int], scratch: Path, seed:
                 previous = out / f"{strategy}-{len(labelled)}"
                 checkpoint = out / f"shared-{counts[0]}" if len(labelled) == counts[0] else previous
                 measure = strategy[len("uncertainty-"):]
-                uncertainty = pool_uncertainty(checkpoint, args.data_dir, unlabelled, measure)
+                uncertainty, scored = saved_or_scored(checkpoint, args.data_dir, unlabelled, measure)
                 chosen = pick_most_uncertain(unlabelled, uncertainty, need)
-                (checkpoint / f"pool_uncertainty-{measure}.json").write_text(json.dumps(uncertainty, indent=1) + "\n")
                 # Calibrated scores are step functions (isotonic): many documents can share the cut-off value, and
                 # among those the pool's order decides, as the input order does for predict.py.
                 # A rank is (the measure, 1 - the model's own lowest value score): ties need both equal.
                 ranks = {doc_id: tuple(rank) for doc_id, rank in uncertainty.items()}
                 cut = min(ranks[d] for d in chosen)
-                print(f"  scored {len(unlabelled)} unlabelled documents in {time.perf_counter() - started:.0f} s; "
+                print(f"  {scored} {len(unlabelled)} unlabelled documents in {time.perf_counter() - started:.0f} s; "
                       f"picked {measure} {cut[0]:.3f}...{max(ranks[d][0] for d in chosen):.3f} (pool "
                       f"mean {statistics.mean(rank[0] for rank in ranks.values()):.3f}; "
                       f"{sum(rank == cut for rank in ranks.values())} documents at the cut-off rank, "

@@ -10,7 +10,9 @@ per field, the share of test documents whose predicted value equals the gold one
 The scratch config and its tokenizer are built from the dataset's training words only; pretraining reads the
 dataset's train (and validation) pages with their labels dropped and its test split removed
 (`PretrainingTask.prepare_dataset`), so no test page is ever pretrained on. `--pretraining_dataset` pretrains on
-another corpus instead (e.g. synthetic invoices of seeds not used for fine-tuning).
+another corpus instead (e.g. synthetic invoices of seeds not used for fine-tuning). `--box_level segment` fine-tunes
+both arms on the dataset's segment boxes (FUNSD: each word carries its entity's box, the protocol of LayoutLMv3's
+published FUNSD scores); pretraining always reads word boxes, as unlabelled pages have no entities.
 
 LayoutLMv3's image objectives (masked patch regression and word-patch alignment, `--image_objectives` of
 run_pretraining.py): `--image_objectives none mim,wpa` pretrains one checkpoint per value, same steps and seed, and
@@ -77,6 +79,9 @@ def main(argv=None) -> None:
     parser.add_argument("--finetuning_steps", type=int, default=300)
     parser.add_argument("--finetuning_learning_rate", type=float, default=5e-4)
     parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--box_level", default="word", choices=["word", "segment"],
+                        help="the boxes fine-tuning reads (run_invoice_ner.py --box_level; segment: FUNSD's entity "
+                             "boxes, as LayoutLMv3's published FUNSD scores); pretraining reads word boxes")
     parser.add_argument("--train_documents", nargs="+", default=["25", "50", "all"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[1])
     parser.add_argument("--image_objectives", nargs="+", default=["auto"],
@@ -125,7 +130,8 @@ def main(argv=None) -> None:
                 results = run("run_invoice_ner.py", "--dataset_path", args.dataset_path, *model_flags,
                               "--output_dir", out / f"ner-{start}-{documents}-seed{seed}", "--max_train_steps",
                               args.finetuning_steps, "--num_train_epochs", 1000, "--learning_rate",
-                              args.finetuning_learning_rate, "--seed", seed, *limit, *common)
+                              args.finetuning_learning_rate, "--box_level", args.box_level, "--seed", seed,
+                              *limit, *common)
                 scores[start] = (results["test_f1"], results["test_em"])
             rows.append((documents, seed, scores))
             print(f"{documents} documents, seed {seed}: " + "; ".join(

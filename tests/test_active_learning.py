@@ -77,3 +77,24 @@ def test_report_compares_every_measure_with_random_order():
     assert "uncertainty-lowest_score first reaches random's mean F1 at 50% (0.6000) at no measured share" in table
     assert "uncertainty-expected_corrections first reaches random's mean F1 at 50% (0.6000) at 35% of the pool; " \
            "bar (<= 35%): met." in table
+
+
+def test_saved_pool_scores_are_reused_only_for_the_same_documents(tmp_path, monkeypatch):
+    """A re-run reads pool_uncertainty-MEASURE.json instead of scoring the pool again, but only when it covers exactly
+    the unlabelled documents of this round; otherwise the pool is scored and the file rewritten."""
+    calls = []
+
+    def score(checkpoint, data_dir, doc_ids, measure):
+        calls.append(list(doc_ids))
+        return {doc_id: [0.5, 0.1] for doc_id in doc_ids}
+
+    monkeypatch.setattr(active_learning, "pool_uncertainty", score)
+    first, done = active_learning.saved_or_scored(tmp_path, tmp_path, ["a", "b"], "word_errors")
+    assert done == "scored" and calls == [["a", "b"]]
+    assert (tmp_path / "pool_uncertainty-word_errors.json").is_file()
+    again, done = active_learning.saved_or_scored(tmp_path, tmp_path, ["b", "a"], "word_errors")
+    assert done == "read the scores of" and again == first and len(calls) == 1
+    _, done = active_learning.saved_or_scored(tmp_path, tmp_path, ["a", "b", "c"], "word_errors")
+    assert done == "scored" and calls[-1] == ["a", "b", "c"]
+    _, done = active_learning.saved_or_scored(tmp_path, tmp_path, ["a", "b"], "lowest_score")
+    assert done == "scored" and len(calls) == 3

@@ -3,6 +3,7 @@ folder of parquet shards), shuffled in a buffer and encoded as it is read; the p
 in for epochs (`StreamedBatches`); and the error without --max_train_steps. Tiny from-scratch LayoutLM, seconds."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -101,7 +102,7 @@ def test_streamed_batches_go_on_across_periods_and_resume_where_they_stopped():
 
     def reader():
         # With its own generator, as build_dataloaders makes it: starting a pass draws nothing from the global one.
-        # The collator draws from it, as the masking collator does.
+        # This collator draws from the global one (the masking collators do not; a custom one may).
         loader = DataLoader(stream, batch_size=3, generator=torch.Generator().manual_seed(0),
                             collate_fn=lambda rows: {"x": torch.tensor([r["x"] for r in rows]), "mask": torch.rand(1)})
         return StreamedBatches(loader, 3).prepare(accelerator)
@@ -122,16 +123,14 @@ def test_streamed_batches_go_on_across_periods_and_resume_where_they_stopped():
     torch.manual_seed(0)
     resumed.set_epoch(1)
     remaining = resumed.skip_first_batches(1)
-    assert torch.equal(torch.rand(3), expected)  # the 4 batches read again drew their masks from a forked state
+    assert torch.equal(torch.rand(3), expected)  # the 4 batches read again drew from a forked state
     assert [batch["x"].tolist() for batch in remaining] == batches[1][1:]
 
 
 def test_a_streamed_run_resumed_mid_period_trains_on_the_uninterrupted_runs_batches(
         corpus_copy, scratch_checkpoint, tmp_path, monkeypatch):
     """Checkpointed after step 3 of 4 (one evaluation period) and resumed: the stream is read again up to that
-    batch, and the resumed run's last step takes the uninterrupted run's last batch (the same windows; the masks
-    of a batch the dataloader fetched before the checkpoint are drawn anew, as without --streaming)."""
-    import shutil
+    batch, and the resumed run's last step takes the uninterrupted run's last batch."""
 
     from layoutkit.train.dataloaders import StreamedBatches
     from layoutkit.train.pretraining_task import main
@@ -155,3 +154,28 @@ def test_a_streamed_run_resumed_mid_period_trains_on_the_uninterrupted_runs_batc
     results = main([*args, "--output_dir", str(interrupted), "--resume_from_checkpoint", "latest"])
     assert results["train_steps"] == 4
     assert [position for position, *_ in expected] == [1, 2, 3, 4] and drawn == expected
+
+
+@pytest.mark.parametrize("reading", ["regular", "streamed"])
+def test_resumed_pretraining_has_the_uninterrupted_runs_weights_bit_for_bit(
+        reading, corpus_copy, scratch_checkpoint, tmp_path):
+    """Checkpointed after step 2 of 4 (mid-epoch, mid-period) and resumed: the final weights are exactly the
+    uninterrupted run's. The dataloader had already fetched batch 3 (its masks drawn) when step 2 was saved; masks
+    drawn from the batch itself, not from the random state the checkpoint holds, make batch 3 the same again."""
+    from safetensors.torch import load_file
+
+    from layoutkit.train.pretraining_task import main
+
+    args = ["--dataset_path", str(corpus_copy), "--config_name", str(scratch_checkpoint("layoutlm")),
+            *(STREAMED if reading == "streamed" else TINY), "--per_device_train_batch_size", "4",
+            "--max_train_steps", "4", "--checkpointing_steps", "2"]
+    uninterrupted, interrupted = tmp_path / "uninterrupted", tmp_path / "interrupted"
+    main([*args, "--output_dir", str(uninterrupted)])
+    assert json.loads((uninterrupted / "step_2" / "training_state.json").read_text())["epochs_done"] == 0
+    interrupted.mkdir()
+    shutil.copytree(uninterrupted / "step_2", interrupted / "step_2")
+    main([*args, "--output_dir", str(interrupted), "--resume_from_checkpoint", "latest"])
+
+    expected, resumed = (load_file(str(run / "model.safetensors")) for run in (uninterrupted, interrupted))
+    differing = [name for name in expected if not torch.equal(expected[name], resumed[name])]
+    assert expected.keys() == resumed.keys() and not differing, f"{len(differing)} resumed weights differ, e.g. {differing[:3]}"

@@ -122,7 +122,7 @@ class TrainingArguments:
     lr_scheduler_type: SCHEDULERS = flag("learning-rate schedule", "linear")
     num_warmup_steps: int = flag("linear warm-up steps of the schedule", 0)
     warmup_ratio: float = flag("used when --num_warmup_steps is 0", 0.0)
-    seed: int = flag("seeds the model init, shuffling and validation carve", 42)
+    seed: int = flag("seeds the model init, shuffling, validation carve and pretraining masks", 42)
     mixed_precision: Literal["no", "fp16", "bf16", "auto"] | None = flag(
         "autocast precision; auto: bf16 where the device multiplies bf16 faster than fp32 (measured once at start), "
         "else none; default: what `accelerate launch`/`accelerate config` set"

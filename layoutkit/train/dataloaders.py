@@ -65,8 +65,8 @@ class StreamedBatches:
 
     def seek(self, position: int) -> None:
         """Be at batch `position` of the training. Only a resumed run moves (an uninterrupted one is there
-        already): it reads the stream again from its start, drawing the masks of the batches it drops from a
-        forked random state, so training goes on with the random state the checkpoint restored."""
+        already): it reads the stream again from its start under a forked random state, so whatever the reading
+        draws from it (a collator of the user's), training goes on with the random state the checkpoint restored."""
         if position == self.position:
             return
         self.passes, self.pass_batches, self.position, self.batches = 0, 0, 0, None
@@ -77,7 +77,7 @@ class StreamedBatches:
     def next_batch(self):
         while True:
             if self.batches is None:
-                self.dataloader.set_epoch(self.passes)
+                set_epoch(self.dataloader, self.passes)
                 self.batches, self.pass_batches = iter(self.dataloader), 0
             try:
                 batch = next(self.batches)
@@ -97,6 +97,14 @@ class StreamedBatches:
             yield self.next_batch()
 
 
+def set_epoch(dataloader, epoch: int) -> None:
+    """`dataloader.set_epoch(epoch)` (the sampler's order, a stream's shuffle), and the same for its collator where
+    it draws per epoch (the masking collators of pretraining)."""
+    dataloader.set_epoch(epoch)
+    if hasattr(getattr(dataloader, "collate_fn", None), "set_epoch"):
+        dataloader.collate_fn.set_epoch(epoch)
+
+
 def skip_first_batches(accelerator, train_dataloader, num_batches: int):
     """The training batches after the first `num_batches` of an epoch (resuming mid-epoch)."""
     if isinstance(train_dataloader, StreamedBatches):
@@ -104,8 +112,10 @@ def skip_first_batches(accelerator, train_dataloader, num_batches: int):
     return accelerator.skip_first_batches(train_dataloader, num_batches)
 
 
-def build_dataloaders(training: TrainingArguments, windows: dict, collator, eval_steps: int | None = None):
-    """(train dataloader, {"validation"/"test": dataloader}, the split evaluated after each epoch).
+def build_dataloaders(training: TrainingArguments, windows: dict, collator, eval_collator,
+                      eval_steps: int | None = None):
+    """(train dataloader, {"validation"/"test": dataloader}, the split evaluated after each epoch), collated by
+    `collator` and `eval_collator`.
 
     The split evaluated after each epoch picks the model that is kept, so it is "validation" or None (no
     validation split: nothing is selected), never "test": a test score chosen on test is no test score. Streamed
@@ -135,7 +145,7 @@ def build_dataloaders(training: TrainingArguments, windows: dict, collator, eval
         period = (eval_steps or training.max_train_steps) * training.gradient_accumulation_steps
         train_dataloader = StreamedBatches(train_dataloader, period)
     eval_dataloaders = {
-        split: DataLoader(windows[split], collate_fn=collator, batch_size=training.per_device_eval_batch_size)
+        split: DataLoader(windows[split], collate_fn=eval_collator, batch_size=training.per_device_eval_batch_size)
         for split in ("validation", "test") if split in windows
     }
     eval_split = "validation" if "validation" in windows else None

@@ -106,7 +106,9 @@ class Task:
         """Split `split` of `raw` as windows (a `Dataset.map`, cached)."""
         raise NotImplementedError
 
-    def collator(self, processing: Processing):
+    def collator(self, processing: Processing, evaluation: bool = False):
+        """The batches' collator; `evaluation`: the one of the validation and test dataloaders (a task whose
+        collator draws at random, as masking does, draws them the same way at every evaluation)."""
         return self.collator_class(processing.tokenizer.pad_token_id, self.args.data.pad_to_multiple_of,
                                    processing.family.image_input)
 
@@ -223,7 +225,8 @@ def train_and_evaluate(task: Task, on_epoch_end=None) -> dict:
     with accelerator.main_process_first():
         windows = {split: task.encode(raw, split, processing) for split in raw}
     train_dataloader, eval_dataloaders, eval_split = build_dataloaders(
-        training, windows, task.collator(processing), streaming.eval_steps if streaming else None)
+        training, windows, task.collator(processing), task.collator(processing, evaluation=True),
+        streaming.eval_steps if streaming else None)
     loss_function = task.loss_function(raw)
     if training.release_memory:  # what the encoding freed, before training allocates anew
         release_free_memory()

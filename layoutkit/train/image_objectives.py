@@ -44,11 +44,13 @@ BLOCK_ASPECT_RATIO = 0.3  # blocks between 0.3 and 1/0.3 as wide as tall
 BLOCK_ATTEMPTS = 10  # tries at placing one block before the mask is left as it is
 
 
-def blockwise_patch_mask(height: int, width: int, num_masked: int) -> torch.Tensor:
+def blockwise_patch_mask(height: int, width: int, num_masked: int,
+                         generator: torch.Generator | None = None) -> torch.Tensor:
     """A (height, width) boolean mask with up to `num_masked` patches masked in rectangular blocks (BEiT's
     MaskingGenerator). Blocks may overlap; a block counts only its newly masked patches and may not add more than
     are still wanted, so the mask stops at `num_masked` or a little short of it when no block of at least
-    `MIN_BLOCK_PATCHES` fits the remainder (the remainder then stays visible). Uses torch's global generator."""
+    `MIN_BLOCK_PATCHES` fits the remainder (the remainder then stays visible). Draws from `generator` (default:
+    torch's global one)."""
     mask = torch.zeros(height, width, dtype=torch.bool)
     min_block = min(MIN_BLOCK_PATCHES, num_masked)
     log_ratios = (math.log(BLOCK_ASPECT_RATIO), math.log(1 / BLOCK_ASPECT_RATIO))
@@ -57,12 +59,12 @@ def blockwise_patch_mask(height: int, width: int, num_masked: int) -> torch.Tens
         wanted = num_masked - masked
         added = 0
         for _ in range(BLOCK_ATTEMPTS):
-            area = min_block + torch.rand(()).item() * max(wanted - min_block, 0)
-            ratio = math.exp(log_ratios[0] + torch.rand(()).item() * (log_ratios[1] - log_ratios[0]))
+            area = min_block + torch.rand((), generator=generator).item() * max(wanted - min_block, 0)
+            ratio = math.exp(log_ratios[0] + torch.rand((), generator=generator).item() * (log_ratios[1] - log_ratios[0]))
             block_height = min(height, max(1, round(math.sqrt(area * ratio))))
             block_width = min(width, max(1, round(math.sqrt(area / ratio))))
-            top = int(torch.randint(height - block_height + 1, ()))
-            left = int(torch.randint(width - block_width + 1, ()))
+            top = int(torch.randint(height - block_height + 1, (), generator=generator))
+            left = int(torch.randint(width - block_width + 1, (), generator=generator))
             block = mask[top: top + block_height, left: left + block_width]
             new = int((~block).sum())
             if 0 < new <= wanted:
@@ -129,21 +131,22 @@ class ImageMaskCollator(WholeWordMaskCollator):
 
     def __init__(self, pad_token_id: int, mask_token_id: int, vocab_size: int, mlm_probability: float = 0.15,
                  pad_to_multiple_of: int | None = 8, image_input: str | None = "pixel_values", patch_size: int = 16,
-                 mim_probability: float = 0.4, word_patch_alignment: bool = True):
-        super().__init__(pad_token_id, mask_token_id, vocab_size, mlm_probability, pad_to_multiple_of, image_input)
+                 mim_probability: float = 0.4, word_patch_alignment: bool = True, seed: int = 0):
+        super().__init__(pad_token_id, mask_token_id, vocab_size, mlm_probability, pad_to_multiple_of, image_input,
+                         seed)
         self.patch_size, self.mim_probability = patch_size, mim_probability
         self.word_patch_alignment = word_patch_alignment
 
-    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        batch = super().__call__(features)
+    def draw_masks(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> None:
+        super().draw_masks(batch, generator)
         pixels = batch[self.image_input]
         grid = (pixels.shape[2] // self.patch_size, pixels.shape[3] // self.patch_size)
         num_masked = round(grid[0] * grid[1] * self.mim_probability)
-        batch["image_mask"] = torch.stack([blockwise_patch_mask(*grid, num_masked).flatten() for _ in pixels])
+        batch["image_mask"] = torch.stack([blockwise_patch_mask(*grid, num_masked, generator).flatten()
+                                           for _ in pixels])
         if self.word_patch_alignment:
             batch["wpa_labels"] = word_patch_labels(batch["bbox"], batch["word_ids"], batch["labels"],
                                                     batch["image_mask"], grid)
-        return batch
 
 
 class MaskedPatchHead(nn.Module):

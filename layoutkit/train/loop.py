@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from .arguments import TrainingArguments
 from .checkpoints import TrainingState, resume, save_checkpoint
-from .dataloaders import skip_first_batches
+from .dataloaders import set_epoch, skip_first_batches
 from .memory import release_free_memory
 from .optimization import PreparedTraining
 
@@ -85,7 +85,7 @@ def fit(accelerator: Accelerator, training: TrainingArguments, prepared: Prepare
         if stop:
             break
         model.train()
-        train_dataloader.set_epoch(epoch)
+        set_epoch(train_dataloader, epoch)
         batches = train_dataloader
         if skip_batches:
             batches = skip_first_batches(accelerator, train_dataloader, skip_batches)

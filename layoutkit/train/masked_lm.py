@@ -15,6 +15,7 @@ surrounding words, their positions and the page.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 
 import torch
@@ -132,30 +133,51 @@ class WholeWordMaskCollator(LayoutCollator):
     token (80% of words), by random tokens (10%) or kept (10%), as in BERT. Boxes and page pixels are kept.
 
     Words are the dataset's words (`word_ids`), not the tokenizer's pieces, so a word is never half visible. The
-    draws use torch's global generator (seeded by the driver; evaluation forks it with a fixed seed)."""
+    draws come from a generator seeded by `seed`, the epoch (`set_epoch`) and the batch's own tokens and boxes
+    (`batch_generator`), not from torch's global one: a batch is masked the same way whenever it is collated, so a
+    resumed run re-collates the batch the dataloader had fetched before the checkpoint exactly as the uninterrupted
+    run did, and the global random state the checkpoint restores is the training step's (dropout) alone."""
 
     def __init__(self, pad_token_id: int, mask_token_id: int, vocab_size: int, mlm_probability: float = 0.15,
-                 pad_to_multiple_of: int | None = 8, image_input: str | None = None):
+                 pad_to_multiple_of: int | None = 8, image_input: str | None = None, seed: int = 0):
         super().__init__(pad_token_id, pad_to_multiple_of, image_input)
         self.mask_token_id, self.vocab_size, self.mlm_probability = mask_token_id, vocab_size, mlm_probability
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Mask every epoch anew (dynamic masking): the training loop calls this with the dataloader's set_epoch."""
+        self.epoch = epoch
+
+    def batch_generator(self, batch: dict[str, torch.Tensor]) -> torch.Generator:
+        """The generator the batch's masks are drawn from: a function of the seed, the epoch and the batch's
+        unmasked tokens and boxes (two copies of a page in one batch still get different masks: rows draw in
+        turn)."""
+        digest = hashlib.blake2b(f"{self.seed}/{self.epoch}".encode(), digest_size=8)
+        for name in ("input_ids", "bbox"):
+            digest.update(batch[name].numpy().tobytes())
+        return torch.Generator().manual_seed(int.from_bytes(digest.digest(), "little") >> 1)
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
         batch = super().__call__([{k: v for k, v in f.items() if k != "labels"} for f in features])
+        self.draw_masks(batch, self.batch_generator(batch))
+        return batch
+
+    def draw_masks(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> None:
+        """Mask the batch's words in place: `input_ids` masked, `labels` the chosen words' tokens."""
         input_ids, word_ids = batch["input_ids"], batch["word_ids"]
         chosen = torch.zeros_like(input_ids, dtype=torch.bool)
         for row in range(len(input_ids)):
             words = torch.unique(word_ids[row][word_ids[row] >= 0])
             if len(words):
                 count = max(1, round(len(words) * self.mlm_probability))
-                picked = words[torch.randperm(len(words))[:count]]
+                picked = words[torch.randperm(len(words), generator=generator)[:count]]
                 chosen[row] = torch.isin(word_ids[row], picked)
         labels = torch.where(chosen, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
         # One draw per word, so all tokens of a word get the same treatment.
-        draws = torch.rand(len(input_ids), int(word_ids.max().clamp(min=0)) + 1)
+        draws = torch.rand(len(input_ids), int(word_ids.max().clamp(min=0)) + 1, generator=generator)
         token_draws = draws.gather(1, word_ids.clamp(min=0))
         masked = input_ids.clone()
         masked[chosen & (token_draws < 0.8)] = self.mask_token_id
         random_tokens = chosen & (token_draws >= 0.8) & (token_draws < 0.9)
-        masked[random_tokens] = torch.randint(self.vocab_size, (int(random_tokens.sum()),))
+        masked[random_tokens] = torch.randint(self.vocab_size, (int(random_tokens.sum()),), generator=generator)
         batch["input_ids"], batch["labels"] = masked, labels
-        return batch

@@ -29,7 +29,7 @@ from .streaming import is_streamed
 
 # Columns of labelled datasets that pretraining ignores.
 LABEL_COLUMNS = ("ner_tags", "label", "labels", "relations", "entity_ids", "row_ids")
-EVALUATION_SEED = 1234  # the validation split is masked the same way after every epoch
+EVALUATION_SEED = 1234  # the masks of the validation split
 
 
 @dataclass
@@ -115,18 +115,21 @@ class PretrainingTask(Task):
                                 data.max_seq_length, data.stride, num_proc=data.preprocessing_num_workers,
                                 load_from_cache_file=not data.overwrite_cache)
 
-    def collator(self, processing):
+    def collator(self, processing, evaluation: bool = False):
         tokenizer = processing.tokenizer
         if tokenizer.mask_token_id is None:
             raise ValueError(f"{type(tokenizer).__name__} has no mask token: masked language modelling needs one "
                              "(scratch tokenizers from `layoutkit scratch` and the published ones have it)")
         arguments = (tokenizer.pad_token_id, tokenizer.mask_token_id, len(tokenizer), self.args.task.mlm_probability,
                      self.args.data.pad_to_multiple_of, processing.family.image_input)
+        # Evaluation masks with a seed of its own and is never moved to another epoch: every evaluation, of every
+        # run whatever its --seed, scores the same masked tokens.
+        seed = EVALUATION_SEED if evaluation else self.args.training.seed
         if self.image_objectives:
             return ImageMaskCollator(*arguments, patch_size=self.patch_size,
                                      mim_probability=self.args.task.mim_probability,
-                                     word_patch_alignment="wpa" in self.image_objectives)
-        return WholeWordMaskCollator(*arguments)
+                                     word_patch_alignment="wpa" in self.image_objectives, seed=seed)
+        return WholeWordMaskCollator(*arguments, seed=seed)
 
     def describe(self, raw, windows) -> str:
         if is_streamed(raw["train"]):  # --streaming: its size is not known
@@ -144,28 +147,26 @@ class PretrainingTask(Task):
         sums = {name: torch.zeros((), device=accelerator.device, dtype=torch.float64)
                 for name in ("mlm_loss", "correct", "masked_tokens", "mim_loss", "masked_patches", "wpa_loss",
                              "wpa_correct", "wpa_words")}
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(EVALUATION_SEED + accelerator.process_index)
-            for batch in dataloader:
-                inputs = model_inputs(batch)
-                labels = inputs.pop("labels")
-                outputs = model(**inputs)
-                logits = outputs.logits.float()
-                scored = labels != -100
-                sums["mlm_loss"] += torch.nn.functional.cross_entropy(logits[scored], labels[scored], reduction="sum")
-                sums["correct"] += (logits[scored].argmax(-1) == labels[scored]).sum()
-                sums["masked_tokens"] += scored.sum()
-                if getattr(outputs, "mim_loss", None) is not None:  # a mean over the batch's masked patches
-                    patches = inputs["image_mask"].sum()
-                    sums["mim_loss"] += outputs.mim_loss * patches
-                    sums["masked_patches"] += patches
-                if getattr(outputs, "wpa_loss", None) is not None:
-                    aligned = inputs["wpa_labels"] != -100
-                    words = aligned.sum()
-                    sums["wpa_loss"] += outputs.wpa_loss * words
-                    predicted = outputs.wpa_logits[aligned] > 0
-                    sums["wpa_correct"] += (predicted == inputs["wpa_labels"][aligned].bool()).sum()
-                    sums["wpa_words"] += words
+        for batch in dataloader:
+            inputs = model_inputs(batch)
+            labels = inputs.pop("labels")
+            outputs = model(**inputs)
+            logits = outputs.logits.float()
+            scored = labels != -100
+            sums["mlm_loss"] += torch.nn.functional.cross_entropy(logits[scored], labels[scored], reduction="sum")
+            sums["correct"] += (logits[scored].argmax(-1) == labels[scored]).sum()
+            sums["masked_tokens"] += scored.sum()
+            if getattr(outputs, "mim_loss", None) is not None:  # a mean over the batch's masked patches
+                patches = inputs["image_mask"].sum()
+                sums["mim_loss"] += outputs.mim_loss * patches
+                sums["masked_patches"] += patches
+            if getattr(outputs, "wpa_loss", None) is not None:
+                aligned = inputs["wpa_labels"] != -100
+                words = aligned.sum()
+                sums["wpa_loss"] += outputs.wpa_loss * words
+                predicted = outputs.wpa_logits[aligned] > 0
+                sums["wpa_correct"] += (predicted == inputs["wpa_labels"][aligned].bool()).sum()
+                sums["wpa_words"] += words
         totals = {name: accelerator.reduce(value, "sum").item() for name, value in sums.items()}
         model.train()
         mlm_loss = totals["mlm_loss"] / max(totals["masked_tokens"], 1)

@@ -305,7 +305,7 @@ class RelationExtractionTask(Task):
         predicted = predicted_entities(accelerator, ner_model, raw[split], data.max_seq_length, data.stride,
                                        data.pad_to_multiple_of, training.per_device_eval_batch_size)
         windows = self.encode(raw, split, processing, entities=predicted, pairs=[set()] * len(predicted))
-        dataloader = accelerator.prepare(DataLoader(windows, collate_fn=self.collator(processing),
+        dataloader = accelerator.prepare(DataLoader(windows, collate_fn=self.collator(processing, evaluation=True),
                                                     batch_size=training.per_device_eval_batch_size))
         end_to_end = self.evaluate(accelerator, model, dataloader, raw, split, final=True, entities=predicted).metrics
         accelerator.print(f"{split} (predicted entities): {self.headline(end_to_end)}")

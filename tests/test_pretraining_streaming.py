@@ -178,4 +178,5 @@ def test_resumed_pretraining_has_the_uninterrupted_runs_weights_bit_for_bit(
 
     expected, resumed = (load_file(str(run / "model.safetensors")) for run in (uninterrupted, interrupted))
     differing = [name for name in expected if not torch.equal(expected[name], resumed[name])]
-    assert expected.keys() == resumed.keys() and not differing, f"{len(differing)} resumed weights differ, e.g. {differing[:3]}"
+    assert expected.keys() == resumed.keys()
+    assert not differing, f"{len(differing)} resumed weights differ, e.g. {differing[:3]}"

@@ -60,7 +60,8 @@ def blockwise_patch_mask(height: int, width: int, num_masked: int,
         added = 0
         for _ in range(BLOCK_ATTEMPTS):
             area = min_block + torch.rand((), generator=generator).item() * max(wanted - min_block, 0)
-            ratio = math.exp(log_ratios[0] + torch.rand((), generator=generator).item() * (log_ratios[1] - log_ratios[0]))
+            log_ratio = log_ratios[0] + torch.rand((), generator=generator).item() * (log_ratios[1] - log_ratios[0])
+            ratio = math.exp(log_ratio)
             block_height = min(height, max(1, round(math.sqrt(area * ratio))))
             block_width = min(width, max(1, round(math.sqrt(area / ratio))))
             top = int(torch.randint(height - block_height + 1, (), generator=generator))

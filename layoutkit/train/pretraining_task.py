@@ -29,7 +29,7 @@ from .streaming import is_streamed
 
 # Columns of labelled datasets that pretraining ignores.
 LABEL_COLUMNS = ("ner_tags", "label", "labels", "relations", "entity_ids", "row_ids")
-EVALUATION_SEED = 1234  # the masks of the validation split
+EVALUATION_SEED = 1234  # the seed of the evaluation masks (validation and test splits)
 
 
 @dataclass
